@@ -1,0 +1,38 @@
+# Poolkeeper: `make run` starts the offline stack, `make test` runs lint and the tests.
+# Both install what they need (virtualenv, pip, npm ci) on first use.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 7071
+
+.PHONY: deps run test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+deps: $(VENV)/.installed node_modules/.installed
+
+run: deps
+	$(BIN)/python -m local.stack --port $(PORT)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+
+test: deps lint
+	$(BIN)/python -m pytest
+
+bench: deps
+	$(BIN)/python -m bench.cold_start
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The offline stack (not deployed): local Functions host, Azurite runner, later the simulators."""

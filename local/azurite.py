@@ -1,0 +1,74 @@
+"""Runs Azurite (the npm package pinned in package.json) in memory on loopback free ports.
+
+Used by `local.stack` and by the test fixtures; always stopped by its context manager.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from types import TracebackType
+
+from local.procs import free_port, stop_group, tcp_open, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT = "devstoreaccount1"
+# Azurite's well-known development key (public, documented by Microsoft); loopback only.
+KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+class Azurite:
+    """An Azurite process with blob, queue and table services; use it as a context manager."""
+
+    def __init__(self, host: str = "127.0.0.1", log: Path | None = None) -> None:
+        self.host = host
+        self.ports = {"blob": free_port(host), "queue": free_port(host), "table": free_port(host)}
+        self._log = log
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def connection_string(self) -> str:
+        endpoints = ";".join(
+            f"{service.capitalize()}Endpoint=http://{self.host}:{port}/{ACCOUNT}"
+            for service, port in self.ports.items()
+        )
+        return f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};{endpoints};"
+
+    def start(self, timeout: float = 30.0) -> Azurite:
+        binary = ROOT / "node_modules" / ".bin" / "azurite"
+        if not binary.exists():
+            raise FileNotFoundError(f"{binary} is missing: run `npm ci` in {ROOT}")
+        args = [str(binary), "--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck"]
+        for service, port in self.ports.items():
+            args += [f"--{service}Host", self.host, f"--{service}Port", str(port)]
+        output = open(self._log, "ab") if self._log else subprocess.DEVNULL  # noqa: SIM115
+        self._process = subprocess.Popen(
+            args, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            wait_until(
+                lambda: all(tcp_open(self.host, port) for port in self.ports.values()),
+                timeout=timeout,
+                what="Azurite",
+                process=self._process,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            stop_group(self._process)
+            self._process = None
+
+    def __enter__(self) -> Azurite:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.stop()

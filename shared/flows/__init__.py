@@ -1,0 +1,1 @@
+"""Workflows: read fresh state through adapters, ask the core for a decision, act, record."""

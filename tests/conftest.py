@@ -1,0 +1,125 @@
+"""Shared fixtures: Azurite and local-host processes on free ports, always stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from local.azurite import ROOT, Azurite
+from local.procs import free_port, stop_group, wait_until
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+DEFAULT_HOST_JSON: dict[str, Any] = {
+    "version": "2.0",
+    "extensions": {
+        "queues": {
+            "maxPollingInterval": "00:00:00.5",
+            "visibilityTimeout": "00:00:00",
+            "maxDequeueCount": 5,
+            "messageEncoding": "none",
+        }
+    },
+}
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    with Azurite() as running:
+        yield running
+
+
+@dataclass
+class RunningHost:
+    url: str
+    root: Path
+    function_key: str
+    master_key: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def records(self) -> list[dict[str, Any]]:
+        path = self.root / "records.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def wait_for_records(self, predicate: Callable[[list[dict[str, Any]]], bool],
+                         timeout: float = 20) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            records = self.records()
+            if predicate(records):
+                return records
+            time.sleep(0.1)
+        log = self.log.read_text()
+        raise AssertionError(f"records never matched; have {self.records()}\n{log}")
+
+
+def _ping(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/admin/host/ping", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+@pytest.fixture
+def start_host(tmp_path: Path) -> Iterator[Callable[..., RunningHost]]:
+    """Start `python -m local.host` on a script root; every host started is stopped at teardown."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        app: Path | None = None,
+        *,
+        settings: dict[str, str] | None = None,
+        host_json: dict[str, Any] | None = None,
+        wait: bool = True,
+    ) -> RunningHost:
+        root = tmp_path / f"root{len(started)}"
+        root.mkdir()
+        if app is None:
+            shutil.copy(FIXTURES / "hostapp" / "function_app.py", root / "function_app.py")
+        else:
+            shutil.copy(app, root / "function_app.py")
+        (root / "host.json").write_text(json.dumps(host_json or DEFAULT_HOST_JSON))
+        port = free_port()
+        env = {
+            key: value for key, value in os.environ.items()
+            if not key.startswith(("POOLKEEPER_", "AzureWebJobs"))
+        }
+        env.update({
+            "PYTHONPATH": str(ROOT),
+            "RECORD_FILE": str(root / "records.jsonl"),
+            "POOLKEEPER_LOCAL_FUNCTION_KEYS": "test-function-key",
+            "POOLKEEPER_LOCAL_MASTER_KEY": "test-master-key",
+        })
+        env.update(settings or {})
+        log = root / "host.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "local.host", "--root", str(root), "--port", str(port)],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        started.append(process)
+        url = f"http://127.0.0.1:{port}"
+        if wait:
+            try:
+                wait_until(lambda: _ping(url), timeout=30, what="local host", process=process)
+            except (RuntimeError, TimeoutError) as error:
+                raise AssertionError(f"{error}\n{log.read_text()}") from error
+        return RunningHost(url, root, "test-function-key", "test-master-key", process, log)
+
+    yield start
+    for process in started:
+        stop_group(process)
