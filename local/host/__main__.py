@@ -28,7 +28,7 @@ from local.host.http import build_app, describe
 from local.host.queues import QueueListener
 from local.host.schedule import parse_schedule
 from local.host.timers import TimerRunner
-from shared.adapters.storage import StorageAccount
+from shared.adapters.storage import StorageAccount, StorageConfigError
 from shared.clock import clock_from_settings
 
 log = logging.getLogger("Host")
@@ -55,7 +55,7 @@ def _local_port(root: Path) -> int:
     return 7071
 
 
-async def serve(root: Path, port: int, bind: str) -> None:
+async def serve(root: Path, port: int, bind: str) -> int:
     """Load everything, fail fast on mistakes, then run HTTP, timers and queues until signalled."""
     apply_local_settings(root, os.environ)
     settings = dict(os.environ)
@@ -107,14 +107,15 @@ async def serve(root: Path, port: int, bind: str) -> None:
     tasks = [asyncio.create_task(runner.run()) for runner in runners]
     waiter = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    for task in done:
-        if task is not waiter and task.exception():
-            log.error("A trigger runner stopped: %r", task.exception())
+    crashed = [task.exception() for task in done if task is not waiter and task.exception()]
+    for error in crashed:
+        log.error("A trigger runner failed, stopping the host: %r", error)
     log.info("Stopping the host")
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await web_runner.cleanup()
+    return 1 if crashed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -128,11 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("azure").setLevel(logging.WARNING)
     root = args.root.resolve()
     try:
-        asyncio.run(serve(root, args.port or _local_port(root), args.bind))
-    except HostConfigError as error:
+        return asyncio.run(serve(root, args.port or _local_port(root), args.bind))
+    except (HostConfigError, StorageConfigError) as error:
         print(f"local host: {error}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Any
 import azure.functions as func
 from aiohttp import web
 from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
 
 from local.host.config import HostConfig
 from local.host.functions import HostedFunction
@@ -122,7 +123,7 @@ def build_app(config: HostConfig, functions: list[HostedFunction]) -> web.Applic
         except (ValueError, KeyError, TypeError):
             return _json(400, {"error": 'body must be JSON like {"input": "<message or empty>"}'})
         value: Any = (
-            func.TimerRequest(past_due=False)
+            TimerRequest(past_due=False)
             if hosted.kind == "timer"
             else QueueMessage(id="admin", body=str(given).encode(), dequeue_count=1)
         )

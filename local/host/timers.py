@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import azure.functions as func
+from azure.functions.timer import TimerRequest
 
 from local.host.functions import HostedFunction
 from local.host.schedule import Schedule, monitor_by_default
@@ -83,7 +83,7 @@ class TimerRunner:
         )
 
     async def _fire(self, *, past_due: bool, status: dict[str, str] | None, reason: str) -> None:
-        request = func.TimerRequest(
+        request = TimerRequest(
             past_due=past_due, schedule_status=status, schedule={"AdjustForDST": True}
         )
         # A failed run is logged by invoke; the host keeps the schedule going.

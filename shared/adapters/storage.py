@@ -99,8 +99,7 @@ class ServiceStatus:
     error: str | None = None
 
 
-def _probe(account: StorageAccount, service: str) -> ServiceStatus:
-    client = getattr(account, f"{service}_service")(**PROBE_OPTIONS)
+def _probe(service: str, client: Any) -> ServiceStatus:
     endpoint = client.url
     try:
         client.get_service_properties()
@@ -115,5 +114,8 @@ def _probe(account: StorageAccount, service: str) -> ServiceStatus:
 
 def probe_services(account: StorageAccount) -> list[ServiceStatus]:
     """Ask the queue, table and blob services for their properties, in parallel."""
+    # Clients are built here, not in the threads: concurrent first imports of azure.core
+    # modules can observe each other half-initialised.
+    clients = [getattr(account, f"{service}_service")(**PROBE_OPTIONS) for service in SERVICES]
     with ThreadPoolExecutor(max_workers=len(SERVICES)) as pool:
-        return list(pool.map(lambda service: _probe(account, service), SERVICES))
+        return list(pool.map(_probe, SERVICES, clients))

@@ -1,0 +1,65 @@
+"""`python -m local.stack`: one JSON line of endpoints once ready; SIGTERM leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from local.azurite import ROOT
+
+
+def _descendants(pid: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_stack_prints_endpoints_serves_health_and_stops_everything_on_sigterm(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POOLKEEPER_", "AzureWebJobs"))}
+    stack = subprocess.Popen(
+        [sys.executable, "-m", "local.stack", "--logs", str(tmp_path)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        began = time.monotonic()
+        line = stack.stdout.readline()
+        assert time.monotonic() - began < 30, "the endpoint line took longer than 30 s"
+        endpoints = json.loads(line)
+        assert {"host", "storage", "function_key"} <= endpoints.keys()
+        health = requests.get(f"{endpoints['host']}/api/health", timeout=10)
+        assert health.status_code == 200, health.text
+        children = _descendants(stack.pid)
+        assert len(children) >= 2  # Azurite and the local host at least
+    finally:
+        stack.send_signal(signal.SIGTERM)
+        code = stack.wait(timeout=30)
+    assert code == 0
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+        time.sleep(0.1)
+    assert not [pid for pid in children if _alive(pid)]

@@ -1,0 +1,46 @@
+"""The function index as the Functions host sees it, and the app's cold-start import cost."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from local.azurite import ROOT
+
+
+def _index() -> list[dict]:
+    # get_functions() can be called once per imported app (the library rejects a second
+    # call as duplicate names), so index in a fresh interpreter.
+    code = (
+        "import json, function_app\n"
+        "print(json.dumps([json.loads(f.get_function_json()) | {'name': f.get_function_name()}"
+        " for f in function_app.app.get_functions()]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def test_function_index_pins_names_triggers_routes_and_auth_levels() -> None:
+    index = {entry["name"]: entry["bindings"] for entry in _index()}
+    assert index == {
+        "health": [
+            {"direction": "IN", "type": "httpTrigger", "name": "req", "methods": ["GET"],
+             "authLevel": "ANONYMOUS", "route": "health"},
+            {"direction": "OUT", "type": "http", "name": "$return"},
+        ],
+    }
+
+
+def test_importing_the_app_loads_no_heavy_sdk() -> None:
+    # Cold start matters for an HTTP-triggered webhook: SDKs load when a function needs them.
+    code = (
+        "import sys, function_app\n"
+        "heavy = ('azure.mgmt.compute', 'kubernetes', 'azure.monitor', 'azure.identity',"
+        " 'azure.storage.queue', 'azure.storage.blob', 'azure.data.tables')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(heavy)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.strip() == "[]"
