@@ -27,6 +27,7 @@ run: deps
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: deps lint
 	$(BIN)/python -m pytest

@@ -14,8 +14,14 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "bench" / "results" / "cold_start.md"
 RUNS = 7
 SDKS = (
-    "azure.identity", "azure.mgmt.compute", "azure.monitor.query", "azure.monitor.querymetrics",
-    "azure.storage.queue", "azure.storage.blob", "azure.data.tables", "kubernetes.client",
+    "azure.identity",
+    "azure.mgmt.compute",
+    "azure.monitor.query",
+    "azure.monitor.querymetrics",
+    "azure.storage.queue",
+    "azure.storage.blob",
+    "azure.data.tables",
+    "kubernetes.client",
 )
 CASES = {
     "import function_app (as shipped)": "import function_app",
@@ -26,8 +32,9 @@ CASES = {
 
 def _seconds(code: str) -> float:
     timed = f"import time\nstart = time.perf_counter()\n{code}\nprint(time.perf_counter() - start)"
-    result = subprocess.run([sys.executable, "-c", timed], cwd=ROOT, capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", timed], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     return float(result.stdout.strip())
 
 
@@ -47,8 +54,8 @@ def main() -> None:
         "|---|---:|---:|---:|",
         *(f"| {n} | {m * 1000:.0f} | {lo * 1000:.0f} | {hi * 1000:.0f} |" for n, m, lo, hi in rows),
         "",
-        f"Lazy SDK imports save about {(rows[1][1] - rows[0][1]) * 1000:.0f} ms of every cold start "
-        "(the SDKs load when a function first needs them). Reproduce with `make bench`.",
+        f"Lazy SDK imports save about {(rows[1][1] - rows[0][1]) * 1000:.0f} ms of every cold "
+        "start (the SDKs load when a function first needs them). Reproduce with `make bench`.",
         "",
     ]
     RESULT.parent.mkdir(parents=True, exist_ok=True)

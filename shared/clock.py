@@ -62,7 +62,10 @@ class FileClock:
         self._time: ScaledTime | None = None
 
     def _current(self) -> ScaledTime:
-        stamp = os.stat(self._path).st_mtime_ns
+        try:
+            stamp = os.stat(self._path).st_mtime_ns
+        except OSError as error:
+            raise ValueError(f"clock file {self._path} is unreadable: {error}") from error
         if stamp != self._stamp or self._time is None:
             self._time = read_clock_file(self._path)
             self._stamp = stamp

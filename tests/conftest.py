@@ -55,8 +55,9 @@ class RunningHost:
             return []
         return [json.loads(line) for line in path.read_text().splitlines()]
 
-    def wait_for_records(self, predicate: Callable[[list[dict[str, Any]]], bool],
-                         timeout: float = 20) -> list[dict[str, Any]]:
+    def wait_for_records(
+        self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 20
+    ) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             records = self.records()
@@ -95,21 +96,28 @@ def start_host(tmp_path: Path) -> Iterator[Callable[..., RunningHost]]:
         (root / "host.json").write_text(json.dumps(host_json or DEFAULT_HOST_JSON))
         port = free_port()
         env = {
-            key: value for key, value in os.environ.items()
+            key: value
+            for key, value in os.environ.items()
             if not key.startswith(("POOLKEEPER_", "AzureWebJobs"))
         }
-        env.update({
-            "PYTHONPATH": str(ROOT),
-            "RECORD_FILE": str(root / "records.jsonl"),
-            "POOLKEEPER_LOCAL_FUNCTION_KEYS": "test-function-key",
-            "POOLKEEPER_LOCAL_MASTER_KEY": "test-master-key",
-        })
+        env.update(
+            {
+                "PYTHONPATH": str(ROOT),
+                "RECORD_FILE": str(root / "records.jsonl"),
+                "POOLKEEPER_LOCAL_FUNCTION_KEYS": "test-function-key",
+                "POOLKEEPER_LOCAL_MASTER_KEY": "test-master-key",
+            }
+        )
         env.update(settings or {})
         log = root / "host.log"
         with open(log, "wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "local.host", "--root", str(root), "--port", str(port)],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         started.append(process)
         url = f"http://127.0.0.1:{port}"

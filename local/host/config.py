@@ -28,7 +28,7 @@ def parse_timespan(text: str, *, field: str) -> float:
     """Seconds in a .NET TimeSpan string as host.json writes them ("00:00:30", "1.00:00:00")."""
     match = _TIMESPAN.match(text.strip()) if isinstance(text, str) else None
     if not match:
-        raise HostConfigError(f"host.json {field}: expected a TimeSpan like 00:00:30, got {text!r}")
+        raise HostConfigError(f"{field}: expected a TimeSpan like 00:00:30, got {text!r}")
     days, hours, minutes, seconds, fraction = match.groups()
     total = int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + int(seconds)
     return total + (float(f"0.{fraction}") if fraction else 0.0)
@@ -70,6 +70,21 @@ class HostConfig:
     host_id: str
 
 
+def _section(data: Any, field: str) -> Mapping[str, Any]:
+    if not isinstance(data, dict):
+        raise HostConfigError(f"host.json {field}: must be a JSON object, got {data!r}")
+    return data
+
+
+def _integer(section: Mapping[str, Any], key: str, default: int) -> int:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HostConfigError(
+            f"host.json extensions.queues.{key}: must be a whole number, got {value!r}"
+        )
+    return value
+
+
 def _queue_options(section: Mapping[str, Any]) -> QueueOptions:
     defaults = QueueOptions()
     encoding = str(section.get("messageEncoding", defaults.message_encoding)).lower()
@@ -77,10 +92,10 @@ def _queue_options(section: Mapping[str, Any]) -> QueueOptions:
         raise HostConfigError(
             f"host.json extensions.queues.messageEncoding: base64 or none, got {encoding!r}"
         )
-    batch_size = int(section.get("batchSize", defaults.batch_size))
+    batch_size = _integer(section, "batchSize", defaults.batch_size)
     if not 1 <= batch_size <= 32:
         raise HostConfigError(f"host.json extensions.queues.batchSize: 1 to 32, got {batch_size}")
-    max_dequeue = int(section.get("maxDequeueCount", defaults.max_dequeue_count))
+    max_dequeue = _integer(section, "maxDequeueCount", defaults.max_dequeue_count)
     if max_dequeue < 1:
         raise HostConfigError(
             f"host.json extensions.queues.maxDequeueCount: at least 1, got {max_dequeue}"
@@ -90,12 +105,12 @@ def _queue_options(section: Mapping[str, Any]) -> QueueOptions:
     return QueueOptions(
         batch_size=batch_size,
         max_polling_interval=(
-            parse_timespan(polling, field="extensions.queues.maxPollingInterval")
+            parse_timespan(polling, field="host.json extensions.queues.maxPollingInterval")
             if polling is not None
             else defaults.max_polling_interval
         ),
         visibility_timeout=(
-            parse_timespan(visibility, field="extensions.queues.visibilityTimeout")
+            parse_timespan(visibility, field="host.json extensions.queues.visibilityTimeout")
             if visibility is not None
             else defaults.visibility_timeout
         ),
@@ -133,19 +148,22 @@ def load_host_config(root: Path, settings: Mapping[str, str]) -> HostConfig:
         raise HostConfigError(f"{path} is missing: the script root needs a host.json") from error
     except ValueError as error:
         raise HostConfigError(f"{path}: not valid JSON ({error})") from error
+    data = _section(data, "(top level)")
     if data.get("version") != "2.0":
         raise HostConfigError(f'{path}: "version" must be "2.0"')
-    extensions = data.get("extensions", {})
+    extensions = _section(data.get("extensions", {}), "extensions")
     timeout = data.get("functionTimeout")
     function_keys = tuple(
         key.strip() for key in settings.get(FUNCTION_KEY_SETTING, "").split(",") if key.strip()
     )
     return HostConfig(
         root=root,
-        route_prefix=str(extensions.get("http", {}).get("routePrefix", "api")).strip("/"),
-        queues=_queue_options(extensions.get("queues", {})),
+        route_prefix=str(
+            _section(extensions.get("http", {}), "extensions.http").get("routePrefix", "api")
+        ).strip("/"),
+        queues=_queue_options(_section(extensions.get("queues", {}), "extensions.queues")),
         function_timeout=(
-            parse_timespan(timeout, field="functionTimeout")
+            parse_timespan(timeout, field="host.json functionTimeout")
             if timeout not in (None, "-1")
             else None
         ),

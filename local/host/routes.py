@@ -33,20 +33,20 @@ class Route:
 def compile_route(template: str) -> Route:
     """Compile a route template (without the `api/` prefix) into a matcher."""
     parts: list[str] = []
-    for segment in template.strip("/").split("/"):
+    for index, segment in enumerate(template.strip("/").split("/")):
+        slash = "/" if index else ""
         param = _PARAM.match(segment)
         if param is None:
             if "{" in segment or "}" in segment:
                 raise ValueError(
                     f"route {template!r}: segment {segment!r} is not a supported parameter"
                 )
-            parts.append("/" + re.escape(segment))
+            parts.append(slash + re.escape(segment))
             continue
         catch_all, name, constraint, optional = param.groups()
         if constraint and constraint not in _CONSTRAINTS:
             raise ValueError(f"route {template!r}: constraint {constraint!r} is not supported")
         value = ".*" if catch_all else _CONSTRAINTS.get(constraint or "", "[^/]+")
-        part = f"/(?P<{name}>{value})"
+        part = f"{slash}(?P<{name}>{value})"
         parts.append(f"(?:{part})?" if optional or catch_all else part)
-    regex = "".join(parts)
-    return Route(template, re.compile("(?i:" + regex[1:] + ")" if regex.startswith("/") else regex))
+    return Route(template, re.compile("(?i:" + "".join(parts) + ")"))

@@ -9,16 +9,22 @@ from local.azurite import ROOT, Azurite
 
 def test_health_is_200_with_azurite_and_503_naming_storage_after_it_stops(start_host) -> None:
     with Azurite() as azurite:
-        host = start_host(ROOT / "function_app.py", settings={
-            "AzureWebJobsStorage": azurite.connection_string,
-            "POOLKEEPER_POOLS_FILE": str(ROOT / "pools.example.json"),
-        })
+        host = start_host(
+            ROOT / "function_app.py",
+            settings={
+                "AzureWebJobsStorage": azurite.connection_string,
+                "POOLKEEPER_POOLS_FILE": str(ROOT / "pools.example.json"),
+            },
+        )
         healthy = requests.get(f"{host.url}/api/health", timeout=10)
         assert healthy.status_code == 200
         body = healthy.json()
         assert body["status"] == "healthy" and body["version"]
         assert {name: check["ok"] for name, check in body["storage"].items()} == {
-            "queue": True, "table": True, "blob": True}
+            "queue": True,
+            "table": True,
+            "blob": True,
+        }
     unhealthy = requests.get(f"{host.url}/api/health", timeout=10)
     assert unhealthy.status_code == 503
     assert unhealthy.headers["Content-Type"].startswith("application/json")

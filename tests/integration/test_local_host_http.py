@@ -20,8 +20,9 @@ def test_anonymous_route_needs_no_key(host: RunningHost) -> None:
     assert (response.status_code, response.text) == (200, "open")
 
 
-@pytest.mark.parametrize("headers,params", [({}, {}), ({"x-functions-key": "wrong"}, {}),
-                                            ({}, {"code": "wrong"})])
+@pytest.mark.parametrize(
+    "headers,params", [({}, {}), ({"x-functions-key": "wrong"}, {}), ({}, {"code": "wrong"})]
+)
 def test_function_route_without_a_valid_key_is_401(host: RunningHost, headers, params) -> None:
     response = requests.get(f"{host.url}/api/keyed", headers=headers, params=params, timeout=5)
     assert response.status_code == 401
@@ -29,8 +30,11 @@ def test_function_route_without_a_valid_key_is_401(host: RunningHost, headers, p
 
 @pytest.mark.parametrize("how", ["header", "code"])
 def test_function_key_accepted_as_header_or_code_parameter(host: RunningHost, how: str) -> None:
-    kwargs = ({"headers": {"x-functions-key": host.function_key}} if how == "header"
-              else {"params": {"code": host.function_key}})
+    kwargs = (
+        {"headers": {"x-functions-key": host.function_key}}
+        if how == "header"
+        else {"params": {"code": host.function_key}}
+    )
     response = requests.post(f"{host.url}/api/keyed", data=b"hello", timeout=5, **kwargs)
     assert response.status_code == 200
     assert response.json() == {"method": "POST", "body": "hello"}
@@ -70,8 +74,13 @@ def test_function_that_raises_answers_500(host: RunningHost) -> None:
 
 
 def test_disabled_function_answers_404(start_host, azurite) -> None:
-    host = start_host(settings=SETTINGS | {"AzureWebJobsStorage": azurite.connection_string,
-                                           "AzureWebJobs.open_route.Disabled": "true"})
+    host = start_host(
+        settings=SETTINGS
+        | {
+            "AzureWebJobsStorage": azurite.connection_string,
+            "AzureWebJobs.open_route.Disabled": "true",
+        }
+    )
     assert requests.get(f"{host.url}/api/open", timeout=5).status_code == 404
 
 
@@ -80,8 +89,13 @@ def test_admin_status_lists_functions_for_the_master_key_only(host: RunningHost)
     assert requests.get(url, params={"code": host.function_key}, timeout=5).status_code == 401
     status = requests.get(url, params={"code": host.master_key}, timeout=5).json()
     assert {f["name"]: f["trigger"] for f in status["functions"]} == {
-        "open_route": "http", "keyed": "http", "item": "http", "secret": "http",
-        "broken": "http", "tick": "timer", "work": "queue",
+        "open_route": "http",
+        "keyed": "http",
+        "item": "http",
+        "secret": "http",
+        "broken": "http",
+        "tick": "timer",
+        "work": "queue",
     }
 
 

@@ -21,8 +21,11 @@ def _queues(azurite, name: str):
 
 
 def _settings(azurite, queue: str) -> dict[str, str]:
-    return {"AzureWebJobsStorage": azurite.connection_string, "WORK_QUEUE": queue,
-            "TICK_SCHEDULE": "0 0 0 1 1 *"}
+    return {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "WORK_QUEUE": queue,
+        "TICK_SCHEDULE": "0 0 0 1 1 *",
+    }
 
 
 def _count(queue) -> int:

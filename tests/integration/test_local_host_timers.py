@@ -16,8 +16,12 @@ STATUS_BLOB = "timers/poolkeeper-local/Host.Functions.tick/status"
 
 
 def _settings(azurite, schedule: str) -> dict[str, str]:
-    return {"AzureWebJobsStorage": azurite.connection_string, "TICK_SCHEDULE": schedule,
-            "WORK_QUEUE": "unused-queue", "AzureFunctionsWebHost__hostid": "poolkeeper-local"}
+    return {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "TICK_SCHEDULE": schedule,
+        "WORK_QUEUE": "unused-queue",
+        "AzureFunctionsWebHost__hostid": "poolkeeper-local",
+    }
 
 
 def _ticks(records: list[dict]) -> list[dict]:
@@ -55,10 +59,17 @@ def test_missed_occurrence_runs_once_at_start_up_as_past_due(start_host, azurite
     if not container.exists():
         container.create_container()
     yesterday = datetime.now(UTC) - timedelta(days=1)
-    container.upload_blob(STATUS_BLOB, json.dumps({
-        "Last": (yesterday - timedelta(days=1)).isoformat(), "Next": yesterday.isoformat(),
-        "LastUpdated": yesterday.isoformat(),
-    }), overwrite=True)
+    container.upload_blob(
+        STATUS_BLOB,
+        json.dumps(
+            {
+                "Last": (yesterday - timedelta(days=1)).isoformat(),
+                "Next": yesterday.isoformat(),
+                "LastUpdated": yesterday.isoformat(),
+            }
+        ),
+        overwrite=True,
+    )
 
     host = start_host(settings=_settings(azurite, "0 0 0 * * *"))
     ticks = _ticks(host.wait_for_records(lambda r: len(_ticks(r)) >= 1, timeout=15))
@@ -83,15 +94,21 @@ def test_run_on_startup_fires_once_before_the_schedule(start_host, azurite, tmp_
         "    with open(os.environ['RECORD_FILE'], 'a') as out:\n"
         "        out.write(json.dumps({'function': 'tick', 'past_due': timer.past_due}) + '\\n')\n"
     )
-    host = start_host(app, settings={"AzureWebJobsStorage": azurite.connection_string,
-                                     "AzureFunctionsWebHost__hostid": "startup-test"})
+    host = start_host(
+        app,
+        settings={
+            "AzureWebJobsStorage": azurite.connection_string,
+            "AzureFunctionsWebHost__hostid": "startup-test",
+        },
+    )
     ticks = host.wait_for_records(lambda r: len(r) >= 1, timeout=15)
     assert ticks == [{"function": "tick", "past_due": False}]
 
 
 def test_schedule_setting_that_is_not_set_stops_the_host_with_its_name(start_host, azurite) -> None:
-    host = start_host(settings={"AzureWebJobsStorage": azurite.connection_string,
-                                "WORK_QUEUE": "q"}, wait=False)
+    host = start_host(
+        settings={"AzureWebJobsStorage": azurite.connection_string, "WORK_QUEUE": "q"}, wait=False
+    )
     assert host.process.wait(timeout=30) == 2
     assert "'TICK_SCHEDULE' referenced as %TICK_SCHEDULE% is not set" in host.log.read_text()
 

@@ -43,7 +43,11 @@ def test_stack_prints_endpoints_serves_health_and_stops_everything_on_sigterm(tm
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POOLKEEPER_", "AzureWebJobs"))}
     stack = subprocess.Popen(
         [sys.executable, "-m", "local.stack", "--logs", str(tmp_path)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         began = time.monotonic()

@@ -17,8 +17,9 @@ def _index() -> list[dict]:
         "print(json.dumps([json.loads(f.get_function_json()) | {'name': f.get_function_name()}"
         " for f in function_app.app.get_functions()]))"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     return json.loads(result.stdout)
 
 
@@ -26,8 +27,14 @@ def test_function_index_pins_names_triggers_routes_and_auth_levels() -> None:
     index = {entry["name"]: entry["bindings"] for entry in _index()}
     assert index == {
         "health": [
-            {"direction": "IN", "type": "httpTrigger", "name": "req", "methods": ["GET"],
-             "authLevel": "ANONYMOUS", "route": "health"},
+            {
+                "direction": "IN",
+                "type": "httpTrigger",
+                "name": "req",
+                "methods": ["GET"],
+                "authLevel": "ANONYMOUS",
+                "route": "health",
+            },
             {"direction": "OUT", "type": "http", "name": "$return"},
         ],
     }
@@ -41,6 +48,7 @@ def test_importing_the_app_loads_no_heavy_sdk() -> None:
         " 'azure.storage.queue', 'azure.storage.blob', 'azure.data.tables')\n"
         "print(sorted(m for m in sys.modules if m.startswith(heavy)))"
     )
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]"

@@ -7,11 +7,20 @@ import json
 from local.procs import free_port
 from shared.flows.health import health_report
 
-POOLS = json.dumps({"pools": [{
-    "name": "workers", "node_group": "workers", "min_nodes": 1, "max_nodes": 5,
-    "vmss_id": "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg"
-               "/providers/Microsoft.Compute/virtualMachineScaleSets/vmss-workers",
-}]})
+POOLS = json.dumps(
+    {
+        "pools": [
+            {
+                "name": "workers",
+                "node_group": "workers",
+                "min_nodes": 1,
+                "max_nodes": 5,
+                "vmss_id": "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg"
+                "/providers/Microsoft.Compute/virtualMachineScaleSets/vmss-workers",
+            }
+        ]
+    }
+)
 
 
 def _unreachable_storage() -> str:
@@ -25,7 +34,8 @@ def _unreachable_storage() -> str:
 
 
 def test_unreachable_storage_is_unhealthy_and_names_each_service() -> None:
-    report = health_report({"AzureWebJobsStorage": _unreachable_storage(), "POOLKEEPER_POOLS": POOLS})
+    settings = {"AzureWebJobsStorage": _unreachable_storage(), "POOLKEEPER_POOLS": POOLS}
+    report = health_report(settings)
     assert not report.ok
     assert report.body["status"] == "unhealthy"
     assert report.body["config"] == {"ok": True, "pools": ["workers"]}
@@ -41,8 +51,12 @@ def test_missing_storage_setting_is_unhealthy_with_the_setting_named() -> None:
 
 
 def test_invalid_configuration_is_unhealthy_with_the_problem_shown() -> None:
-    report = health_report({"AzureWebJobsStorage": _unreachable_storage(),
-                            "POOLKEEPER_POOLS": POOLS.replace('"max_nodes": 5', '"max_nodes": 0')})
+    report = health_report(
+        {
+            "AzureWebJobsStorage": _unreachable_storage(),
+            "POOLKEEPER_POOLS": POOLS.replace('"max_nodes": 5', '"max_nodes": 0'),
+        }
+    )
     assert not report.ok
     assert report.body["error"].startswith("configuration is invalid")
     assert "pool 'workers' field 'max_nodes'" in report.body["config"]["error"]

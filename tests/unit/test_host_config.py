@@ -205,11 +205,6 @@ def test_load_host_config_rejects_mistakes_with_a_helpful_message(
         pytest.param([], id="top-level-list"),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: wrongly typed host.json values escape as a bare ValueError or "
-    "AttributeError, which local.host.__main__ (catching HostConfigError) does not report",
-)
 def test_load_host_config_rejects_wrongly_typed_values_with_host_config_error(
     tmp_path: Path, host_json: Any
 ) -> None:

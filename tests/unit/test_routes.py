@@ -65,11 +65,6 @@ def test_route_matches(template: str, path: str, expected: dict[str, str] | None
         pytest.param("{name?}", "ada", {"name": "ada"}, id="optional-only"),
     ],
 )
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: a template whose first segment is optional or catch-all keeps a leading "
-    "'/' in its regex (only regexes starting with '/' get it stripped), so it never matches",
-)
 def test_route_whose_first_segment_is_optional_or_catch_all_matches(
     template: str, path: str, expected: dict[str, str]
 ) -> None:
