@@ -18,6 +18,7 @@ import requests
 
 from local.azurite import ROOT, Azurite
 from local.procs import free_port, stop_group, wait_until
+from tests.simulator import Simulator, running_simulator, scenario
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -131,3 +132,17 @@ def start_host(tmp_path: Path) -> Iterator[Callable[..., RunningHost]]:
     yield start
     for process in started:
         stop_group(process)
+
+
+@pytest.fixture(scope="session")
+def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
+    """One simulator process for the session; tests load their own scenario into it."""
+    with running_simulator(tmp_path_factory.mktemp("sim")) as running:
+        yield running
+
+
+@pytest.fixture
+def sim(simulator: Simulator) -> Simulator:
+    """The session simulator reset to the default scenario, with no faults or throttling."""
+    simulator.load(scenario())
+    return simulator

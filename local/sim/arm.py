@@ -1,0 +1,797 @@
+"""Azure Resource Manager (Microsoft.Compute) over HTTPS: the routes `azure-mgmt-compute` calls.
+
+Bodies, headers, status codes and error codes follow the Compute REST API: ETags and If-Match,
+`nextLink` paging, long-running operations with `Azure-AsyncOperation` and `Location`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from local.sim.world import ArmError, Instance, Operation, ScaleSet, World
+
+PREFIX = r"/subscriptions/(?P<sub>[^/]+)"
+RG = PREFIX + r"/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.Compute"
+VMSS = RG + r"/virtualMachineScaleSets/(?P<vmss>[^/]+)"
+GALLERY = RG + r"/galleries/(?P<gallery>[^/]+)"
+IMAGE = GALLERY + r"/images/(?P<image>[^/]+)"
+
+Handler = Callable[["Call"], Awaitable[web.Response]]
+
+
+@dataclass
+class Call:
+    """One ARM request as a handler sees it."""
+
+    request: web.Request
+    world: World
+    match: dict[str, str]
+    operation: str
+    fault: Any
+    body: Any
+
+    @property
+    def base(self) -> str:
+        return f"{self.request.scheme}://{self.request.host}"
+
+    @property
+    def api_version(self) -> str:
+        return self.request.query.get("api-version", "")
+
+
+def _etag(scale_set: ScaleSet) -> str:
+    return f'"{scale_set.etag}"'
+
+
+def scale_set_body(world: World, scale_set: ScaleSet) -> dict[str, Any]:
+    image = scale_set.image
+    return {
+        "id": scale_set.id,
+        "name": scale_set.name,
+        "type": "Microsoft.Compute/virtualMachineScaleSets",
+        "location": scale_set.location,
+        "tags": scale_set.tags,
+        "etag": _etag(scale_set),
+        "sku": {"name": scale_set.spec.sku, "tier": "Standard", "capacity": scale_set.capacity},
+        **({"zones": scale_set.spec.zones} if scale_set.spec.zones else {}),
+        "properties": {
+            "provisioningState": "Updating" if scale_set.updating_ops else "Succeeded",
+            "uniqueId": scale_set.unique_id,
+            "timeCreated": scale_set.created.isoformat(),
+            "orchestrationMode": "Uniform",
+            "singlePlacementGroup": False,
+            "overprovision": False,
+            "upgradePolicy": {"mode": "Manual"},
+            "scaleInPolicy": {"rules": ["Default"], "forceDeletion": False},
+            "virtualMachineProfile": {
+                "osProfile": {
+                    "computerNamePrefix": scale_set.prefix,
+                    "adminUsername": "azureuser",
+                    "linuxConfiguration": {"disablePasswordAuthentication": True},
+                },
+                "storageProfile": {
+                    "imageReference": dict(image),
+                    "osDisk": {
+                        "createOption": "FromImage",
+                        "caching": "ReadOnly",
+                        "osType": "Linux",
+                        "diskSizeGB": 128,
+                        "managedDisk": {"storageAccountType": "Premium_LRS"},
+                    },
+                },
+            },
+        },
+    }
+
+
+def _statuses(world: World, instance: Instance) -> list[dict[str, Any]]:
+    state = instance.provisioning.lower()
+    if instance.provisioning == "Failed" and instance.failure:
+        provisioning = {
+            "code": f"ProvisioningState/failed/{instance.failure}",
+            "level": "Error",
+            "displayStatus": "Provisioning failed",
+            "message": f"Provisioning failed: {instance.failure}.",
+        }
+    else:
+        provisioning = {
+            "code": f"ProvisioningState/{state}",
+            "level": "Info",
+            "displayStatus": f"Provisioning {state}",
+        }
+    statuses = [provisioning | {"time": (instance.booted_at or instance.created).isoformat()}]
+    if instance.provisioning != "Creating":
+        power = instance.power
+        statuses.append(
+            {
+                "code": f"PowerState/{power}",
+                "level": "Info",
+                "displayStatus": f"VM {power}",
+            }
+        )
+    return statuses
+
+
+def instance_view(world: World, scale_set: ScaleSet, instance: Instance) -> dict[str, Any]:
+    return {
+        "platformUpdateDomain": instance.instance_id % 5,
+        "platformFaultDomain": instance.instance_id % 3,
+        "computerName": instance.computer_name,
+        "osName": "ubuntu",
+        "osVersion": "22.04",
+        "vmAgent": {
+            "vmAgentVersion": "2.11.1.12",
+            "statuses": [
+                {
+                    "code": "ProvisioningState/succeeded",
+                    "level": "Info",
+                    "displayStatus": "Ready",
+                    "message": "Guest Agent is running",
+                }
+            ],
+        }
+        if instance.power == "running"
+        else {"statuses": []},
+        "disks": [
+            {
+                "name": instance.os_disk,
+                "statuses": [
+                    {
+                        "code": "ProvisioningState/succeeded",
+                        "level": "Info",
+                        "displayStatus": "Provisioning succeeded",
+                    }
+                ],
+            }
+        ],
+        "statuses": _statuses(world, instance),
+    }
+
+
+def vm_body(
+    world: World, scale_set: ScaleSet, instance: Instance, *, expand: bool
+) -> dict[str, Any]:
+    vm_id = f"{scale_set.id}/virtualMachines/{instance.instance_id}"
+    properties: dict[str, Any] = {
+        "latestModelApplied": instance.model_version == scale_set.model_version,
+        "vmId": instance.vm_id,
+        "provisioningState": instance.provisioning,
+        "hardwareProfile": {"vmSize": scale_set.spec.sku},
+        "osProfile": {"computerName": instance.computer_name, "adminUsername": "azureuser"},
+        "storageProfile": {
+            "imageReference": dict(instance.image),
+            "osDisk": {
+                "osType": "Linux",
+                "name": instance.os_disk,
+                "createOption": "FromImage",
+                "caching": "ReadOnly",
+                "diskSizeGB": 128,
+                "managedDisk": {
+                    "storageAccountType": "Premium_LRS",
+                    "id": world.disk_id(scale_set, instance.os_disk),
+                },
+            },
+        },
+        "timeCreated": instance.created.isoformat(),
+    }
+    if expand:
+        properties["instanceView"] = instance_view(world, scale_set, instance)
+    return {
+        "instanceId": str(instance.instance_id),
+        "id": vm_id,
+        "name": scale_set.vm_name(instance),
+        "type": "Microsoft.Compute/virtualMachineScaleSets/virtualMachines",
+        "location": scale_set.location,
+        "sku": {"name": scale_set.spec.sku, "tier": "Standard"},
+        **({"zones": [instance.zone]} if instance.zone else {}),
+        "properties": properties,
+    }
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status, text=json.dumps(body), content_type="application/json", headers=headers
+    )
+
+
+def _operation_urls(call: Call, op: Operation) -> dict[str, str]:
+    status = (
+        f"{call.base}/subscriptions/{call.world.scenario.subscription}/providers/Microsoft.Compute"
+        f"/locations/{call.world.scenario.location}/operations/{op.id}?api-version={call.api_version}"
+    )
+    return {"Azure-AsyncOperation": status, "Location": status + "&monitor=true"}
+
+
+def accepted(call: Call, op: Operation) -> web.Response:
+    """202 for an action: the client polls Azure-AsyncOperation, then GETs Location."""
+    return web.Response(status=202, headers=_operation_urls(call, op))
+
+
+def _scale_set(call: Call) -> ScaleSet:
+    return call.world.scale_set(call.match["rg"], call.match["vmss"])
+
+
+def _ids(body: Any, *, required: bool) -> list[str] | None:
+    if body is None:
+        if required:
+            raise ArmError(
+                400,
+                "InvalidRequestContent",
+                "The request content was invalid: instanceIds is required.",
+            )
+        return None
+    if not isinstance(body, dict) or not isinstance(body.get("instanceIds", []), list):
+        raise ArmError(
+            400,
+            "InvalidRequestContent",
+            "The request content was invalid: instanceIds must be a list.",
+        )
+    ids = body.get("instanceIds")
+    return [str(i) for i in ids] if ids is not None else None
+
+
+async def get_scale_set(call: Call) -> web.Response:
+    scale_set = _scale_set(call)
+    return _json(scale_set_body(call.world, scale_set), headers={"ETag": _etag(scale_set)})
+
+
+async def list_scale_sets(call: Call) -> web.Response:
+    rg = call.match.get("rg")
+    found = [
+        scale_set_body(call.world, s)
+        for (group, _), s in sorted(call.world.scale_sets.items())
+        if rg is None or group == rg.lower()
+    ]
+    return _json({"value": found})
+
+
+async def write_scale_set(call: Call) -> web.Response:
+    """PUT (create or update) and PATCH (update) of a scale set, with If-Match."""
+    scale_set = _scale_set(call)  # the simulator's world is fixed by its scenario: no new sets
+    call.world.check_etag(
+        scale_set, call.request.headers.get("If-Match"), call.request.headers.get("If-None-Match")
+    )
+    body = call.body if isinstance(call.body, dict) else {}
+    sku = body.get("sku") or {}
+    if sku.get("name") and sku["name"] != scale_set.spec.sku:
+        raise ArmError(
+            409, "OperationNotAllowed", "Changing the VM size of a scale set is not simulated."
+        )
+    capacity = sku.get("capacity")
+    if capacity is not None and (
+        not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0
+    ):
+        raise ArmError(400, "InvalidParameter", "The value of parameter sku.capacity is invalid.")
+    profile = (body.get("properties") or {}).get("virtualMachineProfile") or {}
+    image = (profile.get("storageProfile") or {}).get("imageReference")
+    if image is not None:
+        if image.get("id") and call.world.resource(image["id"]) is None:
+            raise ArmError(404, "NotFound", f"The image version '{image['id']}' was not found.")
+        image = {
+            k: v
+            for k, v in image.items()
+            if k in ("id", "publisher", "offer", "sku", "version") and v
+        }
+    op = call.world.update_scale_set(
+        scale_set,
+        capacity=capacity,
+        image=image,
+        tags=body.get("tags"),
+        fault=call.fault,
+        operation=call.operation,
+    )
+    headers = {"ETag": _etag(scale_set), **_operation_urls(call, op)}
+    headers.pop("Location")
+    return _json(scale_set_body(call.world, scale_set), headers=headers)
+
+
+async def delete_instances(call: Call) -> web.Response:
+    scale_set = _scale_set(call)
+    force = call.request.query.get("forceDeletion", "false").lower() == "true"
+    op = call.world.delete_instances(
+        scale_set,
+        _ids(call.body, required=True) or [],
+        force=force,
+        fault=call.fault,
+        operation=call.operation,
+    )
+    return accepted(call, op)
+
+
+def _action(name: str, *, required: bool = False) -> Handler:
+    async def handler(call: Call) -> web.Response:
+        scale_set = _scale_set(call)
+        op = call.world.instance_action(
+            scale_set,
+            name,
+            _ids(call.body, required=required),
+            fault=call.fault,
+            operation=call.operation,
+            required=required,
+        )
+        return accepted(call, op)
+
+    return handler
+
+
+async def list_vms(call: Call) -> web.Response:
+    scale_set = _scale_set(call)
+    expand = call.request.query.get("$expand", "").lower() == "instanceview"
+    size = call.world.scenario.page_size
+    after = int(call.request.query.get("$skiptoken", "-1"))
+    ordered = sorted(i for i in scale_set.instances if i > after)
+    page = ordered[:size]
+    body: dict[str, Any] = {
+        "value": [
+            vm_body(call.world, scale_set, scale_set.instances[i], expand=expand) for i in page
+        ]
+    }
+    if len(ordered) > size:
+        query = {k: v for k, v in call.request.query.items() if k != "$skiptoken"}
+        query["$skiptoken"] = str(page[-1])
+        body["nextLink"] = str(call.request.url.with_query(query))
+    return _json(body)
+
+
+def _instance(call: Call) -> tuple[ScaleSet, Instance]:
+    scale_set = _scale_set(call)
+    raw = call.match["instance"]
+    instance = scale_set.instances.get(int(raw)) if raw.isdigit() else None
+    if instance is None:
+        raise ArmError(
+            404,
+            "NotFound",
+            f"The Resource 'Microsoft.Compute/virtualMachineScaleSets/{scale_set.name}/"
+            f"virtualMachines/{raw}' under resource group '{scale_set.resource_group}' was not found.",
+        )
+    return scale_set, instance
+
+
+async def get_vm(call: Call) -> web.Response:
+    scale_set, instance = _instance(call)
+    expand = call.request.query.get("$expand", "").lower() == "instanceview"
+    return _json(vm_body(call.world, scale_set, instance, expand=expand))
+
+
+async def get_instance_view(call: Call) -> web.Response:
+    scale_set, instance = _instance(call)
+    return _json(instance_view(call.world, scale_set, instance))
+
+
+async def run_command(call: Call) -> web.Response:
+    scale_set, instance = _instance(call)
+    body = call.body if isinstance(call.body, dict) else {}
+    script = body.get("script") or []
+    if not isinstance(script, list):
+        raise ArmError(400, "InvalidParameter", "script must be a list of lines.")
+    op = call.world.run_command(
+        scale_set,
+        str(instance.instance_id),
+        str(body.get("commandId", "")),
+        [str(s) for s in script],
+        fault=call.fault,
+        operation=call.operation,
+    )
+    return accepted(call, op)
+
+
+async def operation_status(call: Call) -> web.Response:
+    op = call.world.operations.get(call.match["operation"])
+    if op is None:
+        raise ArmError(404, "NotFound", f"Operation {call.match['operation']} was not found.")
+    if call.request.query.get("monitor") == "true":
+        if op.status == "InProgress":
+            return web.Response(status=202, headers={"Location": str(call.request.url)})
+        if op.result is not None:
+            return _json(op.result)
+        return web.Response(status=200)
+    body: dict[str, Any] = {"startTime": op.started.isoformat(), "status": op.status, "name": op.id}
+    if op.ended:
+        body["endTime"] = op.ended.isoformat()
+    if op.error:
+        body["error"] = {"code": op.error[0], "message": op.error[1]}
+    if op.result is not None and op.status == "Succeeded":
+        body["properties"] = {"output": op.result}
+    return _json(body)
+
+
+async def get_resource(call: Call) -> web.Response:
+    found = call.world.resource(call.request.path)
+    if found is None:
+        kind = call.operation.split("_")[0]
+        raise ArmError(
+            404, "ResourceNotFound", f"The {kind} resource '{call.request.path}' was not found."
+        )
+    return _json(found)
+
+
+def _list_children(type_name: str, parent_group: str) -> Handler:
+    async def handler(call: Call) -> web.Response:
+        parent = call.request.path.lower().rsplit("/", 1)[0]
+        children = [
+            body
+            for key, body in sorted(call.world.resources.items())
+            if body["type"] == type_name and key.rsplit("/", 2)[0] == parent
+        ]
+        if (
+            parent_group != "rg"
+            and call.world.resource(call.request.path.rsplit("/", 1)[0]) is None
+        ):
+            raise ArmError(
+                404,
+                "ParentResourceNotFound",
+                f"Parent resource of '{call.request.path}' was not found.",
+            )
+        return _json({"value": children})
+
+    return handler
+
+
+async def delete_resource(call: Call) -> web.Response:
+    op = call.world.delete_resource(call.request.path, fault=call.fault, operation=call.operation)
+    if op is None:
+        return web.Response(status=204)
+    return accepted(call, op)
+
+
+def _resource_id(call: Call) -> str:
+    # ARM echoes ids with the casing of the request path.
+    return call.request.path
+
+
+def _require_parent(call: Call, parent_id: str, what: str) -> dict[str, Any]:
+    parent = call.world.resource(parent_id)
+    if parent is None:
+        raise ArmError(
+            404,
+            "ParentResourceNotFound",
+            f"Can not perform requested operation on nested resource. Parent resource '{what}' not found.",
+        )
+    return parent
+
+
+async def put_snapshot(call: Call) -> web.Response:
+    body = call.body if isinstance(call.body, dict) else {}
+    creation = (body.get("properties") or {}).get("creationData") or {}
+    source_id = creation.get("sourceResourceId") or creation.get("sourceUri")
+    if creation.get("createOption") != "Copy" or not source_id:
+        raise ArmError(
+            400,
+            "InvalidParameter",
+            "creationData must have createOption Copy and a sourceResourceId.",
+        )
+    source = call.world.resource(source_id)
+    if source is None or source["type"] != "Microsoft.Compute/disks":
+        raise ArmError(404, "NotFound", f"Resource {source_id} is not found.")
+    resource = {
+        "id": _resource_id(call),
+        "name": call.match["name"],
+        "type": "Microsoft.Compute/snapshots",
+        "location": body.get("location", call.world.scenario.location),
+        "tags": body.get("tags", {}),
+        "sku": {"name": "Standard_ZRS", "tier": "Standard"},
+        "properties": {
+            "osType": "Linux",
+            "hyperVGeneration": source["properties"].get("hyperVGeneration", "V2"),
+            "creationData": {
+                "createOption": "Copy",
+                "sourceResourceId": source["id"],
+                "sourceUniqueId": source["properties"]["uniqueId"],
+            },
+            "diskSizeGB": source["properties"]["diskSizeGB"],
+            "incremental": bool((body.get("properties") or {}).get("incremental", False)),
+            "timeCreated": call.world.now().isoformat(),
+            "sourceImageReference": source["properties"]["creationData"].get("imageReference"),
+        },
+    }
+    op = call.world.put_resource(
+        resource, latency=call.world.latency.snapshot, fault=call.fault, operation=call.operation
+    )
+    return _json(resource, 202 if False else 200, headers=_async_only(call, op))
+
+
+def _async_only(call: Call, op: Operation) -> dict[str, str]:
+    headers = _operation_urls(call, op)
+    headers.pop("Location")
+    return headers
+
+
+async def put_gallery(call: Call) -> web.Response:
+    body = call.body if isinstance(call.body, dict) else {}
+    resource = {
+        "id": _resource_id(call),
+        "name": call.match["gallery"],
+        "type": "Microsoft.Compute/galleries",
+        "location": body.get("location", call.world.scenario.location),
+        "tags": body.get("tags", {}),
+        "properties": {
+            "description": (body.get("properties") or {}).get("description", ""),
+            "identifier": {
+                "uniqueName": f"{call.world.scenario.subscription}-{call.match['gallery'].upper()}"
+            },
+        },
+    }
+    op = call.world.put_resource(
+        resource, latency=call.world.latency.gallery, fault=call.fault, operation=call.operation
+    )
+    return _json(resource, headers=_async_only(call, op))
+
+
+async def put_image(call: Call) -> web.Response:
+    gallery_id = _resource_id(call).rsplit("/images/", 1)[0]
+    _require_parent(call, gallery_id, call.match["gallery"])
+    body = call.body if isinstance(call.body, dict) else {}
+    properties = body.get("properties") or {}
+    identifier = properties.get("identifier") or {}
+    if (
+        properties.get("osType") not in ("Linux", "Windows")
+        or properties.get("osState") not in ("Generalized", "Specialized")
+        or not all(identifier.get(k) for k in ("publisher", "offer", "sku"))
+    ):
+        raise ArmError(
+            400,
+            "InvalidParameter",
+            "An image definition needs osType, osState and identifier {publisher, offer, sku}.",
+        )
+    resource = {
+        "id": _resource_id(call),
+        "name": call.match["image"],
+        "type": "Microsoft.Compute/galleries/images",
+        "location": body.get("location", call.world.scenario.location),
+        "tags": body.get("tags", {}),
+        "properties": {
+            "osType": properties["osType"],
+            "osState": properties["osState"],
+            "hyperVGeneration": properties.get("hyperVGeneration", "V2"),
+            "identifier": identifier,
+        },
+    }
+    op = call.world.put_resource(
+        resource,
+        latency=call.world.latency.image_definition,
+        fault=call.fault,
+        operation=call.operation,
+    )
+    return _json(resource, headers=_async_only(call, op))
+
+
+async def put_image_version(call: Call) -> web.Response:
+    image_id = _resource_id(call).rsplit("/versions/", 1)[0]
+    _require_parent(call, image_id, call.match["image"])
+    if not re.fullmatch(r"\d+\.\d+\.\d+", call.match["version"]):
+        raise ArmError(
+            400,
+            "InvalidParameter",
+            "Gallery image version names are MajorVersion.MinorVersion.Patch, e.g. 1.0.0.",
+        )
+    body = call.body if isinstance(call.body, dict) else {}
+    properties = body.get("properties") or {}
+    storage = properties.get("storageProfile") or {}
+    source_id = (storage.get("source") or {}).get("id") or (
+        (storage.get("osDiskImage") or {}).get("source") or {}
+    ).get("id")
+    source = call.world.resource(source_id) if source_id else None
+    if source is None or source["type"] not in (
+        "Microsoft.Compute/snapshots",
+        "Microsoft.Compute/disks",
+    ):
+        raise ArmError(
+            404, "NotFound", f"The source '{source_id}' of the image version was not found."
+        )
+    regions = (properties.get("publishingProfile") or {}).get("targetRegions") or [
+        {"name": call.world.scenario.location, "regionalReplicaCount": 1}
+    ]
+    resource = {
+        "id": _resource_id(call),
+        "name": call.match["version"],
+        "type": "Microsoft.Compute/galleries/images/versions",
+        "location": body.get("location", call.world.scenario.location),
+        "tags": body.get("tags", {}),
+        "properties": {
+            "publishingProfile": {
+                "targetRegions": regions,
+                "replicaCount": 1,
+                "excludeFromLatest": False,
+                "publishedDate": call.world.now().isoformat(),
+                "storageAccountType": "Standard_LRS",
+            },
+            "storageProfile": {
+                "osDiskImage": {
+                    "source": {"id": source["id"]},
+                    "sizeInGB": 128,
+                    "hostCaching": "ReadOnly",
+                }
+            },
+            "replicationStatus": {
+                "aggregatedState": "InProgress",
+                "summary": [
+                    {"region": r.get("name"), "state": "Replicating", "progress": 0}
+                    for r in regions
+                ],
+            },
+        },
+    }
+
+    def replicated(ready: dict[str, Any]) -> None:
+        ready["properties"]["replicationStatus"] = {
+            "aggregatedState": "Completed",
+            "summary": [
+                {"region": r.get("name"), "state": "Completed", "progress": 100} for r in regions
+            ],
+        }
+
+    op = call.world.put_resource(
+        resource,
+        latency=call.world.latency.image_version,
+        fault=call.fault,
+        operation=call.operation,
+        on_ready=replicated,
+    )
+    return _json(resource, 201, headers=_async_only(call, op))
+
+
+# (method, path regex, REST operationId, handler); matched in order, case-insensitively like ARM.
+ROUTES: list[tuple[str, str, str, Handler]] = [
+    (
+        "GET",
+        PREFIX
+        + r"/providers/Microsoft\.Compute/locations/(?P<location>[^/]+)/operations/(?P<operation>[^/]+)",
+        "OperationStatus",
+        operation_status,
+    ),
+    (
+        "GET",
+        PREFIX + r"/providers/Microsoft\.Compute/virtualMachineScaleSets",
+        "VirtualMachineScaleSets_ListAll",
+        list_scale_sets,
+    ),
+    ("GET", RG + r"/virtualMachineScaleSets", "VirtualMachineScaleSets_List", list_scale_sets),
+    ("GET", VMSS, "VirtualMachineScaleSets_Get", get_scale_set),
+    ("PUT", VMSS, "VirtualMachineScaleSets_CreateOrUpdate", write_scale_set),
+    ("PATCH", VMSS, "VirtualMachineScaleSets_Update", write_scale_set),
+    ("POST", VMSS + "/delete", "VirtualMachineScaleSets_DeleteInstances", delete_instances),
+    ("POST", VMSS + "/restart", "VirtualMachineScaleSets_Restart", _action("restart")),
+    ("POST", VMSS + "/poweroff", "VirtualMachineScaleSets_PowerOff", _action("powerOff")),
+    ("POST", VMSS + "/start", "VirtualMachineScaleSets_Start", _action("start")),
+    ("POST", VMSS + "/deallocate", "VirtualMachineScaleSets_Deallocate", _action("deallocate")),
+    ("POST", VMSS + "/reimage", "VirtualMachineScaleSets_Reimage", _action("reimage")),
+    (
+        "POST",
+        VMSS + "/manualupgrade",
+        "VirtualMachineScaleSets_UpdateInstances",
+        _action("manualUpgrade", required=True),
+    ),
+    ("GET", VMSS + "/virtualMachines", "VirtualMachineScaleSetVMs_List", list_vms),
+    (
+        "GET",
+        VMSS + r"/virtualMachines/(?P<instance>[^/]+)",
+        "VirtualMachineScaleSetVMs_Get",
+        get_vm,
+    ),
+    (
+        "GET",
+        VMSS + r"/virtualMachines/(?P<instance>[^/]+)/instanceView",
+        "VirtualMachineScaleSetVMs_GetInstanceView",
+        get_instance_view,
+    ),
+    (
+        "POST",
+        VMSS + r"/virtualMachines/(?P<instance>[^/]+)/runCommand",
+        "VirtualMachineScaleSetVMs_RunCommand",
+        run_command,
+    ),
+    ("GET", RG + r"/disks/(?P<name>[^/]+)", "Disks_Get", get_resource),
+    ("PUT", RG + r"/snapshots/(?P<name>[^/]+)", "Snapshots_CreateOrUpdate", put_snapshot),
+    ("GET", RG + r"/snapshots/(?P<name>[^/]+)", "Snapshots_Get", get_resource),
+    ("DELETE", RG + r"/snapshots/(?P<name>[^/]+)", "Snapshots_Delete", delete_resource),
+    (
+        "GET",
+        RG + r"/galleries",
+        "Galleries_ListByResourceGroup",
+        _list_children("Microsoft.Compute/galleries", "rg"),
+    ),
+    ("PUT", GALLERY, "Galleries_CreateOrUpdate", put_gallery),
+    ("GET", GALLERY, "Galleries_Get", get_resource),
+    ("DELETE", GALLERY, "Galleries_Delete", delete_resource),
+    (
+        "GET",
+        GALLERY + "/images",
+        "GalleryImages_ListByGallery",
+        _list_children("Microsoft.Compute/galleries/images", "gallery"),
+    ),
+    ("PUT", IMAGE, "GalleryImages_CreateOrUpdate", put_image),
+    ("GET", IMAGE, "GalleryImages_Get", get_resource),
+    ("DELETE", IMAGE, "GalleryImages_Delete", delete_resource),
+    (
+        "GET",
+        IMAGE + "/versions",
+        "GalleryImageVersions_ListByGalleryImage",
+        _list_children("Microsoft.Compute/galleries/images/versions", "image"),
+    ),
+    (
+        "PUT",
+        IMAGE + r"/versions/(?P<version>[^/]+)",
+        "GalleryImageVersions_CreateOrUpdate",
+        put_image_version,
+    ),
+    ("GET", IMAGE + r"/versions/(?P<version>[^/]+)", "GalleryImageVersions_Get", get_resource),
+    (
+        "DELETE",
+        IMAGE + r"/versions/(?P<version>[^/]+)",
+        "GalleryImageVersions_Delete",
+        delete_resource,
+    ),
+]
+COMPILED = [(m, re.compile(p + "/?", re.IGNORECASE), op, h) for m, p, op, h in ROUTES]
+
+
+def resolve(method: str, path: str) -> tuple[str, Handler, dict[str, str]] | None:
+    """The operationId, handler and path parameters for a request, if ARM knows the route."""
+    for route_method, pattern, operation, handler in COMPILED:
+        found = pattern.fullmatch(path)
+        if found and route_method == method:
+            return operation, handler, found.groupdict()
+    return None
+
+
+async def handle(
+    request: web.Request, world: World, operation: str, handler: Handler, match: dict[str, str]
+) -> web.Response:
+    """Validate, throttle, inject faults, then run the handler; ARM errors become ARM bodies."""
+    try:
+        if match.get("sub", "").lower() != world.scenario.subscription.lower():
+            raise ArmError(
+                404,
+                "SubscriptionNotFound",
+                f"The subscription '{match.get('sub')}' could not be found.",
+            )
+        if not request.query.get("api-version"):
+            raise ArmError(
+                400,
+                "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            )
+        body = None
+        if request.can_read_body:
+            text = await request.text()
+            if text:
+                try:
+                    body = json.loads(text)
+                except ValueError:
+                    raise ArmError(
+                        400,
+                        "InvalidRequestContent",
+                        "The request content was invalid and could not be deserialized.",
+                    ) from None
+        rate_headers = world.check_throttle(operation)
+        fault = world.take_fault(operation, match.get("vmss"))
+        if fault is not None and fault.kind == "error":
+            raise ArmError(fault.status, fault.error, _message(fault))
+        if fault is not None and fault.kind == "timeout":
+            await asyncio.sleep(fault.seconds)
+            raise ArmError(
+                504,
+                "GatewayTimeout",
+                "The gateway did not receive a response from 'Microsoft.Compute' within the specified time period.",
+            )
+        response = await handler(Call(request, world, match, operation, fault, body))
+        response.headers.update(rate_headers)
+        response.headers.setdefault(
+            "x-ms-request-id", request.headers.get("x-ms-client-request-id", "")
+        )
+        return response
+    except ArmError as error:
+        return _json(error.body(), error.status, headers=error.headers)
+
+
+def _message(fault: Any) -> str:
+    from local.sim.world import _fault_message
+
+    return _fault_message(fault)

@@ -1,0 +1,185 @@
+"""Scenario files: the world the simulator starts from (documented in docs/local-stack.md).
+
+Parsed strictly (unknown keys are errors) so a typo in a scenario fails loudly, not silently.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+VM_SIZES: dict[str, tuple[int, int]] = {  # vCPUs, memory GiB
+    "Standard_B2s": (2, 4),
+    "Standard_D2s_v5": (2, 8),
+    "Standard_D4s_v5": (4, 16),
+    "Standard_D8s_v5": (8, 32),
+    "Standard_D16s_v5": (16, 64),
+    "Standard_E4s_v5": (4, 32),
+    "Standard_E8s_v5": (8, 64),
+    "Standard_F4s_v2": (4, 8),
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Clock(Strict):
+    start: datetime
+    speed: float = Field(default=1.0, gt=0)
+
+    @field_validator("start")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("needs a time zone, e.g. 2026-01-05T08:00:00Z")
+        return value
+
+
+class Latencies(Strict):
+    """Simulated seconds each operation takes."""
+
+    create: float = 90
+    delete: float = 60
+    force_delete: float = 30
+    restart: float = 60
+    power_off: float = 30
+    start: float = 45
+    deallocate: float = 60
+    reimage: float = 120
+    update_model: float = 60
+    run_command: float = 20
+    snapshot: float = 15
+    gallery: float = 10
+    image_definition: float = 10
+    image_version: float = 1800
+    resource_delete: float = 10
+
+
+class LoadStep(Strict):
+    at: datetime
+    cpu: float | None = Field(default=None, ge=0, le=100)
+    memory: float | None = Field(default=None, ge=0, le=100)
+
+
+class InstanceLoad(Strict):
+    cpu: float = 0.0
+    memory: float = 0.0
+
+
+class Load(Strict):
+    """Utilisation in percent: base values, steps over time, per-instance offsets, noise."""
+
+    cpu: float = Field(default=30.0, ge=0, le=100)
+    memory: float = Field(default=40.0, ge=0, le=100)
+    noise: float = Field(default=2.0, ge=0, le=50)
+    steps: list[LoadStep] = []
+    instances: dict[str, InstanceLoad] = {}
+
+
+class ImageReference(Strict):
+    id: str | None = None
+    publisher: str | None = None
+    offer: str | None = None
+    sku: str | None = None
+    version: str | None = None
+
+
+class ScaleSetSpec(Strict):
+    resource_group: str
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    sku: str = "Standard_D4s_v5"
+    capacity: int = Field(ge=0, le=1000)
+    zones: list[str] = []
+    node_group: str
+    agent_pool: str | None = None
+    computer_name_prefix: str | None = None
+    image: ImageReference = ImageReference(
+        publisher="microsoft-aks", offer="aks", sku="aks-ubuntu-2204-gen2", version="2026.11.01"
+    )
+    load: Load = Load()
+    tags: dict[str, str] = {}
+
+    @field_validator("sku")
+    @classmethod
+    def _known_size(cls, value: str) -> str:
+        if value not in VM_SIZES:
+            raise ValueError(f"unknown VM size; the simulator knows {', '.join(VM_SIZES)}")
+        return value
+
+
+class Fault(Strict):
+    """An injected failure; see docs/local-stack.md for the kinds."""
+
+    operation: str
+    scale_set: str | None = None
+    kind: Literal["error", "lro_failed", "partial_delete", "timeout"] = "error"
+    error: str = "InternalExecutionError"
+    message: str | None = None
+    status: int = Field(default=409, ge=400, le=599)
+    count: int | None = Field(default=None, ge=1)
+    start: datetime | None = None
+    end: datetime | None = None
+    deleted: int = Field(default=0, ge=0)  # partial_delete: how many instances really go
+    seconds: float = Field(default=30, gt=0)  # timeout: how long the request hangs (wall seconds)
+
+
+class Throttle(Strict):
+    """A Compute-style budget: `limit` calls per `window_seconds` for a family of operations."""
+
+    family: str
+    operations: list[str]
+    limit: int = Field(ge=0)
+    window_seconds: float = Field(gt=0)
+
+
+class RunCommandReply(Strict):
+    match: str  # a regular expression searched in the joined script
+    stdout: str = ""
+    stderr: str = ""
+
+
+class Scenario(Strict):
+    subscription: str = Field(
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )
+    tenant: str = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+    location: str = "westeurope"
+    clock: Clock
+    latencies: Latencies = Latencies()
+    page_size: int = Field(default=100, ge=1, le=1000)
+    scale_sets: list[ScaleSetSpec]
+    faults: list[Fault] = []
+    throttling: list[Throttle] = []
+    run_command: list[RunCommandReply] = []
+    seed: int = 7
+    pools: dict[str, Any] | None = None  # Poolkeeper's configuration for this world, verbatim
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be loaded; the message lists every problem."""
+
+
+def parse_scenario(data: Any, *, source: str) -> Scenario:
+    """Validate a scenario, naming each bad field by its path."""
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as error:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+            for e in error.errors()
+        ]
+        raise ScenarioError(f"scenario {source} is invalid:\n  " + "\n  ".join(problems)) from None
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Read and validate a scenario file."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ScenarioError(f"scenario {path} cannot be read: {error}") from error
+    return parse_scenario(data, source=str(path))

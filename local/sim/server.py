@@ -1,0 +1,344 @@
+"""`python -m local.sim --scenario FILE`: serves ARM and Azure Monitor over HTTPS (test CA) and the
+managed-identity endpoint and `/_sim/` admin API over HTTP, all on loopback.
+
+Prints one JSON line with the endpoints once listening; SIGTERM stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import ssl
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trustme
+from aiohttp import web
+
+from local.sim import arm, monitor
+from local.sim.clock import SimClock
+from local.sim.identity import TokenIssuer, unauthorised
+from local.sim.scenario import (
+    Fault,
+    Scenario,
+    ScenarioError,
+    Throttle,
+    load_scenario,
+    parse_scenario,
+)
+from local.sim.world import CallRecord, World
+
+
+class Simulator:
+    """The running simulator: one world at a time, replaced when a scenario is loaded."""
+
+    def __init__(self, scenario: Scenario, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.clock_file = state_dir / "clock.json"
+        self.issuer = TokenIssuer(scenario.tenant)
+        self.world = self._world(scenario)
+
+    def _world(self, scenario: Scenario) -> World:
+        clock = SimClock(scenario.clock.start, scenario.clock.speed, publish_to=self.clock_file)
+        return World(scenario, clock)
+
+    def load(self, scenario: Scenario) -> None:
+        self.world = self._world(scenario)
+
+    def record(self, operation: str, request: web.Request, status: int) -> None:
+        self.world.calls.append(
+            CallRecord(
+                operation=operation,
+                method=request.method,
+                path=request.path,
+                status=status,
+                sim_time=self.world.now().isoformat(),
+                wall_time=time.time(),
+            )
+        )
+
+    # -- the Azure-facing HTTPS app ---------------------------------------------------------------
+
+    async def azure(self, request: web.Request) -> web.Response:
+        world = self.world
+        world.settle()
+        path = request.path
+        if path.lower().endswith("/metrics:getbatch") and request.method == "POST":
+            operation, handler = "MetricsBatch_Batch", monitor.metrics_batch
+        elif path.lower().startswith("/v1/workspaces/") and path.lower().endswith("/query"):
+            operation, handler = "Query_Execute", monitor.logs_query
+        else:
+            resolved = arm.resolve(request.method, path)
+            if resolved is None:
+                response = web.json_response(
+                    {
+                        "error": {
+                            "code": "NotFound",
+                            "message": f"No simulated route for {request.method} {path}.",
+                        }
+                    },
+                    status=404,
+                )
+                self.record("Unknown", request, response.status)
+                return response
+            operation, route_handler, match = resolved
+            if not self.issuer.valid(request.headers.get("Authorization")):
+                response = unauthorised(request.headers.get("Authorization"))
+            else:
+                response = await arm.handle(request, world, operation, route_handler, match)
+            self.record(operation, request, response.status)
+            return response
+        if not self.issuer.valid(request.headers.get("Authorization")):
+            response = unauthorised(request.headers.get("Authorization"))
+        else:
+            response = await handler(request, world)
+        self.record(operation, request, response.status)
+        return response
+
+    # -- the admin API -----------------------------------------------------------------------------
+
+    async def load_scenario(self, request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+        except ValueError:
+            return _error(400, 'body must be a scenario JSON object, or {"path": FILE}')
+        try:
+            if isinstance(data, dict) and set(data) == {"path"}:
+                scenario = load_scenario(Path(data["path"]))
+            else:
+                scenario = parse_scenario(data, source="POST /_sim/scenario")
+            self.load(scenario)
+        except (ScenarioError, ValueError) as error:
+            return _error(400, str(error))
+        return web.json_response(self.state())
+
+    async def add_fault(self, request: web.Request) -> web.Response:
+        try:
+            fault = Fault.model_validate(await request.json())
+        except ValueError as error:
+            return _error(400, f"invalid fault: {error}")
+        self.world.add_fault(fault)
+        return web.json_response({"faults": self._faults()}, status=201)
+
+    async def clear_faults(self, _: web.Request) -> web.Response:
+        self.world.faults.clear()
+        return web.json_response({"faults": []})
+
+    async def list_faults(self, _: web.Request) -> web.Response:
+        return web.json_response({"faults": self._faults()})
+
+    def _faults(self) -> list[dict[str, Any]]:
+        return [
+            active.spec.model_dump(mode="json", exclude_none=True) | {"remaining": active.remaining}
+            for active in self.world.faults
+        ]
+
+    async def set_throttling(self, request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+            budgets = [Throttle.model_validate(item) for item in data]
+        except (ValueError, TypeError) as error:
+            return _error(400, f"body must be a list of throttle budgets: {error}")
+        self.world.throttles = budgets
+        return web.json_response([b.model_dump() for b in budgets])
+
+    async def clock(self, request: web.Request) -> web.Response:
+        world = self.world
+        if request.method == "POST":
+            try:
+                data = await request.json()
+                if "advance_seconds" in data:
+                    world.clock.advance(float(data["advance_seconds"]))
+                if "speed" in data:
+                    world.clock.set_speed(float(data["speed"]))
+            except (ValueError, TypeError, AttributeError) as error:
+                return _error(
+                    400, f'body must be like {{"advance_seconds": 600}} or {{"speed": 60}}: {error}'
+                )
+            world.settle()
+        return web.json_response(
+            {
+                "now": world.now().isoformat(),
+                "speed": world.clock.speed,
+                "clock_file": str(self.clock_file),
+            }
+        )
+
+    async def set_load(self, request: web.Request) -> web.Response:
+        try:
+            data = await request.json()
+            scale_set = next(
+                s
+                for s in self.world.scale_sets.values()
+                if s.name.lower() == str(data["scale_set"]).lower()
+            )
+            self.world.set_load(scale_set, data.get("cpu"), data.get("memory"))
+        except (ValueError, KeyError, TypeError, StopIteration) as error:
+            return _error(
+                400, f'body must be like {{"scale_set": NAME, "cpu": 97, "memory": 50}}: {error!r}'
+            )
+        return web.json_response(
+            {"steps": [s.model_dump(mode="json") for s in scale_set.spec.load.steps]}
+        )
+
+    def state(self) -> dict[str, Any]:
+        world = self.world
+        world.settle()
+        return {
+            "now": world.now().isoformat(),
+            "speed": world.clock.speed,
+            "subscription": world.scenario.subscription,
+            "scale_sets": [
+                {
+                    "resource_group": s.resource_group,
+                    "name": s.name,
+                    "id": s.id,
+                    "node_group": s.spec.node_group,
+                    "capacity": s.capacity,
+                    "etag": f'"{s.etag}"',
+                    "model_image": s.image,
+                    "instances": [
+                        {
+                            "instance_id": str(i.instance_id),
+                            "computer_name": i.computer_name,
+                            "zone": i.zone,
+                            "provisioning_state": i.provisioning,
+                            "power_state": i.power,
+                            "image": i.image,
+                            "latest_model_applied": i.model_version == s.model_version,
+                        }
+                        for i in sorted(s.instances.values(), key=lambda i: i.instance_id)
+                    ],
+                }
+                for s in world.scale_sets.values()
+            ],
+            "resources": sorted(
+                body["id"]
+                for body in world.resources.values()
+                if body["type"] != "Microsoft.Compute/disks"
+            ),
+        }
+
+    async def get_state(self, _: web.Request) -> web.Response:
+        return web.json_response(self.state())
+
+    async def get_calls(self, request: web.Request) -> web.Response:
+        calls = self.world.calls
+        counters: dict[str, int] = {}
+        for call in calls:
+            counters[call.operation] = counters.get(call.operation, 0) + 1
+        body: dict[str, Any] = {"counters": counters, "total": len(calls)}
+        if request.query.get("log", "true") != "false":
+            body["calls"] = [call.__dict__ for call in calls]
+        return web.json_response(body)
+
+    async def clear_calls(self, _: web.Request) -> web.Response:
+        self.world.calls.clear()
+        return web.json_response({"total": 0})
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def azure_app(sim: Simulator) -> web.Application:
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", sim.azure)
+    return app
+
+
+def admin_app(sim: Simulator) -> web.Application:
+    app = web.Application()
+    app.router.add_get("/msi/token", sim.issuer.token_endpoint)
+    app.router.add_post("/_sim/scenario", sim.load_scenario)
+    app.router.add_get("/_sim/faults", sim.list_faults)
+    app.router.add_post("/_sim/faults", sim.add_fault)
+    app.router.add_delete("/_sim/faults", sim.clear_faults)
+    app.router.add_post("/_sim/throttling", sim.set_throttling)
+    app.router.add_get("/_sim/clock", sim.clock)
+    app.router.add_post("/_sim/clock", sim.clock)
+    app.router.add_post("/_sim/load", sim.set_load)
+    app.router.add_get("/_sim/state", sim.get_state)
+    app.router.add_get("/_sim/calls", sim.get_calls)
+    app.router.add_delete("/_sim/calls", sim.clear_calls)
+    return app
+
+
+def tls_context(state_dir: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server context signed by a fresh test CA; returns it and the CA file clients trust."""
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1", "localhost")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certificate.configure_cert(context)
+    ca_path = state_dir / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca_path))
+    return context, ca_path
+
+
+async def serve(scenario_path: Path, state_dir: Path, arm_port: int, admin_port: int) -> None:
+    sim = Simulator(load_scenario(scenario_path), state_dir)
+    context, ca_path = tls_context(state_dir)
+    runners = [
+        web.AppRunner(azure_app(sim), access_log=None),
+        web.AppRunner(admin_app(sim), access_log=None),
+    ]
+    for runner in runners:
+        await runner.setup()
+    azure_site = web.TCPSite(runners[0], "127.0.0.1", arm_port, ssl_context=context)
+    admin_site = web.TCPSite(runners[1], "127.0.0.1", admin_port)
+    await azure_site.start()
+    await admin_site.start()
+    arm_url = f"https://127.0.0.1:{_port(azure_site)}"
+    admin_url = f"http://127.0.0.1:{_port(admin_site)}"
+    print(
+        json.dumps(
+            {
+                "arm": arm_url,
+                "metrics": arm_url,
+                "logs": f"{arm_url}/v1",
+                "admin": f"{admin_url}/_sim",
+                "identity_endpoint": f"{admin_url}/msi/token",
+                "identity_header": sim.issuer.header_secret,
+                "ca_cert": str(ca_path),
+                "clock_file": str(sim.clock_file),
+                "subscription": sim.world.scenario.subscription,
+                "tenant": sim.world.scenario.tenant,
+            }
+        ),
+        flush=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for runner in runners:
+        await runner.cleanup()
+
+
+def _port(site: web.TCPSite) -> int:
+    return site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local.sim", description=__doc__)
+    parser.add_argument("--scenario", type=Path, required=True)
+    parser.add_argument(
+        "--state-dir", type=Path, help="where the CA and clock file go (default: temp)"
+    )
+    parser.add_argument("--arm-port", type=int, default=0)
+    parser.add_argument("--admin-port", type=int, default=0)
+    args = parser.parse_args(argv)
+    state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="poolkeeper-sim-"))
+    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        asyncio.run(serve(args.scenario, state_dir, args.arm_port, args.admin_port))
+    except ScenarioError as error:
+        print(f"simulator: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,726 @@
+"""The simulated world: scale sets, their instances and disks, images, and long-running operations.
+
+State changes happen as timed events on the simulator's clock; every request first `settle()`s
+the world up to now. The HTTP layers (`arm`, `monitor`, `admin`) translate to and from this.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import math
+import re
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from local.sim.clock import SimClock
+from local.sim.scenario import VM_SIZES, Fault, Scenario, ScaleSetSpec, Throttle
+
+BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+class ArmError(Exception):
+    """An ARM error response: status, error code and message (the body ARM sends)."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+def base36(number: int, width: int = 6) -> str:
+    digits = ""
+    while number:
+        number, rest = divmod(number, 36)
+        digits = BASE36[rest] + digits
+    return digits.rjust(width, "0")
+
+
+@dataclass
+class Instance:
+    instance_id: int
+    zone: str | None
+    computer_name: str
+    vm_id: str
+    os_disk: str
+    image: dict[str, Any]
+    model_version: int
+    created: datetime
+    provisioning: str = "Creating"  # Creating, Succeeded, Updating, Deleting, Failed
+    power: str = "starting"  # starting, running, stopping, stopped, deallocating, deallocated
+    failure: str | None = None  # the error code of a failed provisioning
+    booted_at: datetime | None = None
+
+
+@dataclass
+class ScaleSet:
+    spec: ScaleSetSpec
+    subscription: str
+    location: str
+    capacity: int
+    image: dict[str, Any]
+    prefix: str
+    unique_id: str
+    created: datetime
+    etag: int = 1
+    model_version: int = 1
+    tags: dict[str, str] = field(default_factory=dict)
+    instances: dict[int, Instance] = field(default_factory=dict)
+    next_id: int = 0
+    updating_ops: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def resource_group(self) -> str:
+        return self.spec.resource_group
+
+    @property
+    def id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.Compute/virtualMachineScaleSets/{self.name}"
+        )
+
+    def vm_name(self, instance: Instance) -> str:
+        return f"{self.name}_{instance.instance_id}"
+
+    def active(self) -> list[Instance]:
+        """Instances that count toward capacity: everything not being deleted."""
+        return [i for i in self.instances.values() if i.provisioning != "Deleting"]
+
+
+@dataclass
+class Operation:
+    id: str
+    operation: str  # the REST operationId that started it
+    started: datetime
+    status: str = "InProgress"  # InProgress, Succeeded, Failed
+    ended: datetime | None = None
+    error: tuple[str, str] | None = None  # ARM code, message
+    result: dict[str, Any] | None = None  # what the Location URL answers once done
+    resource_url: str | None = None
+
+
+@dataclass
+class ActiveFault:
+    spec: Fault
+    remaining: int | None
+
+
+@dataclass
+class CallRecord:
+    operation: str
+    method: str
+    path: str
+    status: int
+    sim_time: str
+    wall_time: float
+
+
+class World:
+    """Everything the simulator knows, driven by `clock`; not thread-safe (one event loop)."""
+
+    def __init__(self, scenario: Scenario, clock: SimClock) -> None:
+        self.scenario = scenario
+        self.clock = clock
+        self.latency = scenario.latencies
+        self.scale_sets: dict[tuple[str, str], ScaleSet] = {}
+        self.resources: dict[str, dict[str, Any]] = {}  # lower-cased ARM id -> resource body
+        self.operations: dict[str, Operation] = {}
+        self.faults: list[ActiveFault] = [ActiveFault(f, f.count) for f in scenario.faults]
+        self.throttles: list[Throttle] = list(scenario.throttling)
+        self._throttle_log: dict[str, deque[datetime]] = {}
+        self.calls: list[CallRecord] = []
+        self.tokens: set[str] = set()
+        self._events: list[tuple[datetime, int, Callable[[], None]]] = []
+        self._sequence = itertools.count()
+        now = clock.now()
+        for spec in scenario.scale_sets:
+            key = (spec.resource_group.lower(), spec.name.lower())
+            if key in self.scale_sets:
+                raise ValueError(f"scale set {spec.resource_group}/{spec.name} is defined twice")
+            scale_set = ScaleSet(
+                spec=spec,
+                subscription=scenario.subscription,
+                location=scenario.location,
+                capacity=spec.capacity,
+                image=spec.image.model_dump(exclude_none=True),
+                prefix=spec.computer_name_prefix or f"{spec.name.removesuffix('-vmss')}-vmss",
+                unique_id=str(uuid.uuid5(uuid.NAMESPACE_URL, spec.name)),
+                created=now,
+                tags=dict(spec.tags),
+            )
+            self.scale_sets[key] = scale_set
+            for _ in range(spec.capacity):  # a scenario starts with booted, running instances
+                instance = self._new_instance(scale_set, now)
+                instance.provisioning, instance.power, instance.booted_at = (
+                    "Succeeded",
+                    "running",
+                    now,
+                )
+
+    # -- time ---------------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        return self.clock.now()
+
+    def after(self, seconds: float, action: Callable[[], None]) -> datetime:
+        due = self.now() + timedelta(seconds=seconds)
+        heapq.heappush(self._events, (due, next(self._sequence), action))
+        return due
+
+    def settle(self) -> None:
+        """Apply every event that has fallen due, in order."""
+        now = self.now()
+        while self._events and self._events[0][0] <= now:
+            _, _, action = heapq.heappop(self._events)
+            action()
+
+    def next_event_in(self) -> float | None:
+        """Simulated seconds until the next pending event, if any."""
+        if not self._events:
+            return None
+        return max(0.0, (self._events[0][0] - self.now()).total_seconds())
+
+    # -- faults and throttling ------------------------------------------------------------------
+
+    def take_fault(self, operation: str, scale_set: str | None) -> Fault | None:
+        """The first active fault for this operation (and scale set), consuming one use."""
+        now = self.now()
+        for active in self.faults:
+            spec = active.spec
+            if spec.operation.lower() != operation.lower():
+                continue
+            if spec.scale_set and (scale_set or "").lower() != spec.scale_set.lower():
+                continue
+            if (spec.start and now < spec.start) or (spec.end and now >= spec.end):
+                continue
+            if active.remaining is not None:
+                if active.remaining <= 0:
+                    continue
+                active.remaining -= 1
+            return spec
+        return None
+
+    def add_fault(self, fault: Fault) -> None:
+        self.faults.append(ActiveFault(fault, fault.count))
+
+    def check_throttle(self, operation: str) -> dict[str, str]:
+        """Count a call against its budgets; 429 when one is spent. Returns rate-limit headers."""
+        now = self.now()
+        remaining: list[str] = []
+        exhausted: list[tuple[Throttle, datetime]] = []
+        families = [t for t in self.throttles if operation in t.operations]
+        for throttle in families:
+            calls = self._throttle_log.setdefault(throttle.family, deque())
+            window = timedelta(seconds=throttle.window_seconds)
+            while calls and now - calls[0] >= window:
+                calls.popleft()
+            if len(calls) >= throttle.limit:
+                exhausted.append((throttle, calls[0] + window if calls else now + window))
+        if exhausted:
+            throttle, free_at = max(exhausted, key=lambda pair: pair[1])
+            wait = math.ceil(self.clock.real_seconds((free_at - now).total_seconds())) or 1
+            headers = {
+                "Retry-After": str(wait),
+                "x-ms-ratelimit-remaining-resource": ",".join(
+                    f"Microsoft.Compute/{t.family};0" for t, _ in exhausted
+                ),
+            }
+            raise ArmError(
+                429,
+                "OperationNotAllowed",
+                "The server rejected the request because too many requests have been received "
+                f"for this subscription. Operation group {throttle.family}: allowed "
+                f"{throttle.limit} per {throttle.window_seconds:.0f} s.",
+                headers,
+            )
+        for throttle in families:
+            calls = self._throttle_log[throttle.family]
+            calls.append(now)
+            remaining.append(f"Microsoft.Compute/{throttle.family};{throttle.limit - len(calls)}")
+        return {"x-ms-ratelimit-remaining-resource": ",".join(remaining)} if remaining else {}
+
+    # -- scale sets -----------------------------------------------------------------------------
+
+    def scale_set(self, resource_group: str, name: str) -> ScaleSet:
+        found = self.scale_sets.get((resource_group.lower(), name.lower()))
+        if found is None:
+            raise ArmError(
+                404,
+                "ResourceNotFound",
+                f"The Resource 'Microsoft.Compute/virtualMachineScaleSets/{name}' under resource "
+                f"group '{resource_group}' was not found.",
+            )
+        return found
+
+    def _new_instance(self, scale_set: ScaleSet, now: datetime) -> Instance:
+        instance_id = scale_set.next_id
+        scale_set.next_id += 1
+        zones = scale_set.spec.zones
+        zone = None
+        if zones:
+            counts = {z: 0 for z in zones}
+            for other in scale_set.active():
+                if other.zone in counts:
+                    counts[other.zone] += 1
+            zone = min(zones, key=lambda z: (counts[z], zones.index(z)))
+        disk = f"{scale_set.name}_{instance_id}_OsDisk_1_{uuid.uuid4().hex}"
+        instance = Instance(
+            instance_id=instance_id,
+            zone=zone,
+            computer_name=f"{scale_set.prefix}{base36(instance_id)}",
+            vm_id=str(uuid.uuid4()),
+            os_disk=disk,
+            image=dict(scale_set.image),
+            model_version=scale_set.model_version,
+            created=now,
+        )
+        scale_set.instances[instance_id] = instance
+        self._put_disk(scale_set, instance)
+        return instance
+
+    def disk_id(self, scale_set: ScaleSet, disk: str) -> str:
+        return (
+            f"/subscriptions/{scale_set.subscription}/resourceGroups/{scale_set.resource_group}"
+            f"/providers/Microsoft.Compute/disks/{disk}"
+        )
+
+    def _put_disk(self, scale_set: ScaleSet, instance: Instance) -> None:
+        disk_id = self.disk_id(scale_set, instance.os_disk)
+        cores, memory = VM_SIZES[scale_set.spec.sku]
+        self.resources[disk_id.lower()] = {
+            "id": disk_id,
+            "name": instance.os_disk,
+            "type": "Microsoft.Compute/disks",
+            "location": scale_set.location,
+            "managedBy": f"{scale_set.id}/virtualMachines/{instance.instance_id}",
+            "sku": {"name": "Premium_LRS", "tier": "Premium"},
+            **({"zones": [instance.zone]} if instance.zone else {}),
+            "properties": {
+                "osType": "Linux",
+                "hyperVGeneration": "V2",
+                "creationData": {
+                    "createOption": "FromImage",
+                    "imageReference": _image_ref(instance.image),
+                },
+                "diskSizeGB": 128,
+                "diskState": "Attached",
+                "provisioningState": "Succeeded",
+                "timeCreated": instance.created.isoformat(),
+                "uniqueId": str(uuid.uuid5(uuid.NAMESPACE_URL, disk_id)),
+            },
+        }
+
+    def new_operation(self, operation: str) -> Operation:
+        op = Operation(id=str(uuid.uuid4()), operation=operation, started=self.now())
+        self.operations[op.id] = op
+        return op
+
+    def finish(
+        self,
+        op: Operation,
+        error: tuple[str, str] | None = None,
+        result: dict[str, Any] | None = None,
+    ) -> None:
+        op.status = "Failed" if error else "Succeeded"
+        op.error, op.result, op.ended = error, result, self.now()
+
+    def check_etag(
+        self, scale_set: ScaleSet, if_match: str | None, if_none_match: str | None
+    ) -> None:
+        current = f'"{scale_set.etag}"'
+        if if_match and if_match.strip() not in ("*", current):
+            raise ArmError(
+                412,
+                "PreconditionFailed",
+                f"The specified precondition 'If-Match = {if_match}' failed: the current ETag of "
+                f"'{scale_set.name}' is {current}.",
+            )
+        if if_none_match and if_none_match.strip() == "*":
+            raise ArmError(
+                412,
+                "PreconditionFailed",
+                f"The specified precondition 'If-None-Match = *' failed: '{scale_set.name}' exists.",
+            )
+
+    def update_scale_set(
+        self,
+        scale_set: ScaleSet,
+        *,
+        capacity: int | None,
+        image: dict[str, Any] | None,
+        tags: dict[str, str] | None,
+        fault: Fault | None,
+        operation: str,
+    ) -> Operation:
+        """Apply a model write: new capacity (creating or scaling in), image, tags."""
+        now = self.now()
+        op = self.new_operation(operation)
+        changed = False
+        if tags is not None and tags != scale_set.tags:
+            scale_set.tags, changed = dict(tags), True
+        if image is not None and _image_ref(image) != _image_ref(scale_set.image):
+            scale_set.image = dict(image)
+            scale_set.model_version += 1
+            changed = True
+        created: list[Instance] = []
+        if capacity is not None and capacity != scale_set.capacity:
+            if capacity > 1000:
+                raise ArmError(
+                    400,
+                    "InvalidParameter",
+                    "The value of parameter sku.capacity must be at most 1000.",
+                )
+            changed = True
+            active = scale_set.active()
+            scale_set.capacity = capacity
+            if capacity > len(active):
+                created = [
+                    self._new_instance(scale_set, now) for _ in range(capacity - len(active))
+                ]
+            else:
+                self._scale_in(scale_set, _scale_in_victims(active, len(active) - capacity))
+        if changed:
+            scale_set.etag += 1
+        if not created:
+            self.finish(op)
+            return op
+        scale_set.updating_ops += 1
+
+        def provisioned() -> None:
+            scale_set.updating_ops -= 1
+            failed = fault is not None and fault.kind == "lro_failed"
+            for instance in created:
+                if instance.instance_id not in scale_set.instances:
+                    continue
+                if failed:
+                    instance.provisioning, instance.power, instance.failure = (
+                        "Failed",
+                        "stopped",
+                        fault.error,
+                    )
+                else:
+                    instance.provisioning, instance.power, instance.booted_at = (
+                        "Succeeded",
+                        "running",
+                        self.now(),
+                    )
+            self.finish(op, (fault.error, _fault_message(fault)) if failed else None)
+
+        self.after(self.latency.create, provisioned)
+        return op
+
+    def _scale_in(self, scale_set: ScaleSet, victims: Iterable[Instance]) -> None:
+        # A capacity lowered by a write deletes whichever instances the scale-in policy picks:
+        # exactly the failure Poolkeeper exists to prevent, so the simulator must show it.
+        chosen = list(victims)
+        for instance in chosen:
+            instance.provisioning, instance.power = "Deleting", "stopping"
+
+        def gone() -> None:
+            for instance in chosen:
+                self._remove(scale_set, instance)
+
+        self.after(self.latency.delete, gone)
+
+    def _remove(self, scale_set: ScaleSet, instance: Instance) -> None:
+        scale_set.instances.pop(instance.instance_id, None)
+        self.resources.pop(self.disk_id(scale_set, instance.os_disk).lower(), None)
+
+    def _instances(
+        self, scale_set: ScaleSet, ids: list[str] | None, *, required: bool
+    ) -> list[Instance]:
+        if ids is None or (not ids and not required):
+            return list(scale_set.instances.values())
+        if not ids:
+            raise ArmError(
+                400, "InvalidParameter", "The value of parameter instanceIds is required."
+            )
+        found = []
+        for raw in ids:
+            instance = scale_set.instances.get(int(raw)) if str(raw).isdigit() else None
+            if instance is None:
+                raise ArmError(
+                    400 if required else 404,
+                    "InvalidParameter" if required else "NotFound",
+                    f"The provided instanceId {raw} is not an active Virtual Machine Scale Set "
+                    f"VM instanceId.",
+                )
+            found.append(instance)
+        return found
+
+    def delete_instances(
+        self,
+        scale_set: ScaleSet,
+        ids: list[str],
+        *,
+        force: bool,
+        fault: Fault | None,
+        operation: str,
+    ) -> Operation:
+        """Delete named instances: capacity drops at once; they go after the delete latency."""
+        victims = self._instances(scale_set, ids, required=True)
+        op = self.new_operation(operation)
+        fresh = [v for v in victims if v.provisioning != "Deleting"]
+        before = {v.instance_id: (v.provisioning, v.power) for v in fresh}
+        for victim in fresh:
+            victim.provisioning, victim.power = "Deleting", "stopping"
+        scale_set.capacity = max(0, scale_set.capacity - len(fresh))
+        scale_set.etag += 1
+
+        def done() -> None:
+            failed = fault is not None and fault.kind in ("lro_failed", "partial_delete")
+            kept: list[Instance] = []
+            if failed:
+                kept = fresh[fault.deleted if fault.kind == "partial_delete" else 0 :]
+                for instance in kept:
+                    instance.provisioning, instance.power = before[instance.instance_id]
+                if kept:
+                    scale_set.capacity += len(kept)
+                    scale_set.etag += 1
+            for victim in victims:
+                if victim not in kept:
+                    self._remove(scale_set, victim)
+            self.finish(op, (fault.error, _fault_message(fault)) if failed else None)
+
+        self.after(self.latency.force_delete if force else self.latency.delete, done)
+        return op
+
+    def instance_action(
+        self,
+        scale_set: ScaleSet,
+        action: str,
+        ids: list[str] | None,
+        *,
+        fault: Fault | None,
+        operation: str,
+        required: bool = False,
+    ) -> Operation:
+        """restart, powerOff, start, deallocate, reimage or manualUpgrade on some instances."""
+        targets = self._instances(scale_set, ids, required=required)
+        for target in targets:
+            if target.provisioning == "Deleting":
+                raise ArmError(
+                    409,
+                    "OperationNotAllowed",
+                    f"Operation '{action}' is not allowed on VM '{scale_set.vm_name(target)}' "
+                    "since the VM is marked for deletion.",
+                )
+        latency, during, after = {
+            "restart": (self.latency.restart, "starting", "running"),
+            "powerOff": (self.latency.power_off, "stopping", "stopped"),
+            "start": (self.latency.start, "starting", "running"),
+            "deallocate": (self.latency.deallocate, "deallocating", "deallocated"),
+            "reimage": (self.latency.reimage, "starting", "running"),
+            "manualUpgrade": (self.latency.update_model, "starting", "running"),
+        }[action]
+        op = self.new_operation(operation)
+        before = {t.instance_id: (t.provisioning, t.power) for t in targets}
+        for target in targets:
+            target.provisioning, target.power = "Updating", during
+
+        def done() -> None:
+            failed = fault is not None and fault.kind == "lro_failed"
+            for target in targets:
+                if target.instance_id not in scale_set.instances:
+                    continue
+                if failed:
+                    target.provisioning, target.power = before[target.instance_id]
+                    continue
+                target.provisioning, target.power = "Succeeded", after
+                if after == "running":
+                    target.booted_at = self.now()
+                if action in ("reimage", "manualUpgrade"):
+                    target.image, target.model_version = (
+                        dict(scale_set.image),
+                        scale_set.model_version,
+                    )
+                    self._put_disk(scale_set, target)
+            self.finish(op, (fault.error, _fault_message(fault)) if failed else None)
+
+        self.after(latency, done)
+        return op
+
+    def run_command(
+        self,
+        scale_set: ScaleSet,
+        instance_id: str,
+        command_id: str,
+        script: list[str],
+        *,
+        fault: Fault | None,
+        operation: str,
+    ) -> Operation:
+        """RunShellScript: the simulator cannot run scripts; it answers from the scenario's table."""
+        (instance,) = self._instances(scale_set, [instance_id], required=False)
+        if command_id != "RunShellScript":
+            raise ArmError(
+                400,
+                "InvalidParameter",
+                f"Command '{command_id}' is not supported here; use RunShellScript.",
+            )
+        if instance.power != "running":
+            raise ArmError(
+                409,
+                "OperationNotAllowed",
+                f"Cannot run a command on VM '{scale_set.vm_name(instance)}': it is not running.",
+            )
+        text = "\n".join(script)
+        stdout, stderr = "", ""
+        for reply in self.scenario.run_command:
+            if re.search(reply.match, text):
+                stdout, stderr = reply.stdout, reply.stderr
+                break
+        op = self.new_operation(operation)
+
+        def done() -> None:
+            if fault is not None and fault.kind == "lro_failed":
+                self.finish(op, (fault.error, _fault_message(fault)))
+                return
+            message = f"Enable succeeded: \n[stdout]\n{stdout}\n[stderr]\n{stderr}\n"
+            self.finish(
+                op,
+                result={
+                    "value": [
+                        {
+                            "code": "ProvisioningState/succeeded",
+                            "level": "Info",
+                            "displayStatus": "Provisioning succeeded",
+                            "message": message,
+                        }
+                    ]
+                },
+            )
+
+        self.after(self.latency.run_command, done)
+        return op
+
+    # -- generic resources (snapshots, galleries, image definitions and versions) -----------------
+
+    def resource(self, resource_id: str) -> dict[str, Any] | None:
+        return self.resources.get(resource_id.lower())
+
+    def put_resource(
+        self,
+        body: dict[str, Any],
+        *,
+        latency: float,
+        fault: Fault | None,
+        operation: str,
+        on_ready: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Operation:
+        """Create or replace a resource; it is `Creating` until its latency has passed."""
+        op = self.new_operation(operation)
+        existing = self.resources.get(body["id"].lower())
+        body["properties"]["provisioningState"] = "Updating" if existing else "Creating"
+        self.resources[body["id"].lower()] = body
+
+        def ready() -> None:
+            if fault is not None and fault.kind == "lro_failed":
+                body["properties"]["provisioningState"] = "Failed"
+                self.finish(op, (fault.error, _fault_message(fault)))
+                return
+            body["properties"]["provisioningState"] = "Succeeded"
+            if on_ready:
+                on_ready(body)
+            self.finish(op)
+
+        self.after(latency, ready)
+        return op
+
+    def delete_resource(
+        self, resource_id: str, *, fault: Fault | None, operation: str
+    ) -> Operation | None:
+        body = self.resources.get(resource_id.lower())
+        if body is None:
+            return None
+        op = self.new_operation(operation)
+        body["properties"]["provisioningState"] = "Deleting"
+
+        def gone() -> None:
+            if fault is not None and fault.kind == "lro_failed":
+                body["properties"]["provisioningState"] = "Succeeded"
+                self.finish(op, (fault.error, _fault_message(fault)))
+                return
+            self.resources.pop(resource_id.lower(), None)
+            self.finish(op)
+
+        self.after(self.latency.resource_delete, gone)
+        return op
+
+    # -- load model -----------------------------------------------------------------------------
+
+    def utilisation(
+        self, scale_set: ScaleSet, instance: Instance, metric: str, at: datetime
+    ) -> float:
+        """CPU or memory use in percent at minute resolution, deterministic for (world, instance, minute)."""
+        load = scale_set.spec.load
+        value = load.cpu if metric == "cpu" else load.memory
+        for step in load.steps:
+            stepped = step.cpu if metric == "cpu" else step.memory
+            if step.at <= at and stepped is not None:
+                value = stepped
+        offset = load.instances.get(str(instance.instance_id))
+        if offset is not None:
+            value += offset.cpu if metric == "cpu" else offset.memory
+        minute = int(at.timestamp() // 60)
+        digest = hashlib.blake2b(
+            f"{self.scenario.seed}/{scale_set.name}/{instance.instance_id}/{metric}/{minute}".encode(),
+            digest_size=8,
+        ).digest()
+        jitter = int.from_bytes(digest, "big") / 2**64 * 2 - 1
+        return min(100.0, max(0.0, value + jitter * load.noise))
+
+    def set_load(self, scale_set: ScaleSet, cpu: float | None, memory: float | None) -> None:
+        """Add a load step at the current simulated time (admin API)."""
+        from local.sim.scenario import LoadStep
+
+        scale_set.spec.load.steps.append(LoadStep(at=self.now(), cpu=cpu, memory=memory))
+
+
+def _image_ref(image: dict[str, Any]) -> dict[str, Any]:
+    if image.get("id"):
+        return {"id": image["id"]}
+    return {k: image[k] for k in ("publisher", "offer", "sku", "version") if image.get(k)}
+
+
+def _fault_message(fault: Fault) -> str:
+    return fault.message or {
+        "CannotAllocateRemainingVMsInAvailabilitySet": (
+            "Allocation failed. Please try reducing the number of VMs in this request, or try "
+            "again later."
+        ),
+        "AllocationFailed": "Allocation failed. We do not have sufficient capacity for the requested VM size in this region.",
+        "QuotaExceeded": "Operation could not be completed as it results in exceeding approved standardDSv5Family Cores quota.",
+        "OperationPreempted": "Operation execution has been preempted by a more recent operation.",
+        "InternalExecutionError": "An internal execution error occurred. Please retry later.",
+    }.get(fault.error, f"Simulated failure {fault.error}.")
+
+
+def _scale_in_victims(active: list[Instance], count: int) -> list[Instance]:
+    """The Default scale-in policy: balance zones, then the highest instance ids go first."""
+    remaining = sorted(active, key=lambda i: i.instance_id)
+    victims: list[Instance] = []
+    for _ in range(count):
+        by_zone: dict[str | None, list[Instance]] = {}
+        for instance in remaining:
+            by_zone.setdefault(instance.zone, []).append(instance)
+        zone = max(by_zone, key=lambda z: (len(by_zone[z]), max(i.instance_id for i in by_zone[z])))
+        victim = max(by_zone[zone], key=lambda i: i.instance_id)
+        victims.append(victim)
+        remaining.remove(victim)
+    return victims

@@ -1,0 +1,135 @@
+"""Test support for the Azure simulator: a running `python -m local.sim` and SDK clients for it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from local.azurite import ROOT
+from local.procs import stop_group
+
+SUBSCRIPTION = "6f1c2a9e-4b7d-4c3e-9a51-2d8e7f0b3c64"
+RG = "mc_rg-test_aks-test_westeurope"
+
+
+def scale_set(name: str, capacity: int, **extra: Any) -> dict[str, Any]:
+    """A scale-set entry for a scenario, with test-friendly defaults."""
+    return {
+        "resource_group": RG,
+        "name": name,
+        "capacity": capacity,
+        "node_group": name.split("-")[1] if name.count("-") >= 2 else name,
+        "zones": ["1", "2", "3"],
+    } | extra
+
+
+def scenario(*scale_sets: dict[str, Any], speed: float = 600, **extra: Any) -> dict[str, Any]:
+    """A scenario dict; fast clock by default so LROs finish in a fraction of a second."""
+    return {
+        "subscription": SUBSCRIPTION,
+        "location": "westeurope",
+        "clock": {"start": "2026-11-02T08:00:00Z", "speed": speed},
+        "scale_sets": list(scale_sets) or [scale_set("aks-workers-11111111-vmss", 3)],
+    } | extra
+
+
+@dataclass
+class Simulator:
+    """Endpoints of a running simulator, with helpers for its admin API and the real SDKs."""
+
+    info: dict[str, Any]
+    process: subprocess.Popen[bytes]
+
+    @property
+    def admin(self) -> str:
+        return self.info["admin"]
+
+    def load(self, data: dict[str, Any]) -> dict[str, Any]:
+        response = requests.post(f"{self.admin}/scenario", json=data, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def post(self, path: str, body: Any) -> Any:
+        response = requests.post(f"{self.admin}/{path}", json=body, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def state(self) -> dict[str, Any]:
+        return requests.get(f"{self.admin}/state", timeout=10).json()
+
+    def scale_set_state(self, name: str) -> dict[str, Any]:
+        return next(s for s in self.state()["scale_sets"] if s["name"] == name)
+
+    def calls(self) -> dict[str, Any]:
+        return requests.get(f"{self.admin}/calls", timeout=10).json()
+
+    def advance(self, seconds: float) -> None:
+        self.post("clock", {"advance_seconds": seconds})
+
+    def credential(self) -> Any:
+        """The managed identity as App Service provides it (`running_simulator` sets the env)."""
+        from azure.identity import ManagedIdentityCredential
+
+        return ManagedIdentityCredential()
+
+    def compute(self, **options: Any) -> Any:
+        """A real ComputeManagementClient pointed at the simulator."""
+        from azure.mgmt.compute import ComputeManagementClient
+
+        options.setdefault("polling_interval", 0.05)
+        return ComputeManagementClient(
+            self.credential(),
+            SUBSCRIPTION,
+            base_url=self.info["arm"],
+            connection_verify=self.info["ca_cert"],
+            **options,
+        )
+
+
+@contextmanager
+def running_simulator(state_dir: Path, scenario_file: Path | None = None) -> Iterator[Simulator]:
+    """Start `python -m local.sim` on free ports; always stopped."""
+    if scenario_file is None:
+        scenario_file = state_dir / "scenario.json"
+        scenario_file.write_text(json.dumps(scenario()))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "local.sim",
+            "--scenario",
+            str(scenario_file),
+            "--state-dir",
+            str(state_dir),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    saved = {k: os.environ.get(k) for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")}
+    try:
+        line = process.stdout.readline() if process.stdout else b""
+        if not line:
+            raise RuntimeError(f"simulator did not start: {process.stderr.read().decode()}")
+        info = json.loads(line)
+        # azure-identity reads these when it fetches a token, not only when it is built.
+        os.environ["IDENTITY_ENDPOINT"] = info["identity_endpoint"]
+        os.environ["IDENTITY_HEADER"] = info["identity_header"]
+        yield Simulator(info, process)
+    finally:
+        stop_group(process)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
