@@ -23,7 +23,7 @@ node_modules/.installed: package.json package-lock.json
 deps: $(VENV)/.installed node_modules/.installed
 
 run: deps
-	$(BIN)/python -m local.stack --port $(PORT)
+	$(BIN)/python -m local.stack --scenario local/scenarios/small.json --port $(PORT)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -34,6 +34,7 @@ test: deps lint
 
 bench: deps
 	$(BIN)/python -m bench.cold_start
+	$(BIN)/python -m bench.sim_vm_list
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache

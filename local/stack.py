@@ -1,6 +1,7 @@
-"""`python -m local.stack`: Azurite and the local Functions host, started together.
+"""`python -m local.stack --scenario FILE`: Azurite, the Azure simulator and the local Functions
+host, wired together and started in that order.
 
-Prints one JSON line with the endpoints once everything answers; SIGTERM or Ctrl-C stops it all.
+Prints one JSON line with every endpoint once all answer; SIGTERM or Ctrl-C stops all of them.
 """
 
 from __future__ import annotations
@@ -15,10 +16,14 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from local.azurite import ROOT, Azurite
 from local.procs import free_port, stop_group, wait_until
+
+DEFAULT_SCENARIO = ROOT / "local" / "scenarios" / "small.json"
 
 
 def _answers(url: str) -> bool:
@@ -29,31 +34,91 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _host_settings(storage: str, function_key: str, master_key: str) -> dict[str, str]:
-    settings = dict(os.environ)
+def _start(
+    args: list[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _simulator(scenario: Path, logs: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """Start `python -m local.sim` and read its endpoint line."""
+    line_file = logs / "sim.json"
+    line_file.unlink(missing_ok=True)
+    with open(line_file, "wb") as out, open(logs / "sim.log", "ab") as err:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "local.sim",
+                "--scenario",
+                str(scenario),
+                "--state-dir",
+                str(logs / "sim"),
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+    wait_until(
+        lambda: line_file.stat().st_size > 0,
+        timeout=30,
+        what=f"Azure simulator (log: {logs / 'sim.log'})",
+        process=process,
+    )
+    return process, json.loads(line_file.read_text().splitlines()[0])
+
+
+def _pools_file(scenario: Path, logs: Path) -> Path:
+    """The scenario's Poolkeeper configuration, written where the product reads it."""
+    pools = json.loads(scenario.read_text()).get("pools")
+    if not pools:
+        raise SystemExit(f"scenario {scenario} has no 'pools' section for Poolkeeper")
+    path = logs / "pools.json"
+    path.write_text(json.dumps(pools, indent=2))
+    return path
+
+
+def host_settings(
+    storage: str, sim: dict[str, Any], pools: Path, function_key: str, master_key: str
+) -> dict[str, str]:
+    """The local host's environment: the product pointed at Azurite and the simulator."""
+    settings = {k: v for k, v in os.environ.items() if not k.startswith("POOLKEEPER_POOLS")}
     settings.update(
         {
             "AzureWebJobsStorage": storage,
             "POOLKEEPER_LOCAL_FUNCTION_KEYS": function_key,
             "POOLKEEPER_LOCAL_MASTER_KEY": master_key,
+            "POOLKEEPER_POOLS_FILE": str(pools),
+            "POOLKEEPER_CLOCK_FILE": sim["clock_file"],
+            "POOLKEEPER_ARM_ENDPOINT": sim["arm"],
+            "POOLKEEPER_METRICS_ENDPOINT": sim["metrics"],
+            "POOLKEEPER_LOGS_ENDPOINT": sim["logs"],
+            "POOLKEEPER_CA_BUNDLE": sim["ca_cert"],
+            "IDENTITY_ENDPOINT": sim["identity_endpoint"],
+            "IDENTITY_HEADER": sim["identity_header"],
         }
     )
-    if not settings.get("POOLKEEPER_POOLS") and not settings.get("POOLKEEPER_POOLS_FILE"):
-        settings["POOLKEEPER_POOLS_FILE"] = str(ROOT / "pools.example.json")
     return settings
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m local.stack", description=__doc__)
     parser.add_argument(
-        "--port", type=int, default=0, help="local host HTTP port (default: a free one)"
+        "--scenario",
+        type=Path,
+        default=DEFAULT_SCENARIO,
+        help="simulator scenario (default: local/scenarios/small.json)",
     )
-    parser.add_argument(
-        "--logs", type=Path, help="folder for the processes' logs (default: a temp dir)"
-    )
+    parser.add_argument("--port", type=int, default=0, help="local host port (default: a free one)")
+    parser.add_argument("--logs", type=Path, help="folder for logs and state (default: a temp dir)")
     args = parser.parse_args(argv)
-    logs = args.logs or Path(tempfile.mkdtemp(prefix="poolkeeper-stack-"))
+    logs = (args.logs or Path(tempfile.mkdtemp(prefix="poolkeeper-stack-"))).resolve()
     logs.mkdir(parents=True, exist_ok=True)
+    scenario = args.scenario.resolve()
 
     stopping = False
 
@@ -67,54 +132,58 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port or free_port()
     function_key = os.environ.get("POOLKEEPER_LOCAL_FUNCTION_KEYS") or secrets.token_urlsafe(24)
     master_key = os.environ.get("POOLKEEPER_LOCAL_MASTER_KEY") or secrets.token_urlsafe(24)
-    host: subprocess.Popen[bytes] | None = None
-    with Azurite(log=logs / "azurite.log") as azurite:
-        try:
-            with open(logs / "host.log", "ab") as host_log:
-                host = subprocess.Popen(
-                    [sys.executable, "-m", "local.host", "--root", str(ROOT), "--port", str(port)],
-                    cwd=ROOT,
-                    env=_host_settings(azurite.connection_string, function_key, master_key),
-                    stdout=host_log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            base = f"http://127.0.0.1:{port}"
-            wait_until(
-                lambda: stopping or _answers(f"{base}/admin/host/ping"),
-                timeout=60,
-                what=f"local host (log: {logs / 'host.log'})",
-                process=host,
+    with ExitStack() as running:
+        pools = _pools_file(scenario, logs)
+        azurite = running.enter_context(Azurite(log=logs / "azurite.log"))
+        sim_process, sim = _simulator(scenario, logs)
+        running.callback(stop_group, sim_process)
+        host = _start(
+            [sys.executable, "-m", "local.host", "--root", str(ROOT), "--port", str(port)],
+            logs / "host.log",
+            host_settings(azurite.connection_string, sim, pools, function_key, master_key),
+        )
+        running.callback(stop_group, host)
+        base = f"http://127.0.0.1:{port}"
+        wait_until(
+            lambda: stopping or _answers(f"{base}/admin/host/ping"),
+            timeout=60,
+            what=f"local host (log: {logs / 'host.log'})",
+            process=host,
+        )
+        if not stopping:
+            print(
+                json.dumps(
+                    {
+                        "host": base,
+                        "arm": sim["arm"],
+                        "metrics": sim["metrics"],
+                        "logs": sim["logs"],
+                        "admin": sim["admin"],
+                        "ca_cert": sim["ca_cert"],
+                        "storage": azurite.connection_string,
+                        "function_key": function_key,
+                        "master_key": master_key,
+                        "subscription": sim["subscription"],
+                        "identity_endpoint": sim["identity_endpoint"],
+                        "identity_header": sim["identity_header"],
+                        "clock_file": sim["clock_file"],
+                        "log_dir": str(logs),
+                    }
+                ),
+                flush=True,
             )
-            if not stopping:
-                print(
-                    json.dumps(
-                        {
-                            "host": base,
-                            "storage": azurite.connection_string,
-                            "function_key": function_key,
-                            "master_key": master_key,
-                            "logs": str(logs),
-                        }
-                    ),
-                    flush=True,
-                )
-                print(
-                    f"Poolkeeper is up: {base}/api/health (logs in {logs}); Ctrl-C stops it",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            while not stopping and host.poll() is None:
-                time.sleep(0.2)
-            if host.poll() is not None and not stopping:
-                print(
-                    f"local host exited with code {host.returncode}; see {logs / 'host.log'}",
-                    file=sys.stderr,
-                )
-                return 1
-        finally:
-            if host is not None:
-                stop_group(host)
+            print(
+                f"Poolkeeper is up: {base}/api/health, simulator admin {sim['admin']}/state "
+                f"(logs in {logs}); Ctrl-C stops it",
+                file=sys.stderr,
+                flush=True,
+            )
+        while not stopping and host.poll() is None and sim_process.poll() is None:
+            time.sleep(0.2)
+        if not stopping:
+            which = "local host" if host.poll() is not None else "Azure simulator"
+            print(f"{which} exited unexpectedly; see the logs in {logs}", file=sys.stderr)
+            return 1
     return 0
 
 

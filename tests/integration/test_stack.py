@@ -54,11 +54,28 @@ def test_stack_prints_endpoints_serves_health_and_stops_everything_on_sigterm(tm
         line = stack.stdout.readline()
         assert time.monotonic() - began < 30, "the endpoint line took longer than 30 s"
         endpoints = json.loads(line)
-        assert {"host", "storage", "function_key"} <= endpoints.keys()
+        assert {
+            "host",
+            "arm",
+            "admin",
+            "ca_cert",
+            "storage",
+            "function_key",
+            "subscription",
+            "identity_endpoint",
+            "identity_header",
+        } <= endpoints.keys()
         health = requests.get(f"{endpoints['host']}/api/health", timeout=10)
         assert health.status_code == 200, health.text
+        # The product is configured with the scenario's pools, and the simulator holds them.
+        assert health.json()["config"]["pools"] == ["system", "workers"]
+        state = requests.get(f"{endpoints['admin']}/state", timeout=10).json()
+        assert [s["name"] for s in state["scale_sets"]] == [
+            "aks-system-31415926-vmss",
+            "aks-workers-27182818-vmss",
+        ]
         children = _descendants(stack.pid)
-        assert len(children) >= 2  # Azurite and the local host at least
+        assert len(children) >= 3  # Azurite, the simulator and the local host at least
     finally:
         stack.send_signal(signal.SIGTERM)
         code = stack.wait(timeout=30)
