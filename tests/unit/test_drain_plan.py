@@ -58,6 +58,12 @@ def pod(name: str, **fields: object) -> Pod:
             Action.WAIT,
             "already terminating",
         ),
+        (
+            pod("agent", controller_kind="DaemonSet", terminating=True),
+            DEFAULTS,
+            Action.SKIP,
+            "DaemonSet",
+        ),
     ],
 )
 def test_each_pod_kind_gets_kubectls_decision(
