@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from local.sim.world import ArmError, Instance, Operation, ScaleSet, World
+from local.sim.scenario import Fault
+from local.sim.world import ArmError, Instance, Operation, ScaleSet, World, fault_message
 
 PREFIX = r"/subscriptions/(?P<sub>[^/]+)"
 RG = PREFIX + r"/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.Compute"
@@ -34,7 +36,7 @@ class Call:
     world: World
     match: dict[str, str]
     operation: str
-    fault: Any
+    fault: Fault | None
     body: Any
 
     @property
@@ -202,11 +204,19 @@ def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 def _operation_urls(call: Call, op: Operation) -> dict[str, str]:
+    """Compute's status URLs: `operations` (CRP), `DiskOperations`, `capsOperations` (galleries)."""
+    kind = {"Disks": "DiskOperations", "Snapshots": "DiskOperations"}.get(
+        call.operation.split("_")[0],
+        "capsOperations" if call.operation.startswith("Galler") else "operations",
+    )
     status = (
         f"{call.base}/subscriptions/{call.world.scenario.subscription}/providers/Microsoft.Compute"
-        f"/locations/{call.world.scenario.location}/operations/{op.id}?api-version={call.api_version}"
+        f"/locations/{call.world.scenario.location}/{kind}/{op.id}"
     )
-    return {"Azure-AsyncOperation": status, "Location": status + "&monitor=true"}
+    return {
+        "Azure-AsyncOperation": f"{status}?api-version={call.api_version}",
+        "Location": f"{status}?monitor=true&api-version={call.api_version}",
+    }
 
 
 def accepted(call: Call, op: Operation) -> web.Response:
@@ -259,6 +269,7 @@ async def write_scale_set(call: Call) -> web.Response:
         scale_set, call.request.headers.get("If-Match"), call.request.headers.get("If-None-Match")
     )
     body = call.body if isinstance(call.body, dict) else {}
+    put = call.request.method == "PUT"  # PUT replaces the model: absent tags are removed
     sku = body.get("sku") or {}
     if sku.get("name") and sku["name"] != scale_set.spec.sku:
         raise ArmError(
@@ -273,7 +284,13 @@ async def write_scale_set(call: Call) -> web.Response:
     image = (profile.get("storageProfile") or {}).get("imageReference")
     if image is not None:
         if image.get("id") and call.world.resource(image["id"]) is None:
-            raise ArmError(404, "NotFound", f"The image version '{image['id']}' was not found.")
+            raise ArmError(
+                404,
+                "GalleryImageNotFound",
+                f"The gallery image {image['id']} is not available in {scale_set.location} "
+                "region. Please contact image owner to replicate to this region, or change "
+                "your requested region.",
+            )
         image = {
             k: v
             for k, v in image.items()
@@ -283,12 +300,11 @@ async def write_scale_set(call: Call) -> web.Response:
         scale_set,
         capacity=capacity,
         image=image,
-        tags=body.get("tags"),
+        tags=body.get("tags", {} if put else None),
         fault=call.fault,
         operation=call.operation,
     )
-    headers = {"ETag": _etag(scale_set), **_operation_urls(call, op)}
-    headers.pop("Location")
+    headers = {"ETag": _etag(scale_set), **_async_only(call, op)}
     return _json(scale_set_body(call.world, scale_set), headers=headers)
 
 
@@ -314,7 +330,6 @@ def _action(name: str, *, required: bool = False) -> Handler:
             _ids(call.body, required=required),
             fault=call.fault,
             operation=call.operation,
-            required=required,
         )
         return accepted(call, op)
 
@@ -349,7 +364,8 @@ def _instance(call: Call) -> tuple[ScaleSet, Instance]:
             404,
             "NotFound",
             f"The Resource 'Microsoft.Compute/virtualMachineScaleSets/{scale_set.name}/"
-            f"virtualMachines/{raw}' under resource group '{scale_set.resource_group}' was not found.",
+            f"virtualMachines/{raw}' under resource group '{scale_set.resource_group}' was not "
+            "found.",
         )
     return scale_set, instance
 
@@ -373,7 +389,7 @@ async def run_command(call: Call) -> web.Response:
         raise ArmError(400, "InvalidParameter", "script must be a list of lines.")
     op = call.world.run_command(
         scale_set,
-        str(instance.instance_id),
+        instance,
         str(body.get("commandId", "")),
         [str(s) for s in script],
         fault=call.fault,
@@ -389,6 +405,8 @@ async def operation_status(call: Call) -> web.Response:
     if call.request.query.get("monitor") == "true":
         if op.status == "InProgress":
             return web.Response(status=202, headers={"Location": str(call.request.url)})
+        if op.error:  # a client polling Location only learns of failure from the status code
+            raise ArmError(500, *op.error)
         if op.result is not None:
             return _json(op.result)
         return web.Response(status=200)
@@ -452,7 +470,8 @@ def _require_parent(call: Call, parent_id: str, what: str) -> dict[str, Any]:
         raise ArmError(
             404,
             "ParentResourceNotFound",
-            f"Can not perform requested operation on nested resource. Parent resource '{what}' not found.",
+            "Can not perform requested operation on nested resource. Parent resource "
+            f"'{what}' not found.",
         )
     return parent
 
@@ -488,19 +507,25 @@ async def put_snapshot(call: Call) -> web.Response:
             "diskSizeGB": source["properties"]["diskSizeGB"],
             "incremental": bool((body.get("properties") or {}).get("incremental", False)),
             "timeCreated": call.world.now().isoformat(),
-            "sourceImageReference": source["properties"]["creationData"].get("imageReference"),
+            "diskState": "Unattached",
         },
     }
     op = call.world.put_resource(
         resource, latency=call.world.latency.snapshot, fault=call.fault, operation=call.operation
     )
-    return _json(resource, 202 if False else 200, headers=_async_only(call, op))
+    return _json(resource, 202, headers=_operation_urls(call, op))
 
 
 def _async_only(call: Call, op: Operation) -> dict[str, str]:
+    """PUT and PATCH answer with the resource and only Azure-AsyncOperation to poll."""
     headers = _operation_urls(call, op)
     headers.pop("Location")
     return headers
+
+
+def _created(call: Call) -> int:
+    """201 when a PUT creates the resource, 200 when it replaces one."""
+    return 201 if call.world.resource(call.request.path) is None else 200
 
 
 async def put_gallery(call: Call) -> web.Response:
@@ -518,10 +543,11 @@ async def put_gallery(call: Call) -> web.Response:
             },
         },
     }
+    status = _created(call)
     op = call.world.put_resource(
         resource, latency=call.world.latency.gallery, fault=call.fault, operation=call.operation
     )
-    return _json(resource, headers=_async_only(call, op))
+    return _json(resource, status, headers=_async_only(call, op))
 
 
 async def put_image(call: Call) -> web.Response:
@@ -553,13 +579,14 @@ async def put_image(call: Call) -> web.Response:
             "identifier": identifier,
         },
     }
+    status = _created(call)
     op = call.world.put_resource(
         resource,
         latency=call.world.latency.image_definition,
         fault=call.fault,
         operation=call.operation,
     )
-    return _json(resource, headers=_async_only(call, op))
+    return _json(resource, status, headers=_async_only(call, op))
 
 
 async def put_image_version(call: Call) -> web.Response:
@@ -627,6 +654,7 @@ async def put_image_version(call: Call) -> web.Response:
             ],
         }
 
+    status = _created(call)
     op = call.world.put_resource(
         resource,
         latency=call.world.latency.image_version,
@@ -634,15 +662,15 @@ async def put_image_version(call: Call) -> web.Response:
         operation=call.operation,
         on_ready=replicated,
     )
-    return _json(resource, 201, headers=_async_only(call, op))
+    return _json(resource, status, headers=_async_only(call, op))
 
 
 # (method, path regex, REST operationId, handler); matched in order, case-insensitively like ARM.
 ROUTES: list[tuple[str, str, str, Handler]] = [
     (
         "GET",
-        PREFIX
-        + r"/providers/Microsoft\.Compute/locations/(?P<location>[^/]+)/operations/(?P<operation>[^/]+)",
+        PREFIX + r"/providers/Microsoft\.Compute/locations/(?P<location>[^/]+)"
+        r"/(?:operations|DiskOperations|capsOperations)/(?P<operation>[^/]+)",
         "OperationStatus",
         operation_status,
     ),
@@ -744,7 +772,17 @@ def resolve(method: str, path: str) -> tuple[str, Handler, dict[str, str]] | Non
 async def handle(
     request: web.Request, world: World, operation: str, handler: Handler, match: dict[str, str]
 ) -> web.Response:
-    """Validate, throttle, inject faults, then run the handler; ARM errors become ARM bodies."""
+    """Validate, throttle, inject faults, then run the handler; ARM errors become ARM bodies.
+
+    Every answer, errors included, carries ARM's request ids and the Compute rate-limit header.
+    """
+    ids = {
+        "x-ms-request-id": str(uuid.uuid4()),
+        "x-ms-correlation-request-id": request.headers.get(
+            "x-ms-correlation-request-id", str(uuid.uuid4())
+        ),
+    }
+    rate_headers: dict[str, str] = {}
     try:
         if match.get("sub", "").lower() != world.scenario.subscription.lower():
             raise ArmError(
@@ -758,40 +796,42 @@ async def handle(
                 "MissingApiVersionParameter",
                 "The api-version query parameter (?api-version=) is required for all requests.",
             )
-        body = None
-        if request.can_read_body:
-            text = await request.text()
-            if text:
-                try:
-                    body = json.loads(text)
-                except ValueError:
-                    raise ArmError(
-                        400,
-                        "InvalidRequestContent",
-                        "The request content was invalid and could not be deserialized.",
-                    ) from None
+        body = await _read_body(request)
         rate_headers = world.check_throttle(operation)
         fault = world.take_fault(operation, match.get("vmss"))
         if fault is not None and fault.kind == "error":
-            raise ArmError(fault.status, fault.error, _message(fault))
+            first = _ids(body, required=False) if isinstance(body, dict) else None
+            instance = match.get("instance") or (first[0] if first else None)
+            raise ArmError(
+                fault.status, fault.error, fault_message(fault, match.get("vmss"), instance)
+            )
         if fault is not None and fault.kind == "timeout":
             await asyncio.sleep(fault.seconds)
             raise ArmError(
                 504,
                 "GatewayTimeout",
-                "The gateway did not receive a response from 'Microsoft.Compute' within the specified time period.",
+                "The gateway did not receive a response from 'Microsoft.Compute' within the "
+                "specified time period.",
             )
         response = await handler(Call(request, world, match, operation, fault, body))
-        response.headers.update(rate_headers)
-        response.headers.setdefault(
-            "x-ms-request-id", request.headers.get("x-ms-client-request-id", "")
-        )
-        return response
     except ArmError as error:
-        return _json(error.body(), error.status, headers=error.headers)
+        response = _json(error.body(), error.status, headers=error.headers)
+    for key, value in (rate_headers | ids).items():
+        response.headers.setdefault(key, value)
+    return response
 
 
-def _message(fault: Any) -> str:
-    from local.sim.world import _fault_message
-
-    return _fault_message(fault)
+async def _read_body(request: web.Request) -> Any:
+    if not request.can_read_body:
+        return None
+    text = await request.text()
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise ArmError(
+            400,
+            "InvalidRequestContent",
+            "The request content was invalid and could not be deserialized.",
+        ) from None

@@ -22,7 +22,7 @@ from aiohttp import web
 
 from local.sim import arm, monitor
 from local.sim.clock import SimClock
-from local.sim.identity import TokenIssuer, unauthorised
+from local.sim.identity import ARM_AUDIENCES, MONITOR_AUDIENCES, TokenIssuer, unauthorised
 from local.sim.scenario import (
     Fault,
     Scenario,
@@ -68,6 +68,7 @@ class Simulator:
         world = self.world
         world.settle()
         path = request.path
+        monitor_audiences = MONITOR_AUDIENCES + tuple(a + "/" for a in MONITOR_AUDIENCES)
         if path.lower().endswith("/metrics:getbatch") and request.method == "POST":
             operation, handler = "MetricsBatch_Batch", monitor.metrics_batch
         elif path.lower().startswith("/v1/workspaces/") and path.lower().endswith("/query"):
@@ -87,14 +88,16 @@ class Simulator:
                 self.record("Unknown", request, response.status)
                 return response
             operation, route_handler, match = resolved
-            if not self.issuer.valid(request.headers.get("Authorization")):
-                response = unauthorised(request.headers.get("Authorization"))
+            authorization = request.headers.get("Authorization")
+            if not self.issuer.valid(authorization, ARM_AUDIENCES):
+                response = unauthorised(authorization, ARM_AUDIENCES)
             else:
                 response = await arm.handle(request, world, operation, route_handler, match)
             self.record(operation, request, response.status)
             return response
-        if not self.issuer.valid(request.headers.get("Authorization")):
-            response = unauthorised(request.headers.get("Authorization"))
+        authorization = request.headers.get("Authorization")
+        if not self.issuer.valid(authorization, monitor_audiences):
+            response = unauthorised(authorization, monitor_audiences)
         else:
             response = await handler(request, world)
         self.record(operation, request, response.status)
@@ -217,6 +220,7 @@ class Simulator:
                 }
                 for s in world.scale_sets.values()
             ],
+            "history": world.history,
             "resources": sorted(
                 body["id"]
                 for body in world.resources.values()

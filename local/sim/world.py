@@ -9,36 +9,53 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
+import json
 import math
 import re
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from local.sim.clock import SimClock
-from local.sim.scenario import VM_SIZES, Fault, Scenario, ScaleSetSpec, Throttle
+from local.sim.scenario import Fault, ScaleSetSpec, Scenario, Throttle
 
 BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+THROTTLED = (
+    "The server rejected the request because too many requests have been received for this "
+    "subscription."
+)
 
 
 class ArmError(Exception):
     """An ARM error response: status, error code and message (the body ARM sends)."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        details: list[dict[str, str]] | None = None,
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers or {}
+        self.details = details or []
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message}}
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
 
 
 def base36(number: int, width: int = 6) -> str:
+    """VMSS computer-name suffix: the instance id in base 36, zero-padded (`10` -> `00000a`)."""
     digits = ""
     while number:
         number, rest = divmod(number, 36)
@@ -130,6 +147,57 @@ class CallRecord:
     wall_time: float
 
 
+def fault_applies(spec: Fault, operation: str, scale_set: str | None, now: datetime) -> bool:
+    """Whether a fault covers this operation, scale set and moment (its count aside)."""
+    if spec.operation.lower() != operation.lower():
+        return False
+    if spec.scale_set and (scale_set or "").lower() != spec.scale_set.lower():
+        return False
+    return not ((spec.start and now < spec.start) or (spec.end and now >= spec.end))
+
+
+def scale_in_victims(active: list[Instance], count: int) -> list[Instance]:
+    """The Default scale-in policy (Uniform): balance zones, then the highest instance id goes.
+
+    Fault-domain balancing is not modelled. Among equally large zones, the one holding the
+    highest instance id gives first.
+    """
+    remaining = sorted(active, key=lambda i: i.instance_id)
+    victims: list[Instance] = []
+    for _ in range(min(count, len(remaining))):
+        by_zone: dict[str | None, list[Instance]] = {}
+        for instance in remaining:
+            by_zone.setdefault(instance.zone, []).append(instance)
+        zone = max(by_zone, key=lambda z: (len(by_zone[z]), by_zone[z][-1].instance_id))
+        victim = by_zone[zone][-1]
+        victims.append(victim)
+        remaining.remove(victim)
+    return victims
+
+
+def fault_message(fault: Fault, scale_set: str | None = None, instance: str | None = None) -> str:
+    """The message Azure sends with a fault's error code (or the fault's own message)."""
+    vm = f"{scale_set or 'vmss'}_{instance or '0'}"
+    return fault.message or {
+        "CannotAllocateRemainingVMsInAvailabilitySet": (
+            f"Delete/Deallocate operation on VM '{vm}' failed because the remaining VMs in the "
+            f"Availability Set '_{scale_set or 'vmss'}_0' cannot be allocated together. Changes "
+            "in Availability Set allocation need to be executed atomically. Please deallocate or "
+            "delete some or all of these VMs before retrying the current operation."
+        ),
+        "AllocationFailed": (
+            "Allocation failed. We do not have sufficient capacity for the requested VM size in "
+            "this region."
+        ),
+        "QuotaExceeded": (
+            "Operation could not be completed as it results in exceeding approved "
+            "standardDSv5Family Cores quota."
+        ),
+        "OperationPreempted": "Operation execution has been preempted by a more recent operation.",
+        "InternalExecutionError": "An internal execution error occurred. Please retry later.",
+    }.get(fault.error, f"Simulated failure {fault.error}.")
+
+
 class World:
     """Everything the simulator knows, driven by `clock`; not thread-safe (one event loop)."""
 
@@ -144,7 +212,7 @@ class World:
         self.throttles: list[Throttle] = list(scenario.throttling)
         self._throttle_log: dict[str, deque[datetime]] = {}
         self.calls: list[CallRecord] = []
-        self.tokens: set[str] = set()
+        self.history: list[dict[str, Any]] = []  # deletions, and who asked for them
         self._events: list[tuple[datetime, int, Callable[[], None]]] = []
         self._sequence = itertools.count()
         now = clock.now()
@@ -166,11 +234,8 @@ class World:
             self.scale_sets[key] = scale_set
             for _ in range(spec.capacity):  # a scenario starts with booted, running instances
                 instance = self._new_instance(scale_set, now)
-                instance.provisioning, instance.power, instance.booted_at = (
-                    "Succeeded",
-                    "running",
-                    now,
-                )
+                instance.provisioning, instance.power = "Succeeded", "running"
+                instance.booted_at = now
 
     # -- time ---------------------------------------------------------------------------------
 
@@ -201,58 +266,64 @@ class World:
         """The first active fault for this operation (and scale set), consuming one use."""
         now = self.now()
         for active in self.faults:
-            spec = active.spec
-            if spec.operation.lower() != operation.lower():
-                continue
-            if spec.scale_set and (scale_set or "").lower() != spec.scale_set.lower():
-                continue
-            if (spec.start and now < spec.start) or (spec.end and now >= spec.end):
+            if not fault_applies(active.spec, operation, scale_set, now):
                 continue
             if active.remaining is not None:
                 if active.remaining <= 0:
                     continue
                 active.remaining -= 1
-            return spec
+            return active.spec
         return None
 
     def add_fault(self, fault: Fault) -> None:
         self.faults.append(ActiveFault(fault, fault.count))
 
     def check_throttle(self, operation: str) -> dict[str, str]:
-        """Count a call against its budgets; 429 when one is spent. Returns rate-limit headers."""
+        """Count a call against its budgets; 429 when one is spent. Returns rate-limit headers.
+
+        Budgets are sliding windows per operation group (Compute's `...3Min` and `...30Min`);
+        a rejected call is not counted. Retry-After is in wall seconds: what a client sleeps.
+        """
         now = self.now()
-        remaining: list[str] = []
-        exhausted: list[tuple[Throttle, datetime]] = []
         families = [t for t in self.throttles if operation in t.operations]
+        used: dict[str, int] = {}
+        exhausted: list[tuple[Throttle, datetime]] = []
         for throttle in families:
             calls = self._throttle_log.setdefault(throttle.family, deque())
             window = timedelta(seconds=throttle.window_seconds)
             while calls and now - calls[0] >= window:
                 calls.popleft()
+            used[throttle.family] = len(calls)
             if len(calls) >= throttle.limit:
-                exhausted.append((throttle, calls[0] + window if calls else now + window))
-        if exhausted:
-            throttle, free_at = max(exhausted, key=lambda pair: pair[1])
-            wait = math.ceil(self.clock.real_seconds((free_at - now).total_seconds())) or 1
-            headers = {
-                "Retry-After": str(wait),
-                "x-ms-ratelimit-remaining-resource": ",".join(
-                    f"Microsoft.Compute/{t.family};0" for t, _ in exhausted
-                ),
+                exhausted.append((throttle, calls[0] if calls else now))
+        if not exhausted:
+            for throttle in families:
+                self._throttle_log[throttle.family].append(now)
+                used[throttle.family] += 1
+        header = ",".join(
+            f"Microsoft.Compute/{t.family};{max(0, t.limit - used[t.family])}" for t in families
+        )
+        headers = {"x-ms-ratelimit-remaining-resource": header} if families else {}
+        if not exhausted:
+            return headers
+        details = []
+        free_at = now
+        for throttle, first in exhausted:
+            end = first + timedelta(seconds=throttle.window_seconds)
+            free_at = max(free_at, end)
+            group = {
+                "operationGroup": throttle.family,
+                "startTime": first.isoformat(),
+                "endTime": end.isoformat(),
+                "allowedRequestCount": throttle.limit,
+                "measuredRequestCount": used[throttle.family] + 1,
             }
-            raise ArmError(
-                429,
-                "OperationNotAllowed",
-                "The server rejected the request because too many requests have been received "
-                f"for this subscription. Operation group {throttle.family}: allowed "
-                f"{throttle.limit} per {throttle.window_seconds:.0f} s.",
-                headers,
+            details.append(
+                {"code": "TooManyRequests", "target": throttle.family, "message": json.dumps(group)}
             )
-        for throttle in families:
-            calls = self._throttle_log[throttle.family]
-            calls.append(now)
-            remaining.append(f"Microsoft.Compute/{throttle.family};{throttle.limit - len(calls)}")
-        return {"x-ms-ratelimit-remaining-resource": ",".join(remaining)} if remaining else {}
+        wait = math.ceil(self.clock.real_seconds((free_at - now).total_seconds())) or 1
+        headers["Retry-After"] = str(wait)
+        raise ArmError(429, "OperationNotAllowed", THROTTLED, headers, details)
 
     # -- scale sets -----------------------------------------------------------------------------
 
@@ -278,19 +349,18 @@ class World:
                 if other.zone in counts:
                     counts[other.zone] += 1
             zone = min(zones, key=lambda z: (counts[z], zones.index(z)))
-        disk = f"{scale_set.name}_{instance_id}_OsDisk_1_{uuid.uuid4().hex}"
         instance = Instance(
             instance_id=instance_id,
             zone=zone,
             computer_name=f"{scale_set.prefix}{base36(instance_id)}",
             vm_id=str(uuid.uuid4()),
-            os_disk=disk,
+            os_disk="",
             image=dict(scale_set.image),
             model_version=scale_set.model_version,
             created=now,
         )
         scale_set.instances[instance_id] = instance
-        self._put_disk(scale_set, instance)
+        self._new_os_disk(scale_set, instance)
         return instance
 
     def disk_id(self, scale_set: ScaleSet, disk: str) -> str:
@@ -299,12 +369,28 @@ class World:
             f"/providers/Microsoft.Compute/disks/{disk}"
         )
 
-    def _put_disk(self, scale_set: ScaleSet, instance: Instance) -> None:
-        disk_id = self.disk_id(scale_set, instance.os_disk)
-        cores, memory = VM_SIZES[scale_set.spec.sku]
+    def _new_os_disk(self, scale_set: ScaleSet, instance: Instance) -> None:
+        """A fresh OS disk from the instance's image (creation, reimage, model upgrade)."""
+        if instance.os_disk:
+            self.resources.pop(self.disk_id(scale_set, instance.os_disk).lower(), None)
+        name = f"{scale_set.name}_{instance.instance_id}_OsDisk_1_{uuid.uuid4().hex}"
+        instance.os_disk = name
+        disk_id = self.disk_id(scale_set, name)
+        image = instance.image
+        if image.get("id"):
+            source = {"galleryImageReference": {"id": image["id"]}}
+        else:  # a marketplace image, by the id Azure gives its version
+            source = {
+                "imageReference": {
+                    "id": f"/Subscriptions/{scale_set.subscription}/Providers/Microsoft.Compute"
+                    f"/Locations/{scale_set.location}/Publishers/{image.get('publisher')}"
+                    f"/ArtifactTypes/VMImage/Offers/{image.get('offer')}/Skus/{image.get('sku')}"
+                    f"/Versions/{image.get('version')}"
+                }
+            }
         self.resources[disk_id.lower()] = {
             "id": disk_id,
-            "name": instance.os_disk,
+            "name": name,
             "type": "Microsoft.Compute/disks",
             "location": scale_set.location,
             "managedBy": f"{scale_set.id}/virtualMachines/{instance.instance_id}",
@@ -313,14 +399,11 @@ class World:
             "properties": {
                 "osType": "Linux",
                 "hyperVGeneration": "V2",
-                "creationData": {
-                    "createOption": "FromImage",
-                    "imageReference": _image_ref(instance.image),
-                },
+                "creationData": {"createOption": "FromImage", **source},
                 "diskSizeGB": 128,
                 "diskState": "Attached",
                 "provisioningState": "Succeeded",
-                "timeCreated": instance.created.isoformat(),
+                "timeCreated": self.now().isoformat(),
                 "uniqueId": str(uuid.uuid5(uuid.NAMESPACE_URL, disk_id)),
             },
         }
@@ -347,15 +430,28 @@ class World:
             raise ArmError(
                 412,
                 "PreconditionFailed",
-                f"The specified precondition 'If-Match = {if_match}' failed: the current ETag of "
-                f"'{scale_set.name}' is {current}.",
+                f"Etag provided in if-match header {if_match.strip()} does not match etag "
+                f"{current} of resource.",
             )
         if if_none_match and if_none_match.strip() == "*":
             raise ArmError(
                 412,
                 "PreconditionFailed",
-                f"The specified precondition 'If-None-Match = *' failed: '{scale_set.name}' exists.",
+                f"Etag provided in if-none-match header * matches the existing resource "
+                f"'{scale_set.name}'.",
             )
+
+    def _record(self, event: str, scale_set: ScaleSet, victims: list[Instance], op: str) -> None:
+        self.history.append(
+            {
+                "time": self.now().isoformat(),
+                "event": event,
+                "scale_set": scale_set.name,
+                "operation": op,
+                "instances": [str(v.instance_id) for v in victims],
+                "computer_names": [v.computer_name for v in victims],
+            }
+        )
 
     def update_scale_set(
         self,
@@ -367,7 +463,16 @@ class World:
         fault: Fault | None,
         operation: str,
     ) -> Operation:
-        """Apply a model write: new capacity (creating or scaling in), image, tags."""
+        """Apply a model write: new capacity (creating or scaling in), image, tags.
+
+        A lower capacity deletes the instances the scale-in policy picks, drained or not: the
+        failure Poolkeeper exists to prevent, so the simulator carries it out and records it.
+        The operation ends when every created or deleted instance is done.
+        """
+        if capacity is not None and capacity > 1000:
+            raise ArmError(
+                400, "InvalidParameter", "The value of parameter sku.capacity must be at most 1000."
+            )
         now = self.now()
         op = self.new_operation(operation)
         changed = False
@@ -378,13 +483,9 @@ class World:
             scale_set.model_version += 1
             changed = True
         created: list[Instance] = []
+        removed: list[Instance] = []
+        before: dict[int, tuple[str, str]] = {}
         if capacity is not None and capacity != scale_set.capacity:
-            if capacity > 1000:
-                raise ArmError(
-                    400,
-                    "InvalidParameter",
-                    "The value of parameter sku.capacity must be at most 1000.",
-                )
             changed = True
             active = scale_set.active()
             scale_set.capacity = capacity
@@ -393,74 +494,70 @@ class World:
                     self._new_instance(scale_set, now) for _ in range(capacity - len(active))
                 ]
             else:
-                self._scale_in(scale_set, _scale_in_victims(active, len(active) - capacity))
+                removed = scale_in_victims(active, len(active) - capacity)
+                for victim in removed:
+                    before[victim.instance_id] = (victim.provisioning, victim.power)
+                    victim.provisioning, victim.power = "Deleting", "stopping"
+                self._record("scale_in", scale_set, removed, operation)
         if changed:
             scale_set.etag += 1
-        if not created:
-            self.finish(op)
-            return op
-        scale_set.updating_ops += 1
+        failed = fault is not None and fault.kind == "lro_failed"
+        error = (fault.error, fault_message(fault, scale_set.name)) if fault and failed else None
 
-        def provisioned() -> None:
+        def done() -> None:
             scale_set.updating_ops -= 1
-            failed = fault is not None and fault.kind == "lro_failed"
             for instance in created:
-                if instance.instance_id not in scale_set.instances:
+                if scale_set.instances.get(instance.instance_id) is not instance:
                     continue
-                if failed:
-                    instance.provisioning, instance.power, instance.failure = (
-                        "Failed",
-                        "stopped",
-                        fault.error,
-                    )
+                if instance.provisioning != "Creating":
+                    continue  # scaled in or deleted meanwhile
+                if error:
+                    instance.provisioning, instance.power = "Failed", "stopped"
+                    instance.failure = error[0]
                 else:
-                    instance.provisioning, instance.power, instance.booted_at = (
-                        "Succeeded",
-                        "running",
-                        self.now(),
-                    )
-            self.finish(op, (fault.error, _fault_message(fault)) if failed else None)
+                    instance.provisioning, instance.power = "Succeeded", "running"
+                    instance.booted_at = self.now()
+            for victim in removed:
+                if not error:
+                    self._remove(scale_set, victim)
+                elif scale_set.instances.get(victim.instance_id) is victim:
+                    victim.provisioning, victim.power = before[victim.instance_id]
+                    scale_set.capacity += 1
+            self.finish(op, error)
 
-        self.after(self.latency.create, provisioned)
+        scale_set.updating_ops += 1
+        latency = max(self.latency.create if created else 0, self.latency.delete if removed else 0)
+        if latency:
+            self.after(latency, done)
+        else:
+            done()
         return op
 
-    def _scale_in(self, scale_set: ScaleSet, victims: Iterable[Instance]) -> None:
-        # A capacity lowered by a write deletes whichever instances the scale-in policy picks:
-        # exactly the failure Poolkeeper exists to prevent, so the simulator must show it.
-        chosen = list(victims)
-        for instance in chosen:
-            instance.provisioning, instance.power = "Deleting", "stopping"
-
-        def gone() -> None:
-            for instance in chosen:
-                self._remove(scale_set, instance)
-
-        self.after(self.latency.delete, gone)
-
     def _remove(self, scale_set: ScaleSet, instance: Instance) -> None:
-        scale_set.instances.pop(instance.instance_id, None)
-        self.resources.pop(self.disk_id(scale_set, instance.os_disk).lower(), None)
+        if scale_set.instances.get(instance.instance_id) is instance:
+            del scale_set.instances[instance.instance_id]
+            self.resources.pop(self.disk_id(scale_set, instance.os_disk).lower(), None)
 
-    def _instances(
-        self, scale_set: ScaleSet, ids: list[str] | None, *, required: bool
-    ) -> list[Instance]:
-        if ids is None or (not ids and not required):
-            return list(scale_set.instances.values())
+    def _instances(self, scale_set: ScaleSet, ids: list[str] | None) -> list[Instance]:
+        """The named instances, or all when `ids` is None (as the action APIs document)."""
+        if ids is None:
+            return sorted(scale_set.instances.values(), key=lambda i: i.instance_id)
         if not ids:
             raise ArmError(
-                400, "InvalidParameter", "The value of parameter instanceIds is required."
+                400, "InvalidParameter", "The value of parameter instanceIds is invalid."
             )
         found = []
         for raw in ids:
             instance = scale_set.instances.get(int(raw)) if str(raw).isdigit() else None
             if instance is None:
                 raise ArmError(
-                    400 if required else 404,
-                    "InvalidParameter" if required else "NotFound",
+                    400,
+                    "InvalidParameter",
                     f"The provided instanceId {raw} is not an active Virtual Machine Scale Set "
-                    f"VM instanceId.",
+                    "VM instanceId.",
                 )
-            found.append(instance)
+            if instance not in found:
+                found.append(instance)
         return found
 
     def delete_instances(
@@ -472,8 +569,11 @@ class World:
         fault: Fault | None,
         operation: str,
     ) -> Operation:
-        """Delete named instances: capacity drops at once; they go after the delete latency."""
-        victims = self._instances(scale_set, ids, required=True)
+        """Delete named instances: capacity drops at once; they go after the delete latency.
+
+        `lro_failed` puts every instance back; `partial_delete` removes the first `deleted`.
+        """
+        victims = self._instances(scale_set, ids)
         op = self.new_operation(operation)
         fresh = [v for v in victims if v.provisioning != "Deleting"]
         before = {v.instance_id: (v.provisioning, v.power) for v in fresh}
@@ -481,11 +581,12 @@ class World:
             victim.provisioning, victim.power = "Deleting", "stopping"
         scale_set.capacity = max(0, scale_set.capacity - len(fresh))
         scale_set.etag += 1
+        self._record("delete_instances", scale_set, victims, operation)
 
         def done() -> None:
             failed = fault is not None and fault.kind in ("lro_failed", "partial_delete")
             kept: list[Instance] = []
-            if failed:
+            if fault is not None and failed:
                 kept = fresh[fault.deleted if fault.kind == "partial_delete" else 0 :]
                 for instance in kept:
                     instance.provisioning, instance.power = before[instance.instance_id]
@@ -495,7 +596,11 @@ class World:
             for victim in victims:
                 if victim not in kept:
                     self._remove(scale_set, victim)
-            self.finish(op, (fault.error, _fault_message(fault)) if failed else None)
+            error = None
+            if fault is not None and failed:
+                first = str(kept[0].instance_id) if kept else None
+                error = (fault.error, fault_message(fault, scale_set.name, first))
+            self.finish(op, error)
 
         self.after(self.latency.force_delete if force else self.latency.delete, done)
         return op
@@ -508,17 +613,21 @@ class World:
         *,
         fault: Fault | None,
         operation: str,
-        required: bool = False,
     ) -> Operation:
-        """restart, powerOff, start, deallocate, reimage or manualUpgrade on some instances."""
-        targets = self._instances(scale_set, ids, required=required)
+        """restart, powerOff, start, deallocate, reimage or manualUpgrade on some instances.
+
+        Reimage rebuilds the OS disk from the instance's own model; only manualUpgrade
+        (UpdateInstances) applies the scale set's latest model.
+        """
+        targets = self._instances(scale_set, ids)
         for target in targets:
             if target.provisioning == "Deleting":
                 raise ArmError(
                     409,
                     "OperationNotAllowed",
                     f"Operation '{action}' is not allowed on VM '{scale_set.vm_name(target)}' "
-                    "since the VM is marked for deletion.",
+                    "since the VM is marked for deletion. You can only retry the Delete "
+                    "operation (or wait for an ongoing one to complete).",
                 )
         latency, during, after = {
             "restart": (self.latency.restart, "starting", "running"),
@@ -536,7 +645,9 @@ class World:
         def done() -> None:
             failed = fault is not None and fault.kind == "lro_failed"
             for target in targets:
-                if target.instance_id not in scale_set.instances:
+                if scale_set.instances.get(target.instance_id) is not target:
+                    continue
+                if target.provisioning == "Deleting":
                     continue
                 if failed:
                     target.provisioning, target.power = before[target.instance_id]
@@ -544,13 +655,16 @@ class World:
                 target.provisioning, target.power = "Succeeded", after
                 if after == "running":
                     target.booted_at = self.now()
-                if action in ("reimage", "manualUpgrade"):
-                    target.image, target.model_version = (
-                        dict(scale_set.image),
-                        scale_set.model_version,
-                    )
-                    self._put_disk(scale_set, target)
-            self.finish(op, (fault.error, _fault_message(fault)) if failed else None)
+                if action == "manualUpgrade" and target.model_version != scale_set.model_version:
+                    target.image = dict(scale_set.image)
+                    target.model_version = scale_set.model_version
+                    self._new_os_disk(scale_set, target)
+                elif action == "reimage":
+                    self._new_os_disk(scale_set, target)
+            error = None
+            if fault is not None and failed:
+                error = (fault.error, fault_message(fault, scale_set.name))
+            self.finish(op, error)
 
         self.after(latency, done)
         return op
@@ -558,22 +672,21 @@ class World:
     def run_command(
         self,
         scale_set: ScaleSet,
-        instance_id: str,
+        instance: Instance,
         command_id: str,
         script: list[str],
         *,
         fault: Fault | None,
         operation: str,
     ) -> Operation:
-        """RunShellScript: the simulator cannot run scripts; it answers from the scenario's table."""
-        (instance,) = self._instances(scale_set, [instance_id], required=False)
+        """RunShellScript: the simulator runs no script; it answers from the scenario's table."""
         if command_id != "RunShellScript":
             raise ArmError(
                 400,
                 "InvalidParameter",
                 f"Command '{command_id}' is not supported here; use RunShellScript.",
             )
-        if instance.power != "running":
+        if instance.power != "running" or instance.provisioning == "Deleting":
             raise ArmError(
                 409,
                 "OperationNotAllowed",
@@ -589,22 +702,16 @@ class World:
 
         def done() -> None:
             if fault is not None and fault.kind == "lro_failed":
-                self.finish(op, (fault.error, _fault_message(fault)))
+                self.finish(op, (fault.error, fault_message(fault, scale_set.name)))
                 return
             message = f"Enable succeeded: \n[stdout]\n{stdout}\n[stderr]\n{stderr}\n"
-            self.finish(
-                op,
-                result={
-                    "value": [
-                        {
-                            "code": "ProvisioningState/succeeded",
-                            "level": "Info",
-                            "displayStatus": "Provisioning succeeded",
-                            "message": message,
-                        }
-                    ]
-                },
-            )
+            status = {
+                "code": "ProvisioningState/succeeded",
+                "level": "Info",
+                "displayStatus": "Provisioning succeeded",
+                "message": message,
+            }
+            self.finish(op, result={"value": [status]})
 
         self.after(self.latency.run_command, done)
         return op
@@ -612,7 +719,7 @@ class World:
     # -- generic resources (snapshots, galleries, image definitions and versions) -----------------
 
     def resource(self, resource_id: str) -> dict[str, Any] | None:
-        return self.resources.get(resource_id.lower())
+        return self.resources.get(resource_id.lower().rstrip("/"))
 
     def put_resource(
         self,
@@ -623,16 +730,19 @@ class World:
         operation: str,
         on_ready: Callable[[dict[str, Any]], None] | None = None,
     ) -> Operation:
-        """Create or replace a resource; it is `Creating` until its latency has passed."""
+        """Create or replace a resource; it is `Creating` (`Updating`) until its latency passed."""
         op = self.new_operation(operation)
         existing = self.resources.get(body["id"].lower())
         body["properties"]["provisioningState"] = "Updating" if existing else "Creating"
         self.resources[body["id"].lower()] = body
 
         def ready() -> None:
+            if self.resources.get(body["id"].lower()) is not body:
+                self.finish(op)  # deleted or replaced meanwhile
+                return
             if fault is not None and fault.kind == "lro_failed":
                 body["properties"]["provisioningState"] = "Failed"
-                self.finish(op, (fault.error, _fault_message(fault)))
+                self.finish(op, (fault.error, fault_message(fault)))
                 return
             body["properties"]["provisioningState"] = "Succeeded"
             if on_ready:
@@ -645,18 +755,34 @@ class World:
     def delete_resource(
         self, resource_id: str, *, fault: Fault | None, operation: str
     ) -> Operation | None:
-        body = self.resources.get(resource_id.lower())
+        """Delete a resource; None when there is none. Nested resources must go first."""
+        key = resource_id.lower().rstrip("/")
+        body = self.resources.get(key)
         if body is None:
             return None
+        nested = sorted(
+            b["id"].split("/providers/", 1)[1]
+            for k, b in self.resources.items()
+            if k.startswith(key + "/")
+        )
+        if nested:
+            raise ArmError(
+                409,
+                "CannotDeleteResource",
+                "Cannot delete resource while nested resources exist. Some existing nested "
+                f"resource IDs include: '{', '.join(nested[:5])}'. Please delete all nested "
+                "resources before deleting this resource.",
+            )
         op = self.new_operation(operation)
         body["properties"]["provisioningState"] = "Deleting"
 
         def gone() -> None:
             if fault is not None and fault.kind == "lro_failed":
                 body["properties"]["provisioningState"] = "Succeeded"
-                self.finish(op, (fault.error, _fault_message(fault)))
+                self.finish(op, (fault.error, fault_message(fault)))
                 return
-            self.resources.pop(resource_id.lower(), None)
+            if self.resources.get(key) is body:
+                del self.resources[key]
             self.finish(op)
 
         self.after(self.latency.resource_delete, gone)
@@ -667,7 +793,10 @@ class World:
     def utilisation(
         self, scale_set: ScaleSet, instance: Instance, metric: str, at: datetime
     ) -> float:
-        """CPU or memory use in percent at minute resolution, deterministic for (world, instance, minute)."""
+        """CPU or memory use in percent at minute resolution.
+
+        Deterministic for (scenario seed, scale set, instance, metric, minute).
+        """
         load = scale_set.spec.load
         value = load.cpu if metric == "cpu" else load.memory
         for step in load.steps:
@@ -678,10 +807,8 @@ class World:
         if offset is not None:
             value += offset.cpu if metric == "cpu" else offset.memory
         minute = int(at.timestamp() // 60)
-        digest = hashlib.blake2b(
-            f"{self.scenario.seed}/{scale_set.name}/{instance.instance_id}/{metric}/{minute}".encode(),
-            digest_size=8,
-        ).digest()
+        key = f"{self.scenario.seed}/{scale_set.name}/{instance.instance_id}/{metric}/{minute}"
+        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
         jitter = int.from_bytes(digest, "big") / 2**64 * 2 - 1
         return min(100.0, max(0.0, value + jitter * load.noise))
 
@@ -696,31 +823,3 @@ def _image_ref(image: dict[str, Any]) -> dict[str, Any]:
     if image.get("id"):
         return {"id": image["id"]}
     return {k: image[k] for k in ("publisher", "offer", "sku", "version") if image.get(k)}
-
-
-def _fault_message(fault: Fault) -> str:
-    return fault.message or {
-        "CannotAllocateRemainingVMsInAvailabilitySet": (
-            "Allocation failed. Please try reducing the number of VMs in this request, or try "
-            "again later."
-        ),
-        "AllocationFailed": "Allocation failed. We do not have sufficient capacity for the requested VM size in this region.",
-        "QuotaExceeded": "Operation could not be completed as it results in exceeding approved standardDSv5Family Cores quota.",
-        "OperationPreempted": "Operation execution has been preempted by a more recent operation.",
-        "InternalExecutionError": "An internal execution error occurred. Please retry later.",
-    }.get(fault.error, f"Simulated failure {fault.error}.")
-
-
-def _scale_in_victims(active: list[Instance], count: int) -> list[Instance]:
-    """The Default scale-in policy: balance zones, then the highest instance ids go first."""
-    remaining = sorted(active, key=lambda i: i.instance_id)
-    victims: list[Instance] = []
-    for _ in range(count):
-        by_zone: dict[str | None, list[Instance]] = {}
-        for instance in remaining:
-            by_zone.setdefault(instance.zone, []).append(instance)
-        zone = max(by_zone, key=lambda z: (len(by_zone[z]), max(i.instance_id for i in by_zone[z])))
-        victim = max(by_zone[zone], key=lambda i: i.instance_id)
-        victims.append(victim)
-        remaining.remove(victim)
-    return victims

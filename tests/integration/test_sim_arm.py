@@ -1,0 +1,561 @@
+"""The Azure simulator's Compute ARM behaviour, through the real `azure-mgmt-compute` over HTTPS."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import requests
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceResponseError,
+)
+
+from tests.simulator import RG, SUBSCRIPTION, Simulator, scale_set, scenario
+
+pytestmark = pytest.mark.integration
+
+VMSS = "aks-workers-11111111-vmss"
+OTHER = "aks-system-22222222-vmss"
+
+
+def instances(sim: Simulator, name: str = VMSS) -> dict[str, dict[str, Any]]:
+    return {i["instance_id"]: i for i in sim.scale_set_state(name)["instances"]}
+
+
+def power(vm: Any) -> str:
+    return next(s.code for s in vm.statuses if s.code.startswith("PowerState/"))
+
+
+def instance_ids(body: dict[str, Any]) -> dict[str, list[str]]:
+    return {"instanceIds": [str(i) for i in body]}
+
+
+# -- scale sets ------------------------------------------------------------------------------------
+
+
+def test_scale_set_get_list_and_create_or_update_with_if_match(sim: Simulator) -> None:
+    sim.load(scenario(scale_set(VMSS, 3), scale_set(OTHER, 1)))
+    compute = sim.compute()
+
+    vmss = compute.virtual_machine_scale_sets.get(RG, VMSS)
+    assert (vmss.sku.capacity, vmss.etag, vmss.properties.orchestration_mode) == (
+        3,
+        '"1"',
+        "Uniform",
+    )
+    assert vmss.properties.virtual_machine_profile.os_profile.computer_name_prefix == VMSS
+    assert sorted(s.name for s in compute.virtual_machine_scale_sets.list(RG)) == [OTHER, VMSS]
+    assert {s.name for s in compute.virtual_machine_scale_sets.list_all()} == {OTHER, VMSS}
+
+    vmss.tags = {"team": "platform"}
+    updated = compute.virtual_machine_scale_sets.begin_create_or_update(
+        RG, VMSS, vmss, etag=vmss.etag, match_condition=MatchConditions.IfNotModified
+    ).result()
+    assert (updated.tags, updated.etag, updated.sku.capacity) == ({"team": "platform"}, '"2"', 3)
+
+    vmss.sku.capacity = 9  # written with the ETag of a read that is now stale
+    with pytest.raises(ResourceModifiedError) as stale:
+        compute.virtual_machine_scale_sets.begin_create_or_update(
+            RG, VMSS, vmss, etag='"1"', match_condition=MatchConditions.IfNotModified
+        )
+    assert (stale.value.status_code, stale.value.error.code) == (412, "PreconditionFailed")
+    assert sim.scale_set_state(VMSS)["capacity"] == 3
+    assert len(instances(sim)) == 3
+
+
+def test_patch_raising_capacity_creates_instances_creating_then_succeeded(sim: Simulator) -> None:
+    sim.load(scenario(scale_set(VMSS, 2), speed=1))
+    compute = sim.compute()
+    vmss = compute.virtual_machine_scale_sets.get(RG, VMSS)
+
+    poller = compute.virtual_machine_scale_sets.begin_update(
+        RG,
+        VMSS,
+        {"sku": {"capacity": 4}},
+        etag=vmss.etag,
+        match_condition=MatchConditions.IfNotModified,
+    )
+    with pytest.raises(ResourceModifiedError):  # the ETag moved with the write
+        compute.virtual_machine_scale_sets.begin_update(
+            RG,
+            VMSS,
+            {"sku": {"capacity": 9}},
+            etag=vmss.etag,
+            match_condition=MatchConditions.IfNotModified,
+        )
+    during = compute.virtual_machine_scale_sets.get(RG, VMSS)
+    assert (during.sku.capacity, during.properties.provisioning_state) == (4, "Updating")
+    vms = {v.instance_id: v for v in compute.virtual_machine_scale_set_vms.list(RG, VMSS)}
+    assert [vms[i].properties.provisioning_state for i in "0123"] == [
+        "Succeeded", "Succeeded", "Creating", "Creating",
+    ]  # fmt: skip
+    assert vms["2"].properties.os_profile.computer_name == f"{VMSS}000002"
+    assert [vms[i].zones for i in "0123"] == [["1"], ["2"], ["3"], ["1"]]
+
+    sim.advance(85)  # the create latency is 90 simulated seconds
+    assert instances(sim)["3"]["provisioning_state"] == "Creating"
+    assert not poller.done()
+    sim.advance(6)
+    assert poller.result().sku.capacity == 4
+    view = compute.virtual_machine_scale_set_vms.get_instance_view(RG, VMSS, "3")
+    assert (view.statuses[0].code, power(view)) == (
+        "ProvisioningState/succeeded",
+        "PowerState/running",
+    )
+    assert (
+        compute.virtual_machine_scale_sets.get(RG, VMSS).properties.provisioning_state
+        == "Succeeded"
+    )
+
+
+def test_lowering_capacity_by_a_write_deletes_instances_the_default_policy_picks(
+    sim: Simulator,
+) -> None:
+    """The seed's failure: a smaller capacity deletes instances nobody named or drained."""
+    sim.load(scenario(scale_set(VMSS, 9), speed=1))  # zones 1,2,3 round robin: ids 0..8
+    compute = sim.compute()
+    deleted = compute.virtual_machine_scale_sets.begin_delete_instances(
+        RG, VMSS, instance_ids([1, 4])
+    )
+    sim.advance(61)
+    deleted.result()  # zone 2 keeps only 7; zones 1 and 3 keep three each
+
+    poller = compute.virtual_machine_scale_sets.begin_update(RG, VMSS, {"sku": {"capacity": 5}})
+    states = {i: s["provisioning_state"] for i, s in instances(sim).items()}
+    assert [i for i, s in states.items() if s == "Deleting"] == ["6", "8"]  # not 7, the highest
+    assert (
+        compute.virtual_machine_scale_sets.get(RG, VMSS).properties.provisioning_state == "Updating"
+    )
+    assert not poller.done()  # the write's operation lasts until they are gone
+    sim.advance(61)
+    poller.result()
+    left = [vm.instance_id for vm in compute.virtual_machine_scale_set_vms.list(RG, VMSS)]
+    assert left == ["0", "2", "3", "5", "7"]
+    assert sim.scale_set_state(VMSS)["capacity"] == 5
+
+
+# -- instances -------------------------------------------------------------------------------------
+
+
+def test_vm_list_pages_230_instances_in_order_with_instance_view(sim: Simulator) -> None:
+    sim.load(scenario(scale_set(VMSS, 230)))
+    compute = sim.compute()
+
+    vms = list(compute.virtual_machine_scale_set_vms.list(RG, VMSS, expand="instanceView"))
+    assert [vm.instance_id for vm in vms] == [str(i) for i in range(230)]
+    assert len({vm.properties.vm_id for vm in vms}) == 230
+    assert sim.calls()["counters"]["VirtualMachineScaleSetVMs_List"] == 3  # pages of 100
+    assert vms[10].properties.os_profile.computer_name == f"{VMSS}00000a"
+    assert vms[229].properties.os_profile.computer_name == f"{VMSS}00006d"
+    assert vms[229].properties.instance_view.computer_name == f"{VMSS}00006d"
+    assert power(vms[0].properties.instance_view) == "PowerState/running"
+    plain = next(iter(compute.virtual_machine_scale_set_vms.list(RG, VMSS)))
+    assert plain.properties.instance_view is None
+
+
+def test_vm_get_and_get_instance_view(sim: Simulator) -> None:
+    sim.load(scenario(scale_set(VMSS, 2)))
+    compute = sim.compute()
+
+    vm = compute.virtual_machine_scale_set_vms.get(RG, VMSS, "1")
+    assert (vm.instance_id, vm.name, vm.zones) == ("1", f"{VMSS}_1", ["2"])
+    assert vm.properties.latest_model_applied is True
+    assert vm.properties.storage_profile.os_disk.managed_disk.id.startswith(
+        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/Microsoft.Compute/disks/"
+    )
+    expanded = compute.virtual_machine_scale_set_vms.get(RG, VMSS, "1", expand="instanceView")
+    assert power(expanded.properties.instance_view) == "PowerState/running"
+    view = compute.virtual_machine_scale_set_vms.get_instance_view(RG, VMSS, "1")
+    assert view.computer_name == f"{VMSS}000001"
+    assert view.vm_agent.statuses[0].display_status == "Ready"
+    with pytest.raises(ResourceNotFoundError):
+        compute.virtual_machine_scale_set_vms.get(RG, VMSS, "7")
+
+
+def test_delete_instances_with_and_without_force_deletion(sim: Simulator) -> None:
+    sim.load(scenario(scale_set(VMSS, 4), speed=1))
+    compute = sim.compute()
+
+    forced = compute.virtual_machine_scale_sets.begin_delete_instances(
+        RG, VMSS, instance_ids([3]), force_deletion=True
+    )
+    plain = compute.virtual_machine_scale_sets.begin_delete_instances(RG, VMSS, instance_ids([2]))
+    assert sim.scale_set_state(VMSS)["capacity"] == 2  # at once, not when they are gone
+    assert {i: s["provisioning_state"] for i, s in instances(sim).items()} == {
+        "0": "Succeeded", "1": "Succeeded", "2": "Deleting", "3": "Deleting",
+    }  # fmt: skip
+    sim.advance(31)  # force deletion takes 30 simulated seconds, a plain delete 60
+    forced.result()
+    assert sorted(instances(sim)) == ["0", "1", "2"]
+    assert not plain.done()
+    sim.advance(30)
+    plain.result()
+    assert sorted(instances(sim)) == ["0", "1"]
+    assert [vm.instance_id for vm in compute.virtual_machine_scale_set_vms.list(RG, VMSS)] == [
+        "0",
+        "1",
+    ]
+
+
+def test_restart_power_off_start_deallocate_and_reimage(sim: Simulator) -> None:
+    sim.load(scenario(scale_set(VMSS, 2)))
+    compute = sim.compute()
+    ops = compute.virtual_machine_scale_sets
+    view = compute.virtual_machine_scale_set_vms.get_instance_view
+
+    ops.begin_power_off(RG, VMSS, instance_ids([0])).result()
+    assert (power(view(RG, VMSS, "0")), power(view(RG, VMSS, "1"))) == (
+        "PowerState/stopped",
+        "PowerState/running",
+    )
+    ops.begin_start(RG, VMSS, instance_ids([0])).result()
+    assert power(view(RG, VMSS, "0")) == "PowerState/running"
+    ops.begin_deallocate(RG, VMSS, instance_ids([0])).result()
+    assert power(view(RG, VMSS, "0")) == "PowerState/deallocated"
+    ops.begin_restart(RG, VMSS).result()  # no ids: every instance
+    assert {power(view(RG, VMSS, i)) for i in "01"} == {"PowerState/running"}
+
+    disk = compute.virtual_machine_scale_set_vms.get(
+        RG, VMSS, "0"
+    ).properties.storage_profile.os_disk
+    ops.begin_reimage(RG, VMSS, instance_ids([0])).result()
+    after = compute.virtual_machine_scale_set_vms.get(RG, VMSS, "0").properties
+    assert after.storage_profile.os_disk.name != disk.name  # a new OS disk from the image
+    assert power(view(RG, VMSS, "0")) == "PowerState/running"
+    with pytest.raises(ResourceNotFoundError):
+        compute.disks.get(RG, disk.name)
+
+    ops.begin_delete_instances(RG, VMSS, instance_ids([1]))
+    with pytest.raises(ResourceExistsError) as marked:
+        ops.begin_restart(RG, VMSS, instance_ids([1]))
+    assert marked.value.error.code == "OperationNotAllowed"
+    assert "marked for deletion" in marked.value.error.message
+
+
+def test_update_instances_applies_a_changed_image_that_reimage_does_not(sim: Simulator) -> None:
+    sim.load(scenario(scale_set(VMSS, 2)))
+    compute = sim.compute()
+    ops = compute.virtual_machine_scale_sets
+    newer = {"publisher": "microsoft-aks", "offer": "aks", "sku": "aks-ubuntu-2204-gen2"}
+    newer["version"] = "2026.12.01"
+
+    model = {"virtualMachineProfile": {"storageProfile": {"imageReference": newer}}}
+    ops.begin_update(RG, VMSS, {"properties": model}).result()
+    vms = {
+        vm.instance_id: vm.properties for vm in compute.virtual_machine_scale_set_vms.list(RG, VMSS)
+    }
+    assert [vms[i].latest_model_applied for i in "01"] == [False, False]
+
+    ops.begin_reimage(RG, VMSS, instance_ids([0])).result()
+    vm0 = compute.virtual_machine_scale_set_vms.get(RG, VMSS, "0").properties
+    assert (vm0.latest_model_applied, vm0.storage_profile.image_reference.version) == (
+        False,
+        "2026.11.01",
+    )
+
+    ops.begin_update_instances(RG, VMSS, instance_ids([0])).result()
+    vm0 = compute.virtual_machine_scale_set_vms.get(RG, VMSS, "0").properties
+    assert (vm0.latest_model_applied, vm0.storage_profile.image_reference.version) == (
+        True,
+        "2026.12.01",
+    )
+    assert not compute.virtual_machine_scale_set_vms.get(
+        RG, VMSS, "1"
+    ).properties.latest_model_applied
+    with pytest.raises(HttpResponseError) as empty:
+        ops.begin_update_instances(RG, VMSS, {"instanceIds": []})
+    assert (empty.value.status_code, empty.value.error.code) == (400, "InvalidParameter")
+
+
+def test_run_command_answers_from_the_scenario_table(sim: Simulator) -> None:
+    table = [{"match": r"uptime", "stdout": " 08:00:00 up 3 days,  load average: 0.10"}]
+    sim.load(scenario(scale_set(VMSS, 2), run_command=table))
+    compute = sim.compute()
+    run = compute.virtual_machine_scale_set_vms.begin_run_command
+
+    result = run(RG, VMSS, "1", {"commandId": "RunShellScript", "script": ["uptime"]}).result()
+    assert "[stdout]\n 08:00:00 up 3 days,  load average: 0.10\n" in result.value[0].message
+    other = run(RG, VMSS, "1", {"commandId": "RunShellScript", "script": ["hostname"]}).result()
+    assert "[stdout]\n\n[stderr]" in other.value[0].message
+
+    compute.virtual_machine_scale_sets.begin_power_off(RG, VMSS, instance_ids([0])).result()
+    with pytest.raises(ResourceExistsError):  # 409: the VM is not running
+        run(RG, VMSS, "0", {"commandId": "RunShellScript", "script": ["uptime"]})
+
+
+# -- long-running operations -----------------------------------------------------------------------
+
+
+def test_delete_resumed_from_a_continuation_token_by_a_new_client(sim: Simulator) -> None:
+    sim.load(scenario(scale_set(VMSS, 3), speed=1))
+    token = (
+        sim.compute()
+        .virtual_machine_scale_sets.begin_delete_instances(RG, VMSS, instance_ids([2]))
+        .continuation_token()
+    )
+    resumed = sim.compute().virtual_machine_scale_sets.begin_delete_instances(
+        RG, VMSS, None, continuation_token=token
+    )
+    assert not resumed.done()
+    sim.advance(61)
+    assert resumed.result() is None
+    assert sorted(instances(sim)) == ["0", "1"]
+
+
+def test_a_failed_lro_raises_with_the_arm_error_code_and_puts_instances_back(
+    sim: Simulator,
+) -> None:
+    sim.load(scenario(scale_set(VMSS, 3)))
+    fault = {"operation": "VirtualMachineScaleSets_DeleteInstances", "kind": "lro_failed"}
+    sim.post("faults", fault | {"error": "CannotAllocateRemainingVMsInAvailabilitySet"})
+    compute = sim.compute()
+
+    poller = compute.virtual_machine_scale_sets.begin_delete_instances(
+        RG, VMSS, instance_ids([1, 2])
+    )
+    with pytest.raises(HttpResponseError) as failed:
+        poller.result()
+    assert failed.value.error.code == "CannotAllocateRemainingVMsInAvailabilitySet"
+    assert poller.status() == "Failed"
+    assert {i: s["provisioning_state"] for i, s in instances(sim).items()} == dict.fromkeys(
+        "012", "Succeeded"
+    )
+    assert compute.virtual_machine_scale_sets.get(RG, VMSS).sku.capacity == 3
+
+
+# -- faults ----------------------------------------------------------------------------------------
+
+
+def test_cannot_allocate_error_leaves_every_instance_and_the_capacity(sim: Simulator) -> None:
+    sim.load(scenario(scale_set(VMSS, 4)))
+    sim.post(
+        "faults",
+        {
+            "operation": "VirtualMachineScaleSets_DeleteInstances",
+            "scale_set": VMSS,
+            "kind": "error",
+            "error": "CannotAllocateRemainingVMsInAvailabilitySet",
+            "status": 409,
+            "count": 1,
+        },
+    )
+    compute = sim.compute()
+
+    with pytest.raises(ResourceExistsError) as refused:
+        compute.virtual_machine_scale_sets.begin_delete_instances(RG, VMSS, instance_ids([1, 3]))
+    assert refused.value.status_code == 409
+    assert refused.value.error.code == "CannotAllocateRemainingVMsInAvailabilitySet"
+    assert f"VM '{VMSS}_1'" in refused.value.error.message
+    assert compute.virtual_machine_scale_sets.get(RG, VMSS).sku.capacity == 4
+    vms = list(compute.virtual_machine_scale_set_vms.list(RG, VMSS, expand="instanceView"))
+    assert [(vm.instance_id, vm.properties.provisioning_state) for vm in vms] == [
+        (str(i), "Succeeded") for i in range(4)
+    ]
+    assert {power(vm.properties.instance_view) for vm in vms} == {"PowerState/running"}
+
+    # the fault was good for one call: the retry deletes
+    compute.virtual_machine_scale_sets.begin_delete_instances(RG, VMSS, instance_ids([3])).result()
+    assert sorted(instances(sim)) == ["0", "1", "2"]
+
+
+def test_a_partial_delete_removes_some_leaves_the_rest_and_fails(sim: Simulator) -> None:
+    sim.load(scenario(scale_set(VMSS, 4)))
+    sim.post(
+        "faults",
+        {
+            "operation": "VirtualMachineScaleSets_DeleteInstances",
+            "kind": "partial_delete",
+            "deleted": 1,
+            "error": "InternalExecutionError",
+        },
+    )
+    compute = sim.compute()
+
+    poller = compute.virtual_machine_scale_sets.begin_delete_instances(
+        RG, VMSS, instance_ids([0, 1, 2])
+    )
+    with pytest.raises(HttpResponseError) as failed:
+        poller.result()
+    assert failed.value.error.code == "InternalExecutionError"
+    left = {
+        vm.instance_id: vm.properties.provisioning_state
+        for vm in compute.virtual_machine_scale_set_vms.list(RG, VMSS)
+    }
+    assert left == dict.fromkeys("123", "Succeeded")
+    assert compute.virtual_machine_scale_sets.get(RG, VMSS).sku.capacity == 3
+
+
+def test_a_timeout_fault_times_the_client_out_and_changes_nothing(sim: Simulator) -> None:
+    sim.load(scenario(scale_set(VMSS, 3)))
+    sim.post(
+        "faults",
+        {
+            "operation": "VirtualMachineScaleSets_DeleteInstances",
+            "kind": "timeout",
+            "seconds": 1,
+            "count": 1,
+        },
+    )
+    impatient = sim.compute(retry_total=0, read_timeout=0.3)
+
+    began = time.monotonic()
+    with pytest.raises(ServiceResponseError):
+        impatient.virtual_machine_scale_sets.begin_delete_instances(RG, VMSS, instance_ids([0]))
+    assert time.monotonic() - began < 1
+    assert sim.scale_set_state(VMSS)["capacity"] == 3
+    assert {i: s["provisioning_state"] for i, s in instances(sim).items()} == dict.fromkeys(
+        "012", "Succeeded"
+    )
+
+
+def test_faults_are_bounded_by_count_and_window_and_scoped_to_a_scale_set(sim: Simulator) -> None:
+    sim.load(scenario(scale_set(VMSS, 1), scale_set(OTHER, 1), speed=1))
+    get = "VirtualMachineScaleSets_Get"
+    sim.post("faults", {"operation": get, "scale_set": VMSS, "status": 500, "count": 2})
+    window = {"start": "2026-11-02T08:10:00Z", "end": "2026-11-02T08:20:00Z"}
+    sim.post(
+        "faults", {"operation": get, "scale_set": OTHER, "error": "OperationNotAllowed"} | window
+    )
+    compute = sim.compute(retry_total=0)
+
+    def outcome(name: str) -> str:
+        try:
+            compute.virtual_machine_scale_sets.get(RG, name)
+        except HttpResponseError as error:
+            return f"{error.status_code} {error.error.code}"
+        return "ok"
+
+    assert [outcome(VMSS) for _ in range(3)] == [
+        "500 InternalExecutionError", "500 InternalExecutionError", "ok",
+    ]  # fmt: skip
+    assert outcome(OTHER) == "ok"  # before its window
+    sim.advance(600)
+    assert (outcome(OTHER), outcome(VMSS)) == ("409 OperationNotAllowed", "ok")
+    assert outcome(OTHER) == "409 OperationNotAllowed"  # no count: every call in the window
+    sim.advance(600)
+    assert outcome(OTHER) == "ok"
+
+
+# -- throttling ------------------------------------------------------------------------------------
+
+BUDGETS = [
+    {
+        "family": "HighCostGetVMScaleSet3Min",
+        "operations": ["VirtualMachineScaleSets_Get"],
+        "limit": 2,
+        "window_seconds": 600,  # one wall second at 600x
+    },
+    {
+        "family": "HighCostGetVMScaleSet30Min",
+        "operations": ["VirtualMachineScaleSets_Get"],
+        "limit": 900,
+        "window_seconds": 1800,
+    },
+]
+
+
+def test_a_throttled_get_is_429_with_retry_after_and_compute_rate_limit_header(
+    sim: Simulator,
+) -> None:
+    sim.load(scenario(scale_set(VMSS, 1)))
+    sim.post("throttling", BUDGETS)
+    compute = sim.compute(retry_total=0)
+    headers: list[dict[str, str]] = []
+
+    def keep(response: Any, *_: Any) -> None:
+        headers.append(dict(response.http_response.headers))
+
+    compute.virtual_machine_scale_sets.get(RG, VMSS, cls=keep)
+    assert headers[0]["x-ms-ratelimit-remaining-resource"] == (
+        "Microsoft.Compute/HighCostGetVMScaleSet3Min;1,Microsoft.Compute/HighCostGetVMScaleSet30Min;899"
+    )
+    compute.virtual_machine_scale_sets.get(RG, VMSS)
+    with pytest.raises(HttpResponseError) as throttled:
+        compute.virtual_machine_scale_sets.get(RG, VMSS)
+    error = throttled.value
+    assert (error.status_code, error.error.code) == (429, "OperationNotAllowed")
+    assert error.response.headers["Retry-After"] == "1"
+    assert error.response.headers["x-ms-ratelimit-remaining-resource"] == (
+        "Microsoft.Compute/HighCostGetVMScaleSet3Min;0,Microsoft.Compute/HighCostGetVMScaleSet30Min;898"
+    )
+    assert error.error.details[0].code == "TooManyRequests"
+    assert error.error.details[0].target == "HighCostGetVMScaleSet3Min"
+
+
+def test_the_sdk_retry_honours_retry_after_and_then_succeeds(sim: Simulator) -> None:
+    sim.load(scenario(scale_set(VMSS, 1)))
+    sim.post("throttling", BUDGETS)
+    compute = sim.compute()  # the SDK's default retry policy
+    compute.virtual_machine_scale_sets.get(RG, VMSS)
+    compute.virtual_machine_scale_sets.get(RG, VMSS)
+
+    began = time.monotonic()
+    assert compute.virtual_machine_scale_sets.get(RG, VMSS).name == VMSS
+    assert 0.9 < time.monotonic() - began < 3
+    gets = [
+        c["status"] for c in sim.calls()["calls"] if c["operation"] == "VirtualMachineScaleSets_Get"
+    ]
+    assert gets == [200, 200, 429, 200]
+
+
+# -- identity and the call log ---------------------------------------------------------------------
+
+
+def test_default_credential_gets_a_token_and_arm_refuses_other_tokens(sim: Simulator) -> None:
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+    from azure.mgmt.compute import ComputeManagementClient
+
+    sim.load(scenario(scale_set(VMSS, 1)))
+    credential = DefaultAzureCredential()
+    token = credential.get_token("https://management.azure.com/.default")
+    assert token.expires_on > time.time() + 3000
+    compute = ComputeManagementClient(
+        credential, SUBSCRIPTION, base_url=sim.info["arm"], connection_verify=sim.info["ca_cert"]
+    )
+    assert compute.virtual_machine_scale_sets.get(RG, VMSS).name == VMSS
+
+    url = (
+        f"{sim.info['arm']}/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers"
+        f"/Microsoft.Compute/virtualMachineScaleSets/{VMSS}?api-version=2026-04-01"
+    )
+
+    def answer(authorization: str | None) -> tuple[int, str]:
+        headers = {"Authorization": authorization} if authorization else {}
+        got = requests.get(url, headers=headers, verify=sim.info["ca_cert"], timeout=10)
+        return got.status_code, got.json().get("error", {}).get("code", "")
+
+    assert answer(f"Bearer {token.token}") == (200, "")
+    assert answer(None) == (401, "AuthenticationFailed")
+    forged = token.token.rsplit(".", 1)[0] + ".c2lnbmVkLWJ5LXNvbWVvbmUtZWxzZQ"
+    assert answer(f"Bearer {forged}") == (401, "InvalidAuthenticationToken")
+    vault = ManagedIdentityCredential().get_token("https://vault.azure.net/.default").token
+    assert answer(f"Bearer {vault}") == (401, "InvalidAuthenticationTokenAudience")
+    metrics = credential.get_token("https://metrics.monitor.azure.com/.default").token
+    assert answer(f"Bearer {metrics}") == (401, "InvalidAuthenticationTokenAudience")
+
+
+def test_the_call_log_counts_each_operation_id(sim: Simulator) -> None:
+    sim.load(scenario(scale_set(VMSS, 2)))
+    compute = sim.compute()
+    compute.virtual_machine_scale_sets.get(RG, VMSS)
+    compute.virtual_machine_scale_sets.get(RG, VMSS)
+    list(compute.virtual_machine_scale_set_vms.list(RG, VMSS))
+    compute.virtual_machine_scale_sets.begin_restart(RG, VMSS, instance_ids([0])).result()
+    with pytest.raises(ResourceNotFoundError):
+        compute.virtual_machine_scale_sets.get(RG, "missing-vmss")
+
+    log = sim.calls()
+    counters = log["counters"]
+    assert counters["VirtualMachineScaleSets_Get"] == 3
+    assert counters["VirtualMachineScaleSetVMs_List"] == 1
+    assert counters["VirtualMachineScaleSets_Restart"] == 1
+    assert counters["OperationStatus"] >= 1
+    assert sum(counters.values()) == log["total"] == len(log["calls"])
+    gets = [c["status"] for c in log["calls"] if c["operation"] == "VirtualMachineScaleSets_Get"]
+    assert gets == [200, 200, 404]

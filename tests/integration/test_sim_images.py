@@ -1,0 +1,187 @@
+"""The Azure simulator's disks, snapshots and Compute Gallery, through the real SDK over HTTPS."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.mgmt.compute.models import CreationData, Snapshot, SnapshotProperties
+
+from tests.simulator import RG, Simulator, scale_set, scenario
+
+pytestmark = pytest.mark.integration
+
+VMSS = "aks-workers-11111111-vmss"
+GALLERY = "poolkeeper_gallery"
+IMAGE = "aks-workers"
+
+
+def os_disk(compute: Any, instance: str = "0") -> Any:
+    return compute.virtual_machine_scale_set_vms.get(RG, VMSS, instance).properties.storage_profile
+
+
+def snapshot(compute: Any, name: str = "proto-snap") -> Any:
+    disk_id = os_disk(compute).os_disk.managed_disk.id
+    body = Snapshot(
+        location="westeurope",
+        properties=SnapshotProperties(
+            creation_data=CreationData(create_option="Copy", source_resource_id=disk_id)
+        ),
+    )
+    return compute.snapshots.begin_create_or_update(RG, name, body).result()
+
+
+def image_definition(compute: Any) -> Any:
+    compute.galleries.begin_create_or_update(
+        RG, GALLERY, {"location": "westeurope", "properties": {"description": "prototypes"}}
+    ).result()
+    identifier = {"publisher": "poolkeeper", "offer": "aks-workers", "sku": "ubuntu-2204"}
+    properties = {"osType": "Linux", "osState": "Specialized", "hyperVGeneration": "V2"}
+    return compute.gallery_images.begin_create_or_update(
+        RG,
+        GALLERY,
+        IMAGE,
+        {"location": "westeurope", "properties": properties | {"identifier": identifier}},
+    ).result()
+
+
+def begin_version(compute: Any, source_id: str, version: str = "1.0.0") -> Any:
+    storage = {"osDiskImage": {"source": {"id": source_id}}}
+    return compute.gallery_image_versions.begin_create_or_update(
+        RG,
+        GALLERY,
+        IMAGE,
+        version,
+        {"location": "westeurope", "properties": {"storageProfile": storage}},
+    )
+
+
+def test_disks_get_an_instance_os_disk(sim: Simulator) -> None:
+    sim.load(scenario(scale_set(VMSS, 2)))
+    compute = sim.compute()
+    profile = os_disk(compute, "1")
+
+    disk = compute.disks.get(RG, profile.os_disk.name)
+    assert disk.id == profile.os_disk.managed_disk.id
+    assert disk.managed_by.endswith(f"/virtualMachineScaleSets/{VMSS}/virtualMachines/1")
+    assert (disk.zones, disk.properties.disk_state, disk.properties.os_type) == (
+        ["2"],
+        "Attached",
+        "Linux",
+    )
+    assert disk.properties.creation_data.image_reference.id.endswith(
+        "/Publishers/microsoft-aks/ArtifactTypes/VMImage/Offers/aks/Skus/aks-ubuntu-2204-gen2"
+        "/Versions/2026.11.01"
+    )
+    with pytest.raises(ResourceNotFoundError):
+        compute.disks.get(RG, "no-such-disk")
+
+
+def test_snapshot_create_get_and_delete_from_an_instance_os_disk(sim: Simulator) -> None:
+    sim.load(scenario(scale_set(VMSS, 1)))
+    compute = sim.compute()
+    disk = compute.disks.get(RG, os_disk(compute).os_disk.name)
+
+    created = snapshot(compute)
+    assert created.properties.provisioning_state == "Succeeded"
+    assert created.properties.creation_data.source_resource_id == disk.id
+    assert created.properties.creation_data.source_unique_id == disk.properties.unique_id
+    assert created.properties.disk_size_gb == disk.properties.disk_size_gb
+    assert compute.snapshots.get(RG, "proto-snap").id == created.id
+
+    compute.snapshots.begin_delete(RG, "proto-snap").result()
+    with pytest.raises(ResourceNotFoundError):
+        compute.snapshots.get(RG, "proto-snap")
+    missing = disk.id.rsplit("/", 1)[0] + "/no-such-disk"
+    body = {"location": "westeurope", "properties": {"creationData": {"createOption": "Copy"}}}
+    body["properties"]["creationData"]["sourceResourceId"] = missing
+    with pytest.raises(ResourceNotFoundError):
+        compute.snapshots.begin_create_or_update(RG, "orphan", body)
+
+
+def test_galleries_image_definitions_and_versions_create_get_list_delete(sim: Simulator) -> None:
+    sim.load(scenario(scale_set(VMSS, 1)))
+    compute = sim.compute()
+    source = snapshot(compute)
+    image = image_definition(compute)
+
+    assert compute.galleries.get(RG, GALLERY).properties.provisioning_state == "Succeeded"
+    assert [g.name for g in compute.galleries.list_by_resource_group(RG)] == [GALLERY]
+    assert image.properties.identifier.offer == "aks-workers"
+    assert [i.name for i in compute.gallery_images.list_by_gallery(RG, GALLERY)] == [IMAGE]
+
+    poller = begin_version(compute, source.id)
+    pending = compute.gallery_image_versions.get(RG, GALLERY, IMAGE, "1.0.0")
+    assert pending.properties.provisioning_state == "Creating"
+    assert not poller.done()  # an image version takes 30 simulated minutes
+    sim.advance(1800)
+    version = poller.result()
+    assert version.properties.provisioning_state == "Succeeded"
+    assert version.properties.storage_profile.os_disk_image.source.id == source.id
+    got = compute.gallery_image_versions.get(
+        RG, GALLERY, IMAGE, "1.0.0", expand="ReplicationStatus"
+    )
+    assert got.properties.replication_status.aggregated_state == "Completed"
+    versions = compute.gallery_image_versions.list_by_gallery_image(RG, GALLERY, IMAGE)
+    assert [v.name for v in versions] == ["1.0.0"]
+
+    with pytest.raises(ResourceExistsError) as nested:
+        compute.gallery_images.begin_delete(RG, GALLERY, IMAGE)
+    assert (nested.value.status_code, nested.value.error.code) == (409, "CannotDeleteResource")
+    with pytest.raises(ResourceExistsError):
+        compute.galleries.begin_delete(RG, GALLERY)
+
+    compute.gallery_image_versions.begin_delete(RG, GALLERY, IMAGE, "1.0.0").result()
+    compute.gallery_images.begin_delete(RG, GALLERY, IMAGE).result()
+    compute.galleries.begin_delete(RG, GALLERY).result()
+    for get in (
+        lambda: compute.gallery_image_versions.get(RG, GALLERY, IMAGE, "1.0.0"),
+        lambda: compute.gallery_images.get(RG, GALLERY, IMAGE),
+        lambda: compute.galleries.get(RG, GALLERY),
+    ):
+        with pytest.raises(ResourceNotFoundError):
+            get()
+
+
+def test_a_scale_set_model_on_an_image_version_upgrades_old_and_boots_new_instances(
+    sim: Simulator,
+) -> None:
+    sim.load(scenario(scale_set(VMSS, 2)))
+    compute = sim.compute()
+    image_definition(compute)
+    poller = begin_version(compute, snapshot(compute).id)
+    sim.advance(1800)
+    version_id = poller.result().id
+    ops = compute.virtual_machine_scale_sets
+
+    def model(image: dict[str, str]) -> dict[str, Any]:
+        profile = {"storageProfile": {"imageReference": image}}
+        return {"properties": {"virtualMachineProfile": profile}}
+
+    with pytest.raises(ResourceNotFoundError) as missing:
+        ops.begin_update(RG, VMSS, model({"id": version_id.replace("1.0.0", "9.9.9")}))
+    assert missing.value.error.code == "GalleryImageNotFound"
+    vmss = ops.begin_update(RG, VMSS, model({"id": version_id})).result()
+    assert vmss.properties.virtual_machine_profile.storage_profile.image_reference.id == version_id
+    vms = {
+        vm.instance_id: vm.properties for vm in compute.virtual_machine_scale_set_vms.list(RG, VMSS)
+    }
+    assert [vms[i].latest_model_applied for i in "01"] == [False, False]
+
+    ops.begin_update_instances(RG, VMSS, {"instanceIds": ["0"]}).result()
+    upgraded = compute.virtual_machine_scale_set_vms.get(RG, VMSS, "0").properties
+    assert (upgraded.latest_model_applied, upgraded.storage_profile.image_reference.id) == (
+        True,
+        version_id,
+    )
+    disk = compute.disks.get(RG, upgraded.storage_profile.os_disk.name)
+    assert disk.properties.creation_data.gallery_image_reference.id == version_id
+    assert not compute.virtual_machine_scale_set_vms.get(
+        RG, VMSS, "1"
+    ).properties.latest_model_applied
+
+    ops.begin_update(RG, VMSS, {"sku": {"capacity": 3}}).result()
+    new = compute.virtual_machine_scale_set_vms.get(RG, VMSS, "2").properties
+    assert (new.latest_model_applied, new.storage_profile.image_reference.id) == (True, version_id)
+    assert sim.scale_set_state(VMSS)["instances"][2]["image"] == {"id": version_id}
