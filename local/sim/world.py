@@ -212,6 +212,7 @@ class World:
         self.throttles: list[Throttle] = list(scenario.throttling)
         self._throttle_log: dict[str, deque[datetime]] = {}
         self.calls: list[CallRecord] = []
+        self.render_cache: dict[Any, tuple[Any, str]] = {}  # arm.vm_json, by instance
         self.history: list[dict[str, Any]] = []  # deletions, and who asked for them
         self._events: list[tuple[datetime, int, Callable[[], None]]] = []
         self._sequence = itertools.count()
