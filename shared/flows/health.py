@@ -11,6 +11,7 @@ from typing import Any
 
 from shared import __version__
 from shared.adapters.storage import StorageAccount, StorageConfigError, probe_services
+from shared.clock import CLOCK_FILE_SETTING, clock_from_settings
 from shared.config import ConfigError, load_config
 
 
@@ -40,11 +41,23 @@ def _storage_check(settings: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+def _clock_check(settings: Mapping[str, str]) -> dict[str, Any]:
+    source = settings.get(CLOCK_FILE_SETTING)
+    try:
+        now = clock_from_settings(settings).now()
+    except ValueError as error:
+        return {"ok": False, "source": source, "error": str(error)}
+    return {"ok": True, "now": now.isoformat(), "source": source or "system"}
+
+
 def health_report(settings: Mapping[str, str]) -> HealthReport:
     """Check configuration and the queue, table and blob services; name whatever failed."""
     config = _config_check(settings)
     storage = _storage_check(settings)
+    clock = _clock_check(settings)
     problems = [] if config["ok"] else ["configuration is invalid"]
+    if not clock["ok"]:
+        problems.append(clock["error"])
     if "error" in storage:
         problems.append(storage["error"])
     else:
@@ -57,6 +70,7 @@ def health_report(settings: Mapping[str, str]) -> HealthReport:
         "status": "unhealthy" if problems else "healthy",
         "version": __version__,
         "config": config,
+        "clock": clock,
         "storage": storage,
     }
     if problems:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import requests
@@ -69,6 +70,13 @@ def test_stack_prints_endpoints_serves_health_and_stops_everything_on_sigterm(tm
         assert health.status_code == 200, health.text
         # The product is configured with the scenario's pools, and the simulator holds them.
         assert health.json()["config"]["pools"] == ["system", "workers"]
+        # One clock: the product reads the simulator's (the scenario starts 2026-11-02).
+        product_now = datetime.fromisoformat(health.json()["clock"]["now"])
+        sim_now = datetime.fromisoformat(
+            requests.get(f"{endpoints['admin']}/clock", timeout=10).json()["now"]
+        )
+        assert product_now.date().isoformat() == "2026-11-02"
+        assert abs((sim_now - product_now).total_seconds()) < 120  # speed 60: 2 s of wall time
         state = requests.get(f"{endpoints['admin']}/state", timeout=10).json()
         assert [s["name"] for s in state["scale_sets"]] == [
             "aks-system-31415926-vmss",

@@ -50,6 +50,22 @@ def test_missing_storage_setting_is_unhealthy_with_the_setting_named() -> None:
     assert "AzureWebJobsStorage" in report.body["error"]
 
 
+def test_unreadable_clock_file_is_unhealthy_and_named(tmp_path) -> None:
+    settings = {
+        "AzureWebJobsStorage": _unreachable_storage(),
+        "POOLKEEPER_POOLS": POOLS,
+        "POOLKEEPER_CLOCK_FILE": str(tmp_path / "missing.json"),
+    }
+    report = health_report(settings)
+    assert report.body["clock"]["ok"] is False
+    assert "missing.json" in report.body["error"]
+
+
+def test_wall_clock_is_reported_when_no_clock_file_is_set() -> None:
+    report = health_report({"POOLKEEPER_POOLS": POOLS})
+    assert report.body["clock"]["source"] == "system" and report.body["clock"]["now"]
+
+
 def test_invalid_configuration_is_unhealthy_with_the_problem_shown() -> None:
     report = health_report(
         {
