@@ -31,8 +31,10 @@ CLIENTS = 8
 
 async def _raw(info: dict, token: str) -> tuple[int, float]:
     context = ssl.create_default_context(cafile=info["ca_cert"])
-    url = (f"{info['arm']}/subscriptions/{info['subscription']}/resourceGroups/{RG}/providers/"
-           f"Microsoft.Compute/virtualMachineScaleSets/{NAME}/virtualMachines")
+    url = (
+        f"{info['arm']}/subscriptions/{info['subscription']}/resourceGroups/{RG}/providers/"
+        f"Microsoft.Compute/virtualMachineScaleSets/{NAME}/virtualMachines"
+    )
     params = {"api-version": "2026-04-01", "$expand": "instanceView"}
     headers = {"Authorization": f"Bearer {token}"}
     pages = 0
