@@ -98,6 +98,7 @@ def host_settings(
             "POOLKEEPER_METRICS_ENDPOINT": sim["metrics"],
             "POOLKEEPER_LOGS_ENDPOINT": sim["logs"],
             "POOLKEEPER_CA_BUNDLE": sim["ca_cert"],
+            "POOLKEEPER_KUBECONFIG": sim["kubeconfig"],
             "IDENTITY_ENDPOINT": sim["identity_endpoint"],
             "IDENTITY_HEADER": sim["identity_header"],
         }
@@ -160,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                         "logs": sim["logs"],
                         "admin": sim["admin"],
                         "ca_cert": sim["ca_cert"],
+                        "kube": sim["kube"],
+                        "kubeconfig": sim["kubeconfig"],
                         "storage": azurite.connection_string,
                         "function_key": function_key,
                         "master_key": master_key,

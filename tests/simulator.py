@@ -81,6 +81,12 @@ class Simulator:
 
         return ManagedIdentityCredential()
 
+    def kube(self) -> Any:
+        """The product's Kubernetes adapter, connected to the simulator's cluster."""
+        from shared.adapters.kube import Kube
+
+        return Kube.from_settings({"POOLKEEPER_KUBECONFIG": self.info["kubeconfig"]})
+
     def compute(self, **options: Any) -> Any:
         """A real ComputeManagementClient pointed at the simulator."""
         from azure.mgmt.compute import ComputeManagementClient

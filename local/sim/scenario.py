@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from local.sim.kube.workloads import Workloads
+
 VM_SIZES: dict[str, tuple[int, int]] = {  # vCPUs, memory GiB
     "Standard_B2s": (2, 4),
     "Standard_D2s_v5": (2, 8),
@@ -157,6 +159,7 @@ class Scenario(Strict):
     throttling: list[Throttle] = []
     run_command: list[RunCommandReply] = []
     seed: int = 7
+    workloads: Workloads = Workloads()  # the cluster's pods (local/sim/kube/__init__.py)
     pools: dict[str, Any] | None = None  # Poolkeeper's configuration for this world, verbatim
 
 

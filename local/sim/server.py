@@ -23,6 +23,8 @@ from aiohttp import web
 from local.sim import arm, monitor
 from local.sim.clock import SimClock
 from local.sim.identity import ARM_AUDIENCES, MONITOR_AUDIENCES, TokenIssuer, unauthorised
+from local.sim.kube import Clusters, kube_app, write_kubeconfig
+from local.sim.kube import admin_app as kube_admin_app
 from local.sim.scenario import (
     Fault,
     Scenario,
@@ -42,6 +44,8 @@ class Simulator:
         self.clock_file = state_dir / "clock.json"
         self.issuer = TokenIssuer(scenario.tenant)
         self.world = self._world(scenario)
+        self.clusters = Clusters(lambda: self.world)
+        self.clusters()  # check the workloads at start-up, not at the first request
 
     def _world(self, scenario: Scenario) -> World:
         clock = SimClock(scenario.clock.start, scenario.clock.speed, publish_to=self.clock_file)
@@ -49,6 +53,7 @@ class Simulator:
 
     def load(self, scenario: Scenario) -> None:
         self.world = self._world(scenario)
+        self.clusters()
 
     def record(self, operation: str, request: web.Request, status: int) -> None:
         self.world.calls.append(
@@ -270,6 +275,7 @@ def admin_app(sim: Simulator) -> web.Application:
     app.router.add_get("/_sim/state", sim.get_state)
     app.router.add_get("/_sim/calls", sim.get_calls)
     app.router.add_delete("/_sim/calls", sim.clear_calls)
+    app.add_subapp("/_sim/kube/", kube_admin_app(sim.clusters))
     return app
 
 
@@ -284,21 +290,28 @@ def tls_context(state_dir: Path) -> tuple[ssl.SSLContext, Path]:
     return context, ca_path
 
 
-async def serve(scenario_path: Path, state_dir: Path, arm_port: int, admin_port: int) -> None:
+async def serve(
+    scenario_path: Path, state_dir: Path, arm_port: int, admin_port: int, kube_port: int
+) -> None:
     sim = Simulator(load_scenario(scenario_path), state_dir)
     context, ca_path = tls_context(state_dir)
     runners = [
         web.AppRunner(azure_app(sim), access_log=None),
         web.AppRunner(admin_app(sim), access_log=None),
+        web.AppRunner(kube_app(sim.clusters), access_log=None),
     ]
     for runner in runners:
         await runner.setup()
     azure_site = web.TCPSite(runners[0], "127.0.0.1", arm_port, ssl_context=context)
     admin_site = web.TCPSite(runners[1], "127.0.0.1", admin_port)
-    await azure_site.start()
-    await admin_site.start()
+    kube_site = web.TCPSite(runners[2], "127.0.0.1", kube_port)
+    for site in (azure_site, admin_site, kube_site):
+        await site.start()
     arm_url = f"https://127.0.0.1:{_port(azure_site)}"
     admin_url = f"http://127.0.0.1:{_port(admin_site)}"
+    kube_url = f"http://127.0.0.1:{_port(kube_site)}"
+    kubeconfig = state_dir / "kubeconfig"
+    write_kubeconfig(kubeconfig, kube_url)
     print(
         json.dumps(
             {
@@ -309,6 +322,8 @@ async def serve(scenario_path: Path, state_dir: Path, arm_port: int, admin_port:
                 "identity_endpoint": f"{admin_url}/msi/token",
                 "identity_header": sim.issuer.header_secret,
                 "ca_cert": str(ca_path),
+                "kube": kube_url,
+                "kubeconfig": str(kubeconfig),
                 "clock_file": str(sim.clock_file),
                 "subscription": sim.world.scenario.subscription,
                 "tenant": sim.world.scenario.tenant,
@@ -337,11 +352,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--arm-port", type=int, default=0)
     parser.add_argument("--admin-port", type=int, default=0)
+    parser.add_argument("--kube-port", type=int, default=0)
     args = parser.parse_args(argv)
     state_dir = args.state_dir or Path(tempfile.mkdtemp(prefix="poolkeeper-sim-"))
     state_dir.mkdir(parents=True, exist_ok=True)
     try:
-        asyncio.run(serve(args.scenario, state_dir, args.arm_port, args.admin_port))
+        asyncio.run(serve(args.scenario, state_dir, args.arm_port, args.admin_port, args.kube_port))
     except ScenarioError as error:
         print(f"simulator: {error}", file=sys.stderr)
         return 2

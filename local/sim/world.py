@@ -212,6 +212,7 @@ class World:
         self.throttles: list[Throttle] = list(scenario.throttling)
         self._throttle_log: dict[str, deque[datetime]] = {}
         self.calls: list[CallRecord] = []
+        self._event_time: datetime | None = None
         self.render_cache: dict[Any, tuple[Any, str]] = {}  # arm.vm_json, by instance
         self.history: list[dict[str, Any]] = []  # deletions, and who asked for them
         self._events: list[tuple[datetime, int, Callable[[], None]]] = []
@@ -241,7 +242,9 @@ class World:
     # -- time ---------------------------------------------------------------------------------
 
     def now(self) -> datetime:
-        return self.clock.now()
+        # While an event runs, "now" is when it fell due, so what it stamps (a boot time, an
+        # operation's end) does not depend on when the next request happened to arrive.
+        return self._event_time or self.clock.now()
 
     def after(self, seconds: float, action: Callable[[], None]) -> datetime:
         due = self.now() + timedelta(seconds=seconds)
@@ -250,10 +253,14 @@ class World:
 
     def settle(self) -> None:
         """Apply every event that has fallen due, in order."""
-        now = self.now()
+        now = self.clock.now()
         while self._events and self._events[0][0] <= now:
-            _, _, action = heapq.heappop(self._events)
-            action()
+            due, _, action = heapq.heappop(self._events)
+            self._event_time = due
+            try:
+                action()
+            finally:
+                self._event_time = None
 
     def next_event_in(self) -> float | None:
         """Simulated seconds until the next pending event, if any."""

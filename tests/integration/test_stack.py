@@ -14,6 +14,7 @@ from pathlib import Path
 import requests
 
 from local.azurite import ROOT
+from shared.adapters.kube import Kube
 
 
 def _descendants(pid: int) -> set[int]:
@@ -65,6 +66,8 @@ def test_stack_prints_endpoints_serves_health_and_stops_everything_on_sigterm(tm
             "subscription",
             "identity_endpoint",
             "identity_header",
+            "kube",
+            "kubeconfig",
         } <= endpoints.keys()
         health = requests.get(f"{endpoints['host']}/api/health", timeout=10)
         assert health.status_code == 200, health.text
@@ -82,6 +85,9 @@ def test_stack_prints_endpoints_serves_health_and_stops_everything_on_sigterm(tm
             "aks-system-31415926-vmss",
             "aks-workers-27182818-vmss",
         ]
+        # The cluster's API serves the scenario's nodes to the product's Kubernetes adapter.
+        kube = Kube.from_settings({"POOLKEEPER_KUBECONFIG": endpoints["kubeconfig"]})
+        assert len(kube.nodes()) == sum(len(s["instances"]) for s in state["scale_sets"])
         children = _descendants(stack.pid)
         assert len(children) >= 3  # Azurite, the simulator and the local host at least
     finally:

@@ -1,0 +1,111 @@
+"""The Kubernetes API view of the simulated world: nodes derived from the world's instances,
+workloads with simplified controllers, a scheduler, PodDisruptionBudgets and the eviction API,
+served over plain HTTP for the real `kubernetes` client and a real kubectl.
+
+Nothing here authenticates: no TLS, no tokens, every client may do everything that is served.
+There is no watch; lists are not snapshots at a resourceVersion (paging continues after the last
+key of the previous page, over the current state).
+
+Wiring (one world at a time; the cluster follows a replaced world)::
+
+    clusters = Clusters(lambda: sim.world)                   # world.scenario.workloads by default
+    kube = kube_app(clusters)                                # aiohttp app, mount at "/"
+    admin.add_subapp("/_sim/kube/", admin_app(clusters))     # GET pods, pdbs, evictions, requests
+    write_kubeconfig(path, "http://127.0.0.1:PORT")
+
+Each request (API or admin view) first `sync()`s: the world settles, the cluster replays its own
+due wake-ups in order (pod starts, graceful terminations, replacements, taint evictions), then
+re-derives the nodes from the instances at the world's now.
+
+Nodes: an instance is a node once it has booted (`booted_at` set, not `Creating`); name = computer
+name; Ready while the VM is running and not being deleted, else NotReady (with the lifecycle
+controller's `node.kubernetes.io/not-ready` NoSchedule/NoExecute taints; pods tolerate the latter
+for 300 s and are then deleted); `node.cloudprovider.kubernetes.io/shutdown:NoSchedule` while
+stopped or deallocated; gone when the instance is gone (its pods with it). Cordoning sets
+`spec.unschedulable`; the lifecycle controller then adds `node.kubernetes.io/unschedulable`.
+A Node deleted by a client is registered again by its kubelet 10 s later if the VM runs.
+
+The scenario's `workloads` section (every key optional; names are DNS labels)::
+
+    "workloads": {
+      "start_seconds": 5,        // a bound pod becomes Running and Ready this long after binding
+      "replace_seconds": 2,      // a controller creates a replacement this long after a pod went
+      "deployments": [{
+        "name": "web", "namespace": "default", "replicas": 6,
+        "labels": {"app": "web"},                              // default {"app": <name>}
+        "requests": {"cpu": "250m", "memory": "256Mi"},        // default 100m / 128Mi
+        "node_selector": {"elastisys.io/node-group": "workers"},
+        "tolerations": [],                                     // Kubernetes tolerations, verbatim
+        "termination_grace_seconds": 30,
+        "empty_dir": false,                                    // an emptyDir volume "scratch"
+        "start_seconds": null,                                 // per-workload override
+        "image": "registry.k8s.io/pause:3.10",
+        "pdb": {"name": "web", "min_available": 2}             // or "max_unavailable": "25%";
+      }],                                                      // "unhealthy_pod_eviction_policy"
+      "daemonsets": [{"name": "kube-proxy", "namespace": "kube-system", ...}],
+      "static_pods": [{"name": "node-exporter", ...}],          // mirror pod <name>-<node> per node
+      "pods": [{"name": "debug", "node": "aks-...-vmss000001", "phase": "Running"}],
+                                          // "Succeeded": a completed pod; no "node": scheduled
+      "pdbs": [{"name": "extra", "namespace": "default", "selector": {"app": "web"},
+                "max_unavailable": 1}]                          // standalone budgets
+    }
+
+Deployments own one ReplicaSet `<name>-<hash>` whose pods are `<rs>-<5 chars>`; DaemonSet pods
+tolerate unschedulable and not-ready nodes; every pod's template fields above apply to all kinds.
+At the scenario's start everything is already scheduled and Running.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from local.sim.kube.admin import (
+        admin_app,
+        eviction_log,
+        pdb_status,
+        pods_by_node,
+        request_log,
+    )
+    from local.sim.kube.api import kube_app
+    from local.sim.kube.kubeconfig import write_kubeconfig
+    from local.sim.kube.model import ApiError, Cluster, Clusters
+    from local.sim.kube.workloads import Workloads, parse_workloads
+
+# Imported on first use, so that `local.sim.scenario` can import `local.sim.kube.workloads`
+# without pulling in the world (which imports the scenario).
+_PUBLIC = {
+    "admin_app": "admin",
+    "eviction_log": "admin",
+    "pdb_status": "admin",
+    "pods_by_node": "admin",
+    "request_log": "admin",
+    "kube_app": "api",
+    "write_kubeconfig": "kubeconfig",
+    "ApiError": "model",
+    "Cluster": "model",
+    "Clusters": "model",
+    "Workloads": "workloads",
+    "parse_workloads": "workloads",
+}
+__all__ = [
+    "ApiError",
+    "Cluster",
+    "Clusters",
+    "Workloads",
+    "admin_app",
+    "eviction_log",
+    "kube_app",
+    "parse_workloads",
+    "pdb_status",
+    "pods_by_node",
+    "request_log",
+    "write_kubeconfig",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_PUBLIC[name]}"), name)

@@ -1,0 +1,87 @@
+"""The simulator's admin view of the cluster (JSON-able dicts), for `/_sim/kube/...`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from local.sim.kube.controllers import budget_pods
+from local.sim.kube.model import Cluster
+from local.sim.kube.objects import Obj, node_ready
+
+
+def pods_by_node(cluster: Cluster) -> Obj:
+    """Every node (Ready, cordoned, taints) with its pods; unbound pods under `unscheduled`."""
+    cluster.sync()
+    nodes: dict[str, Obj] = {}
+    for node in cluster.objects("nodes"):
+        nodes[node["metadata"]["name"]] = {
+            "ready": node_ready(node),
+            "unschedulable": bool(node["spec"].get("unschedulable")),
+            "taints": [f"{t['key']}:{t['effect']}" for t in node["spec"].get("taints") or []],
+            "node_group": (node["metadata"].get("labels") or {}).get("elastisys.io/node-group"),
+            "pods": [],
+        }
+    unscheduled: list[Obj] = []
+    for pod in cluster.objects("pods"):
+        entry = cluster.describe_pod(pod)
+        node = pod["spec"].get("nodeName")
+        if node in nodes:
+            nodes[node]["pods"].append(entry)
+        else:
+            unscheduled.append(entry)
+    return {"now": cluster.at.isoformat(), "nodes": nodes, "unscheduled": unscheduled}
+
+
+def pdb_status(cluster: Cluster) -> Obj:
+    cluster.sync()
+    budgets = []
+    for pdb in cluster.objects("poddisruptionbudgets"):
+        status = pdb.get("status") or {}
+        budgets.append(
+            {
+                "namespace": pdb["metadata"]["namespace"],
+                "name": pdb["metadata"]["name"],
+                "min_available": pdb["spec"].get("minAvailable"),
+                "max_unavailable": pdb["spec"].get("maxUnavailable"),
+                "disruptions_allowed": status.get("disruptionsAllowed", 0),
+                "current_healthy": status.get("currentHealthy", 0),
+                "desired_healthy": status.get("desiredHealthy", 0),
+                "expected_pods": status.get("expectedPods", 0),
+                "pods": [p["metadata"]["name"] for p in budget_pods(cluster, pdb)],
+            }
+        )
+    return {"now": cluster.at.isoformat(), "pdbs": budgets}
+
+
+def eviction_log(cluster: Cluster) -> Obj:
+    """Every eviction request: outcome `evicted`, `deleted` (not running: no budget check),
+    `blocked` (429 DisruptionBudget) or `rejected` (404, 409, 500 several budgets, ...)."""
+    return {"evictions": list(cluster.evictions)}
+
+
+def request_log(cluster: Cluster) -> Obj:
+    counters: dict[str, int] = {}
+    for call in cluster.requests:
+        key = f"{call['method']} {call['status']}"
+        counters[key] = counters.get(key, 0) + 1
+    return {"counters": counters, "total": len(cluster.requests), "calls": list(cluster.requests)}
+
+
+def admin_app(current: Callable[[], Cluster]) -> web.Application:
+    """GET /pods, /pdbs, /evictions, /requests (mount with `app.add_subapp("/_sim/kube", ...)`)."""
+    views: dict[str, Callable[[Cluster], Obj]] = {
+        "/pods": pods_by_node,
+        "/pdbs": pdb_status,
+        "/evictions": eviction_log,
+        "/requests": request_log,
+    }
+    app = web.Application()
+    for path, view in views.items():
+
+        async def handler(_: web.Request, view: Callable[[Cluster], Obj] = view) -> web.Response:
+            return web.json_response(view(current()))
+
+        app.router.add_get(path, handler)
+    return app

@@ -1,0 +1,358 @@
+"""The Kubernetes API over plain HTTP (aiohttp), as the `kubernetes` client and kubectl use it.
+
+No authentication and no TLS: any client may do anything it is served. No watch.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from local.sim.kube import tables
+from local.sim.kube.model import ApiError, Cluster
+from local.sim.kube.objects import KINDS, SERVER_VERSION, Kind, Obj
+from local.sim.kube.selectors import parse_field_selector, parse_label_selector
+
+JSON = "application/json"
+LOG = logging.getLogger(__name__)
+_BY_PATH: dict[tuple[str, str, str], Kind] = {(k.group, k.version, k.resource): k for k in KINDS}
+# Subresources listed in discovery: (group, version, "resource/sub") -> (kind, verbs, group of
+# the body, version of the body).
+_SUBRESOURCES: dict[tuple[str, str], list[tuple[str, str, tuple[str, ...], str, str]]] = {
+    ("", "v1"): [
+        ("nodes/status", "Node", ("get",), "", ""),
+        ("pods/status", "Pod", ("get",), "", ""),
+        ("pods/eviction", "Eviction", ("create",), "policy", "v1"),
+    ],
+    ("apps", "v1"): [
+        ("deployments/status", "Deployment", ("get",), "", ""),
+        ("replicasets/status", "ReplicaSet", ("get",), "", ""),
+        ("daemonsets/status", "DaemonSet", ("get",), "", ""),
+    ],
+    ("policy", "v1"): [("poddisruptionbudgets/status", "PodDisruptionBudget", ("get",), "", "")],
+}
+GROUPS = ("apps", "policy")
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(body, separators=(",", ":")), status=status, content_type=JSON
+    )
+
+
+def _status(error: ApiError) -> web.Response:
+    return _json(error.status(), error.code)
+
+
+def _not_found_page() -> web.Response:
+    return web.Response(text="404 page not found\n", status=404, content_type="text/plain")
+
+
+def _group_version(group: str) -> Obj:
+    return {"groupVersion": f"{group}/v1", "version": "v1"}
+
+
+def _api_group(group: str) -> Obj:
+    return {
+        "name": group,
+        "versions": [_group_version(group)],
+        "preferredVersion": _group_version(group),
+    }
+
+
+def _resource_list(group: str, version: str) -> Obj:
+    resources: list[Obj] = []
+    for kind in KINDS:
+        if (kind.group, kind.version) != (group, version):
+            continue
+        entry: Obj = {
+            "name": kind.resource,
+            "singularName": kind.kind.lower(),
+            "namespaced": kind.namespaced,
+            "kind": kind.kind,
+            "verbs": sorted(kind.verbs),
+        }
+        if kind.short_names:
+            entry["shortNames"] = list(kind.short_names)
+        if kind.categories:
+            entry["categories"] = list(kind.categories)
+        resources.append(entry)
+    for name, kind_name, verbs, body_group, body_version in _SUBRESOURCES.get((group, version), []):
+        parent = next(k for k in KINDS if k.resource == name.split("/")[0])
+        entry = {
+            "name": name,
+            "singularName": "",
+            "namespaced": parent.namespaced,
+            "kind": kind_name,
+            "verbs": list(verbs),
+        }
+        if body_group:
+            entry |= {"group": body_group, "version": body_version}
+        resources.append(entry)
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": f"{group}/{version}" if group else version,
+        "resources": resources,
+    }
+
+
+def _bad_request(message: str) -> ApiError:
+    return ApiError(400, "BadRequest", message)
+
+
+def _method_not_allowed() -> ApiError:
+    return ApiError(
+        405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+    )
+
+
+def _encode_continue(key: tuple[str, str], version: str) -> str:
+    raw = json.dumps({"v": "meta.k8s.io/v1", "rv": int(version), "start": list(key)})
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_continue(token: str) -> tuple[str, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = json.loads(raw)
+        namespace, name = data["start"]
+        return str(namespace), str(name)
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise _bad_request(f"continue key is not valid: {token!r}") from None
+
+
+class KubeApi:
+    """The request handler; `current()` gives the cluster of the current world at every call."""
+
+    def __init__(self, current: Callable[[], Cluster]) -> None:
+        self.current = current
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read() if request.can_read_body else b""
+        cluster = self.current()
+        try:
+            cluster.sync()
+            response = self._route(request, cluster, raw)
+        except ApiError as error:
+            response = _status(error)
+        except Exception as error:  # a simulator bug: answer as the API server would, and log it
+            LOG.exception("kube simulator failed on %s %s", request.method, request.path)
+            response = _status(ApiError(500, "InternalError", f"Internal error occurred: {error}"))
+        cluster.requests.append(
+            {
+                "method": request.method,
+                "path": request.path,
+                "query": request.query_string,
+                "status": response.status,
+                "sim_time": cluster.at.isoformat(),
+                "wall_time": time.time(),
+            }
+        )
+        return response
+
+    # -- routing --------------------------------------------------------------------------------
+
+    def _route(self, request: web.Request, cluster: Cluster, raw: bytes) -> web.StreamResponse:
+        parts = [p for p in request.path.split("/") if p]
+        method = request.method
+        if parts in (["healthz"], ["livez"], ["readyz"]):
+            return web.Response(text="ok", content_type="text/plain")
+        if parts == ["version"]:
+            return _json(SERVER_VERSION)
+        if parts == ["api"]:
+            return _json(
+                {
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [
+                        {"clientCIDR": "0.0.0.0/0", "serverAddress": request.host}
+                    ],
+                }
+            )
+        if parts == ["apis"]:
+            return _json(
+                {
+                    "kind": "APIGroupList",
+                    "apiVersion": "v1",
+                    "groups": [_api_group(g) for g in GROUPS],
+                }
+            )
+        if len(parts) == 2 and parts[0] == "apis" and parts[1] in GROUPS:
+            return _json({"kind": "APIGroup", "apiVersion": "v1", **_api_group(parts[1])})
+        if parts[:2] == ["api", "v1"]:
+            group, version, rest = "", "v1", parts[2:]
+        elif len(parts) >= 3 and parts[0] == "apis" and parts[1] in GROUPS and parts[2] == "v1":
+            group, version, rest = parts[1], "v1", parts[3:]
+        else:
+            return _not_found_page()
+        if not rest:
+            return _json(_resource_list(group, version))
+        namespace: str | None = None
+        if rest[0] == "namespaces" and len(rest) >= 3:
+            namespace, rest = rest[1], rest[2:]
+        kind = _BY_PATH.get((group, version, rest[0]))
+        if kind is None or (namespace is not None and not kind.namespaced) or len(rest) > 3:
+            return _not_found_page()
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else None
+        if kind.namespaced and name is not None and namespace is None:
+            return _not_found_page()
+        if name is None:
+            if method != "GET":
+                raise _method_not_allowed()
+            return self._list(request, cluster, kind, namespace)
+        key_namespace = namespace or ""
+        if sub is None:
+            return self._object(request, cluster, kind, key_namespace, name, raw)
+        if sub == "status" and method == "GET":
+            return self._render(
+                request, cluster, kind, [cluster.get(kind.resource, key_namespace, name)], None
+            )
+        if kind.resource == "pods" and sub == "eviction":
+            if method != "POST":
+                raise _method_not_allowed()
+            body = self._body(raw)
+            answer = cluster.evict(key_namespace, name, body, self._dry_run(request, body))
+            return _json(answer, answer.get("code", 201))
+        return _not_found_page()
+
+    def _object(
+        self,
+        request: web.Request,
+        cluster: Cluster,
+        kind: Kind,
+        namespace: str,
+        name: str,
+        raw: bytes,
+    ) -> web.StreamResponse:
+        method = request.method
+        if method == "GET":
+            obj = cluster.get(kind.resource, namespace, name)
+            return self._render(request, cluster, kind, [obj], None)
+        verb = {"PATCH": "patch", "PUT": "update", "DELETE": "delete"}.get(method)
+        if verb is None or verb not in kind.verbs:
+            raise _method_not_allowed()
+        if method == "DELETE":
+            options = self._body(raw) if raw.strip() else {}
+            if not isinstance(options, dict):
+                raise _bad_request("the body of a DELETE must be DeleteOptions")
+            grace = request.query.get("gracePeriodSeconds")
+            if grace is not None:
+                try:
+                    options["gracePeriodSeconds"] = int(grace)
+                except ValueError:
+                    raise _bad_request(f"invalid gracePeriodSeconds {grace!r}") from None
+            dry_run = self._dry_run(request, options)
+            if kind.resource == "nodes":
+                return _json(cluster.delete_node(name, options, dry_run))
+            return _json(self._typed(kind, cluster.delete_pod(namespace, name, options, dry_run)))
+        body = self._body(raw)
+        dry_run = self._dry_run(request, None)
+        if method == "PATCH":
+            content_type = request.headers.get("Content-Type", "")
+            node = cluster.patch_node(name, content_type, body, dry_run)
+        else:
+            node = cluster.replace_node(name, body, dry_run)
+        return _json(self._typed(kind, node))
+
+    @staticmethod
+    def _body(raw: bytes) -> Any:
+        try:
+            return json.loads(raw or b"null")
+        except ValueError as error:
+            raise _bad_request(f"the body of the request is not valid JSON: {error}") from None
+
+    @staticmethod
+    def _dry_run(request: web.Request, body: Any) -> bool:
+        values = list(request.query.getall("dryRun", []))
+        if isinstance(body, dict):
+            options = body.get("deleteOptions") if "deleteOptions" in body else body
+            values += list((options or {}).get("dryRun") or [])
+        for value in values:
+            if value != "All":
+                raise _bad_request(f'Invalid dry run value "{value}"; supported: "All"')
+        return bool(values)
+
+    @staticmethod
+    def _typed(kind: Kind, obj: Obj) -> Obj:
+        return {"kind": kind.kind, "apiVersion": kind.api_version, **obj}
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def _list(
+        self, request: web.Request, cluster: Cluster, kind: Kind, namespace: str | None
+    ) -> web.StreamResponse:
+        query = request.query
+        if query.get("watch") in ("1", "true"):
+            raise _bad_request("watch is not supported by the simulated API server")
+        try:
+            labels = parse_label_selector(query.get("labelSelector"))
+            fields = parse_field_selector(kind.resource, query.get("fieldSelector"))
+        except ValueError as error:
+            raise _bad_request(str(error)) from None
+        items = [
+            obj
+            for obj in cluster.objects(kind.resource, namespace)
+            if labels(obj["metadata"].get("labels") or {}) and fields(obj)
+        ]
+        if query.get("continue"):
+            start = _decode_continue(query["continue"])
+            items = [
+                o
+                for o in items
+                if (o["metadata"].get("namespace", ""), o["metadata"]["name"]) > start
+            ]
+        meta: Obj = {"resourceVersion": cluster.resource_version}
+        try:
+            limit = int(query.get("limit") or 0)
+        except ValueError:
+            raise _bad_request(f"invalid limit {query.get('limit')!r}") from None
+        if limit > 0 and len(items) > limit:
+            last = items[limit - 1]["metadata"]
+            meta["continue"] = _encode_continue(
+                (last.get("namespace", ""), last["name"]), cluster.resource_version
+            )
+            meta["remainingItemCount"] = len(items) - limit
+            items = items[:limit]
+        return self._render(request, cluster, kind, items, meta)
+
+    def _render(
+        self,
+        request: web.Request,
+        cluster: Cluster,
+        kind: Kind,
+        items: list[Obj],
+        list_meta: Obj | None,
+    ) -> web.StreamResponse:
+        """A list (list_meta given) or a single object; a Table when the client asks for one."""
+        if tables.wants_table(request.headers.get("Accept", "")) and kind.resource in tables.TABLES:
+            meta = list_meta or {"resourceVersion": items[0]["metadata"]["resourceVersion"]}
+            return _json(tables.table(kind.resource, items, cluster.at, meta))
+        if list_meta is None:
+            return _json(self._typed(kind, items[0]))
+        return _json(
+            {
+                "kind": f"{kind.kind}List",
+                "apiVersion": kind.api_version,
+                "metadata": list_meta,
+                "items": [
+                    {k: v for k, v in o.items() if k not in ("kind", "apiVersion")} for o in items
+                ],
+            }
+        )
+
+
+def kube_app(current: Callable[[], Cluster]) -> web.Application:
+    """The API server as an aiohttp application (mount at `/`): `current()` is called on every
+    request, so a `Clusters` follower makes it follow scenario reloads."""
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", KubeApi(current).handle)
+    return app
