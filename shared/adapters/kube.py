@@ -1,0 +1,237 @@
+"""Kubernetes adapter: nodes, pods and evictions through the official `kubernetes` client.
+
+Flows call it for cordon, drain and node/instance matching; it returns the core's plain types.
+Connects with a kubeconfig (file or content in a setting) or, for AKS clusters with Entra ID
+integration, with a token from `azure-identity`.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from shared.decide.drain import Pod
+
+KUBECONFIG_SETTING = "POOLKEEPER_KUBECONFIG"
+KUBECONFIG_CONTENT_SETTING = "POOLKEEPER_KUBECONFIG_CONTENT"
+SERVER_SETTING = "POOLKEEPER_KUBE_SERVER"
+CA_SETTING = "POOLKEEPER_KUBE_CA_FILE"
+# The well-known application id of the AKS Entra ID server: the token audience AKS expects.
+AKS_ENTRA_SCOPE = "6dae42f8-4368-4678-94ff-3960e28e3630/.default"
+
+DRAINING_ANNOTATION = "poolkeeper.io/draining"
+SCALE_DOWN_DISABLED = "cluster-autoscaler.kubernetes.io/scale-down-disabled"
+
+_PROVIDER_ID = re.compile(
+    r"^azure:///subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
+    r"Microsoft\.Compute/virtualMachineScaleSets/(?P<vmss>[^/]+)/virtualMachines/(?P<id>\d+)$",
+    re.IGNORECASE,
+)
+
+
+class KubeConfigError(ValueError):
+    """The Kubernetes connection settings are missing or unusable."""
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    provider_id: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    unschedulable: bool
+    ready: bool
+    ready_since: datetime | None  # lastTransitionTime of the Ready condition
+
+    @property
+    def scale_set_instance(self) -> tuple[str, str] | None:
+        """(lower-cased scale-set id, instance id) parsed from providerID, if it is a VMSS node."""
+        return parse_provider_id(self.provider_id)
+
+    @property
+    def scale_down_disabled(self) -> bool:
+        return self.annotations.get(SCALE_DOWN_DISABLED, "").lower() == "true"
+
+
+class EvictionResult(StrEnum):
+    EVICTED = "evicted"
+    BUDGET = "disruption budget allows no disruption now (429)"
+    MULTIPLE_BUDGETS = "more than one PodDisruptionBudget selects the pod (500)"
+    GONE = "pod no longer exists (404)"
+
+
+def parse_provider_id(provider_id: str) -> tuple[str, str] | None:
+    """(lower-cased scale-set id, instance id) from an AKS providerID, or None."""
+    found = _PROVIDER_ID.match(provider_id or "")
+    if found is None:
+        return None
+    vmss_id = (
+        f"/subscriptions/{found['sub']}/resourceGroups/{found['rg']}/providers/"
+        f"Microsoft.Compute/virtualMachineScaleSets/{found['vmss']}"
+    )
+    return vmss_id.lower(), found["id"]
+
+
+def _node(raw: Any) -> Node:
+    ready = next((c for c in raw.status.conditions or [] if c.type == "Ready"), None)
+    return Node(
+        name=raw.metadata.name,
+        provider_id=raw.spec.provider_id or "",
+        labels=dict(raw.metadata.labels or {}),
+        annotations=dict(raw.metadata.annotations or {}),
+        unschedulable=bool(raw.spec.unschedulable),
+        ready=ready is not None and ready.status == "True",
+        ready_since=ready.last_transition_time if ready is not None else None,
+    )
+
+
+def _pod(raw: Any) -> Pod:
+    controller = next((o for o in raw.metadata.owner_references or [] if o.controller), None)
+    annotations = raw.metadata.annotations or {}
+    return Pod(
+        namespace=raw.metadata.namespace,
+        name=raw.metadata.name,
+        uid=raw.metadata.uid,
+        phase=raw.status.phase or "Unknown",
+        controller_kind=controller.kind if controller is not None else None,
+        mirror="kubernetes.io/config.mirror" in annotations,
+        empty_dir=any(v.empty_dir is not None for v in raw.spec.volumes or []),
+        terminating=raw.metadata.deletion_timestamp is not None,
+    )
+
+
+class Kube:
+    """The cluster's API, in the words the flows use."""
+
+    def __init__(self, api_client: Any) -> None:
+        from kubernetes import client
+
+        self._core = client.CoreV1Api(api_client)
+        self._client = client
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, str]) -> Kube:
+        """Kubeconfig file, kubeconfig content, or server + Entra ID token (in that order)."""
+        from kubernetes import client, config
+
+        path = settings.get(KUBECONFIG_SETTING)
+        content = settings.get(KUBECONFIG_CONTENT_SETTING)
+        server = settings.get(SERVER_SETTING)
+        if path or content:
+            if content:
+                with tempfile.NamedTemporaryFile("w", suffix=".kubeconfig", delete=False) as out:
+                    out.write(content)
+                    path = out.name
+            try:
+                return cls(config.new_client_from_config(config_file=path))
+            except Exception as error:
+                raise KubeConfigError(
+                    f"cannot load the kubeconfig from "
+                    f"{KUBECONFIG_CONTENT_SETTING if content else KUBECONFIG_SETTING}: {error}"
+                ) from error
+        if server:
+            from azure.identity import DefaultAzureCredential
+
+            configuration = client.Configuration()
+            configuration.host = server
+            configuration.ssl_ca_cert = settings.get(CA_SETTING) or None
+            credential = DefaultAzureCredential()
+
+            def refresh(conf: Any) -> None:
+                conf.api_key["authorization"] = credential.get_token(AKS_ENTRA_SCOPE).token
+
+            configuration.api_key_prefix["authorization"] = "Bearer"
+            configuration.refresh_api_key_hook = refresh
+            return cls(client.ApiClient(configuration))
+        raise KubeConfigError(
+            f"no Kubernetes connection: set {KUBECONFIG_SETTING} (a kubeconfig path), "
+            f"{KUBECONFIG_CONTENT_SETTING} (its content) or {SERVER_SETTING} (API server URL, "
+            "with an Entra ID token from the managed identity)"
+        )
+
+    def nodes(self) -> list[Node]:
+        """Every node, fresh from the API server."""
+        return [_node(raw) for raw in self._core.list_node().items]
+
+    def node(self, name: str) -> Node | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return _node(self._core.read_node(name))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def set_unschedulable(self, name: str, unschedulable: bool) -> None:
+        """Cordon (True) or uncordon (False) a node."""
+        self._core.patch_node(name, {"spec": {"unschedulable": unschedulable or None}})
+
+    def annotate(self, name: str, annotations: Mapping[str, str | None]) -> None:
+        """Set annotations on a node; None removes one."""
+        self._core.patch_node(name, {"metadata": {"annotations": dict(annotations)}})
+
+    def label(self, name: str, labels: Mapping[str, str | None]) -> None:
+        """Set labels on a node; None removes one."""
+        self._core.patch_node(name, {"metadata": {"labels": dict(labels)}})
+
+    def pods_on(self, node: str) -> list[Pod]:
+        """All pods bound to `node`, across namespaces, following the API's paging."""
+        pods: list[Pod] = []
+        token = None
+        while True:
+            page = self._core.list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={node}", limit=500, _continue=token
+            )
+            pods += [_pod(raw) for raw in page.items]
+            token = page.metadata._continue
+            if not token:
+                return pods
+
+    def pod_uid(self, namespace: str, name: str) -> str | None:
+        """The pod's current uid, or None when it is gone."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self._core.read_namespaced_pod(name, namespace).metadata.uid
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def evict(self, pod: Pod) -> EvictionResult:
+        """Ask the eviction API to remove the pod, so PodDisruptionBudgets hold."""
+        from kubernetes.client.exceptions import ApiException
+
+        body = self._client.V1Eviction(
+            metadata=self._client.V1ObjectMeta(name=pod.name, namespace=pod.namespace),
+            delete_options=self._client.V1DeleteOptions(
+                preconditions=self._client.V1Preconditions(uid=pod.uid)
+            ),
+        )
+        try:
+            self._core.create_namespaced_pod_eviction(pod.name, pod.namespace, body)
+        except ApiException as error:
+            if error.status == 429:
+                return EvictionResult.BUDGET
+            if error.status == 404 or error.status == 409:  # gone, or replaced (uid precondition)
+                return EvictionResult.GONE
+            if error.status == 500 and "more than one" in (error.body or ""):
+                return EvictionResult.MULTIPLE_BUDGETS
+            raise
+        return EvictionResult.EVICTED
+
+    def delete_pod(self, pod: Pod) -> None:
+        """Delete a completed pod directly (nothing to protect); a gone pod is fine."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self._core.delete_namespaced_pod(pod.name, pod.namespace)
+        except ApiException as error:
+            if error.status != 404:
+                raise

@@ -1,0 +1,138 @@
+"""Drain a node with `kubectl drain`'s semantics, as a resumable operation.
+
+`start_drain` cordons and annotates, then every `continue_drain` does one short round: fresh pod
+list, plan, evict what may go, and returns `Waiting` (call again after `delay`), `Drained` or
+`DrainFailed`. Nothing here blocks for minutes; the job machinery re-enqueues the state.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.adapters.kube import DRAINING_ANNOTATION, EvictionResult, Kube
+from shared.decide.drain import Action, DrainOptions, plan_drain
+
+ROUND_DELAY = timedelta(seconds=5)
+BUDGET_RETRY = timedelta(seconds=5)  # kubectl retries a 429 eviction after 5 s
+EVICTION_WORKERS = 16
+
+
+@dataclass
+class DrainState:
+    """Everything a later round needs; JSON-serialisable (`asdict` / `DrainState(**data)`)."""
+
+    node: str
+    started_at: str
+    deadline: str
+    options: dict[str, bool]
+    evicted: dict[str, str] = field(default_factory=dict)  # pod key -> uid we evicted
+    budget_blocked: list[str] = field(default_factory=list)  # pods held by a PDB last round
+    rounds: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Waiting:
+    state: DrainState
+    delay: timedelta
+    remaining: list[str]
+
+
+@dataclass(frozen=True)
+class Drained:
+    state: DrainState
+    evicted: list[str]
+    skipped: list[str]
+
+
+@dataclass(frozen=True)
+class DrainFailed:
+    state: DrainState
+    reason: str
+    remaining: list[str]  # each pod still there, with why
+
+
+DrainStep = Waiting | Drained | DrainFailed
+
+
+def start_drain(
+    kube: Kube,
+    node: str,
+    *,
+    now: datetime,
+    timeout: timedelta,
+    options: DrainOptions,
+    refuse_scale_down_disabled: bool = False,
+) -> DrainStep:
+    """Cordon and mark the node, then run the first round."""
+    found = kube.node(node)
+    state = DrainState(
+        node=node,
+        started_at=now.isoformat(),
+        deadline=(now + timeout).isoformat(),
+        options=asdict(options),
+    )
+    if found is None:
+        return DrainFailed(state, f"node {node} does not exist", [])
+    if refuse_scale_down_disabled and found.scale_down_disabled:
+        return DrainFailed(state, f"node {node} is annotated scale-down-disabled", [])
+    kube.set_unschedulable(node, True)
+    kube.annotate(node, {DRAINING_ANNOTATION: now.isoformat()})
+    return continue_drain(kube, state, now=now)
+
+
+def continue_drain(kube: Kube, state: DrainState, *, now: datetime) -> DrainStep:
+    """One round: re-read the node's pods, evict what may go, report progress."""
+    state.rounds += 1
+    options = DrainOptions(**state.options)
+    plan = plan_drain(kube.pods_on(state.node), options)
+    if plan.blocked:
+        return DrainFailed(state, "pods block the drain", plan.blockers())
+    for pod in plan.pods(Action.DELETE):
+        kube.delete_pod(pod)
+    held: list[str] = []
+    # Asked already means waiting for it to go; the rest are evicted together, as kubectl does.
+    asking = [p for p in plan.pods(Action.EVICT) if state.evicted.get(p.key) != p.uid]
+    with ThreadPoolExecutor(max_workers=EVICTION_WORKERS) as pool:
+        results = list(pool.map(kube.evict, asking))
+    for pod, result in zip(asking, results, strict=True):
+        if result is EvictionResult.EVICTED:
+            state.evicted[pod.key] = pod.uid
+        elif result is EvictionResult.BUDGET:
+            held.append(pod.key)
+        elif result is EvictionResult.MULTIPLE_BUDGETS:
+            return DrainFailed(state, f"cannot evict {pod.key}", [f"{pod.key}: {result.value}"])
+    state.budget_blocked = held
+    why = {Action.WAIT: "terminating", Action.DELETE: "completed, deleted"}
+    remaining = [
+        f"{d.pod.key}: "
+        + (
+            "held by its disruption budget"
+            if d.pod.key in held
+            else why.get(d.action, "evicted, waiting for it to go")
+        )
+        for d in plan.decisions
+        if d.action in (Action.EVICT, Action.WAIT, Action.DELETE)
+    ]
+    if not remaining:
+        return Drained(state, sorted(state.evicted), [p.key for p in plan.pods(Action.SKIP)])
+    if now >= datetime.fromisoformat(state.deadline):
+        return DrainFailed(state, f"drain of {state.node} timed out", remaining)
+    return Waiting(state, BUDGET_RETRY if held else ROUND_DELAY, remaining)
+
+
+def abort_drain(kube: Kube, node: str) -> str | None:
+    """Uncordon and unmark a node after a failed or cancelled drain; why not, if it could not."""
+    try:
+        if kube.node(node) is None:
+            return f"node {node} is gone; nothing to uncordon"
+        kube.set_unschedulable(node, False)
+        kube.annotate(node, {DRAINING_ANNOTATION: None})
+    except Exception as error:  # noqa: BLE001 - the caller records the reason (invariant 9)
+        return f"could not uncordon {node}: {error}"
+    return None

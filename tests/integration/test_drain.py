@@ -1,0 +1,272 @@
+"""The product's drain against the simulated cluster, through the real `kubernetes` client:
+kubectl's filter table, PodDisruptionBudgets, timeouts, uncordon on abort, and the same
+evictions as a real `kubectl drain`."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from shared.adapters.kube import DRAINING_ANNOTATION, Kube
+from shared.clock import FileClock
+from shared.decide.drain import DrainOptions
+from shared.flows.drain import (
+    Drained,
+    DrainFailed,
+    DrainStep,
+    Waiting,
+    abort_drain,
+    continue_drain,
+    start_drain,
+)
+from tests.simulator import RG, Simulator, scale_set, scenario
+
+VMSS = "aks-apps-22222222-vmss"
+NODE0 = "aks-apps-22222222-vmss000000"
+GROUP = {"elastisys.io/node-group": "apps"}
+ALL_FLAGS = DrainOptions(ignore_daemonsets=True, delete_emptydir_data=True, force=True)
+
+
+def _load(sim: Simulator, workloads: dict[str, Any], capacity: int = 2, **extra: Any) -> None:
+    sim.load(scenario(scale_set(VMSS, capacity, zones=[]), workloads=workloads, **extra))
+
+
+def _drive(sim: Simulator, step: DrainStep, limit: float = 30) -> DrainStep:
+    """Run rounds the way the job machinery will: wait the product delay, on the product clock."""
+    clock = FileClock(Path(sim.info["clock_file"]))
+    deadline = time.monotonic() + limit
+    while isinstance(step, Waiting) and time.monotonic() < deadline:
+        time.sleep(clock.real_seconds(step.delay))
+        step = continue_drain(sim.kube(), step.state, now=clock.now())
+    return step
+
+
+def _start(sim: Simulator, options: DrainOptions, timeout: float = 3600) -> DrainStep:
+    clock = FileClock(Path(sim.info["clock_file"]))
+    return start_drain(
+        sim.kube(), NODE0, now=clock.now(), timeout=timedelta(seconds=timeout), options=options
+    )
+
+
+def _pods(sim: Simulator, node: str) -> list[dict[str, Any]]:
+    view = requests.get(f"{sim.admin}/kube/pods", timeout=10).json()
+    return view["nodes"][node]["pods"]
+
+
+def _evicted(sim: Simulator) -> set[str]:
+    log = requests.get(f"{sim.admin}/kube/evictions", timeout=10).json()["evictions"]
+    return {f"{e['namespace']}/{e['pod']}" for e in log if e["outcome"] == "evicted"}
+
+
+MIXED = {
+    "deployments": [
+        {"name": "web", "replicas": 4, "node_selector": GROUP, "termination_grace_seconds": 30},
+        {"name": "cache", "replicas": 2, "node_selector": GROUP, "empty_dir": True},
+    ],
+    "daemonsets": [{"name": "kube-proxy"}],
+    "static_pods": [{"name": "node-exporter"}],
+    "pods": [
+        {"name": "debug", "node": NODE0},
+        {"name": "migration", "node": NODE0, "phase": "Succeeded"},
+    ],
+}
+
+
+def test_drain_follows_kubectls_filter_table(sim: Simulator) -> None:
+    _load(sim, MIXED)
+    kube: Kube = sim.kube()
+    before = {f"{p.namespace}/{p.name}": p for p in kube.pods_on(NODE0)}
+    terminating = next(k for k in before if k.startswith("default/web-"))
+    namespace, name = terminating.split("/")
+    kube._core.delete_namespaced_pod(name, namespace, grace_period_seconds=30)
+
+    result = _drive(sim, _start(sim, ALL_FLAGS))
+
+    assert isinstance(result, Drained), result
+    kinds = {key: pod.controller_kind for key, pod in before.items()}
+    # DaemonSet and mirror pods stay; everything else left, by eviction or deletion.
+    assert sorted(result.skipped) == sorted(
+        k for k, kind in kinds.items() if kind in ("DaemonSet", "Node")
+    )
+    expected = {
+        k
+        for k, p in before.items()
+        if p.controller_kind not in ("DaemonSet", "Node")
+        and p.phase == "Running"
+        and k != terminating
+    }
+    assert set(result.evicted) == expected == _evicted(sim)
+    assert "default/debug" in expected  # bare pod, only with force
+    assert any(k.startswith("default/cache-") for k in expected)  # emptyDir, only with the flag
+    left = {f"{p['namespace']}/{p['name']}" for p in _pods(sim, NODE0)}
+    assert left == set(result.skipped)  # the completed pod was deleted, the terminating one went
+    node = kube.node(NODE0)
+    assert node is not None and node.unschedulable and DRAINING_ANNOTATION in node.annotations
+
+
+def test_default_flags_refuse_bare_and_emptydir_pods_and_abort_uncordons(sim: Simulator) -> None:
+    _load(sim, MIXED)
+    result = _start(sim, DrainOptions())
+    assert isinstance(result, DrainFailed)
+    assert "default/debug: cannot delete Pods that declare no controller" in result.remaining
+    assert any("cannot delete Pods with local storage" in r for r in result.remaining)
+    assert _evicted(sim) == set()  # nothing touched before the plan allowed it
+    assert abort_drain(sim.kube(), NODE0) is None
+    node = sim.kube().node(NODE0)
+    assert node is not None and not node.unschedulable
+    assert DRAINING_ANNOTATION not in node.annotations
+
+
+def test_budget_holds_the_drain_until_a_replacement_is_ready_elsewhere(sim: Simulator) -> None:
+    # Both replicas start on the only node; a second node joins; the budget lets one go at a time.
+    _load(
+        sim,
+        {
+            "deployments": [
+                {"name": "api", "replicas": 2, "node_selector": GROUP, "pdb": {"min_available": 1}}
+            ]
+        },
+        capacity=1,
+    )
+    compute = sim.compute()
+    compute.virtual_machine_scale_sets.begin_update(RG, VMSS, {"sku": {"capacity": 2}}).result()
+    step = _start(sim, DrainOptions())
+    held_rounds = 0
+    clock = FileClock(Path(sim.info["clock_file"]))
+    while isinstance(step, Waiting):
+        held_rounds += bool(step.state.budget_blocked)
+        time.sleep(clock.real_seconds(step.delay))
+        step = continue_drain(sim.kube(), step.state, now=clock.now())
+    assert isinstance(step, Drained), step
+    assert held_rounds >= 1  # the second pod waited for the first one's replacement
+    assert len(step.evicted) == 2
+    log = requests.get(f"{sim.admin}/kube/evictions", timeout=10).json()["evictions"]
+    assert [e["outcome"] for e in log].count("blocked") >= 1
+
+
+def test_two_budgets_matching_one_pod_fail_the_drain_with_the_reason(sim: Simulator) -> None:
+    _load(
+        sim,
+        {
+            "deployments": [
+                {"name": "api", "replicas": 2, "node_selector": GROUP, "pdb": {"min_available": 1}}
+            ],
+            "pdbs": [{"name": "extra", "selector": {"app": "api"}, "max_unavailable": 1}],
+        },
+    )
+    result = _drive(sim, _start(sim, DrainOptions()))
+    assert isinstance(result, DrainFailed)
+    assert any("more than one PodDisruptionBudget" in r for r in result.remaining)
+
+
+def test_drain_times_out_naming_the_pods_still_there(sim: Simulator) -> None:
+    _load(
+        sim,
+        {
+            "deployments": [
+                {"name": "db", "replicas": 2, "node_selector": GROUP, "pdb": {"min_available": 2}}
+            ]
+        },
+        capacity=1,
+    )
+    result = _drive(sim, _start(sim, DrainOptions(), timeout=120))
+    assert isinstance(result, DrainFailed)
+    assert result.reason == f"drain of {NODE0} timed out"
+    assert len(result.remaining) == 2
+    assert all(r.endswith("held by its disruption budget") for r in result.remaining)
+    assert abort_drain(sim.kube(), NODE0) is None
+    assert not sim.kube().node(NODE0).unschedulable
+
+
+def _kubectl() -> str:
+    found = shutil.which("kubectl")
+    if found is None:
+        subprocess.run(
+            ["apt-get", "install", "-y", "kubernetes-client"], check=True, capture_output=True
+        )
+        found = shutil.which("kubectl")
+    assert found, "kubectl is needed for this test and could not be installed"
+    return found
+
+
+def test_product_and_kubectl_evict_the_same_pods(sim: Simulator) -> None:
+    workloads = {key: value for key, value in MIXED.items() if key != "pods"}
+    _load(sim, workloads)
+    completed = subprocess.run(
+        [
+            _kubectl(),
+            "--kubeconfig",
+            sim.info["kubeconfig"],
+            "--request-timeout=20s",
+            "drain",
+            NODE0,
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--timeout=60s",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    by_kubectl = _evicted(sim)
+
+    _load(sim, workloads)  # the same scenario again: the same pods, by name
+    result = _drive(sim, _start(sim, DrainOptions(delete_emptydir_data=True)))
+    assert isinstance(result, Drained), result
+    assert by_kubectl == _evicted(sim) == set(result.evicted)
+    assert by_kubectl  # not vacuous
+
+
+@pytest.mark.parametrize("missing", ["aks-apps-22222222-vmss00zzzz"])
+def test_drain_of_a_node_that_does_not_exist_fails_and_touches_nothing(
+    sim: Simulator, missing: str
+) -> None:
+    _load(sim, MIXED)
+    clock = FileClock(Path(sim.info["clock_file"]))
+    result = start_drain(
+        sim.kube(), missing, now=clock.now(), timeout=timedelta(minutes=5), options=DrainOptions()
+    )
+    assert isinstance(result, DrainFailed) and "does not exist" in result.reason
+
+
+def test_drain_for_removal_refuses_a_scale_down_disabled_node(sim: Simulator) -> None:
+    _load(sim, MIXED)
+    kube = sim.kube()
+    kube.annotate(NODE0, {"cluster-autoscaler.kubernetes.io/scale-down-disabled": "true"})
+    clock = FileClock(Path(sim.info["clock_file"]))
+    result = start_drain(
+        kube,
+        NODE0,
+        now=clock.now(),
+        timeout=timedelta(minutes=5),
+        options=DrainOptions(),
+        refuse_scale_down_disabled=True,
+    )
+    assert isinstance(result, DrainFailed) and "scale-down-disabled" in result.reason
+    assert not kube.node(NODE0).unschedulable  # refused before cordoning
+
+
+def test_labels_set_and_removed_and_kubeconfig_content_connects(sim: Simulator) -> None:
+    _load(sim, {})
+    content = Path(sim.info["kubeconfig"]).read_text()
+    kube = Kube.from_settings({"POOLKEEPER_KUBECONFIG_CONTENT": content})
+    kube.label(NODE0, {"poolkeeper.io/prototype": "true"})
+    assert kube.node(NODE0).labels["poolkeeper.io/prototype"] == "true"
+    kube.label(NODE0, {"poolkeeper.io/prototype": None})
+    assert "poolkeeper.io/prototype" not in kube.node(NODE0).labels
+
+
+def test_entra_mode_connects_with_a_managed_identity_token(sim: Simulator) -> None:
+    _load(sim, {})
+    kube = Kube.from_settings({"POOLKEEPER_KUBE_SERVER": sim.info["kube"]})
+    nodes = kube.nodes()
+    assert {n.name for n in nodes} == {NODE0, "aks-apps-22222222-vmss000001"}
+    assert all(n.ready and n.scale_set_instance for n in nodes)
