@@ -45,7 +45,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as state, running_simulator(Path(state)) as sim:
         sim.load(
             scenario(
-                scale_set(VMSS, 1, zones=[], sku="Standard_D16s_v5"), workloads=workloads, speed=SPEED
+                scale_set(VMSS, 1, zones=[], sku="Standard_D16s_v5"),
+                workloads=workloads,
+                speed=SPEED,
             )
         )
         compute = sim.compute()
