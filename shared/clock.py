@@ -16,6 +16,11 @@ from pathlib import Path
 from typing import Protocol
 
 CLOCK_FILE_SETTING = "POOLKEEPER_CLOCK_FILE"
+MAX_VISIBILITY_SECONDS = 7 * 24 * 3600  # Azure Storage queues: visibility timeout at most 7 days
+
+
+class ClockError(ValueError):
+    """The clock file named by POOLKEEPER_CLOCK_FILE is missing or malformed."""
 
 
 class Clock(Protocol):
@@ -58,14 +63,17 @@ class FileClock:
 
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._stamp: int | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._time: ScaledTime | None = None
 
     def _current(self) -> ScaledTime:
         try:
-            stamp = os.stat(self._path).st_mtime_ns
+            # The writer replaces the file (new inode) each time: two publishes within one
+            # mtime tick must still be seen.
+            info = os.stat(self._path)
+            stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
         except OSError as error:
-            raise ValueError(f"clock file {self._path} is unreadable: {error}") from error
+            raise ClockError(f"clock file {self._path} is unreadable: {error}") from error
         if stamp != self._stamp or self._time is None:
             self._time = read_clock_file(self._path)
             self._stamp = stamp
@@ -86,9 +94,9 @@ def read_clock_file(path: Path) -> ScaledTime:
         speed = float(data["speed"])
         wall_at = float(data["wall_at"])
     except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"clock file {path} is unreadable: {error}") from error
+        raise ClockError(f"clock file {path} is unreadable: {error}") from error
     if product_at.tzinfo is None or not math.isfinite(speed) or speed <= 0:
-        raise ValueError(f"clock file {path} needs a timezone-aware product_at and a speed > 0")
+        raise ClockError(f"clock file {path} needs a timezone-aware product_at and a speed > 0")
     return ScaledTime(product_at=product_at, wall_at=wall_at, speed=speed)
 
 
@@ -105,6 +113,12 @@ def write_clock_file(path: Path, scaled: ScaledTime) -> None:
         )
     )
     os.replace(tmp, path)
+
+
+def visibility_timeout(clock: Clock, delay: timedelta) -> int:
+    """A product-time delay as a queue visibility timeout: whole seconds, rounded up, at most 7
+    days. Rounding up keeps a short delay at a high clock speed from becoming "now"."""
+    return min(MAX_VISIBILITY_SECONDS, math.ceil(clock.real_seconds(delay)))
 
 
 def clock_from_settings(settings: Mapping[str, str]) -> Clock:

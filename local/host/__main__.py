@@ -29,7 +29,7 @@ from local.host.queues import QueueListener
 from local.host.schedule import parse_schedule
 from local.host.timers import TimerRunner
 from shared.adapters.storage import StorageAccount, StorageConfigError
-from shared.clock import clock_from_settings
+from shared.clock import ClockError, clock_from_settings
 
 log = logging.getLogger("Host")
 
@@ -50,9 +50,32 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 
 def _local_port(root: Path) -> int:
     path = root / "local.settings.json"
-    if path.exists():
+    if not path.exists():
+        return 7071
+    try:
         return int(json.loads(path.read_text()).get("Host", {}).get("LocalHttpPort", 7071))
-    return 7071
+    except (ValueError, TypeError, AttributeError) as error:
+        raise HostConfigError(f"{path}: Host.LocalHttpPort is unreadable ({error})") from error
+
+
+RESTART_DELAY = 5.0
+
+
+async def supervise(runner: Any) -> None:
+    """Keep a trigger runner going: a crash is logged and the runner restarted, as the host
+    keeps serving HTTP when one listener fails."""
+    while True:
+        try:
+            await runner.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "Trigger runner for 'Functions.%s' failed; restarting in %.0f s",
+                runner.function.name,
+                RESTART_DELAY,
+            )
+            await asyncio.sleep(RESTART_DELAY)
 
 
 async def serve(root: Path, port: int, bind: str) -> int:
@@ -96,7 +119,11 @@ async def serve(root: Path, port: int, bind: str) -> int:
     app = build_app(config, functions)
     web_runner = web.AppRunner(app, access_log=None)
     await web_runner.setup()
-    await web.TCPSite(web_runner, bind, port).start()
+    try:
+        await web.TCPSite(web_runner, bind, port).start()
+    except OSError as error:
+        await web_runner.cleanup()
+        raise HostConfigError(f"cannot listen on {bind}:{port}: {error.strerror}") from error
     base_url = f"http://{bind}:{port}"
     print(describe(config, base_url, functions), flush=True)
 
@@ -104,18 +131,14 @@ async def serve(root: Path, port: int, bind: str) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    tasks = [asyncio.create_task(runner.run()) for runner in runners]
-    waiter = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
-    crashed = [task.exception() for task in done if task is not waiter and task.exception()]
-    for error in crashed:
-        log.error("A trigger runner failed, stopping the host: %r", error)
+    tasks = [asyncio.create_task(supervise(runner)) for runner in runners]
+    await stop.wait()
     log.info("Stopping the host")
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     await web_runner.cleanup()
-    return 1 if crashed else 0
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     root = args.root.resolve()
     try:
         return asyncio.run(serve(root, args.port or _local_port(root), args.bind))
-    except (HostConfigError, StorageConfigError) as error:
+    except (HostConfigError, StorageConfigError, ClockError) as error:
         print(f"local host: {error}", file=sys.stderr)
         return 2
 

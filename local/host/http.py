@@ -19,7 +19,7 @@ from aiohttp import web
 from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
-from local.host.config import HostConfig
+from local.host.config import HostConfig, HostConfigError
 from local.host.functions import HostedFunction
 from local.host.routes import Route, compile_route
 
@@ -45,9 +45,11 @@ def http_functions(functions: Iterable[HostedFunction]) -> list[HttpFunction]:
             frozenset(str(getattr(m, "value", m)).upper() for m in trigger.methods or ()) or None
         )
         level = str(getattr(trigger.auth_level, "value", trigger.auth_level) or "function").lower()
-        compiled.append(
-            HttpFunction(hosted, compile_route(trigger.route or hosted.name), methods, level)
-        )
+        try:
+            route = compile_route(trigger.route or hosted.name)
+        except ValueError as error:
+            raise HostConfigError(f"function {hosted.name!r}: {error}") from error
+        compiled.append(HttpFunction(hosted, route, methods, level))
     return sorted(compiled, key=lambda f: (f.route.template.count("{"), -len(f.route.template)))
 
 
@@ -56,7 +58,8 @@ def _key_of(request: web.Request) -> str:
 
 
 def _matches(given: str, keys: Iterable[str]) -> bool:
-    return bool(given) and any(hmac.compare_digest(given, key) for key in keys)
+    # Bytes: compare_digest refuses non-ASCII str, and a key like "é" must be a 401, not a 500.
+    return bool(given) and any(hmac.compare_digest(given.encode(), key.encode()) for key in keys)
 
 
 def authorised(level: str, request: web.Request, config: HostConfig) -> bool:

@@ -125,7 +125,11 @@ class QueueListener:
                 timeout=self.timeout,
             )
         except Exception:  # noqa: BLE001 - a failed invocation is the retry rule's input
-            if message.dequeue_count >= self.options.max_dequeue_count:
+            if self.poison is None:
+                # No poison queue to fall back on: the host leaves the message invisible rather
+                # than risk a fast retry loop.
+                log.error("Message %s on '%s' failed; left invisible", message.id, self.queue_name)
+            elif message.dequeue_count >= self.options.max_dequeue_count:
                 await asyncio.to_thread(self._to_poison, message)
             else:
                 await asyncio.to_thread(

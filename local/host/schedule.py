@@ -6,7 +6,7 @@ Pure: `next_after(t)` on product time; used by `local.host.timers`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
 
@@ -20,6 +20,8 @@ class CronSchedule:
     def next_after(self, moment: datetime) -> datetime:
         # NCrontab requires day-of-month AND day-of-week to match (croniter defaults to OR).
         six = len(self.expression.split()) == 6
+        # Azure evaluates NCRONTAB in UTC (unless WEBSITE_TIME_ZONE is set, which we do not model).
+        moment = moment.astimezone(UTC)
         return croniter(self.expression, moment, day_or=False, second_at_beginning=six).get_next(
             datetime
         )

@@ -32,30 +32,62 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
 
+STORE_OPTIONS: dict[str, Any] = {"connection_timeout": 2, "read_timeout": 5, "retry_total": 1}
+
+
 @dataclass
 class StatusStore:
-    """Reads and writes one timer's schedule status blob."""
+    """Reads and writes one timer's schedule status blob; storage trouble never stops a timer."""
 
     account: StorageAccount
     blob_name: str
 
     def _client(self) -> Any:
-        return self.account.blob_service().get_blob_client(CONTAINER, self.blob_name)
+        service = self.account.blob_service(**STORE_OPTIONS)
+        return service.get_blob_client(CONTAINER, self.blob_name)
 
     def read(self) -> dict[str, str] | None:
+        """The stored status, or None when there is none or it cannot be read (as the host's
+        GetSafeStatusAsync: the timer then runs as if it had no history)."""
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            return json.loads(self._client().download_blob().readall())
+            data = json.loads(self._client().download_blob().readall())
+            return {key: data[key] for key in ("Last", "Next", "LastUpdated")}
         except ResourceNotFoundError:
+            return None
+        except Exception as error:  # noqa: BLE001 - logged; a timer must keep its schedule
+            log.warning("Reading timer status %s failed: %s", self.blob_name, error)
             return None
 
     def write(self, status: dict[str, str]) -> None:
         from azure.core.exceptions import ResourceExistsError
 
-        with contextlib.suppress(ResourceExistsError):
-            self.account.blob_service().create_container(CONTAINER)
-        self._client().upload_blob(json.dumps(status), overwrite=True)
+        try:
+            with contextlib.suppress(ResourceExistsError):
+                self.account.blob_service(**STORE_OPTIONS).create_container(CONTAINER)
+            self._client().upload_blob(json.dumps(status), overwrite=True)
+        except Exception as error:  # noqa: BLE001 - logged; a timer must keep its schedule
+            log.warning("Writing timer status %s failed: %s", self.blob_name, error)
+
+
+def past_due(schedule: Schedule, status: dict[str, str] | None, now: datetime) -> bool:
+    """The host's CheckPastDueAsync: the recorded next run has passed, and the schedule is the
+    one that recorded it (a changed schedule, whose Next is not what Last implies, is not)."""
+    if status is None:
+        return False
+    recorded = datetime.fromisoformat(status["Next"])
+    basis = next(
+        (
+            datetime.fromisoformat(status[key])
+            for key in ("Last", "LastUpdated")
+            if status.get(key) and status[key] != NEVER
+        ),
+        None,
+    )
+    if basis is not None and schedule.next_after(basis) != recorded:
+        return False
+    return now > recorded
 
 
 class TimerRunner:
@@ -105,17 +137,24 @@ class TimerRunner:
         """Past-due catch-up or run-on-startup first, then every occurrence of the schedule."""
         now = self.clock.now()
         status = await asyncio.to_thread(self.store.read) if self.store else None
-        upcoming = self.schedule.next_after(now)
-        if self.store is not None and status is None:
-            status = await self._record(NEVER, upcoming)
-        if status is not None and datetime.fromisoformat(status["Next"]) < now:
+        if past_due(self.schedule, status, now):
+            assert status is not None
             log.info(
                 "Timer 'Functions.%s' is past due (was due %s)", self.function.name, status["Next"]
             )
             await self._fire(past_due=True, status=status, reason="Timer fired late (past due)")
-            status = await self._record(status["Next"], upcoming)
-        elif self.function.trigger.run_on_startup:
-            await self._fire(past_due=False, status=status, reason="RunOnStartup")
+            status = await self._record(_iso(now), self.schedule.next_after(self.clock.now()))
+        else:
+            if self.store is not None and (
+                status is None or datetime.fromisoformat(status["Next"]) <= now
+            ):
+                # No history, or a changed schedule: record the next run from now, not past due.
+                last = status["Last"] if status else NEVER
+                status = await self._record(last, self.schedule.next_after(now))
+            if self.function.trigger.run_on_startup:
+                await self._fire(past_due=False, status=status, reason="RunOnStartup")
+                status = await self._record(_iso(now), self.schedule.next_after(self.clock.now()))
+        upcoming = self.schedule.next_after(self.clock.now())
         while True:
             log.info("Timer 'Functions.%s' next occurrence %s", self.function.name, _iso(upcoming))
             await self._sleep_until(upcoming)

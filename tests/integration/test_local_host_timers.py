@@ -53,33 +53,62 @@ def test_timers_run_on_the_product_clock(start_host, azurite, tmp_path: Path) ->
     assert lasts[1] - lasts[0] == timedelta(minutes=1)
 
 
-def test_missed_occurrence_runs_once_at_start_up_as_past_due(start_host, azurite) -> None:
+def _status_container(azurite):
     blobs = BlobServiceClient.from_connection_string(azurite.connection_string)
     container = blobs.get_container_client("azure-webjobs-hosts")
     if not container.exists():
         container.create_container()
-    yesterday = datetime.now(UTC) - timedelta(days=1)
-    container.upload_blob(
-        STATUS_BLOB,
-        json.dumps(
-            {
-                "Last": (yesterday - timedelta(days=1)).isoformat(),
-                "Next": yesterday.isoformat(),
-                "LastUpdated": yesterday.isoformat(),
-            }
-        ),
-        overwrite=True,
-    )
+    return container
+
+
+def _midnight(days_ago: int) -> datetime:
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=days_ago)
+
+
+def test_missed_occurrence_runs_once_at_start_up_as_past_due(start_host, azurite) -> None:
+    # Last ran two midnights ago; yesterday's midnight was missed (the host was down).
+    container = _status_container(azurite)
+    last, missed = _midnight(2), _midnight(1)
+    recorded = {
+        "Last": last.isoformat(),
+        "Next": missed.isoformat(),
+        "LastUpdated": last.isoformat(),
+    }
+    container.upload_blob(STATUS_BLOB, json.dumps(recorded), overwrite=True)
 
     host = start_host(settings=_settings(azurite, "0 0 0 * * *"))
     ticks = _ticks(host.wait_for_records(lambda r: len(_ticks(r)) >= 1, timeout=15))
     time.sleep(1)
     assert len(_ticks(host.records())) == 1
     assert ticks[0]["past_due"] is True
-    assert ticks[0]["status"]["Next"] == yesterday.isoformat()
+    assert ticks[0]["status"] == recorded  # the function sees the status from before the run
     status = json.loads(container.download_blob(STATUS_BLOB).readall())
+    assert datetime.fromisoformat(status["Next"]) == _midnight(-1)
+    assert datetime.fromisoformat(status["Last"]) > missed  # the invocation time
+    container.delete_blob(STATUS_BLOB)
+
+
+def test_changed_schedule_is_not_past_due_and_gets_a_fresh_next_run(start_host, azurite) -> None:
+    # The status was written by a daily schedule; the setting now says every hour at :30.
+    container = _status_container(azurite)
+    recorded = {
+        "Last": _midnight(2).isoformat(),
+        "Next": _midnight(1).isoformat(),
+        "LastUpdated": _midnight(2).isoformat(),
+    }
+    container.upload_blob(STATUS_BLOB, json.dumps(recorded), overwrite=True)
+
+    host = start_host(settings=_settings(azurite, "0 30 * * * *"))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status = json.loads(container.download_blob(STATUS_BLOB).readall())
+        if status != recorded:
+            break
+        time.sleep(0.1)
     upcoming = datetime.fromisoformat(status["Next"])
-    assert upcoming > datetime.now(UTC) and (upcoming.hour, upcoming.minute) == (0, 0)
+    assert upcoming > datetime.now(UTC) and upcoming.minute == 30
+    assert _ticks(host.records()) == []
     container.delete_blob(STATUS_BLOB)
 
 

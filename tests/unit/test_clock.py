@@ -18,6 +18,7 @@ from shared.clock import (
     SystemClock,
     clock_from_settings,
     read_clock_file,
+    visibility_timeout,
     write_clock_file,
 )
 
@@ -186,14 +187,40 @@ def test_file_clock_picks_up_a_rewritten_file(tmp_path: Path, frozen_wall: None)
     assert file_clock.real_seconds(timedelta(minutes=10)) == 5.0
 
 
-def test_file_clock_rereads_only_when_the_mtime_changes(tmp_path: Path, frozen_wall: None) -> None:
+def test_file_clock_sees_a_replaced_file_even_within_one_mtime_tick(
+    tmp_path: Path, frozen_wall: None
+) -> None:
+    # The simulator publishes by os.replace (a new inode); two publishes may share an mtime.
     path = tmp_path / "clock.json"
     write(path, NEW_YEAR, wall_at=1000.0, speed=60, mtime_ns=1_000_000_000)
     file_clock = FileClock(path)
     assert file_clock.now() == NEW_YEAR
 
-    write(path, NEW_YEAR + timedelta(days=3), wall_at=1000.0, speed=60, mtime_ns=1_000_000_000)
-    assert file_clock.now() == NEW_YEAR
+    jumped = NEW_YEAR + timedelta(days=3)
+    write(path, jumped, wall_at=1000.0, speed=60, mtime_ns=1_000_000_000)
+    assert file_clock.now() == jumped
+
+
+def test_file_clock_does_not_reread_an_unchanged_file(
+    tmp_path: Path, frozen_wall: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "clock.json"
+    write(path, NEW_YEAR, wall_at=1000.0, speed=60, mtime_ns=1_000_000_000)
+    file_clock = FileClock(path)
+    file_clock.now()
+    reads: list[Path] = []
+    monkeypatch.setattr(clock, "read_clock_file", lambda p: reads.append(p) or None)
+    for _ in range(3):
+        assert file_clock.now() == NEW_YEAR
+    assert reads == []
+
+
+def test_visibility_timeout_rounds_up_and_caps_at_seven_days() -> None:
+    fast = ScaledTime(product_at=NEW_YEAR, wall_at=0.0, speed=60)
+    assert visibility_timeout(fast, timedelta(seconds=30)) == 1  # 0.5 s is not "now"
+    assert visibility_timeout(fast, timedelta(minutes=10)) == 10
+    assert visibility_timeout(SystemClock(), timedelta(days=30)) == 7 * 24 * 3600
+    assert visibility_timeout(SystemClock(), timedelta(0)) == 0
 
 
 # --- clock_from_settings ----------------------------------------------------------------------
