@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,14 @@ def _start(
         )
 
 
-def _simulator(scenario: Path, logs: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
-    """Start `python -m local.sim` and read its endpoint line."""
+class StackError(RuntimeError):
+    """A part of the stack did not start; the message says which and where its log is."""
+
+
+def _simulator(
+    scenario: Path, logs: Path, running: ExitStack, stopping: Callable[[], bool]
+) -> dict[str, Any]:
+    """Start `python -m local.sim` (stopped with the stack) and read its endpoint line."""
     line_file = logs / "sim.json"
     line_file.unlink(missing_ok=True)
     with open(line_file, "wb") as out, open(logs / "sim.log", "ab") as err:
@@ -63,20 +70,40 @@ def _simulator(scenario: Path, logs: Path) -> tuple[subprocess.Popen[bytes], dic
             stderr=err,
             start_new_session=True,
         )
-    wait_until(
-        lambda: line_file.stat().st_size > 0,
-        timeout=30,
-        what=f"Azure simulator (log: {logs / 'sim.log'})",
-        process=process,
+    running.callback(stop_group, process)
+    _wait(
+        lambda: stopping() or line_file.stat().st_size > 0,
+        30,
+        f"Azure simulator (log: {logs / 'sim.log'})",
+        process,
     )
-    return process, json.loads(line_file.read_text().splitlines()[0])
+    if stopping():
+        return {}
+    try:
+        return json.loads(line_file.read_text().splitlines()[0]) | {"process": process}
+    except (ValueError, IndexError) as error:
+        raise StackError(
+            f"Azure simulator printed no endpoint line (log: {logs / 'sim.log'})"
+        ) from error
+
+
+def _wait(
+    ready: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen[bytes]
+) -> None:
+    try:
+        wait_until(ready, timeout=timeout, what=what, process=process)
+    except (RuntimeError, TimeoutError) as error:
+        raise StackError(str(error)) from error
 
 
 def _pools_file(scenario: Path, logs: Path) -> Path:
     """The scenario's Poolkeeper configuration, written where the product reads it."""
-    pools = json.loads(scenario.read_text()).get("pools")
+    try:
+        pools = json.loads(scenario.read_text()).get("pools")
+    except (OSError, ValueError, AttributeError) as error:
+        raise StackError(f"scenario {scenario} cannot be read: {error}") from error
     if not pools:
-        raise SystemExit(f"scenario {scenario} has no 'pools' section for Poolkeeper")
+        raise StackError(f"scenario {scenario} has no 'pools' section for Poolkeeper")
     path = logs / "pools.json"
     path.write_text(json.dumps(pools, indent=2))
     return path
@@ -93,6 +120,9 @@ def host_settings(
             "POOLKEEPER_LOCAL_FUNCTION_KEYS": function_key,
             "POOLKEEPER_LOCAL_MASTER_KEY": master_key,
             "POOLKEEPER_POOLS_FILE": str(pools),
+            # Blank counts as unset, and the environment wins over local.settings.json: a
+            # POOLKEEPER_POOLS there must not clash with the scenario's pools.
+            "POOLKEEPER_POOLS": "",
             "POOLKEEPER_CLOCK_FILE": sim["clock_file"],
             "POOLKEEPER_ARM_ENDPOINT": sim["arm"],
             "POOLKEEPER_METRICS_ENDPOINT": sim["metrics"],
@@ -133,11 +163,29 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port or free_port()
     function_key = os.environ.get("POOLKEEPER_LOCAL_FUNCTION_KEYS") or secrets.token_urlsafe(24)
     master_key = os.environ.get("POOLKEEPER_LOCAL_MASTER_KEY") or secrets.token_urlsafe(24)
+    try:
+        return _run(scenario, logs, port, function_key, master_key, lambda: stopping)
+    except (StackError, OSError) as error:
+        print(f"local stack: {error}", file=sys.stderr)
+        return 1
+
+
+def _run(
+    scenario: Path,
+    logs: Path,
+    port: int,
+    function_key: str,
+    master_key: str,
+    stopping: Callable[[], bool],
+) -> int:
+    """Start the parts in order; whatever was started is stopped on every way out."""
     with ExitStack() as running:
         pools = _pools_file(scenario, logs)
         azurite = running.enter_context(Azurite(log=logs / "azurite.log"))
-        sim_process, sim = _simulator(scenario, logs)
-        running.callback(stop_group, sim_process)
+        sim = _simulator(scenario, logs, running, stopping)
+        if stopping():
+            return 0
+        sim_process = sim.pop("process")
         host = _start(
             [sys.executable, "-m", "local.host", "--root", str(ROOT), "--port", str(port)],
             logs / "host.log",
@@ -145,48 +193,48 @@ def main(argv: list[str] | None = None) -> int:
         )
         running.callback(stop_group, host)
         base = f"http://127.0.0.1:{port}"
-        wait_until(
-            lambda: stopping or _answers(f"{base}/admin/host/ping"),
-            timeout=60,
-            what=f"local host (log: {logs / 'host.log'})",
-            process=host,
+        _wait(
+            lambda: stopping() or _answers(f"{base}/admin/host/ping"),
+            60,
+            f"local host (log: {logs / 'host.log'})",
+            host,
         )
-        if not stopping:
-            print(
-                json.dumps(
-                    {
-                        "host": base,
-                        "arm": sim["arm"],
-                        "metrics": sim["metrics"],
-                        "logs": sim["logs"],
-                        "admin": sim["admin"],
-                        "ca_cert": sim["ca_cert"],
-                        "kube": sim["kube"],
-                        "kubeconfig": sim["kubeconfig"],
-                        "storage": azurite.connection_string,
-                        "function_key": function_key,
-                        "master_key": master_key,
-                        "subscription": sim["subscription"],
-                        "identity_endpoint": sim["identity_endpoint"],
-                        "identity_header": sim["identity_header"],
-                        "clock_file": sim["clock_file"],
-                        "log_dir": str(logs),
-                    }
-                ),
-                flush=True,
-            )
-            print(
-                f"Poolkeeper is up: {base}/api/health, simulator admin {sim['admin']}/state "
-                f"(logs in {logs}); Ctrl-C stops it",
-                file=sys.stderr,
-                flush=True,
-            )
-        while not stopping and host.poll() is None and sim_process.poll() is None:
+        if stopping():
+            return 0
+        print(
+            json.dumps(
+                {
+                    "host": base,
+                    "arm": sim["arm"],
+                    "metrics": sim["metrics"],
+                    "logs": sim["logs"],
+                    "admin": sim["admin"],
+                    "ca_cert": sim["ca_cert"],
+                    "kube": sim["kube"],
+                    "kubeconfig": sim["kubeconfig"],
+                    "storage": azurite.connection_string,
+                    "function_key": function_key,
+                    "master_key": master_key,
+                    "subscription": sim["subscription"],
+                    "identity_endpoint": sim["identity_endpoint"],
+                    "identity_header": sim["identity_header"],
+                    "clock_file": sim["clock_file"],
+                    "log_dir": str(logs),
+                }
+            ),
+            flush=True,
+        )
+        print(
+            f"Poolkeeper is up: {base}/api/health, simulator admin {sim['admin']}/state "
+            f"(logs in {logs}); Ctrl-C stops it",
+            file=sys.stderr,
+            flush=True,
+        )
+        while not stopping() and host.poll() is None and sim_process.poll() is None:
             time.sleep(0.2)
-        if not stopping:
+        if not stopping():
             which = "local host" if host.poll() is not None else "Azure simulator"
-            print(f"{which} exited unexpectedly; see the logs in {logs}", file=sys.stderr)
-            return 1
+            raise StackError(f"{which} exited unexpectedly; see the logs in {logs}")
     return 0
 
 

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import requests
 from azure.storage.blob import BlobServiceClient
 
 from shared.clock import ScaledTime, write_clock_file
@@ -146,3 +147,18 @@ def test_invalid_schedule_stops_the_host_naming_the_function(start_host, azurite
     host = start_host(settings=_settings(azurite, "61 * * * * *"), wait=False)
     assert host.process.wait(timeout=30) == 2
     assert "timer 'tick'" in host.log.read_text()
+
+
+def test_storage_outage_does_not_stop_timers_or_http(start_host, tmp_path) -> None:
+    from local.azurite import Azurite
+
+    clock = _clock(tmp_path, datetime(2026, 1, 1, tzinfo=UTC), speed=120)
+    with Azurite() as own:
+        host = start_host(settings=_settings(own, "0 * * * * *") | {"POOLKEEPER_CLOCK_FILE": clock})
+        host.wait_for_records(lambda r: len(_ticks(r)) >= 1, timeout=15)
+    # Azurite is gone: status writes fail, the schedule and the HTTP front door go on.
+    before = len(_ticks(host.records()))
+    host.wait_for_records(lambda r: len(_ticks(r)) >= before + 2, timeout=30)
+    assert host.process.poll() is None
+    assert requests.get(f"{host.url}/api/open", timeout=5).status_code == 200
+    assert "Writing timer status" in host.log.read_text()

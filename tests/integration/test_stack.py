@@ -44,7 +44,15 @@ def _alive(pid: int) -> bool:
 def test_stack_prints_endpoints_serves_health_and_stops_everything_on_sigterm(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POOLKEEPER_", "AzureWebJobs"))}
     stack = subprocess.Popen(
-        [sys.executable, "-m", "local.stack", "--logs", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "local.stack",
+            "--scenario",
+            "local/scenarios/small.json",
+            "--logs",
+            str(tmp_path),
+        ],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -98,3 +106,41 @@ def test_stack_prints_endpoints_serves_health_and_stops_everything_on_sigterm(tm
     while time.monotonic() < deadline and any(_alive(pid) for pid in children):
         time.sleep(0.1)
     assert not [pid for pid in children if _alive(pid)]
+
+
+def test_stack_that_cannot_start_says_why_and_leaves_nothing_behind(tmp_path) -> None:
+    # A scenario the simulator rejects (a VM size it does not know): the stack has already
+    # started Azurite and the simulator by then, and must stop them.
+    data = json.loads((ROOT / "local/scenarios/small.json").read_text())
+    data["scale_sets"][0]["sku"] = "Standard_Imaginary_v9"
+    scenario = tmp_path / "bad.json"
+    scenario.write_text(json.dumps(data))
+    stack = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "local.stack",
+            "--scenario",
+            str(scenario),
+            "--logs",
+            str(tmp_path / "logs"),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    seen: set[int] = set()
+    while stack.poll() is None:
+        seen |= _descendants(stack.pid)
+        time.sleep(0.05)
+    assert stack.returncode == 1
+    stderr = stack.stderr.read()
+    assert stderr.startswith("local stack: Azure simulator (log: ")
+    assert "sim.log) exited with code 2 before it was ready" in stderr
+    assert "Standard_Imaginary_v9" in (tmp_path / "logs" / "sim.log").read_text()
+    assert seen  # Azurite was running
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_alive(pid) for pid in seen):
+        time.sleep(0.1)
+    assert not [pid for pid in seen if _alive(pid)]
