@@ -174,6 +174,7 @@ def parse_scenario(data: Any, *, source: str) -> Scenario:
     except ValidationError as error:
         problems = [
             f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+            + (f" (got {e['input']!r})" if not isinstance(e.get("input"), dict | list) else "")
             for e in error.errors()
         ]
         raise ScenarioError(f"scenario {source} is invalid:\n  " + "\n  ".join(problems)) from None
