@@ -107,6 +107,7 @@ def running_simulator(state_dir: Path, scenario_file: Path | None = None) -> Ite
     if scenario_file is None:
         scenario_file = state_dir / "scenario.json"
         scenario_file.write_text(json.dumps(scenario()))
+    log = open(state_dir / "sim.log", "wb")  # noqa: SIM115 - closed in the finally below
     process = subprocess.Popen(
         [
             sys.executable,
@@ -119,14 +120,16 @@ def running_simulator(state_dir: Path, scenario_file: Path | None = None) -> Ite
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        # A file, not a pipe: nobody reads stderr while tests run, and a full pipe blocks.
+        stderr=log,
         start_new_session=True,
     )
     saved = {k: os.environ.get(k) for k in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER")}
     try:
         line = process.stdout.readline() if process.stdout else b""
         if not line:
-            raise RuntimeError(f"simulator did not start: {process.stderr.read().decode()}")
+            process.wait(timeout=10)
+            raise RuntimeError(f"simulator did not start: {(state_dir / 'sim.log').read_text()}")
         info = json.loads(line)
         # azure-identity reads these when it fetches a token, not only when it is built.
         os.environ["IDENTITY_ENDPOINT"] = info["identity_endpoint"]
@@ -134,6 +137,7 @@ def running_simulator(state_dir: Path, scenario_file: Path | None = None) -> Ite
         yield Simulator(info, process)
     finally:
         stop_group(process)
+        log.close()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)

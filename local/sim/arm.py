@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ from aiohttp import web
 from local.sim.scenario import Fault
 from local.sim.world import ArmError, Instance, Operation, ScaleSet, World, fault_message
 
+log = logging.getLogger("sim.arm")
 PREFIX = r"/subscriptions/(?P<sub>[^/]+)"
 RG = PREFIX + r"/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.Compute"
 VMSS = RG + r"/virtualMachineScaleSets/(?P<vmss>[^/]+)"
@@ -292,7 +294,9 @@ async def write_scale_set(call: Call) -> web.Response:
     call.world.check_etag(
         scale_set, call.request.headers.get("If-Match"), call.request.headers.get("If-None-Match")
     )
-    body = call.body if isinstance(call.body, dict) else {}
+    if call.body is not None and not isinstance(call.body, dict):
+        raise ArmError(400, "InvalidRequestContent", "The request content must be a JSON object.")
+    body = call.body or {}
     put = call.request.method == "PUT"  # PUT replaces the model: absent tags are removed
     sku = body.get("sku") or {}
     if sku.get("name") and sku["name"] != scale_set.spec.sku:
@@ -306,6 +310,8 @@ async def write_scale_set(call: Call) -> web.Response:
         raise ArmError(400, "InvalidParameter", "The value of parameter sku.capacity is invalid.")
     profile = (body.get("properties") or {}).get("virtualMachineProfile") or {}
     image = (profile.get("storageProfile") or {}).get("imageReference")
+    if image is not None and not isinstance(image, dict):
+        raise ArmError(400, "InvalidParameter", "imageReference must be an object.")
     if image is not None:
         if image.get("id") and call.world.resource(image["id"]) is None:
             raise ArmError(
@@ -364,7 +370,10 @@ async def list_vms(call: Call) -> web.Response:
     scale_set = _scale_set(call)
     expand = call.request.query.get("$expand", "").lower() == "instanceview"
     size = call.world.scenario.page_size
-    after = int(call.request.query.get("$skiptoken", "-1"))
+    token = call.request.query.get("$skiptoken", "-1")
+    if not token.lstrip("-").isdigit():
+        raise ArmError(400, "InvalidParameter", f"The skip token '{token}' is not valid.")
+    after = int(token)
     ordered = sorted(i for i in scale_set.instances if i > after)
     page = ordered[:size]
     items = ",".join(
@@ -839,6 +848,12 @@ async def handle(
         response = await handler(Call(request, world, match, operation, fault, body))
     except ArmError as error:
         response = _json(error.body(), error.status, headers=error.headers)
+    except Exception as error:
+        log.exception("Unexpected error in %s", operation)
+        response = _json(
+            {"error": {"code": "InternalServerError", "message": f"Simulator error: {error!r}"}},
+            500,
+        )
     for key, value in (rate_headers | ids).items():
         response.headers.setdefault(key, value)
     return response

@@ -5,6 +5,7 @@ Called by the `health` HTTP function; answers what an on-call engineer checks fi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,8 @@ from shared import __version__
 from shared.adapters.storage import StorageAccount, StorageConfigError, probe_services
 from shared.clock import CLOCK_FILE_SETTING, clock_from_settings
 from shared.config import ConfigError, load_config
+
+log = logging.getLogger("poolkeeper.health")
 
 
 @dataclass(frozen=True)
@@ -51,28 +54,44 @@ def _clock_check(settings: Mapping[str, str]) -> dict[str, Any]:
 
 
 def health_report(settings: Mapping[str, str]) -> HealthReport:
-    """Check configuration and the queue, table and blob services; name whatever failed."""
+    """Check configuration, clock and the queue, table and blob services; name what failed.
+
+    The answer is anonymous, so it names the failing parts only; the details (endpoints,
+    configuration problems, error text) go to the log, once, for the on-call engineer.
+    """
     config = _config_check(settings)
     storage = _storage_check(settings)
     clock = _clock_check(settings)
-    problems = [] if config["ok"] else ["configuration is invalid"]
+    summary: list[str] = [] if config["ok"] else ["configuration is invalid"]
+    details: list[str] = [] if config["ok"] else [config["error"]]
     if not clock["ok"]:
-        problems.append(clock["error"])
+        summary.append("the clock file is unreadable")
+        details.append(clock["error"])
     if "error" in storage:
-        problems.append(storage["error"])
+        summary.append("storage is not configured")
+        details.append(storage["error"])
     else:
-        problems += [
-            f"storage {name} service at {check['endpoint']} does not answer ({check['error']})"
-            for name, check in storage.items()
-            if not check["ok"]
-        ]
+        for name, check in storage.items():
+            if not check["ok"]:
+                summary.append(f"storage {name} service does not answer")
+                details.append(f"storage {name} service at {check['endpoint']}: {check['error']}")
     body: dict[str, Any] = {
-        "status": "unhealthy" if problems else "healthy",
+        "status": "unhealthy" if summary else "healthy",
         "version": __version__,
-        "config": config,
-        "clock": clock,
-        "storage": storage,
+        "config": {"ok": config["ok"]} | ({"pools": len(config["pools"])} if config["ok"] else {}),
+        "clock": {"ok": clock["ok"]}
+        | (
+            {"now": clock["now"], "source": "system" if clock["source"] == "system" else "file"}
+            if clock["ok"]
+            else {}
+        ),
+        "storage": (
+            {name: {"ok": check["ok"]} for name, check in storage.items()}
+            if "error" not in storage
+            else {}
+        ),
     }
-    if problems:
-        body["error"] = "; ".join(problems)
-    return HealthReport(ok=not problems, body=body)
+    if summary:
+        body["error"] = "; ".join(summary) + " (details in the log)"
+        log.error("Health check failed: %s", " | ".join(details))
+    return HealthReport(ok=not summary, body=body)

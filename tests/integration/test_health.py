@@ -29,5 +29,9 @@ def test_health_is_200_with_azurite_and_503_naming_storage_after_it_stops(start_
     assert unhealthy.status_code == 503
     assert unhealthy.headers["Content-Type"].startswith("application/json")
     error = unhealthy.json()["error"]
-    assert f"storage queue service at http://127.0.0.1:{azurite.ports['queue']}" in error
-    assert "does not answer" in error
+    assert "storage queue service does not answer" in error
+    assert "storage blob service does not answer" in error
+    # The on-call engineer finds the endpoint that failed in the host's log.
+    assert f"storage queue service at http://127.0.0.1:{azurite.ports['queue']}" in (
+        host.log.read_text()
+    )

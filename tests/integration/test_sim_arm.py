@@ -559,3 +559,28 @@ def test_the_call_log_counts_each_operation_id(sim: Simulator) -> None:
     assert sum(counters.values()) == log["total"] == len(log["calls"])
     gets = [c["status"] for c in log["calls"] if c["operation"] == "VirtualMachineScaleSets_Get"]
     assert gets == [200, 200, 404]
+
+
+def test_malformed_requests_get_arm_errors_not_crashes(sim: Simulator) -> None:
+    sim.load(scenario(scale_set(VMSS, 2)))
+    token = sim.credential().get_token("https://management.azure.com/.default").token
+    base = (
+        f"{sim.info['arm']}/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers"
+        f"/Microsoft.Compute/virtualMachineScaleSets/{VMSS}"
+    )
+    headers = {"Authorization": f"Bearer {token}"}
+
+    def call(method: str, url: str, **kwargs) -> tuple[int, str]:
+        got = requests.request(
+            method, url, headers=headers, verify=sim.info["ca_cert"], timeout=10, **kwargs
+        )
+        return got.status_code, got.json()["error"]["code"]
+
+    api = "?api-version=2026-04-01"
+    assert call("GET", f"{base}/virtualMachines{api}&$skiptoken=abc") == (400, "InvalidParameter")
+    image = {"properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": "x"}}}}
+    assert call("PATCH", f"{base}{api}", json=image) == (400, "InvalidParameter")
+    assert call("PATCH", f"{base}{api}", json=[1, 2]) == (400, "InvalidRequestContent")
+    assert sim.scale_set_state(VMSS)["capacity"] == 2
+    statuses = [c["status"] for c in sim.calls()["calls"]]
+    assert statuses[-3:] == [400, 400, 400]  # recorded in the call log too
