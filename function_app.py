@@ -21,6 +21,71 @@ def _json(body: object, status: int) -> func.HttpResponse:
 
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def health(req: func.HttpRequest) -> func.HttpResponse:
-    """Version, configuration and storage reachability; 503 names what failed."""
+    """Version, configuration, clock and storage reachability; 503 names what failed."""
     report = health_report(os.environ)
     return _json(report.body, 200 if report.ok else 503)
+
+
+@app.queue_trigger(
+    arg_name="msg", queue_name="%POOLKEEPER_SCALE_QUEUE%", connection="AzureWebJobsStorage"
+)
+def scale_jobs(msg: func.QueueMessage) -> None:
+    """Scale a pool up (a capacity write) or in (drain, then delete named instances)."""
+    from shared.flows import api
+
+    api.run_message("POOLKEEPER_SCALE_QUEUE", msg.get_body())
+
+
+@app.queue_trigger(
+    arg_name="msg", queue_name="%POOLKEEPER_DRAIN_QUEUE%", connection="AzureWebJobsStorage"
+)
+def drain_jobs(msg: func.QueueMessage) -> None:
+    """Cordon and drain one node."""
+    from shared.flows import api
+
+    api.run_message("POOLKEEPER_DRAIN_QUEUE", msg.get_body())
+
+
+@app.queue_trigger(
+    arg_name="msg", queue_name="%POOLKEEPER_RECONCILE_QUEUE%", connection="AzureWebJobsStorage"
+)
+def reconcile_jobs(msg: func.QueueMessage) -> None:
+    """Re-read a pool in full and record its truth and drift."""
+    from shared.flows import api
+
+    api.run_message("POOLKEEPER_RECONCILE_QUEUE", msg.get_body())
+
+
+@app.timer_trigger(schedule="%RECONCILE_SCHEDULE%", arg_name="timer")
+def reconcile_timer(timer: func.TimerRequest) -> None:
+    """Enqueue one reconcile job per configured pool."""
+    from shared.flows import api
+
+    api.enqueue_reconciles()
+
+
+@app.route(route="jobs", methods=["POST"])
+def submit_job(req: func.HttpRequest) -> func.HttpResponse:
+    """Accept a job envelope (validated as the queues do): 202 with its id, or 400/422."""
+    from shared.flows import api
+
+    status, body = api.submit_job(req.get_body())
+    return _json(body, status)
+
+
+@app.route(route="jobs/{id}", methods=["GET"])
+def get_job(req: func.HttpRequest) -> func.HttpResponse:
+    """The job's ledger entry: status, steps, outcome, errors."""
+    from shared.flows import api
+
+    status, body = api.job(req.route_params["id"])
+    return _json(body, status)
+
+
+@app.route(route="pools/{name?}", methods=["GET"])
+def get_pools(req: func.HttpRequest) -> func.HttpResponse:
+    """Each pool's recorded truth (counts, capacity, ETag, drift, last reconcile)."""
+    from shared.flows import api
+
+    status, body = api.pools(req.route_params.get("name"))
+    return _json(body, status)

@@ -22,6 +22,9 @@ param nodeResourceGroup string
 @description('API server URL of the AKS cluster (Entra ID integration); see docs/drain.md.')
 param kubeServer string
 
+@description('Schedule of the reconcile timer (6-field NCRONTAB, UTC).')
+param reconcileSchedule string = '0 */5 * * * *'
+
 var suffix = uniqueString(resourceGroup().id, name)
 var storageName = take('${name}${suffix}', 24)
 var deploymentContainer = 'app-package'
@@ -138,6 +141,10 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'ClientId=${identity.properties.clientId};Authorization=AAD' }
         { name: 'POOLKEEPER_POOLS', value: poolsJson }
         { name: 'POOLKEEPER_KUBE_SERVER', value: kubeServer }
+        { name: 'POOLKEEPER_SCALE_QUEUE', value: 'scale-jobs' }
+        { name: 'POOLKEEPER_DRAIN_QUEUE', value: 'drain-jobs' }
+        { name: 'POOLKEEPER_RECONCILE_QUEUE', value: 'reconcile-jobs' }
+        { name: 'RECONCILE_SCHEDULE', value: reconcileSchedule }
       ]
     }
   }

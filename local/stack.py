@@ -25,6 +25,13 @@ from local.azurite import ROOT, Azurite
 from local.procs import free_port, stop_group, wait_until
 
 DEFAULT_SCENARIO = ROOT / "local" / "scenarios" / "small.json"
+# The app settings function_app.py's bindings name (%SETTING%), with the documented defaults.
+APP_DEFAULTS = {
+    "POOLKEEPER_SCALE_QUEUE": "scale-jobs",
+    "POOLKEEPER_DRAIN_QUEUE": "drain-jobs",
+    "POOLKEEPER_RECONCILE_QUEUE": "reconcile-jobs",
+    "RECONCILE_SCHEDULE": "0 */5 * * * *",
+}
 
 
 def _answers(url: str) -> bool:
@@ -113,7 +120,9 @@ def host_settings(
     storage: str, sim: dict[str, Any], pools: Path, function_key: str, master_key: str
 ) -> dict[str, str]:
     """The local host's environment: the product pointed at Azurite and the simulator."""
-    settings = {k: v for k, v in os.environ.items() if not k.startswith("POOLKEEPER_POOLS")}
+    settings = APP_DEFAULTS | {
+        k: v for k, v in os.environ.items() if not k.startswith("POOLKEEPER_POOLS")
+    }
     settings.update(
         {
             "AzureWebJobsStorage": storage,

@@ -121,6 +121,12 @@ def visibility_timeout(clock: Clock, delay: timedelta) -> int:
     return min(MAX_VISIBILITY_SECONDS, math.ceil(clock.real_seconds(delay)))
 
 
+def product_delay(clock: Clock, wall_seconds: float) -> timedelta:
+    """The product-time delay that lasts `wall_seconds` of real time (e.g. Azure's Retry-After)."""
+    per_product_second = clock.real_seconds(timedelta(seconds=1))
+    return timedelta(seconds=wall_seconds / per_product_second if per_product_second else 0)
+
+
 def clock_from_settings(settings: Mapping[str, str]) -> Clock:
     """The wall clock, or the simulator's clock when `POOLKEEPER_CLOCK_FILE` names one."""
     path = settings.get(CLOCK_FILE_SETTING)

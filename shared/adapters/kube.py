@@ -15,6 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from shared.decide.counting import NodeView
 from shared.decide.drain import Pod
 
 KUBECONFIG_SETTING = "POOLKEEPER_KUBECONFIG"
@@ -25,6 +26,8 @@ CA_SETTING = "POOLKEEPER_KUBE_CA_FILE"
 AKS_ENTRA_SCOPE = "6dae42f8-4368-4678-94ff-3960e28e3630/.default"
 
 DRAINING_ANNOTATION = "poolkeeper.io/draining"
+NODE_GROUP_LABEL = "elastisys.io/node-group"
+PROTOTYPE_LABEL = "poolkeeper.io/prototype"
 SCALE_DOWN_DISABLED = "cluster-autoscaler.kubernetes.io/scale-down-disabled"
 
 _PROVIDER_ID = re.compile(
@@ -56,6 +59,20 @@ class Node:
     @property
     def scale_down_disabled(self) -> bool:
         return self.annotations.get(SCALE_DOWN_DISABLED, "").lower() == "true"
+
+    def view(self) -> NodeView:
+        """The node as the counting core sees it."""
+        vmss_id, instance_id = self.scale_set_instance or (None, None)
+        return NodeView(
+            name=self.name,
+            vmss_id=vmss_id,
+            instance_id=instance_id,
+            node_group=self.labels.get(NODE_GROUP_LABEL),
+            ready=self.ready,
+            unschedulable=self.unschedulable,
+            scale_down_disabled=self.scale_down_disabled,
+            prototype=self.labels.get(PROTOTYPE_LABEL, "").lower() == "true",
+        )
 
 
 class EvictionResult(StrEnum):

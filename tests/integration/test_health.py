@@ -5,15 +5,18 @@ from __future__ import annotations
 import requests
 
 from local.azurite import ROOT, Azurite
+from local.stack import APP_DEFAULTS
 
 
 def test_health_is_200_with_azurite_and_503_naming_storage_after_it_stops(start_host) -> None:
     with Azurite() as azurite:
         host = start_host(
             ROOT / "function_app.py",
-            settings={
+            settings=APP_DEFAULTS
+            | {
                 "AzureWebJobsStorage": azurite.connection_string,
                 "POOLKEEPER_POOLS_FILE": str(ROOT / "pools.example.json"),
+                "AzureWebJobs.reconcile_timer.Disabled": "true",
             },
         )
         healthy = requests.get(f"{host.url}/api/health", timeout=10)

@@ -23,20 +23,50 @@ def _index() -> list[dict]:
     return json.loads(result.stdout)
 
 
+def _http(route: str, methods: list[str], auth: str) -> list[dict]:
+    return [
+        {
+            "direction": "IN",
+            "type": "httpTrigger",
+            "name": "req",
+            "methods": methods,
+            "authLevel": auth,
+            "route": route,
+        },
+        {"direction": "OUT", "type": "http", "name": "$return"},
+    ]
+
+
+def _queue(setting: str) -> list[dict]:
+    return [
+        {
+            "direction": "IN",
+            "type": "queueTrigger",
+            "name": "msg",
+            "queueName": f"%{setting}%",
+            "connection": "AzureWebJobsStorage",
+        }
+    ]
+
+
 def test_function_index_pins_names_triggers_routes_and_auth_levels() -> None:
     index = {entry["name"]: entry["bindings"] for entry in _index()}
     assert index == {
-        "health": [
+        "health": _http("health", ["GET"], "ANONYMOUS"),
+        "scale_jobs": _queue("POOLKEEPER_SCALE_QUEUE"),
+        "drain_jobs": _queue("POOLKEEPER_DRAIN_QUEUE"),
+        "reconcile_jobs": _queue("POOLKEEPER_RECONCILE_QUEUE"),
+        "reconcile_timer": [
             {
                 "direction": "IN",
-                "type": "httpTrigger",
-                "name": "req",
-                "methods": ["GET"],
-                "authLevel": "ANONYMOUS",
-                "route": "health",
-            },
-            {"direction": "OUT", "type": "http", "name": "$return"},
+                "type": "timerTrigger",
+                "name": "timer",
+                "schedule": "%RECONCILE_SCHEDULE%",
+            }
         ],
+        "submit_job": _http("jobs", ["POST"], "FUNCTION"),
+        "get_job": _http("jobs/{id}", ["GET"], "FUNCTION"),
+        "get_pools": _http("pools/{name?}", ["GET"], "FUNCTION"),
     }
 
 

@@ -1,0 +1,229 @@
+"""Table storage: the job ledger, rejected messages, and each pool's recorded truth.
+
+The ledger is what makes redelivery idempotent: a job's status, step, state and continuation
+token live here, updated with ETags so that two workers never both advance one job.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from shared.adapters.storage import StorageAccount
+from shared.jobs import Job
+
+JOBS_TABLE = "poolkeeperjobs"
+REJECTED_TABLE = "poolkeeperrejected"
+POOLS_TABLE = "poolkeeperpools"
+MAX_STEPS = 60  # older step records are dropped: a table property holds 64 KiB
+FINAL = frozenset({"done", "failed"})
+
+
+class LedgerConflict(Exception):
+    """Someone else updated the job since we read it (ETag mismatch)."""
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    kind: str
+    pool: str
+    status: str  # running, waiting, done, failed
+    step: str
+    state: dict[str, Any]
+    steps: list[dict[str, Any]]
+    outcome: dict[str, Any] | None
+    error: str | None
+    continuation: str | None
+    requested_by: str
+    created_at: str
+    updated_at: str
+    envelope: str
+    sent_from: str | None = None  # the continuation this record's pending message came from
+    etag: str = field(default="", compare=False)
+
+    def public(self) -> dict[str, Any]:
+        """What `GET /api/jobs/{id}` shows."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "pool": self.pool,
+            "status": self.status,
+            "step": self.step,
+            "steps": self.steps,
+            "outcome": self.outcome,
+            "error": self.error,
+            "requested_by": self.requested_by,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "state": self.state,
+        }
+
+
+def _entity(record: JobRecord) -> dict[str, Any]:
+    return {
+        "PartitionKey": "job",
+        "RowKey": record.id,
+        "kind": record.kind,
+        "pool": record.pool,
+        "status": record.status,
+        "step": record.step,
+        "state": json.dumps(record.state),
+        "steps": json.dumps(record.steps[-MAX_STEPS:]),
+        "outcome": json.dumps(record.outcome) if record.outcome is not None else "",
+        "error": record.error or "",
+        "continuation": record.continuation or "",
+        "requested_by": record.requested_by,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "envelope": record.envelope,
+        "sent_from": record.sent_from or "",
+    }
+
+
+def _record(entity: Any) -> JobRecord:
+    return JobRecord(
+        id=entity["RowKey"],
+        kind=entity["kind"],
+        pool=entity["pool"],
+        status=entity["status"],
+        step=entity["step"],
+        state=json.loads(entity["state"]),
+        steps=json.loads(entity["steps"]),
+        outcome=json.loads(entity["outcome"]) if entity.get("outcome") else None,
+        error=entity.get("error") or None,
+        continuation=entity.get("continuation") or None,
+        requested_by=entity["requested_by"],
+        created_at=entity["created_at"],
+        updated_at=entity["updated_at"],
+        envelope=entity["envelope"],
+        sent_from=entity.get("sent_from") or None,
+        etag=entity.metadata["etag"],
+    )
+
+
+class Tables:
+    """The three tables, created on first use."""
+
+    def __init__(self, account: StorageAccount) -> None:
+        self._service = account.table_service()
+        self._ready: set[str] = set()
+
+    def _table(self, name: str) -> Any:
+        if name not in self._ready:
+            self._service.create_table_if_not_exists(name)
+            self._ready.add(name)
+        return self._service.get_table_client(name)
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def job(self, job_id: str) -> JobRecord | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return _record(self._table(JOBS_TABLE).get_entity("job", job_id))
+        except ResourceNotFoundError:
+            return None
+
+    def create_job(self, job: Job, *, first_step: str, now: datetime) -> JobRecord | None:
+        """Record a new job as running; None when a record with this id already exists."""
+        from azure.core.exceptions import ResourceExistsError
+
+        record = JobRecord(
+            id=job.id,
+            kind=job.kind.value,
+            pool=job.pool,
+            status="running",
+            step=first_step,
+            state={},
+            steps=[],
+            outcome=None,
+            error=None,
+            continuation=None,
+            requested_by=job.requested_by,
+            created_at=job.created_at.isoformat(),
+            updated_at=now.isoformat(),
+            envelope=job.to_message(),
+        )
+        try:
+            metadata = self._table(JOBS_TABLE).create_entity(_entity(record))
+        except ResourceExistsError:
+            return None
+        return replace(record, etag=metadata["etag"])
+
+    def update_job(self, record: JobRecord, **changes: Any) -> JobRecord:
+        """Replace the record if nobody changed it since `record` was read."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError
+        from azure.data.tables import UpdateMode
+
+        updated = replace(record, **changes)
+        try:
+            metadata = self._table(JOBS_TABLE).update_entity(
+                _entity(updated),
+                mode=UpdateMode.REPLACE,
+                etag=record.etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except HttpResponseError as error:
+            if error.status_code == 412:
+                raise LedgerConflict(f"job {record.id} changed under us") from error
+            raise
+        return replace(updated, etag=metadata["etag"])
+
+    # -- rejections --------------------------------------------------------------------------------
+
+    def reject(
+        self, *, queue: str, raw: str, reason: str, job_id: str | None, now: datetime
+    ) -> str:
+        """Record a message that will not run, with why; returns the record's key."""
+        key = f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
+        self._table(REJECTED_TABLE).create_entity(
+            {
+                "PartitionKey": queue,
+                "RowKey": key,
+                "reason": reason,
+                "job_id": job_id or "",
+                "message": raw[:30000],
+                "rejected_at": now.isoformat(),
+            }
+        )
+        return key
+
+    def rejections(self, queue: str | None = None) -> list[dict[str, Any]]:
+        table = self._table(REJECTED_TABLE)
+        found = (
+            table.query_entities(f"PartitionKey eq '{queue}'") if queue else table.list_entities()
+        )
+        return [
+            {
+                "queue": e["PartitionKey"],
+                "key": e["RowKey"],
+                "reason": e["reason"],
+                "job_id": e["job_id"] or None,
+                "message": e["message"],
+                "rejected_at": e["rejected_at"],
+            }
+            for e in found
+        ]
+
+    # -- pool status -----------------------------------------------------------------------------
+
+    def put_pool_status(self, pool: str, status: dict[str, Any]) -> None:
+        from azure.data.tables import UpdateMode
+
+        self._table(POOLS_TABLE).upsert_entity(
+            {"PartitionKey": "pool", "RowKey": pool, "status": json.dumps(status)},
+            mode=UpdateMode.REPLACE,
+        )
+
+    def pool_status(self, pool: str) -> dict[str, Any] | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            return json.loads(self._table(POOLS_TABLE).get_entity("pool", pool)["status"])
+        except ResourceNotFoundError:
+            return None

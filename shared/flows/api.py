@@ -1,0 +1,121 @@
+"""What the function bindings call: run a queue message, enqueue reconciles, and the operator
+endpoints (`POST /api/jobs`, `GET /api/jobs/{id}`, `GET /api/pools[/{name}]`).
+
+Imported lazily by `function_app.py`, so the health endpoint's cold start stays small.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import uuid
+from typing import Any
+
+from shared.config import PoolNotFound
+from shared.flows import drain_jobs, reconcile, scale  # noqa: F401 - they register their flows
+from shared.flows.jobs import Handled, Services, handle, submit
+from shared.flows.truth import public_status
+from shared.jobs import SCHEMA, Job, JobKind, Rejection, queue_name
+
+log = logging.getLogger("poolkeeper.api")
+
+
+@functools.cache
+def services() -> Services:
+    """One set of clients per worker process (the SDK clients and the throttle gate live here)."""
+    return Services.from_settings(dict(os.environ))
+
+
+def run_message(queue_setting: str, body: bytes) -> Handled:
+    """Run one message from the queue `queue_setting` names; bad input is recorded, not raised."""
+    svc = services()
+    queue = svc.settings.get(queue_setting) or queue_setting
+    try:
+        raw = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        reason = f"not UTF-8 text: {error}"
+        svc.tables.reject(
+            queue=queue,
+            raw=body.decode("utf-8", "replace"),
+            reason=reason,
+            job_id=None,
+            now=svc.clock.now(),
+        )
+        return Handled("rejected", reason=reason)
+    handled = handle(svc, queue, raw)
+    log.info(
+        "Message on %s: %s (job %s, %s)",
+        queue,
+        handled.result,
+        handled.job_id,
+        handled.status or handled.reason or "",
+    )
+    return handled
+
+
+def enqueue_reconciles() -> list[str]:
+    """One reconcile job per configured pool; returns their ids."""
+    svc = services()
+    now = svc.clock.now()
+    ids = []
+    for pool in svc.config.pools:
+        job = Job.model_validate(
+            {
+                "schema": SCHEMA,
+                "id": f"reconcile-{pool.name}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
+                "kind": JobKind.RECONCILE,
+                "pool": pool.name,
+                "params": {},
+                "requested_by": "timer:reconcile_timer",
+                "created_at": now,
+            }
+        )
+        svc.queues.send(queue_name(JobKind.RECONCILE, svc.settings), job.to_message())
+        ids.append(job.id)
+    return ids
+
+
+def submit_job(body: bytes) -> tuple[int, dict[str, Any]]:
+    """202 with the job id and its queue, or 400/422 with what is wrong."""
+    svc = services()
+    try:
+        job = submit(svc, body.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        return 400, {"error": f"body is not UTF-8 text: {error}"}
+    except Rejection as rejection:
+        return rejection.status, {"error": rejection.reason, "job_id": rejection.job_id}
+    return 202, {
+        "id": job.id,
+        "kind": job.kind.value,
+        "pool": job.pool,
+        "queue": queue_name(job.kind, svc.settings),
+        "status_url": f"/api/jobs/{job.id}",
+    }
+
+
+def job(job_id: str) -> tuple[int, dict[str, Any]]:
+    record = services().tables.job(job_id)
+    if record is None:
+        return 404, {"error": f"no job {job_id!r} in the ledger"}
+    return 200, record.public()
+
+
+def pools(name: str | None) -> tuple[int, Any]:
+    svc = services()
+    names = [p.name for p in svc.config.pools]
+    if name is not None:
+        try:
+            svc.config.pool(name)
+        except PoolNotFound:
+            return 404, {"error": f"no pool {name!r}; configured: {', '.join(names)}"}
+        names = [name]
+    found = []
+    for pool in names:
+        record = svc.tables.pool_status(pool)
+        found.append(
+            public_status(record)
+            if record
+            else {"pool": pool, "read_at": None, "note": "not reconciled yet"}
+        )
+    return 200, (found[0] if name is not None else {"pools": found})

@@ -1,0 +1,296 @@
+"""The job runner: a queue message in, one or more steps of its flow run under the pool's lease,
+the ledger updated, and the continuation re-enqueued with its delay.
+
+Called by every queue-triggered function and by `POST /api/jobs`. Rules that make redelivery safe:
+a message runs only if it carries the job's current continuation (or starts a new job); a done
+step is never run again; a message that cannot get the pool's lease comes back later unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import cached_property
+from typing import Any
+
+from shared.adapters.leases import LeaseLost, Leases, PoolLease
+from shared.adapters.ledger import FINAL, JobRecord, LedgerConflict, Tables
+from shared.adapters.queues import Queues
+from shared.adapters.storage import StorageAccount
+from shared.clock import Clock, clock_from_settings, visibility_timeout
+from shared.config import Config, Pool, load_config
+from shared.jobs import (
+    Done,
+    Fail,
+    Job,
+    JobKind,
+    Next,
+    Outcome,
+    Rejection,
+    Wait,
+    parse_job,
+    queue_name,
+)
+
+log = logging.getLogger("poolkeeper.jobs")
+
+LEASE_RETRY = timedelta(
+    seconds=15
+)  # product time before a message that found the pool busy returns
+STEP_BUDGET_SECONDS = 20.0  # wall time one invocation may spend on Next steps before handing over
+
+
+@dataclass
+class Services:
+    """Everything a flow may touch, built lazily from the settings (cold start matters)."""
+
+    settings: Mapping[str, str]
+    clock: Clock
+    config: Config
+    account: StorageAccount
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, str]) -> Services:
+        return cls(
+            settings,
+            clock_from_settings(settings),
+            load_config(settings),
+            StorageAccount.from_settings(settings),
+        )
+
+    @cached_property
+    def tables(self) -> Tables:
+        return Tables(self.account)
+
+    @cached_property
+    def queues(self) -> Queues:
+        return Queues(self.account)
+
+    @cached_property
+    def leases(self) -> Leases:
+        return Leases(self.account)
+
+    @cached_property
+    def scale_sets(self) -> Any:
+        from shared.adapters.scaleset import ScaleSets
+
+        return ScaleSets.from_settings(self.settings, clock=self.clock)
+
+    @cached_property
+    def kube(self) -> Any:
+        from shared.adapters.kube import Kube
+
+        return Kube.from_settings(self.settings)
+
+
+@dataclass
+class StepContext:
+    """What a step sees: its job and pool, the services, the lease it must `check()` before a
+    write, and the product time when the step began."""
+
+    job: Job
+    pool: Pool
+    services: Services
+    lease: PoolLease | None
+    now: datetime
+    notes: list[str] = field(default_factory=list)
+
+    def before_write(self) -> None:
+        """Call right before any write to Azure or the cluster: a lost lease stops the step."""
+        if self.lease is not None:
+            self.lease.check()
+
+
+Step = Callable[[StepContext, dict[str, Any]], Outcome]
+
+
+@dataclass(frozen=True)
+class Flow:
+    first_step: str
+    steps: Mapping[str, Step]
+    needs_lease: bool = True
+
+
+FLOWS: dict[JobKind, Flow] = {}
+
+
+def register(kind: JobKind, flow: Flow) -> None:
+    FLOWS[kind] = flow
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What became of one message (for logs and the HTTP answer)."""
+
+    result: str  # rejected, duplicate, deferred, busy, ran
+    job_id: str | None = None
+    status: str | None = None
+    reason: str | None = None
+
+
+def _continuation_message(job: Job, token: str) -> str:
+    return job.model_copy(update={"continuation": token}).to_message()
+
+
+def submit(services: Services, raw: str, *, queue: str | None = None) -> Job:
+    """Validate a job (as `POST /api/jobs` does) and put it on its queue; Rejection if invalid."""
+    pools = frozenset(p.name for p in services.config.pools)
+    probe = queue
+    if probe is None:
+        # The request names its kind; validate against the queue that kind belongs on.
+        import json
+
+        try:
+            kind = JobKind(json.loads(raw).get("kind"))
+            probe = queue_name(kind, services.settings)
+        except (ValueError, AttributeError, TypeError):
+            probe = ""
+    job = parse_job(raw, queue=probe, settings=services.settings, pools=pools)
+    if job.continuation:
+        raise Rejection("continuation is set by Poolkeeper only; leave it out", job.id)
+    services.queues.send(queue_name(job.kind, services.settings), job.to_message())
+    return job
+
+
+def handle(services: Services, queue: str, raw: str) -> Handled:
+    """Run what one queue message asks for. Never raises for bad input: it is recorded."""
+    now = services.clock.now()
+    pools = frozenset(p.name for p in services.config.pools)
+    try:
+        job = parse_job(raw, queue=queue, settings=services.settings, pools=pools)
+    except Rejection as rejection:
+        services.tables.reject(
+            queue=queue, raw=raw, reason=rejection.reason, job_id=rejection.job_id, now=now
+        )
+        log.warning("Rejected a message on %s: %s", queue, rejection.reason)
+        return Handled("rejected", rejection.job_id, reason=rejection.reason)
+    if job.not_before and now < job.not_before:
+        services.queues.send(
+            queue, raw, delay_seconds=visibility_timeout(services.clock, job.not_before - now)
+        )
+        return Handled("deferred", job.id)
+    flow = FLOWS[job.kind]
+    record = services.tables.job(job.id)
+    if record is None:
+        if job.continuation:
+            reason = "continuation of a job the ledger does not know"
+            services.tables.reject(queue=queue, raw=raw, reason=reason, job_id=job.id, now=now)
+            return Handled("rejected", job.id, reason=reason)
+    elif not _current(record, job, services, queue):
+        return Handled("duplicate", job.id, record.status)
+
+    lease = services.leases.acquire(job.pool) if flow.needs_lease else None
+    if flow.needs_lease and lease is None:
+        # Another writer has the pool: come back later with the same message. It does not fail.
+        services.queues.send(
+            queue, raw, delay_seconds=visibility_timeout(services.clock, LEASE_RETRY)
+        )
+        log.info("Job %s waits for the lease on pool %s", job.id, job.pool)
+        return Handled("busy", job.id)
+    try:
+        return _run(services, queue, job, flow, lease)
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def _current(record: JobRecord, job: Job, services: Services, queue: str) -> bool:
+    """Does this message carry the job's live continuation? Resend a lost one if needed."""
+    if record.status in FINAL:
+        return False
+    if job.continuation == record.continuation:
+        return True
+    if record.status == "waiting" and record.sent_from == job.continuation and record.continuation:
+        # We recorded the wait but the continuation message may not have gone out: resend it
+        # (a duplicate of it is harmless, it will be dropped here).
+        services.queues.send(queue, _continuation_message(job, record.continuation))
+    return False
+
+
+def _run(services: Services, queue: str, job: Job, flow: Flow, lease: PoolLease | None) -> Handled:
+    now = services.clock.now()
+    record = services.tables.job(job.id)
+    if record is None:
+        record = services.tables.create_job(job, first_step=flow.first_step, now=now)
+        if record is None:
+            return Handled("duplicate", job.id)
+    elif not _current(record, job, services, queue):  # re-checked under the lease
+        return Handled("duplicate", job.id, record.status)
+    pool = services.config.pool(job.pool)
+    started = time.monotonic()
+    try:
+        while True:
+            now = services.clock.now()
+            context = StepContext(job, pool, services, lease, now)
+            step = flow.steps[record.step]
+            outcome = step(context, dict(record.state))
+            entry: dict[str, Any] = {
+                "step": record.step,
+                "at": now.isoformat(),
+                "result": type(outcome).__name__.lower(),
+            }
+            if context.notes:
+                entry["notes"] = context.notes
+            steps = [*record.steps, entry]
+            updated = now.isoformat()
+            if isinstance(outcome, Next) and time.monotonic() - started < STEP_BUDGET_SECONDS:
+                record = services.tables.update_job(
+                    record, step=outcome.step, state=outcome.state, steps=steps, updated_at=updated
+                )
+                continue
+            if isinstance(outcome, Next | Wait):
+                delay = outcome.delay if isinstance(outcome, Wait) else timedelta(0)
+                if isinstance(outcome, Wait):
+                    entry["wait_seconds"] = delay.total_seconds()
+                    if outcome.reason:
+                        entry["reason"] = outcome.reason
+                token = uuid.uuid4().hex
+                record = services.tables.update_job(
+                    record,
+                    status="waiting",
+                    step=outcome.step,
+                    state=outcome.state,
+                    steps=steps,
+                    continuation=token,
+                    sent_from=job.continuation,
+                    updated_at=updated,
+                )
+                services.queues.send(
+                    queue,
+                    _continuation_message(job, token),
+                    delay_seconds=visibility_timeout(services.clock, delay),
+                )
+                return Handled("ran", job.id, "waiting")
+            if isinstance(outcome, Done):
+                services.tables.update_job(
+                    record,
+                    status="done",
+                    outcome=outcome.outcome,
+                    steps=steps,
+                    updated_at=updated,
+                    continuation=None,
+                )
+                log.info(
+                    "Job %s (%s, pool %s) done: %s", job.id, job.kind, job.pool, outcome.outcome
+                )
+                return Handled("ran", job.id, "done")
+            assert isinstance(outcome, Fail)
+            services.tables.update_job(
+                record,
+                status="failed",
+                error=outcome.reason,
+                outcome=outcome.outcome,
+                steps=steps,
+                updated_at=updated,
+                continuation=None,
+            )
+            log.error("Job %s (%s, pool %s) failed: %s", job.id, job.kind, job.pool, outcome.reason)
+            return Handled("ran", job.id, "failed", outcome.reason)
+    except (LeaseLost, LedgerConflict) as error:
+        # Someone else is on this pool or job now; our message is a duplicate from here on.
+        log.warning("Job %s stopped: %s", job.id, error)
+        return Handled("duplicate", job.id, reason=str(error))

@@ -1,0 +1,248 @@
+"""Jobs end to end through the real SDKs: the product against Azurite and the simulator."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from shared.adapters.storage import StorageAccount
+from shared.clock import clock_from_settings
+from shared.config import load_config
+from shared.flows.jobs import Services
+from tests.jobs_support import Pump, job, settings_for
+from tests.simulator import RG, SUBSCRIPTION, Simulator, scale_set, scenario
+
+VMSS = "aks-apps-44444444-vmss"
+VMSS_ID = (
+    f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/"
+    f"Microsoft.Compute/virtualMachineScaleSets/{VMSS}"
+)
+GROUP = {"elastisys.io/node-group": "apps"}
+POOL = {"name": "apps", "vmss_id": VMSS_ID, "node_group": "apps", "min_nodes": 3, "max_nodes": 8}
+
+
+def _world(sim: Simulator, azurite: Any, capacity: int = 5, **extra: Any) -> Pump:
+    sim.load(
+        scenario(
+            scale_set(VMSS, capacity, zones=[]),
+            workloads={
+                "deployments": [
+                    {
+                        "name": "web",
+                        "replicas": 6,
+                        "node_selector": GROUP,
+                        "termination_grace_seconds": 30,
+                        "pdb": {"max_unavailable": 2},
+                    }
+                ],
+                "daemonsets": [{"name": "kube-proxy"}],
+            },
+            **extra,
+        )
+    )
+    settings = settings_for(sim, azurite.connection_string, [POOL])
+    services = Services(
+        settings,
+        clock_from_settings(settings),
+        load_config(settings),
+        StorageAccount.from_settings(settings),
+    )
+    return Pump(services)
+
+
+def _true_counts(sim: Simulator) -> dict[str, int]:
+    instances = sim.scale_set_state(VMSS)["instances"]
+    return {
+        "live": sum(
+            i["provisioning_state"] == "Succeeded" and i["power_state"] == "running"
+            for i in instances
+        ),
+        "deleting": sum(i["provisioning_state"] == "Deleting" for i in instances),
+    }
+
+
+def _recorded(pump: Pump) -> dict[str, Any]:
+    return pump.services.tables.pool_status("apps")
+
+
+def test_scale_up_raises_capacity_and_waits_for_ready_nodes(sim: Simulator, azurite) -> None:
+    pump = _world(sim, azurite)
+    message = job("scale", "apps", {"delta": 2})
+    pump.send("scale", message)
+    record = pump.run("scale", message["id"])
+    assert record.status == "done", record
+    state = sim.scale_set_state(VMSS)
+    assert state["capacity"] == 7 and len(state["instances"]) == 7
+    assert record.outcome["ready"] == 7
+    assert _recorded(pump)["counts"]["live"] == _true_counts(sim)["live"] == 7
+    writes = [c for c in sim.calls()["calls"] if c["operation"] == "VirtualMachineScaleSets_Update"]
+    assert len(writes) == 1
+
+
+def test_scale_up_is_bounded_by_max_nodes(sim: Simulator, azurite) -> None:
+    pump = _world(sim, azurite, capacity=7)
+    message = job("scale", "apps", {"delta": 5})
+    pump.send("scale", message)
+    record = pump.run("scale", message["id"])
+    assert record.status == "done"
+    assert sim.scale_set_state(VMSS)["capacity"] == 8
+
+
+def test_stale_etag_is_re_read_and_re_planned(sim: Simulator, azurite) -> None:
+    pump = _world(sim, azurite)
+    sim.post(
+        "faults",
+        {
+            "operation": "VirtualMachineScaleSets_Update",
+            "kind": "error",
+            "status": 412,
+            "error": "PreconditionFailed",
+            "count": 1,
+        },
+    )
+    message = job("scale", "apps", {"delta": 1})
+    pump.send("scale", message)
+    record = pump.run("scale", message["id"])
+    assert record.status == "done"
+    assert [s["step"] for s in record.steps].count("plan") == 2
+    assert sim.scale_set_state(VMSS)["capacity"] == 6
+
+
+def test_scale_in_drains_then_deletes_exactly_the_victims(sim: Simulator, azurite) -> None:
+    pump = _world(sim, azurite)
+    message = job("scale", "apps", {"delta": -2})
+    pump.send("scale", message)
+    record = pump.run("scale", message["id"])
+    assert record.status == "done", record
+    victims = record.state["plan"]["victims"]
+    assert sorted(record.outcome["deleted"]) == sorted(victims)
+    gone_or_going = {
+        i["instance_id"]
+        for i in sim.scale_set_state(VMSS)["instances"]
+        if i["provisioning_state"] == "Deleting"
+    } | (
+        {str(n) for n in range(5)}
+        - {i["instance_id"] for i in sim.scale_set_state(VMSS)["instances"]}
+    )
+    assert gone_or_going == set(victims)
+    # Drained first: every deletion in the simulator's history is of a drained node.
+    evictions = pump.services.kube.pods_on  # the cluster is still readable
+    assert evictions
+    history = sim.state()["history"]
+    assert all(h["event"] != "scale_in" for h in history)  # never a capacity write that lowered
+    assert _recorded(pump)["counts"]["live"] == _true_counts(sim)["live"] == 3
+
+
+def test_scale_in_below_min_nodes_is_refused_and_changes_nothing(sim: Simulator, azurite) -> None:
+    pump = _world(sim, azurite, capacity=4)
+    message = job("scale", "apps", {"delta": -2})
+    pump.send("scale", message)
+    record = pump.run("scale", message["id"])
+    assert record.status == "failed" and "below_min" in record.error
+    assert sim.scale_set_state(VMSS)["capacity"] == 4
+    assert not any(n.unschedulable for n in pump.services.kube.nodes())
+
+
+def test_failed_delete_rereads_full_state_and_uncordons_survivors(sim: Simulator, azurite) -> None:
+    pump = _world(sim, azurite)
+    sim.post(
+        "faults",
+        {
+            "operation": "VirtualMachineScaleSets_DeleteInstances",
+            "kind": "lro_failed",
+            "error": "CannotAllocateRemainingVMsInAvailabilitySet",
+        },
+    )
+    message = job("scale", "apps", {"delta": -1})
+    pump.send("scale", message)
+    record = pump.run("scale", message["id"])
+    assert record.status == "failed"
+    assert "CannotAllocateRemainingVMsInAvailabilitySet" in record.error
+    assert record.outcome["survivors"] == record.state["plan"]["victims"]
+    assert record.steps[-1]["step"] == "after_delete"
+    assert _recorded(pump)["counts"]["live"] == _true_counts(sim)["live"] == 5
+    assert not any(n.unschedulable for n in pump.services.kube.nodes())
+
+
+def test_dry_run_records_the_plan_and_changes_nothing(sim: Simulator, azurite) -> None:
+    pump = _world(sim, azurite)
+    message = job("scale", "apps", {"delta": -1, "dry_run": True})
+    pump.send("scale", message)
+    record = pump.run("scale", message["id"])
+    assert record.status == "done" and record.outcome["dry_run"] is True
+    assert record.outcome["plan"]["live_after"] == 4
+    assert not any(
+        c["operation"]
+        in ("VirtualMachineScaleSets_DeleteInstances", "VirtualMachineScaleSets_Update")
+        for c in sim.calls()["calls"]
+    )
+    assert not any(n.unschedulable for n in pump.services.kube.nodes())
+
+
+def test_redelivered_message_never_repeats_a_done_job(sim: Simulator, azurite) -> None:
+    pump = _world(sim, azurite)
+    message = job("scale", "apps", {"delta": 1})
+    pump.send("scale", message)
+    record = pump.run("scale", message["id"])
+    assert record.status == "done"
+    pump.send("scale", message)  # the same message again (at-least-once delivery)
+    handled = pump.once("scale")
+    assert [h.result for h in handled] == ["duplicate"]
+    assert sim.scale_set_state(VMSS)["capacity"] == 6
+
+
+def test_reconcile_records_counts_and_failed_instance_drift(sim: Simulator, azurite) -> None:
+    pump = _world(sim, azurite)
+    sim.post(
+        "faults",
+        {
+            "operation": "VirtualMachineScaleSets_Update",
+            "kind": "lro_failed",
+            "error": "AllocationFailed",
+        },
+    )
+    up = job("scale", "apps", {"delta": 1})
+    pump.send("scale", up)
+    assert pump.run("scale", up["id"]).status == "failed"
+    message = job("reconcile", "apps")
+    pump.send("reconcile", message)
+    record = pump.run("reconcile", message["id"])
+    assert record.status == "done"
+    recorded = _recorded(pump)
+    assert recorded["counts"]["failed"] == 1 and recorded["counts"]["live"] == 5
+    assert any(d["kind"] == "failed_instance" for d in recorded["drift"])
+
+
+BAD = [
+    ("not json", "not JSON"),
+    ("[1, 2]", "not a JSON object"),
+    (json.dumps({"schema": "other/v9", "id": "x"}), "schema must be"),
+    (json.dumps(job("scale", "apps", {"delta": 1}) | {"extra": 1}), "invalid envelope"),
+    (json.dumps(job("scale", "nope", {"delta": 1})), "unknown pool"),
+    (json.dumps(job("scale", "apps", {"delta": 0})), "invalid params"),
+    (json.dumps(job("scale", "apps", {"delta": 1, "target": 4})), "invalid params"),
+    (json.dumps(job("teleport", "apps")), "invalid envelope"),
+    (json.dumps(job("reconcile", "apps")), "belongs on"),  # a reconcile sent to scale-jobs
+    (json.dumps(job("scale", "apps", {"delta": 1}, created_at="2026-01-01T00:00:00")), "time zone"),
+    (json.dumps(job("scale", "apps", {"delta": 1}, continuation="abc")), "does not know"),
+]
+
+
+@pytest.mark.parametrize(("raw", "reason"), BAD, ids=[r for _, r in BAD])
+def test_invalid_messages_are_rejected_with_a_reason_and_no_side_effect(
+    sim: Simulator, azurite, raw: str, reason: str
+) -> None:
+    pump = _world(sim, azurite)
+    before = sim.calls()["total"]
+    recorded_before = pump.services.tables.pool_status("apps")
+    pump.send("scale", raw)
+    handled = pump.once("scale")
+    assert [h.result for h in handled] == ["rejected"]
+    rejected = pump.services.tables.rejections(pump.queue("scale"))
+    assert len(rejected) == 1 and reason in rejected[0]["reason"]
+    assert sim.calls()["total"] == before  # nothing reached Azure
+    assert pump.services.tables.pool_status("apps") == recorded_before
+    job_id = rejected[0]["job_id"]
+    assert job_id is None or pump.services.tables.job(job_id) is None  # no ledger entry
