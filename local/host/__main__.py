@@ -113,6 +113,7 @@ async def serve(root: Path, port: int, bind: str) -> int:
                     account=StorageAccount.from_settings(settings, connection),
                     options=config.queues,
                     timeout=config.function_timeout,
+                    lease_seconds=config.queue_lease_seconds,
                 )
             )
 

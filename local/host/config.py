@@ -68,6 +68,7 @@ class HostConfig:
     master_key: str
     function_keys: tuple[str, ...]
     host_id: str
+    queue_lease_seconds: int = 600
 
 
 def _section(data: Any, field: str) -> Mapping[str, Any]:
@@ -139,6 +140,18 @@ def apply_local_settings(root: Path, environ: dict[str, str]) -> None:
         environ.setdefault(name, str(value))
 
 
+LEASE_SETTING = "POOLKEEPER_LOCAL_QUEUE_LEASE_SECONDS"
+
+
+def _lease_seconds(settings: Mapping[str, str]) -> int:
+    """How long a fetched message stays invisible while it runs (the host's 10 minutes); tests
+    that kill a worker shorten it to see the redelivery sooner."""
+    raw = settings.get(LEASE_SETTING, "600")
+    if not raw.isdigit() or not 1 <= int(raw) <= 3600:
+        raise HostConfigError(f"{LEASE_SETTING}: whole seconds from 1 to 3600, got {raw!r}")
+    return int(raw)
+
+
 def load_host_config(root: Path, settings: Mapping[str, str]) -> HostConfig:
     """Read host.json under `root`; keys come from settings, or are generated for this run."""
     path = root / "host.json"
@@ -170,4 +183,5 @@ def load_host_config(root: Path, settings: Mapping[str, str]) -> HostConfig:
         master_key=settings.get(MASTER_KEY_SETTING) or secrets.token_urlsafe(32),
         function_keys=function_keys or (secrets.token_urlsafe(32),),
         host_id=settings.get("AzureFunctionsWebHost__hostid", "poolkeeper-local"),
+        queue_lease_seconds=_lease_seconds(settings),
     )

@@ -21,7 +21,6 @@ from shared.adapters.storage import StorageAccount
 
 log = logging.getLogger("Host.Queues")
 
-LEASE_SECONDS = 600  # the host's fetch visibility; it renews halfway, we never run that long
 MIN_POLL = 0.1
 
 
@@ -52,8 +51,10 @@ class QueueListener:
         account: StorageAccount,
         options: QueueOptions,
         timeout: float | None,
+        lease_seconds: int = 600,
     ) -> None:
         self.function = function
+        self.lease_seconds = lease_seconds
         self.queue_name = queue_name
         self.options = options
         self.timeout = timeout
@@ -73,7 +74,7 @@ class QueueListener:
         try:
             return list(
                 self.queue.receive_messages(
-                    max_messages=self.options.batch_size, visibility_timeout=LEASE_SECONDS
+                    max_messages=self.options.batch_size, visibility_timeout=self.lease_seconds
                 )
             )
         except ResourceNotFoundError:
