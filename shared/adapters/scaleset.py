@@ -390,6 +390,19 @@ class ScaleSets:
             vmss = compute.virtual_machine_scale_sets.get(ref.resource_group, ref.name)
         return vmss.etag, int(vmss.sku.capacity or 0)
 
+    def survey(self, subscription: str, resource_group: str) -> dict[str, tuple[str, int]]:
+        """(ETag, sku.capacity) of every scale set in a resource group, from one list call:
+        how a fleet learns cheaply which pools changed and need a full read."""
+        ref = _Ref(
+            subscription,
+            resource_group,
+            "",
+            f"/subscriptions/{subscription}/resourceGroups/{resource_group}",
+        )
+        with self._call("survey", ref) as compute:
+            found = list(compute.virtual_machine_scale_sets.list(resource_group))
+        return {vmss.id.lower(): (vmss.etag, int(vmss.sku.capacity or 0)) for vmss in found}
+
     def read(self, vmss_id: str) -> ScaleSetState:
         """A fresh, full read: the scale-set GET, then every page of the instance list with
         instance views. Nothing is cached; the ETag is the GET's."""

@@ -9,14 +9,13 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import uuid
 from typing import Any
 
 from shared.config import PoolNotFound
 from shared.flows import drain_jobs, reconcile, scale  # noqa: F401 - they register their flows
 from shared.flows.jobs import Handled, Services, handle, submit
 from shared.flows.truth import public_status
-from shared.jobs import SCHEMA, Job, JobKind, Rejection, queue_name
+from shared.jobs import Rejection, queue_name
 
 log = logging.getLogger("poolkeeper.api")
 
@@ -55,25 +54,8 @@ def run_message(queue_setting: str, body: bytes) -> Handled:
 
 
 def enqueue_reconciles() -> list[str]:
-    """One reconcile job per configured pool; returns their ids."""
-    svc = services()
-    now = svc.clock.now()
-    ids = []
-    for pool in svc.config.pools:
-        job = Job.model_validate(
-            {
-                "schema": SCHEMA,
-                "id": f"reconcile-{pool.name}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
-                "kind": JobKind.RECONCILE,
-                "pool": pool.name,
-                "params": {},
-                "requested_by": "timer:reconcile_timer",
-                "created_at": now,
-            }
-        )
-        svc.queues.send(queue_name(JobKind.RECONCILE, svc.settings), job.to_message())
-        ids.append(job.id)
-    return ids
+    """The reconcile timer: a full reconcile job for each pool that needs one (see survey)."""
+    return reconcile.survey(services())
 
 
 def submit_job(body: bytes) -> tuple[int, dict[str, Any]]:

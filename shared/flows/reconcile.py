@@ -1,18 +1,22 @@
-"""Reconcile: re-read a pool in full, record its truth and drift. Runs as a `reconcile` job.
-
-The timer enqueues one per pool; nothing here writes to Azure or the cluster.
+"""Reconcile: re-read a pool in full, record its truth and drift (a `reconcile` job), and the
+timer's survey that decides which pools need that full read. Nothing here writes to Azure.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import logging
+import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
-from shared.adapters.scaleset import TemporaryAzureError, ThrottledError
+from shared.adapters.scaleset import AzureCallError, TemporaryAzureError, ThrottledError
 from shared.clock import product_delay
+from shared.config import Pool
 from shared.flows.jobs import Flow, StepContext, register
 from shared.flows.truth import read_truth
-from shared.jobs import Done, JobKind, Outcome, Wait
+from shared.jobs import SCHEMA, Done, Job, JobKind, Outcome, Wait, queue_name
+
+log = logging.getLogger("poolkeeper.reconcile")
 
 RETRY = timedelta(seconds=30)
 
@@ -34,3 +38,55 @@ def _reconcile(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 
 
 register(JobKind.RECONCILE, Flow(first_step="reconcile", steps={"reconcile": _reconcile}))
+
+
+FULL_READ_SETTING = "POOLKEEPER_FULL_READ_MINUTES"
+
+
+def survey(services: Any) -> list[str]:
+    """The reconcile timer: one scale-set list per resource group, then a full reconcile job
+    only for pools that changed (ETag or capacity), show drift, were never read, or were last
+    read in full longer ago than POOLKEEPER_FULL_READ_MINUTES (default 60). When in doubt —
+    the list fails — every pool of the group gets a full read."""
+    now = services.clock.now()
+    every = timedelta(minutes=int(services.settings.get(FULL_READ_SETTING) or 60))
+    groups: dict[tuple[str, str], list[Pool]] = {}
+    for pool in services.config.pools:
+        groups.setdefault((pool.subscription_id, pool.resource_group), []).append(pool)
+    enqueued: list[str] = []
+    for (subscription, group), pools in groups.items():
+        try:
+            listing: dict[str, tuple[str, int]] | None = services.scale_sets.survey(
+                subscription, group
+            )
+        except AzureCallError as error:
+            log.warning(
+                "Survey of %s/%s failed (%s); reading its pools in full", subscription, group, error
+            )
+            listing = None
+        for pool in pools:
+            recorded = services.tables.pool_status(pool.name)
+            seen = listing.get(pool.vmss_id.lower()) if listing is not None else None
+            fresh = (
+                recorded
+                and seen is not None
+                and (recorded.get("etag"), recorded.get("capacity")) == seen
+                and not recorded.get("drift")
+                and now - datetime.fromisoformat(recorded["read_at"]) < every
+            )
+            if fresh:
+                continue
+            job = Job.model_validate(
+                {
+                    "schema": SCHEMA,
+                    "kind": JobKind.RECONCILE,
+                    "pool": pool.name,
+                    "params": {},
+                    "id": f"reconcile-{pool.name}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
+                    "requested_by": "timer:reconcile_timer",
+                    "created_at": now,
+                }
+            )
+            services.queues.send(queue_name(JobKind.RECONCILE, services.settings), job.to_message())
+            enqueued.append(job.id)
+    return enqueued

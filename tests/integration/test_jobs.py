@@ -246,3 +246,27 @@ def test_invalid_messages_are_rejected_with_a_reason_and_no_side_effect(
     assert pump.services.tables.pool_status("apps") == recorded_before
     job_id = rejected[0]["job_id"]
     assert job_id is None or pump.services.tables.job(job_id) is None  # no ledger entry
+
+
+def test_survey_reads_in_full_only_pools_that_changed(sim: Simulator, azurite) -> None:
+    from shared.flows.reconcile import survey
+
+    pump = _world(sim, azurite)
+    pump.services.tables.put_pool_status("apps", {})  # forget earlier tests' records
+    first = survey(pump.services)
+    assert len(first) == 1  # never read in full: a full reconcile
+    pump.run("reconcile", first[0])
+    calls = sim.calls()["counters"]
+    assert survey(pump.services) == []  # same ETag and capacity, no drift, read recently
+    after = sim.calls()["counters"]
+    assert after.get("VirtualMachineScaleSetVMs_List", 0) == calls.get(
+        "VirtualMachineScaleSetVMs_List", 0
+    )
+    assert after["VirtualMachineScaleSets_List"] == calls.get("VirtualMachineScaleSets_List", 0) + 1
+    up = job("scale", "apps", {"delta": 1})
+    pump.send("scale", up)
+    pump.run("scale", up["id"])
+    # The scale job re-read and recorded the new ETag; an outside change is what a survey finds.
+    compute = sim.compute()
+    compute.virtual_machine_scale_sets.begin_update(RG, VMSS, {"sku": {"capacity": 7}}).result()
+    assert len(survey(pump.services)) == 1
