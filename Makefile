@@ -36,6 +36,8 @@ test: deps lint
 bench: deps
 	$(BIN)/python -m bench.cold_start
 	$(BIN)/python -m bench.sim_vm_list
+	$(BIN)/python -m bench.drain_110
+	$(BIN)/python -m bench.arm_calls
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache
