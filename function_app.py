@@ -89,3 +89,12 @@ def get_pools(req: func.HttpRequest) -> func.HttpResponse:
 
     status, body = api.pools(req.route_params.get("name"))
     return _json(body, status)
+
+
+@app.route(route="alerts", methods=["POST"])
+def alerts(req: func.HttpRequest) -> func.HttpResponse:
+    """Azure Monitor (common alert schema) and Alertmanager (v4) webhooks."""
+    from shared.flows import api
+
+    status, body = api.alerts(req.get_body(), req.headers.get("x-poolkeeper-signature"))
+    return _json(body, status)

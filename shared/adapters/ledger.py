@@ -227,3 +227,108 @@ class Tables:
             return json.loads(self._table(POOLS_TABLE).get_entity("pool", pool)["status"])
         except ResourceNotFoundError:
             return None
+
+
+ALERTS_TABLE = "poolkeeperalerts"
+
+
+class AlertLog:
+    """Alerts per pool (fired/resolved, with values), deliveries seen, and the last scale-up each
+    pool had from capacity management (for the cooldown). Table `poolkeeperalerts`."""
+
+    def __init__(self, tables: Tables) -> None:
+        self._tables = tables
+
+    def _table(self) -> Any:
+        return self._tables._table(ALERTS_TABLE)
+
+    def first_delivery(self, key: str, now: datetime) -> bool:
+        """Record a webhook delivery key; False when it was seen before (a replay)."""
+        from azure.core.exceptions import ResourceExistsError
+
+        digest = uuid.uuid5(uuid.NAMESPACE_URL, key).hex
+        try:
+            self._table().create_entity(
+                {
+                    "PartitionKey": "delivery",
+                    "RowKey": digest,
+                    "key": key[:1000],
+                    "at": now.isoformat(),
+                }
+            )
+        except ResourceExistsError:
+            return False
+        return True
+
+    def record(
+        self, pool: str, alert: str, state: str, values: dict[str, Any], now: datetime
+    ) -> dict[str, Any] | None:
+        """Set an alert's state; returns the previous one (None if new)."""
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        table = self._table()
+        row = f"{pool}|{alert}".replace("/", "_")
+        try:
+            previous = json.loads(table.get_entity("alert", row)["value"])
+        except ResourceNotFoundError:
+            previous = None
+        since = previous["since"] if previous and previous["state"] == state else now.isoformat()
+        current = {
+            "pool": pool,
+            "alert": alert,
+            "state": state,
+            "since": since,
+            "updated_at": now.isoformat(),
+            "values": values,
+        }
+        table.upsert_entity(
+            {"PartitionKey": "alert", "RowKey": row, "value": json.dumps(current)},
+            mode=UpdateMode.REPLACE,
+        )
+        return previous
+
+    def alerts(self, pool: str | None = None) -> list[dict[str, Any]]:
+        found = [
+            json.loads(e["value"]) for e in self._table().query_entities("PartitionKey eq 'alert'")
+        ]
+        return [a for a in found if pool is None or a["pool"] == pool]
+
+    def last_scale_up(self, pool: str) -> datetime | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            entity = self._table().get_entity("scale_up", pool)
+        except ResourceNotFoundError:
+            return None
+        return datetime.fromisoformat(entity["at"])
+
+    def claim_scale_up(self, pool: str, now: datetime, cooldown_from: datetime | None) -> bool:
+        """Record a scale-up at `now` unless one was recorded after `cooldown_from`: the check and
+        the record are one conditional write, so a timer and a webhook cannot both scale up."""
+        from azure.core import MatchConditions
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        table = self._table()
+        entity = {"PartitionKey": "scale_up", "RowKey": pool, "at": now.isoformat()}
+        try:
+            current = table.get_entity("scale_up", pool)
+        except ResourceNotFoundError:
+            try:
+                table.create_entity(entity)
+            except HttpResponseError:
+                return False
+            return True
+        if cooldown_from is not None and datetime.fromisoformat(current["at"]) > cooldown_from:
+            return False
+        try:
+            table.update_entity(
+                entity,
+                mode=UpdateMode.REPLACE,
+                etag=current.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except HttpResponseError:
+            return False
+        return True

@@ -101,3 +101,10 @@ def pools(name: str | None) -> tuple[int, Any]:
             else {"pool": pool, "read_at": None, "note": "not reconciled yet"}
         )
     return 200, (found[0] if name is not None else {"pools": found})
+
+
+def alerts(body: bytes, signature: str | None) -> tuple[int, dict[str, Any]]:
+    """`POST /api/alerts`: 202 with the job ids; 400/401/403/413/422 with what is wrong."""
+    from shared.flows.alerts import receive
+
+    return receive(services(), body, signature)

@@ -81,6 +81,7 @@ def read_truth(services: Any, pool: Pool, now: datetime, *, job_id: str | None =
                 "state": o.state.value,
                 "node": matching.pairs.get(i.instance_id),
                 "latest_model": i.latest_model,
+                "zone": i.zone,
                 "failure": i.failure,
             }
             for i in state.instances

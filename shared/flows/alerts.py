@@ -1,0 +1,163 @@
+"""`POST /api/alerts`: Azure Monitor and Alertmanager alerts in, capacity actions out.
+
+A firing group P1 asks for one more node through the same policy as the capacity timer (the
+pool's cooldown, `max_nodes`, hold for a human when a step would double the group); a node P1
+is a rebalancing notification; a P2 is a notification; a resolved alert is recorded.
+Replayed deliveries change nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.adapters.ledger import AlertLog
+from shared.adapters.notify import Notifier
+from shared.alerts import AlertError, AlertEvent, Scope, Severity, check_signature, parse_alerts
+from shared.config import Pool
+from shared.jobs import SCHEMA, Job, JobKind, queue_name
+
+log = logging.getLogger("poolkeeper.alerts")
+
+SECRET_SETTING = "POOLKEEPER_ALERT_SECRET"
+COOLDOWN_SETTING = "POOLKEEPER_SCALE_UP_COOLDOWN_MINUTES"
+CONSOLIDATE_AT = 6  # nodes: the seed's advice to consider fewer, larger nodes
+
+
+def cooldown(settings: Any) -> timedelta:
+    return timedelta(minutes=int(settings.get(COOLDOWN_SETTING) or 30))
+
+
+def advice(node_count: int) -> list[str]:
+    """The seed's advice for a group of this size."""
+    found = []
+    if node_count >= CONSOLIDATE_AT:
+        found.append(
+            f"the group has {node_count} nodes: consider consolidating to fewer, larger nodes"
+        )
+    return found
+
+
+def scale_up_one(
+    services: Any, pool: Pool, *, reason: str, now: datetime, values: dict[str, Any]
+) -> str | None:
+    """Enqueue a one-node scale-up unless the pool is cooling down, at max, or a step would
+    double it (then a human decides). Returns the job id, or None with a notification."""
+    notifier = Notifier(services.queues, services.settings)
+    recorded = services.tables.pool_status(pool.name) or {}
+    live = (recorded.get("counts") or {}).get("live")
+    if live is not None and live + 1 >= 2 * live:
+        notifier.send(
+            pool=pool.name,
+            kind="hold_for_human",
+            severity="P1",
+            at=now,
+            message=f"{reason}; one more node would double the group ({live} live): "
+            "holding for a human",
+            values=values,
+        )
+        return None
+    if live is not None and live >= pool.max_nodes:
+        notifier.send(
+            pool=pool.name,
+            kind="at_max",
+            severity="P1",
+            at=now,
+            values=values,
+            message=f"{reason}; the pool is at max_nodes {pool.max_nodes}",
+        )
+        return None
+    log_ = AlertLog(services.tables)
+    if not log_.claim_scale_up(pool.name, now, now - cooldown(services.settings)):
+        log.info("Pool %s: scale-up for %s skipped, cooling down", pool.name, reason)
+        return None
+    job = Job.model_validate(
+        {
+            "schema": SCHEMA,
+            "id": f"capacity-{pool.name}-{now:%Y%m%dT%H%M%S}",
+            "kind": JobKind.SCALE,
+            "pool": pool.name,
+            "params": {"delta": 1},
+            "requested_by": f"capacity:{reason}"[:200],
+            "created_at": now,
+        }
+    )
+    services.queues.send(queue_name(JobKind.SCALE, services.settings), job.to_message())
+    notifier.send(
+        pool=pool.name,
+        kind="scale_up",
+        severity="P1",
+        at=now,
+        values=values,
+        message=f"{reason}: scaling up by one node (job {job.id})",
+        advice=advice((live or 0) + 1),
+    )
+    return job.id
+
+
+def _act(services: Any, event: AlertEvent, now: datetime) -> str | None:
+    pool = services.config.pool(event.pool)
+    values = {"alert": event.name, "source": event.source, "node": event.node}
+    AlertLog(services.tables).record(
+        pool.name,
+        f"{event.source}:{event.name}",
+        "fired" if event.firing else "resolved",
+        values,
+        now,
+    )
+    if not event.firing:
+        return None
+    notifier = Notifier(services.queues, services.settings)
+    if event.severity is Severity.P1 and event.scope is Scope.GROUP:
+        return scale_up_one(
+            services, pool, reason=f"{event.source} alert {event.name} (P1)", now=now, values=values
+        )
+    if event.severity is Severity.P1:
+        notifier.send(
+            pool=pool.name,
+            kind="rebalance",
+            severity="P1",
+            at=now,
+            values=values,
+            message=f"node {event.node or '?'} is overloaded while its group is not: "
+            "a rebalancing problem, not a reason to add nodes",
+        )
+    else:
+        notifier.send(
+            pool=pool.name,
+            kind="p2",
+            severity="P2",
+            at=now,
+            values=values,
+            message=f"{event.name}: group load above the P2 threshold; review within "
+            "a business day",
+        )
+    return None
+
+
+def receive(services: Any, body: bytes, signature: str | None) -> tuple[int, dict[str, Any]]:
+    """Check, parse, deduplicate and act; the HTTP status and JSON body to answer."""
+    try:
+        check_signature(body, signature, services.settings.get(SECRET_SETTING))
+        events, unmatched = parse_alerts(body, services.config)
+        if not events:
+            raise AlertError(422, "no alert matches a configured pool: " + "; ".join(unmatched))
+    except AlertError as error:
+        return error.status, {"error": str(error)}
+    now = services.clock.now()
+    alerts = AlertLog(services.tables)
+    jobs, duplicates = [], 0
+    for event in events:
+        if not alerts.first_delivery(event.key, now):
+            duplicates += 1
+            continue
+        job_id = _act(services, event, now)
+        if job_id:
+            jobs.append(job_id)
+    return 202, {
+        "jobs": jobs,
+        "alerts": len(events),
+        "duplicates": duplicates,
+        "unmatched": unmatched,
+    }

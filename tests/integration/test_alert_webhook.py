@@ -1,0 +1,262 @@
+"""`POST /api/alerts`: real-format Azure Monitor and Alertmanager payloads, and a suite of bad
+requests that each get their status and a JSON error and enqueue nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from shared.adapters.ledger import AlertLog
+from shared.adapters.storage import StorageAccount
+from shared.clock import clock_from_settings
+from shared.config import load_config
+from shared.flows.alerts import receive
+from shared.flows.jobs import Services
+from tests.jobs_support import settings_for
+from tests.simulator import RG, SUBSCRIPTION, Simulator, scale_set, scenario
+
+VMSS = "aks-web-55555555-vmss"
+VMSS_ID = (
+    f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/"
+    f"Microsoft.Compute/virtualMachineScaleSets/{VMSS}"
+)
+SECRET = "s3cret"
+
+
+def _services(sim: Simulator, azurite: Any, **extra: str) -> Services:
+    sim.load(scenario(scale_set(VMSS, 3, zones=[])))
+    pool = {"name": "web", "vmss_id": VMSS_ID, "node_group": "web", "min_nodes": 2, "max_nodes": 10}
+    settings = (
+        settings_for(sim, azurite.connection_string, [pool])
+        | {"POOLKEEPER_NOTIFICATIONS_QUEUE": f"notify-{uuid.uuid4().hex[:8]}"}
+        | extra
+    )
+    services = Services(
+        settings,
+        clock_from_settings(settings),
+        load_config(settings),
+        StorageAccount.from_settings(settings),
+    )
+    services.tables.put_pool_status("web", {"counts": {"live": 3}})
+    # Each test starts outside any cooldown (the tables are shared by the session's Azurite).
+    AlertLog(services.tables)._table().delete_entity("scale_up", "web")
+    return services
+
+
+def azure_alert(
+    *,
+    target: str = VMSS_ID,
+    condition: str = "Fired",
+    severity: str = "Sev1",
+    alert_id: str | None = None,
+) -> dict[str, Any]:
+    """The common alert schema as Azure Monitor sends it for a metric alert."""
+    return {
+        "schemaId": "azureMonitorCommonAlertSchema",
+        "data": {
+            "essentials": {
+                "alertId": alert_id
+                or f"/subscriptions/{SUBSCRIPTION}/providers/"
+                f"Microsoft.AlertsManagement/alerts/{uuid.uuid4()}",
+                "alertRule": "web-cpu-p1",
+                "severity": severity,
+                "signalType": "Metric",
+                "monitorCondition": condition,
+                "monitoringService": "Platform",
+                "alertTargetIDs": [target.lower()],
+                "configurationItems": [VMSS],
+                "originAlertId": str(uuid.uuid4()),
+                "firedDateTime": "2026-11-02T09:00:00.000Z",
+                "resolvedDateTime": "2026-11-02T10:00:00.000Z" if condition == "Resolved" else None,
+                "description": "Group CPU above 95 % for an hour",
+                "essentialsVersion": "1.0",
+                "alertContextVersion": "1.0",
+            },
+            "alertContext": {
+                "properties": None,
+                "conditionType": "SingleResourceMultipleMetricCriteria",
+                "condition": {
+                    "windowSize": "PT1H",
+                    "allOf": [
+                        {
+                            "metricName": "Percentage CPU",
+                            "operator": "GreaterThan",
+                            "threshold": "95",
+                            "timeAggregation": "Average",
+                            "metricValue": 97.2,
+                        }
+                    ],
+                },
+            },
+            "customProperties": None,
+        },
+    }
+
+
+def alertmanager(
+    *,
+    status: str = "firing",
+    group: str = "web",
+    severity: str = "P1",
+    fingerprint: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "version": "4",
+        "groupKey": '{}:{alertname="NodeGroupCPUHigh"}',
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "poolkeeper",
+        "groupLabels": {"alertname": "NodeGroupCPUHigh"},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": [
+            {
+                "status": status,
+                "labels": {
+                    "alertname": "NodeGroupCPUHigh",
+                    "elastisys.io/node-group": group,
+                    "severity": severity,
+                },
+                "annotations": {"summary": "node group CPU above 95 % for 1 h"},
+                "startsAt": "2026-11-02T09:00:00Z",
+                "endsAt": "0001-01-01T00:00:00Z",
+                "generatorURL": "http://prometheus:9090/graph",
+                "fingerprint": fingerprint or uuid.uuid4().hex[:16],
+            }
+        ],
+    }
+
+
+def _queued(services: Services, queue: str) -> int:
+    client = services.queues._queue(queue)
+    return client.get_queue_properties().approximate_message_count
+
+
+def test_azure_monitor_p1_enqueues_one_scale_up_and_a_replay_nothing(sim, azurite) -> None:
+    services = _services(sim, azurite)
+    body = json.dumps(azure_alert()).encode()
+    status, answer = receive(services, body, None)
+    assert status == 202 and len(answer["jobs"]) == 1
+    assert _queued(services, services.settings["POOLKEEPER_SCALE_QUEUE"]) == 1
+    status, again = receive(services, body, None)  # the same delivery again
+    assert status == 202 and again["jobs"] == [] and again["duplicates"] == 1
+    assert _queued(services, services.settings["POOLKEEPER_SCALE_QUEUE"]) == 1
+
+
+def test_alertmanager_p1_enqueues_and_a_second_episode_within_cooldown_does_not(
+    sim, azurite
+) -> None:
+    services = _services(sim, azurite)
+    status, first = receive(services, json.dumps(alertmanager()).encode(), None)
+    assert status == 202 and len(first["jobs"]) == 1
+    status, second = receive(services, json.dumps(alertmanager()).encode(), None)
+    assert status == 202 and second["jobs"] == []  # a new fingerprint, but cooling down
+    assert _queued(services, services.settings["POOLKEEPER_SCALE_QUEUE"]) == 1
+
+
+def test_resolved_and_p2_alerts_notify_and_record_without_scaling(sim, azurite) -> None:
+    services = _services(sim, azurite)
+    receive(services, json.dumps(azure_alert(condition="Resolved")).encode(), None)
+    receive(services, json.dumps(alertmanager(severity="P2")).encode(), None)
+    assert _queued(services, services.settings["POOLKEEPER_SCALE_QUEUE"]) == 0
+    assert _queued(services, services.settings["POOLKEEPER_NOTIFICATIONS_QUEUE"]) == 1
+
+
+def _signed(body: bytes, secret: str = SECRET) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def test_a_correct_signature_is_accepted(sim, azurite) -> None:
+    services = _services(sim, azurite, POOLKEEPER_ALERT_SECRET=SECRET)
+    body = json.dumps(azure_alert()).encode()
+    assert receive(services, body, _signed(body))[0] == 202
+
+
+OTHER_VMSS = VMSS_ID.replace(VMSS, "aks-other-66666666-vmss")
+BAD: list[tuple[str, bytes, int, str | None]] = [
+    ("malformed JSON", b"{not json", 400, None),
+    ("empty body", b"", 400, None),
+    ("JSON array", b"[]", 400, None),
+    ("unknown format", json.dumps({"hello": "world"}).encode(), 400, None),
+    (
+        "azure: missing essentials",
+        json.dumps({"schemaId": "azureMonitorCommonAlertSchema", "data": {}}).encode(),
+        400,
+        None,
+    ),
+    ("azure: bad severity", json.dumps(azure_alert(severity="High")).encode(), 400, None),
+    ("azure: bad condition", json.dumps(azure_alert(condition="Maybe")).encode(), 400, None),
+    (
+        "azure: wrong schemaId",
+        json.dumps(azure_alert() | {"schemaId": "Microsoft.Insights/activityLogs"}).encode(),
+        400,
+        None,
+    ),
+    ("alertmanager: version 3", json.dumps(alertmanager() | {"version": "3"}).encode(), 400, None),
+    ("alertmanager: no alerts", json.dumps(alertmanager() | {"alerts": []}).encode(), 400, None),
+    ("alertmanager: bad status", json.dumps(alertmanager(status="pending")).encode(), 400, None),
+    (
+        "alertmanager: no fingerprint",
+        json.dumps(
+            {
+                **alertmanager(),
+                "alerts": [
+                    {k: v for k, v in alertmanager()["alerts"][0].items() if k != "fingerprint"}
+                ],
+            }
+        ).encode(),
+        400,
+        None,
+    ),
+    ("huge body", b'{"pad": "' + b"x" * (300 * 1024) + b'"}', 413, None),
+    ("unknown pool (node group)", json.dumps(alertmanager(group="nope")).encode(), 422, None),
+    ("scale set not configured", json.dumps(azure_alert(target=OTHER_VMSS)).encode(), 422, None),
+    (
+        "resource outside any pool",
+        json.dumps(
+            azure_alert(
+                target=f"/subscriptions/{SUBSCRIPTION}/resourceGroups/x/providers/Microsoft.Storage/"
+                "storageAccounts/y"
+            )
+        ).encode(),
+        422,
+        None,
+    ),
+    ("missing signature", json.dumps(azure_alert()).encode(), 401, "secret"),
+    ("bad signature", json.dumps(azure_alert()).encode(), 403, "sha256=" + "0" * 64),
+    (
+        "signature of another body",
+        json.dumps(azure_alert()).encode(),
+        403,
+        _signed(b"something else"),
+    ),
+    ("signature with another secret", json.dumps(azure_alert()).encode(), 403, "other-secret"),
+    ("not UTF-8", b"\xff\xfe\x00", 400, None),
+]
+
+
+@pytest.mark.parametrize(("name", "body", "status", "signature"), BAD, ids=[b[0] for b in BAD])
+def test_bad_requests_get_their_status_a_json_error_and_enqueue_nothing(
+    sim: Simulator, azurite, name: str, body: bytes, status: int, signature: str | None
+) -> None:
+    signed = signature is not None
+    services = _services(sim, azurite, **({"POOLKEEPER_ALERT_SECRET": SECRET} if signed else {}))
+    header = None
+    if signature == "other-secret":
+        header = _signed(body, "another")
+    elif signature not in (None, "secret"):
+        header = signature
+    got, answer = receive(services, body, header)
+    assert got == status, answer
+    assert isinstance(answer["error"], str) and answer["error"]
+    for setting in ("POOLKEEPER_SCALE_QUEUE", "POOLKEEPER_NOTIFICATIONS_QUEUE"):
+        try:
+            assert _queued(services, services.settings[setting]) == 0
+        except Exception as error:  # noqa: BLE001 - a queue never created holds nothing
+            assert "QueueNotFound" in str(error) or "does not exist" in str(error)
