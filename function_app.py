@@ -98,3 +98,11 @@ def alerts(req: func.HttpRequest) -> func.HttpResponse:
 
     status, body = api.alerts(req.get_body(), req.headers.get("x-poolkeeper-signature"))
     return _json(body, status)
+
+
+@app.timer_trigger(schedule="%CAPACITY_SCHEDULE%", arg_name="timer")
+def evaluate_capacity(timer: func.TimerRequest) -> None:
+    """P1/P2 evaluation of every pool; alerts recorded and notified; scale-ups per policy."""
+    from shared.flows import api
+
+    api.evaluate_capacity()

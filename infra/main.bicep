@@ -145,6 +145,8 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'POOLKEEPER_DRAIN_QUEUE', value: 'drain-jobs' }
         { name: 'POOLKEEPER_RECONCILE_QUEUE', value: 'reconcile-jobs' }
         { name: 'RECONCILE_SCHEDULE', value: reconcileSchedule }
+        { name: 'CAPACITY_SCHEDULE', value: '0 */5 * * * *' }
+        { name: 'POOLKEEPER_METRICS_ENDPOINT', value: 'https://${location}.metrics.monitor.azure.com' }
       ]
     }
   }

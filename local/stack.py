@@ -31,6 +31,7 @@ APP_DEFAULTS = {
     "POOLKEEPER_DRAIN_QUEUE": "drain-jobs",
     "POOLKEEPER_RECONCILE_QUEUE": "reconcile-jobs",
     "RECONCILE_SCHEDULE": "0 */5 * * * *",
+    "CAPACITY_SCHEDULE": "0 */5 * * * *",
 }
 
 

@@ -108,3 +108,10 @@ def alerts(body: bytes, signature: str | None) -> tuple[int, dict[str, Any]]:
     from shared.flows.alerts import receive
 
     return receive(services(), body, signature)
+
+
+def evaluate_capacity() -> list[dict[str, Any]]:
+    """The capacity timer: evaluate every pool, record and notify alerts, enqueue scale-ups."""
+    from shared.flows.capacity import evaluate_capacity as run
+
+    return run(services())

@@ -68,6 +68,14 @@ def test_function_index_pins_names_triggers_routes_and_auth_levels() -> None:
         "get_job": _http("jobs/{id}", ["GET"], "FUNCTION"),
         "get_pools": _http("pools/{name?}", ["GET"], "FUNCTION"),
         "alerts": _http("alerts", ["POST"], "FUNCTION"),
+        "evaluate_capacity": [
+            {
+                "direction": "IN",
+                "type": "timerTrigger",
+                "name": "timer",
+                "schedule": "%CAPACITY_SCHEDULE%",
+            }
+        ],
     }
 
 
