@@ -15,6 +15,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -55,6 +56,7 @@ _ALLOWED = {
     ),
     "min_nodes": "a whole number of at least 0",
     "max_nodes": f"a whole number from 1 to {MAX_SCALE_SET_SIZE} (the scale set instance limit)",
+    "capacity": "an object with capacity settings (docs/capacity.md)",
 }
 
 
@@ -82,6 +84,34 @@ class PoolNotFound(KeyError):
         return f"no pool named {self.name!r} is configured; configured pools: {known}"
 
 
+Percent = Annotated[float, Field(gt=0, le=100, allow_inf_nan=False, strict=False)]
+
+# What each capacity field accepts, in the words the error messages use.
+_CAPACITY_ALLOWED = {
+    "p1_cpu": "a percentage above 0 and at most 100 (default 95: node or group CPU over 1 h)",
+    "p1_memory": "a percentage above 0 and at most 100 (default 85: memory over 1 h)",
+    "p2_cpu": "a percentage above 0 and at most 100 (default 75: group CPU over 24 h)",
+    "p2_memory": "a percentage above 0 and at most 100 (default 75: group memory over 24 h)",
+    "auto_scale_up_on_p2": "true or false (default false: a P2 only notifies)",
+    "execute_downscale": "true or false (default false: downscale reviews only recommend)",
+    "cooldown_minutes": "a whole number of minutes from 1 to 1440 (default 30)",
+}
+
+
+class CapacitySettings(BaseModel):
+    """A pool's capacity-management section (docs/capacity.md); every field is optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    p1_cpu: Percent = 95.0
+    p1_memory: Percent = 85.0
+    p2_cpu: Percent = 75.0
+    p2_memory: Percent = 75.0
+    auto_scale_up_on_p2: StrictBool = False
+    execute_downscale: StrictBool = False
+    cooldown_minutes: Annotated[StrictInt, Field(ge=1, le=1440)] = 30
+
+
 class Pool(BaseModel):
     """One node pool: the scale set that backs it, its node group label and its size bounds."""
 
@@ -92,6 +122,7 @@ class Pool(BaseModel):
     node_group: StrictStr
     min_nodes: Annotated[StrictInt, Field(ge=0)]
     max_nodes: Annotated[StrictInt, Field(ge=1, le=MAX_SCALE_SET_SIZE)]
+    capacity: CapacitySettings = CapacitySettings()
 
     @field_validator("name", "vmss_id", "node_group")
     @classmethod
@@ -252,6 +283,12 @@ def _explain(error: ErrorDetails, data: object) -> str:
     if len(loc) == 2:
         return f"{pool}: must be an object with the fields {fields}; {got}"
     field = str(loc[2])
+    if field == "capacity" and len(loc) > 3:
+        sub = str(loc[3])
+        if kind == "extra_forbidden":
+            allowed = ", ".join(CapacitySettings.model_fields)
+            return f"{pool} field 'capacity.{sub}': is not a known field; allowed: {allowed}"
+        return f"{pool} field 'capacity.{sub}': must be {_CAPACITY_ALLOWED[sub]}; {got}"
     if kind == "extra_forbidden":
         return f"{pool} field {field!r}: is not a known field; allowed fields are {fields}"
     if kind == "missing":

@@ -21,12 +21,12 @@ from shared.jobs import SCHEMA, Job, JobKind, queue_name
 log = logging.getLogger("poolkeeper.alerts")
 
 SECRET_SETTING = "POOLKEEPER_ALERT_SECRET"
-COOLDOWN_SETTING = "POOLKEEPER_SCALE_UP_COOLDOWN_MINUTES"
 CONSOLIDATE_AT = 6  # nodes: the seed's advice to consider fewer, larger nodes
 
 
-def cooldown(settings: Any) -> timedelta:
-    return timedelta(minutes=int(settings.get(COOLDOWN_SETTING) or 30))
+def cooldown(pool: Pool) -> timedelta:
+    """The pool's anti-flap window after a capacity scale-up (`capacity.cooldown_minutes`)."""
+    return timedelta(minutes=pool.capacity.cooldown_minutes)
 
 
 def advice(node_count: int) -> list[str]:
@@ -69,7 +69,7 @@ def scale_up_one(
         )
         return None
     log_ = AlertLog(services.tables)
-    if not log_.claim_scale_up(pool.name, now, now - cooldown(services.settings)):
+    if not log_.claim_scale_up(pool.name, now, now - cooldown(pool)):
         log.info("Pool %s: scale-up for %s skipped, cooling down", pool.name, reason)
         return None
     job = Job.model_validate(

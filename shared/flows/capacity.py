@@ -14,12 +14,13 @@ from typing import Any
 from shared.adapters.ledger import AlertLog
 from shared.adapters.notify import Notifier
 from shared.adapters.usage import PoolRef, PoolUsage, UsageUnavailable, usage_source_from_settings
+from shared.config import Pool
 from shared.decide.capacity import (
-    DEFAULT_THRESHOLDS,
     ActionKind,
     NodeUsage,
     PoolState,
     State,
+    Thresholds,
     UsageWindow,
     decide_actions,
     evaluate,
@@ -54,6 +55,16 @@ def _window(
             )
         )
     return UsageWindow(window=length, ends_at=now, nodes=tuple(nodes))
+
+
+def _thresholds(pool: Pool) -> Thresholds:
+    settings = pool.capacity
+    return Thresholds(
+        p1_cpu=settings.p1_cpu,
+        p1_memory=settings.p1_memory,
+        p2_cpu=settings.p2_cpu,
+        p2_memory=settings.p2_memory,
+    )
 
 
 def _usage(
@@ -98,7 +109,7 @@ def evaluate_capacity(services: Any) -> list[dict[str, Any]]:
             pool.node_group,
             _window(hourly.get(pool.name), truth, HOUR, now),
             _window(daily.get(pool.name), truth, DAY, now) if daily else None,
-            DEFAULT_THRESHOLDS,
+            _thresholds(pool),
             zone_resilient=len({v.get("zone") for v in truth["instances"].values()}) > 1,
             nodes=members[pool.name],
         )
@@ -133,7 +144,13 @@ def evaluate_capacity(services: Any) -> list[dict[str, Any]]:
             last_scale_up_at=alert_log.last_scale_up(pool.name),
         )
         jobs = []
-        for action in decide_actions(evaluation, state, now, cooldown=cooldown(services.settings)):
+        for action in decide_actions(
+            evaluation,
+            state,
+            now,
+            cooldown=cooldown(pool),
+            auto_scale_up_on_p2=pool.capacity.auto_scale_up_on_p2,
+        ):
             if action.kind is ActionKind.SCALE_UP_ONE:
                 job_id = scale_up_one(
                     services,

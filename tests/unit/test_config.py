@@ -49,7 +49,7 @@ MISTAKES = [
     pytest.param(
         document(pool(maxNodes=5)),
         "pool 'gpu' field 'maxNodes': is not a known field",
-        ["allowed fields are name, vmss_id, node_group, min_nodes, max_nodes"],
+        ["allowed fields are name, vmss_id, node_group, min_nodes, max_nodes, capacity"],
         id="unknown-key-in-pool",
     ),
     pytest.param(
@@ -261,7 +261,7 @@ def test_all_problems_are_reported_together_including_overlaps_of_otherwise_brok
         "pool 'workers' field 'max_nodes': must be a whole number from 1 to 1000 "
         "(the scale set instance limit); got '50'",
         "pool 'batch' field 'extra': is not a known field; "
-        "allowed fields are name, vmss_id, node_group, min_nodes, max_nodes",
+        "allowed fields are name, vmss_id, node_group, min_nodes, max_nodes, capacity",
         "pools[3] field 'name': must be 1-63 characters of lowercase letters, digits and '-', "
         "starting with a letter or digit; got 'BATCH'",
         "pool 'batch' (pools[2]) field 'node_group': must be a node group that no other pool "
@@ -426,3 +426,49 @@ def test_config_is_immutable() -> None:
 
     with pytest.raises(ValueError, match="frozen"):
         config.pool("gpu").max_nodes = 10  # type: ignore[misc]
+
+
+def test_capacity_section_defaults_and_per_pool_thresholds() -> None:
+    config = parse_config(
+        json.dumps(
+            {
+                "pools": [
+                    {**_capacity_pool(), "capacity": {"p1_cpu": 90, "auto_scale_up_on_p2": True}},
+                ]
+            }
+        ),
+        source="test",
+    )
+    settings = config.pools[0].capacity
+    assert (settings.p1_cpu, settings.p1_memory, settings.p2_cpu) == (90.0, 85.0, 75.0)
+    assert settings.auto_scale_up_on_p2 and not settings.execute_downscale
+
+
+@pytest.mark.parametrize(
+    ("capacity", "message"),
+    [
+        ({"p1_cpu": 0}, "field 'capacity.p1_cpu': must be a percentage above 0 and at most 100"),
+        ({"p2_memory": 101}, "field 'capacity.p2_memory': must be a percentage above 0"),
+        ({"p1_cpu": -5}, "field 'capacity.p1_cpu'"),
+        ({"cooldown_minutes": 0}, "field 'capacity.cooldown_minutes': must be a whole number"),
+        ({"execute_downscale": "yes"}, "field 'capacity.execute_downscale': must be true or false"),
+        ({"p3_cpu": 50}, "field 'capacity.p3_cpu': is not a known field"),
+    ],
+)
+def test_capacity_mistakes_name_the_pool_and_the_field(capacity: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(
+            json.dumps({"pools": [{**_capacity_pool(), "capacity": capacity}]}), source="test"
+        )
+    assert f"pool 'cap' {message}" in str(raised.value)
+
+
+def _capacity_pool() -> dict:
+    return {
+        "name": "cap",
+        "node_group": "cap",
+        "min_nodes": 1,
+        "max_nodes": 5,
+        "vmss_id": "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg"
+        "/providers/Microsoft.Compute/virtualMachineScaleSets/vmss-cap",
+    }
