@@ -106,3 +106,11 @@ def evaluate_capacity(timer: func.TimerRequest) -> None:
     from shared.flows import api
 
     api.evaluate_capacity()
+
+
+@app.timer_trigger(schedule="%DOWNSCALE_SCHEDULE%", arg_name="timer")
+def downscale_review(timer: func.TimerRequest) -> None:
+    """Weekly: may a pool lose a node, from months of its own daily summaries?"""
+    from shared.flows import api
+
+    api.review_downscale()

@@ -146,6 +146,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'POOLKEEPER_RECONCILE_QUEUE', value: 'reconcile-jobs' }
         { name: 'RECONCILE_SCHEDULE', value: reconcileSchedule }
         { name: 'CAPACITY_SCHEDULE', value: '0 */5 * * * *' }
+        { name: 'DOWNSCALE_SCHEDULE', value: '0 0 6 * * MON' }
         { name: 'POOLKEEPER_METRICS_ENDPOINT', value: 'https://${location}.metrics.monitor.azure.com' }
       ]
     }

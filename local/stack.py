@@ -32,6 +32,7 @@ APP_DEFAULTS = {
     "POOLKEEPER_RECONCILE_QUEUE": "reconcile-jobs",
     "RECONCILE_SCHEDULE": "0 */5 * * * *",
     "CAPACITY_SCHEDULE": "0 */5 * * * *",
+    "DOWNSCALE_SCHEDULE": "0 0 6 * * MON",
 }
 
 

@@ -32,6 +32,7 @@ class JobKind(StrEnum):
     SCALE = "scale"
     DRAIN = "drain"
     RECONCILE = "reconcile"
+    DOWNSCALE_REVIEW = "downscale_review"
 
 
 # Default queue per kind; each can be renamed by the setting named here.
@@ -39,6 +40,8 @@ QUEUES: dict[JobKind, tuple[str, str]] = {
     JobKind.SCALE: ("POOLKEEPER_SCALE_QUEUE", "scale-jobs"),
     JobKind.DRAIN: ("POOLKEEPER_DRAIN_QUEUE", "drain-jobs"),
     JobKind.RECONCILE: ("POOLKEEPER_RECONCILE_QUEUE", "reconcile-jobs"),
+    # Reviews only read and recommend, like reconciles: they share that queue.
+    JobKind.DOWNSCALE_REVIEW: ("POOLKEEPER_RECONCILE_QUEUE", "reconcile-jobs"),
 }
 
 
@@ -90,10 +93,15 @@ class ReconcileParams(Strict):
     dry_run: StrictBool = False
 
 
+class ReviewParams(Strict):
+    pass
+
+
 PARAMS: dict[JobKind, type[Strict]] = {
     JobKind.SCALE: ScaleParams,
     JobKind.DRAIN: DrainParams,
     JobKind.RECONCILE: ReconcileParams,
+    JobKind.DOWNSCALE_REVIEW: ReviewParams,
 }
 
 

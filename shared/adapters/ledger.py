@@ -332,3 +332,91 @@ class AlertLog:
         except HttpResponseError:
             return False
         return True
+
+
+DAILY_TABLE = "poolkeeperdaily"
+
+
+class DailySummaries:
+    """Per pool and day: the group's average and peak hourly CPU and memory, and its size.
+    Platform metrics keep 93 days; the downscale review needs 3-6 months, so Poolkeeper keeps
+    its own. Table `poolkeeperdaily`, one row per pool and day."""
+
+    def __init__(self, tables: Tables) -> None:
+        self._tables = tables
+
+    def _table(self) -> Any:
+        return self._tables._table(DAILY_TABLE)
+
+    def add_hour(
+        self,
+        pool: str,
+        day: str,
+        *,
+        node_count: int,
+        cpu: float | None,
+        memory: float | None,
+        largest_node_share: float,
+    ) -> None:
+        """Fold one evaluation's hourly group averages into the day's row."""
+        from azure.core.exceptions import ResourceNotFoundError
+        from azure.data.tables import UpdateMode
+
+        try:
+            row = dict(self._table().get_entity(pool, day))
+        except ResourceNotFoundError:
+            row = {
+                "PartitionKey": pool,
+                "RowKey": day,
+                "evaluations": 0,
+                "node_count": 0,
+                "cpu_sum": 0.0,
+                "cpu_n": 0,
+                "cpu_peak": -1.0,
+                "memory_sum": 0.0,
+                "memory_n": 0,
+                "memory_peak": -1.0,
+                "largest_node_share": largest_node_share,
+            }
+        row["evaluations"] += 1
+        row["node_count"] = max(row["node_count"], node_count)
+        row["largest_node_share"] = max(row["largest_node_share"], largest_node_share)
+        for name, value in (("cpu", cpu), ("memory", memory)):
+            if value is not None:
+                row[f"{name}_sum"] += value
+                row[f"{name}_n"] += 1
+                row[f"{name}_peak"] = max(row[f"{name}_peak"], value)
+        self._table().upsert_entity(row, mode=UpdateMode.REPLACE)
+
+    def put(self, pool: str, day: str, summary: dict[str, Any]) -> None:
+        """Write a whole day (imports and tests)."""
+        from azure.data.tables import UpdateMode
+
+        self._table().upsert_entity(
+            {"PartitionKey": pool, "RowKey": day, **summary}, mode=UpdateMode.REPLACE
+        )
+
+    def days(self, pool: str) -> list[dict[str, Any]]:
+        """Every stored day of the pool: day, node_count, cpu/memory avg and peak (None when
+        there was no data), largest_node_share."""
+        found = []
+        for row in self._table().query_entities(f"PartitionKey eq '{pool}'"):
+
+            def avg(name: str, row: Any = row) -> float | None:
+                return row[f"{name}_sum"] / row[f"{name}_n"] if row[f"{name}_n"] else None
+
+            def peak(name: str, row: Any = row) -> float | None:
+                return row[f"{name}_peak"] if row[f"{name}_n"] else None
+
+            found.append(
+                {
+                    "day": row["RowKey"],
+                    "node_count": row["node_count"],
+                    "cpu_avg": avg("cpu"),
+                    "cpu_peak": peak("cpu"),
+                    "memory_avg": avg("memory"),
+                    "memory_peak": peak("memory"),
+                    "largest_node_share": row["largest_node_share"],
+                }
+            )
+        return sorted(found, key=lambda d: d["day"])

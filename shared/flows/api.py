@@ -12,7 +12,12 @@ import os
 from typing import Any
 
 from shared.config import PoolNotFound
-from shared.flows import drain_jobs, reconcile, scale  # noqa: F401 - they register their flows
+from shared.flows import (  # noqa: F401 - they register their flows
+    downscale,
+    drain_jobs,
+    reconcile,
+    scale,
+)
 from shared.flows.jobs import Handled, Services, handle, submit
 from shared.flows.truth import public_status
 from shared.jobs import Rejection, queue_name
@@ -115,3 +120,8 @@ def evaluate_capacity() -> list[dict[str, Any]]:
     from shared.flows.capacity import evaluate_capacity as run
 
     return run(services())
+
+
+def review_downscale() -> list[dict[str, Any]]:
+    """The weekly downscale review of every pool."""
+    return downscale.review_all(services())

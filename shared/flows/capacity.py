@@ -11,7 +11,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.adapters.ledger import AlertLog
+from shared.adapters.ledger import AlertLog, DailySummaries
 from shared.adapters.notify import Notifier
 from shared.adapters.usage import PoolRef, PoolUsage, UsageUnavailable, usage_source_from_settings
 from shared.config import Pool
@@ -138,6 +138,18 @@ def evaluate_capacity(services: Any) -> list[dict[str, Any]]:
                     message=f"{alert.key} {alert.state.value}: {alert.reason}",
                 )
         live = (truth.get("counts") or {}).get("live", 0)
+        group = evaluation.group_p1
+        if group.cpu is not None or group.memory is not None:
+            zones = [v.get("zone") for v in truth["instances"].values()]
+            largest = max(zones.count(z) for z in set(zones)) if len(set(zones)) > 1 else 1
+            DailySummaries(services.tables).add_hour(
+                pool.name,
+                now.date().isoformat(),
+                node_count=live,
+                cpu=group.cpu,
+                memory=group.memory,
+                largest_node_share=min(1.0, largest / max(live, 1)),
+            )
         state = PoolState(
             node_count=live,
             max_nodes=pool.max_nodes,

@@ -76,6 +76,14 @@ def test_function_index_pins_names_triggers_routes_and_auth_levels() -> None:
                 "schedule": "%CAPACITY_SCHEDULE%",
             }
         ],
+        "downscale_review": [
+            {
+                "direction": "IN",
+                "type": "timerTrigger",
+                "name": "timer",
+                "schedule": "%DOWNSCALE_SCHEDULE%",
+            }
+        ],
     }
 
 
