@@ -17,7 +17,7 @@ from shared.clock import clock_from_settings
 from shared.config import load_config
 from shared.flows.alerts import receive
 from shared.flows.jobs import Services
-from tests.jobs_support import settings_for
+from tests.jobs_support import Pump, settings_for
 from tests.simulator import RG, SUBSCRIPTION, Simulator, scale_set, scenario
 
 VMSS = "aks-web-55555555-vmss"
@@ -147,6 +147,8 @@ def test_azure_monitor_p1_enqueues_one_scale_up_and_a_replay_nothing(sim, azurit
     status, again = receive(services, body, None)  # the same delivery again
     assert status == 202 and again["jobs"] == [] and again["duplicates"] == 1
     assert _queued(services, services.settings["POOLKEEPER_SCALE_QUEUE"]) == 1
+    record = Pump(services).run("scale", answer["jobs"][0])  # and the scale set grows by one
+    assert record.status == "done" and sim.scale_set_state(VMSS)["capacity"] == 4
 
 
 def test_alertmanager_p1_enqueues_and_a_second_episode_within_cooldown_does_not(
