@@ -262,3 +262,32 @@ def test_bad_requests_get_their_status_a_json_error_and_enqueue_nothing(
             assert _queued(services, services.settings[setting]) == 0
         except Exception as error:  # noqa: BLE001 - a queue never created holds nothing
             assert "QueueNotFound" in str(error) or "does not exist" in str(error)
+
+
+def test_notifications_also_go_to_the_outbound_webhook(sim, azurite) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[dict[str, Any]] = []
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - the http.server API
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        services = _services(sim, azurite, POOLKEEPER_NOTIFY_WEBHOOK=url)
+        receive(services, json.dumps(alertmanager(severity="P2")).encode(), None)
+    finally:
+        server.shutdown()
+    assert [(n["schema"], n["pool"], n["kind"], n["severity"]) for n in received] == [
+        ("poolkeeper/notification/v1", "web", "p2", "P2")
+    ]
