@@ -271,7 +271,7 @@ def test_notifications_also_go_to_the_outbound_webhook(sim, azurite) -> None:
     received: list[dict[str, Any]] = []
 
     class Sink(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - the http.server API
+        def do_POST(self) -> None:
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(204)
             self.end_headers()
