@@ -8,6 +8,7 @@ step is never run again; a message that cannot get the pool's lease comes back l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -42,6 +43,7 @@ LEASE_RETRY = timedelta(
     seconds=15
 )  # product time before a message that found the pool busy returns
 STEP_BUDGET_SECONDS = 20.0  # wall time one invocation may spend on Next steps before handing over
+ENQUEUED = "enqueued"  # on a step's ledger entry: its continuation message is on the queue
 
 
 @dataclass
@@ -204,11 +206,36 @@ def _current(record: JobRecord, job: Job, services: Services, queue: str) -> boo
         return False
     if job.continuation == record.continuation:
         return True
-    if record.status == "waiting" and record.sent_from == job.continuation and record.continuation:
-        # We recorded the wait but the continuation message may not have gone out: resend it
-        # (a duplicate of it is harmless, it will be dropped here).
-        services.queues.send(queue, _continuation_message(job, record.continuation))
+    if (
+        record.status == "waiting"
+        and record.sent_from == job.continuation
+        and record.continuation
+        and not (record.steps and record.steps[-1].get(ENQUEUED))
+    ):
+        # The wait was recorded but its worker died before it noted the continuation as
+        # enqueued: it may never have gone out. Send it, due when the wait ends. (Only then: a
+        # copy of a continuation that is on the queue would run early, and its own redelivery
+        # would copy the next one, for the rest of the job.)
+        services.queues.send(
+            queue,
+            _continuation_message(job, record.continuation),
+            delay_seconds=_remaining_wait(record, services),
+        )
     return False
+
+
+def _remaining_wait(record: JobRecord, services: Services) -> int:
+    """The visibility delay left of the wait the record's last step asked for."""
+    waited = timedelta(seconds=(record.steps[-1].get("wait_seconds") if record.steps else 0) or 0)
+    due = datetime.fromisoformat(record.updated_at) + waited
+    return visibility_timeout(services.clock, max(timedelta(0), due - services.clock.now()))
+
+
+def _note_enqueued(services: Services, record: JobRecord) -> None:
+    """Mark the last step's continuation as on the queue, so a redelivery does not resend it."""
+    steps = [*record.steps[:-1], record.steps[-1] | {ENQUEUED: True}]
+    with contextlib.suppress(LedgerConflict):  # if it has run already, it was on the queue
+        services.tables.update_job(record, steps=steps)
 
 
 def _run(services: Services, queue: str, job: Job, flow: Flow, lease: PoolLease | None) -> Handled:
@@ -239,7 +266,12 @@ def _run(services: Services, queue: str, job: Job, flow: Flow, lease: PoolLease 
             updated = now.isoformat()
             if isinstance(outcome, Next) and time.monotonic() - started < STEP_BUDGET_SECONDS:
                 record = services.tables.update_job(
-                    record, step=outcome.step, state=outcome.state, steps=steps, updated_at=updated
+                    record,
+                    status="running",
+                    step=outcome.step,
+                    state=outcome.state,
+                    steps=steps,
+                    updated_at=updated,
                 )
                 continue
             if isinstance(outcome, Next | Wait):
@@ -264,6 +296,7 @@ def _run(services: Services, queue: str, job: Job, flow: Flow, lease: PoolLease 
                     _continuation_message(job, token),
                     delay_seconds=visibility_timeout(services.clock, delay),
                 )
+                _note_enqueued(services, record)
                 return Handled("ran", job.id, "waiting")
             if isinstance(outcome, Done):
                 services.tables.update_job(
@@ -290,7 +323,15 @@ def _run(services: Services, queue: str, job: Job, flow: Flow, lease: PoolLease 
             )
             log.error("Job %s (%s, pool %s) failed: %s", job.id, job.kind, job.pool, outcome.reason)
             return Handled("ran", job.id, "failed", outcome.reason)
-    except (LeaseLost, LedgerConflict) as error:
-        # Someone else is on this pool or job now; our message is a duplicate from here on.
+    except LeaseLost as error:
+        # The lease expired under a step, which stopped before its write. Nothing newer than this
+        # message's continuation was recorded, so the job resumes from it once the pool is free.
+        log.warning("Job %s stopped, to resume later: %s", job.id, error)
+        services.queues.send(
+            queue, job.to_message(), delay_seconds=visibility_timeout(services.clock, LEASE_RETRY)
+        )
+        return Handled("busy", job.id, reason=str(error))
+    except LedgerConflict as error:
+        # Someone else advanced this job; our message is a duplicate from here on.
         log.warning("Job %s stopped: %s", job.id, error)
         return Handled("duplicate", job.id, reason=str(error))

@@ -20,6 +20,7 @@ from shared.decide.counting import (
     Refusal,
     ScaleInPlan,
     ScaleUpPlan,
+    VmInstance,
     classify,
     plan_scale_in,
     plan_scale_up,
@@ -101,10 +102,13 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
             "bounded": plan.bounded,
             "etag": plan.etag,
             "detail": plan.detail,
+            "active": plan.active,
         }
         if params.dry_run:
             return Done({"dry_run": True, "plan": described})
-        return Next("raise", state | {"plan": described})
+        # The instances of this read: the write adds the others, and only those are waited for.
+        existing = [i.instance_id for i in truth.state.instances]
+        return Next("raise", state | {"plan": described, "existing": existing})
     described = {
         "action": "scale_in",
         "victims": list(plan.instance_ids),
@@ -134,15 +138,25 @@ def _raise(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     except TemporaryAzureError as error:
         return _temporary("plan", {"replans": state.get("replans", 0)}, error, ctx)
     except PermanentAzureError as error:
-        return _after_failed_write(ctx, error)
+        failure = _failure("Azure refused the capacity write", error.code, error.message)
+        return Next("write_failed", state | failure)
     return Next("await_write", state | {"token": token})
 
 
-def _after_failed_write(ctx: StepContext, error: AzureCallError) -> Outcome:
-    truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id)
+def _failure(what: str, code: str | None, message: str | None) -> dict[str, Any]:
+    return {"failure": {"what": what, "code": code, "message": message}}
+
+
+def _write_failed(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+    """After a refused or failed capacity write: re-read in full, then report the Azure error."""
+    try:
+        truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id)
+    except TemporaryAzureError as error:
+        return _temporary("write_failed", state, error, ctx)
+    failure = state["failure"]
     return Fail(
-        f"Azure refused the capacity write: {error.code}: {error.message}",
-        {"azure_error": error.code, "counts": truth.record["counts"]},
+        f"{failure['what']}: {failure['code']}: {failure['message']}",
+        {"azure_error": failure["code"], "counts": truth.record["counts"]},
     )
 
 
@@ -156,36 +170,40 @@ def _await_write(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     if not status.done:
         return Wait("await_write", POLL, state, reason="capacity write in progress")
     if status.state == "Failed":
-        truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id)
-        return Fail(
-            f"the capacity write failed: {status.code}: {status.message}",
-            {"azure_error": status.code, "counts": truth.record["counts"]},
-        )
+        failure = _failure("the capacity write failed", status.code, status.message)
+        return Next("write_failed", state | failure)
     return Next("await_ready", state | {"since": ctx.now.isoformat()})
 
 
 def _await_ready(ctx: StepContext, state: dict[str, Any]) -> Outcome:
-    """The new instances are live and their nodes Ready — or say why not."""
+    """The instances the write added are live and their nodes Ready — or say why not.
+
+    Instances that were there before (a failed or stopped one from an earlier job) neither count
+    towards the wait nor are blamed for it.
+    """
     try:
         truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id)
     except TemporaryAzureError as error:
         return _temporary("await_ready", state, error, ctx)
-    wanted = state["plan"]["new_capacity"]
+    existing = set(state.get("existing", ()))
+    wanted = state["plan"]["new_capacity"] - state["plan"].get("active", 0)
     counts = truth.record["counts"]
     ready_nodes = {n.name for n in truth.nodes or [] if n.ready}
-    live_ready = sum(
-        1
-        for i in truth.state.instances
-        if classify(i) is InstanceState.LIVE
-        and truth.record["instances"][i.instance_id]["node"] in ready_nodes
-    )
-    failed = {
-        i.instance_id: i.failure
-        for i in truth.state.instances
-        if classify(i) is InstanceState.FAILED
+
+    def live_ready(instance: VmInstance) -> bool:
+        node = truth.record["instances"][instance.instance_id]["node"]
+        return classify(instance) is InstanceState.LIVE and node in ready_nodes
+
+    added = [i for i in truth.state.instances if i.instance_id not in existing]
+    added_ready = sum(1 for i in added if live_ready(i))
+    failed = {i.instance_id: i.failure for i in added if classify(i) is InstanceState.FAILED}
+    outcome = {
+        "capacity": truth.state.capacity,
+        "counts": counts,
+        "ready": sum(1 for i in truth.state.instances if live_ready(i)),
+        "added_ready": added_ready,
     }
-    outcome = {"capacity": truth.state.capacity, "counts": counts, "ready": live_ready}
-    if live_ready >= wanted:
+    if added_ready >= wanted:
         return Done(outcome)
     if failed:
         codes = ", ".join(sorted({code or "unknown" for code in failed.values()}))
@@ -197,10 +215,11 @@ def _await_ready(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 
     if ctx.now - datetime.fromisoformat(state["since"]) > READY_TIMEOUT:
         return Fail(
-            f"only {live_ready} of {wanted} instances live with Ready nodes after {READY_TIMEOUT}",
+            f"only {added_ready} of {wanted} new instances live with Ready nodes after "
+            f"{READY_TIMEOUT}",
             outcome,
         )
-    return Wait("await_ready", POLL, state, reason=f"{live_ready}/{wanted} live and Ready")
+    return Wait("await_ready", POLL, state, reason=f"{added_ready}/{wanted} new live and Ready")
 
 
 def _drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
@@ -344,6 +363,7 @@ register(
             "raise": _raise,
             "await_write": _await_write,
             "await_ready": _await_ready,
+            "write_failed": _write_failed,
             "drain": _drain,
             "delete": _delete,
             "await_delete": _await_delete,

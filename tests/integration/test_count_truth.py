@@ -1,0 +1,518 @@
+"""Acceptance of issue 5, count truth: the cluster-autoscaler seed, replayed against the simulator.
+
+The seed: the autoscaler lowered a cached size when it *asked* for deletes; the deletes failed with
+`CannotAllocateRemainingVMsInAvailabilitySet`, it believed 86 healthy instances were 48, wrote
+capacity 53, and Azure deleted 33 undrained nodes. Here the product runs jobs through its real
+runner (`handle`, fed by the test Pump as the Functions host would) against Azurite and the
+simulator, and after every job the test compares what the product recorded with the simulator's
+own truth (`GET /_sim/state`), its call log, its history of deletions (each with the operation that
+caused it) and its cluster.
+
+`Witness` watches the product's own scale-set adapter: each DeleteInstances and each capacity write
+is checked against the simulator at the moment it is sent (the nodes cordoned and emptied of all
+but DaemonSet pods, the min-size guard on the true count, a capacity write only ever raising), then
+passed through unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from shared.adapters.ledger import FINAL, JobRecord
+from shared.adapters.scaleset import ScaleSets, ThrottleGate
+from shared.adapters.storage import StorageAccount
+from shared.clock import clock_from_settings
+from shared.config import load_config
+from shared.flows.jobs import Services
+from tests.jobs_support import Pump, job, settings_for
+from tests.simulator import RG, SUBSCRIPTION, Simulator, scale_set, scenario
+
+DELETE = "VirtualMachineScaleSets_DeleteInstances"
+UPDATE = "VirtualMachineScaleSets_Update"
+CANNOT_ALLOCATE = "CannotAllocateRemainingVMsInAvailabilitySet"
+SPEED = 600  # simulated seconds per wall second: a 60 s delete takes 0.1 s
+
+
+def _vmss_id(name: str) -> str:
+    return (
+        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/"
+        f"Microsoft.Compute/virtualMachineScaleSets/{name}"
+    )
+
+
+def _true_counts(scale_set_state: dict[str, Any]) -> dict[str, int]:
+    """The simulator's own count, in the product's words (live = Succeeded and running)."""
+    instances = scale_set_state["instances"]
+    return {
+        "live": sum(
+            i["provisioning_state"] == "Succeeded" and i["power_state"] == "running"
+            for i in instances
+        ),
+        "deleting": sum(i["provisioning_state"] == "Deleting" for i in instances),
+        "active": sum(i["provisioning_state"] != "Deleting" for i in instances),
+        "total": len(instances),
+    }
+
+
+def _workload_pods(node: dict[str, Any]) -> list[dict[str, Any]]:
+    """Pods on a node (from /_sim/kube/pods) that a drain must evict: not DaemonSet, not mirror."""
+    return [
+        p
+        for p in node["pods"]
+        if not (p["owner"] or "").startswith("DaemonSet/") and not p["mirror"]
+    ]
+
+
+@dataclass
+class Witness:
+    """What the product sent to Azure through its scale-set adapter, each send checked first."""
+
+    sim: Simulator
+    vmss: str
+    min_nodes: int
+    deletes: list[list[str]] = field(default_factory=list)
+    evicted_before_delete: dict[str, int] = field(default_factory=dict)  # node -> pods evicted
+    raises: list[tuple[int, int]] = field(default_factory=list)  # (capacity then, asked for)
+    arm_on_raise: list[dict[str, Any]] = field(default_factory=list)  # faults for what follows
+
+    def on_delete(self, instance_ids: Sequence[str]) -> None:
+        ids = [str(i) for i in instance_ids]
+        state = self.sim.scale_set_state(self.vmss)
+        by_id = {i["instance_id"]: i for i in state["instances"]}
+        cluster = requests.get(f"{self.sim.admin}/kube/pods", timeout=10).json()["nodes"]
+        evictions = requests.get(f"{self.sim.admin}/kube/evictions", timeout=10).json()
+        for instance_id in ids:
+            name = by_id[instance_id]["computer_name"]
+            node = cluster.get(name)
+            assert node is not None, f"instance {instance_id} ({name}) has no node to drain"
+            assert node["unschedulable"], f"{name} is deleted without being cordoned"
+            left = _workload_pods(node)
+            assert not left, f"{name} is deleted with pods still on it: {left}"
+            self.evicted_before_delete[name] = sum(
+                e["node"] == name and e["outcome"] == "evicted" for e in evictions["evictions"]
+            )
+        live = _true_counts(state)["live"]
+        live_in_batch = sum(
+            by_id[i]["provisioning_state"] == "Succeeded" and by_id[i]["power_state"] == "running"
+            for i in ids
+        )
+        assert live - live_in_batch >= self.min_nodes, (
+            f"deleting {live_in_batch} of {live} live instances goes below {self.min_nodes}"
+        )
+        self.deletes.append(ids)
+
+    def on_raise(self, new_capacity: int) -> None:
+        state = self.sim.scale_set_state(self.vmss)
+        assert new_capacity > state["capacity"], (
+            f"a capacity write of {new_capacity} would not raise capacity {state['capacity']}"
+        )
+        assert new_capacity > _true_counts(state)["active"], "a capacity write below the active"
+        self.raises.append((state["capacity"], new_capacity))
+        while self.arm_on_raise:  # e.g. make the read that follows this write fail
+            self.sim.post("faults", self.arm_on_raise.pop(0))
+
+    def adapter(self, settings: dict[str, str], services: Services) -> ScaleSets:
+        witness = self
+
+        class Witnessed(ScaleSets):
+            def begin_delete(
+                self, vmss_id: str, instance_ids: Sequence[str], *, force: bool = False
+            ) -> str:
+                witness.on_delete(instance_ids)
+                return super().begin_delete(vmss_id, instance_ids, force=force)
+
+            def raise_capacity(self, vmss_id: str, new_capacity: int, etag: str) -> str:
+                witness.on_raise(new_capacity)
+                return super().raise_capacity(vmss_id, new_capacity, etag)
+
+        # A gate of its own: a Retry-After from one test never holds up the next.
+        return Witnessed.from_settings(settings, clock=services.clock, gate=ThrottleGate())
+
+
+@dataclass
+class World:
+    sim: Simulator
+    pump: Pump
+    witness: Witness
+    pool: dict[str, Any]
+    vmss: str
+
+    @property
+    def tables(self) -> Any:
+        return self.pump.services.tables
+
+    def send(self, kind: str, params: dict[str, Any] | None = None) -> str:
+        message = job(kind, self.pool["name"], params)
+        self.pump.send(kind, message)
+        return str(message["id"])
+
+    def drive(
+        self,
+        kind: str,
+        job_id: str,
+        until: Callable[[JobRecord], bool] = lambda r: r.status in FINAL,
+        *,
+        timeout: float = 30,
+    ) -> JobRecord:
+        """Deliver `kind` messages (waits, throttling and lease retries included) until `until`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.pump.once(kind)
+            record = self.tables.job(job_id)
+            if record is not None and until(record):
+                return record
+            time.sleep(0.05)
+        raise AssertionError(f"job {job_id} never got there: {self.tables.job(job_id)}")
+
+    def run(self, kind: str, params: dict[str, Any] | None = None) -> JobRecord:
+        job_id = self.send(kind, params)
+        return self.drive(kind, job_id)
+
+    def cluster(self) -> dict[str, Any]:
+        nodes = requests.get(f"{self.sim.admin}/kube/pods", timeout=10).json()["nodes"]
+        return {n: v for n, v in nodes.items() if v["node_group"] == self.pool["node_group"]}
+
+    def assert_truth(self, *, settled: bool = True) -> dict[str, int]:
+        """The invariants after a job; `settled` when no job is half-way (nothing cordoned)."""
+        state = self.sim.state()
+        scale_set_state = next(s for s in state["scale_sets"] if s["name"] == self.vmss)
+        true = _true_counts(scale_set_state)
+        recorded = self.tables.pool_status(self.pool["name"])
+        assert recorded is not None
+        counts = recorded["counts"]
+        assert (counts["live"], counts["active"]) == (true["live"], true["active"]), (
+            f"recorded {counts} but the simulator has {true}"
+        )
+        assert counts["deleting"] == true["deleting"] and counts["total"] == true["total"]
+        assert recorded["capacity"] == scale_set_state["capacity"]
+        assert true["live"] >= self.pool["min_nodes"], f"live {true['live']} below min_nodes"
+        # Never a capacity write that lowered: the simulator records every deletion with the
+        # operation that caused it, and a lowering capacity write records a `scale_in`.
+        history = [h for h in state["history"] if h["scale_set"] == self.vmss]
+        assert [h for h in history if h["event"] != "delete_instances"] == []
+        assert all(h["operation"] == DELETE for h in history)
+        # Every instance ever named in a DeleteInstances was checked drained when it was sent.
+        witnessed = {i for batch in self.witness.deletes for i in batch}
+        assert {i for h in history for i in h["instances"]} <= witnessed
+        calls = self.sim.calls()["calls"]
+        assert sum(c["operation"] == DELETE for c in calls) <= len(self.witness.deletes)
+        assert sum(c["operation"] == UPDATE for c in calls) <= len(self.witness.raises)
+        if settled:
+            cordoned = [n for n, v in self.cluster().items() if v["unschedulable"]]
+            assert cordoned == [], f"nodes left cordoned: {cordoned}"
+        return true
+
+
+def _world(
+    sim: Simulator,
+    azurite: Any,
+    *,
+    vmss: str,
+    capacity: int,
+    min_nodes: int,
+    max_nodes: int,
+    replicas: int,
+    max_unavailable: int,
+    grace: int = 30,
+    **extra: Any,
+) -> World:
+    node_group = vmss.split("-")[1]
+    sim.load(
+        scenario(
+            scale_set(vmss, capacity, zones=[]),
+            speed=SPEED,
+            workloads={
+                "deployments": [
+                    {
+                        "name": "web",
+                        "replicas": replicas,
+                        "node_selector": {"elastisys.io/node-group": node_group},
+                        "termination_grace_seconds": grace,
+                        "pdb": {"max_unavailable": max_unavailable},
+                    }
+                ],
+                "daemonsets": [{"name": "kube-proxy"}],
+            },
+            **extra,
+        )
+    )
+    pool = {
+        "name": f"{node_group}-{uuid.uuid4().hex[:8]}",  # a fresh pool record and lease each time
+        "vmss_id": _vmss_id(vmss),
+        "node_group": node_group,
+        "min_nodes": min_nodes,
+        "max_nodes": max_nodes,
+    }
+    settings = settings_for(sim, azurite.connection_string, [pool])
+    services = Services(
+        settings,
+        clock_from_settings(settings),
+        load_config(settings),
+        StorageAccount.from_settings(settings),
+    )
+    witness = Witness(sim, vmss, min_nodes)
+    services.scale_sets = witness.adapter(settings, services)
+    return World(sim, Pump(services), witness, pool, vmss)
+
+
+# -- the seed --------------------------------------------------------------------------------------
+
+SEED_VMSS = "aks-seed-86868686-vmss"
+SEED_ROUNDS: list[tuple[str, str, str]] = [
+    # (how the delete fails, which scale-in, when a reconcile comes in). A reconcile during the
+    # drain needs victims with pods left to evict: the named ones (the `delta` victims, the
+    # highest ids, were emptied in the first round).
+    ("lro_failed", "delta", "during_delete"),
+    ("error", "named", "during_drain"),
+    ("lro_failed", "named", "after"),
+    ("error", "delta", "after"),
+    ("lro_failed", "delta", "during_delete"),
+    ("error", "named", "during_drain"),
+    ("lro_failed", "named", "during_drain"),
+    ("error", "delta", "after"),
+]
+SLOW = 5  # clock speed while a doomed delete is in flight: its 60 s last 12 s of wall time
+
+
+def _seed_faults() -> list[dict[str, Any]]:
+    """One fault per round, in order: the simulator takes the first fault with uses left."""
+    faults = []
+    for kind, _, _ in SEED_ROUNDS:
+        fault: dict[str, Any] = {
+            "operation": DELETE,
+            "scale_set": SEED_VMSS,
+            "kind": kind,
+            "error": CANNOT_ALLOCATE,
+            "count": 1,
+        }
+        if kind == "error":
+            fault["status"] = 409
+        faults.append(fault)
+    return faults
+
+
+def _named_victims(world: World, how_many: int, exclude: set[str]) -> list[str]:
+    """Nodes that still carry the most workload pods (so their drain has work to do)."""
+    cluster = world.cluster()
+    ranked = sorted(
+        (n for n in cluster if n not in exclude),
+        key=lambda n: (-len(_workload_pods(cluster[n])), n),
+    )
+    return ranked[:how_many]
+
+
+def test_seed_failed_deletes_never_lower_the_count_or_delete_undrained_nodes(
+    sim: Simulator, azurite: Any
+) -> None:
+    world = _world(
+        sim,
+        azurite,
+        vmss=SEED_VMSS,
+        capacity=86,
+        min_nodes=10,
+        max_nodes=120,
+        replicas=172,  # two per node: every drain has pods to evict
+        max_unavailable=20,
+        grace=5,
+        faults=_seed_faults(),
+    )
+    assert world.run("reconcile").status == "done"
+    assert world.assert_truth()["live"] == 86
+    highest = {i["computer_name"] for i in sim.scale_set_state(SEED_VMSS)["instances"][-3:]}
+
+    for number, (_, intent, interleave) in enumerate(SEED_ROUNDS):
+        params: dict[str, Any] = (
+            {"delta": -3} if intent == "delta" else {"nodes": _named_victims(world, 2, highest)}
+        )
+        if interleave == "during_delete":
+            # Slow the clock so the doomed delete is still in flight while the reconcile reads.
+            sim.post("clock", {"speed": SLOW})
+        scale_in = world.send("scale", params)
+        if interleave == "during_drain":
+            world.drive("scale", scale_in, lambda r: r.status == "waiting" and r.step == "drain")
+            assert world.run("reconcile").status == "done"
+            assert world.assert_truth(settled=False)["live"] == 86  # cordoned, not gone
+        elif interleave == "during_delete":
+            record = world.drive(
+                "scale", scale_in, lambda r: r.status == "waiting" and r.step == "await_delete"
+            )
+            victims = len(record.state["plan"]["victims"])
+            assert world.run("reconcile").status == "done"
+            # Mid-delete the truth is "86 - victims live, victims deleting", and so is the record;
+            # nothing about it is remembered once the delete fails.
+            true = world.assert_truth(settled=False)
+            assert (true["live"], true["deleting"], true["total"]) == (86 - victims, victims, 86)
+            sim.post("clock", {"speed": SPEED})
+        record = world.drive("scale", scale_in)
+        assert record.status == "failed", (number, record)
+        assert CANNOT_ALLOCATE in (record.error or ""), (number, record.error)
+        assert record.outcome is not None
+        assert record.outcome["survivors"] == record.state["plan"]["victims"]
+        assert record.outcome["deleted"] == []
+        assert set(record.outcome["uncordoned"]) == set(record.state["plan"]["nodes"])
+        assert record.steps[-1]["step"] == "after_delete"  # re-read after the failed delete
+        assert world.assert_truth()["live"] == 86, number
+        if interleave == "after":
+            assert world.run("reconcile").status == "done"
+            assert world.assert_truth()["live"] == 86, number
+
+    assert len(world.witness.deletes) == len(SEED_ROUNDS)  # one delete per scale-in, never two
+    assert sim.scale_set_state(SEED_VMSS)["capacity"] == 86
+    assert world.witness.raises == []
+    # The drains did evict: every victim had workload pods, evicted before its first delete.
+    evicted = world.witness.evicted_before_delete
+    assert highest <= evicted.keys() and all(n > 0 for n in evicted.values()), evicted
+
+    # The faults have run out: the next scale-in deletes exactly its drained victims.
+    record = world.run("scale", {"delta": -3})
+    assert record.status == "done", record
+    assert sorted(record.outcome["deleted"]) == sorted(record.state["plan"]["victims"])
+    true = world.assert_truth()
+    assert (true["live"], true["active"], true["total"]) == (83, 83, 83)
+    assert sim.scale_set_state(SEED_VMSS)["capacity"] == 83
+    assert world.run("reconcile").status == "done"
+    assert world.assert_truth()["live"] == 83
+
+
+# -- the property ----------------------------------------------------------------------------------
+
+PROP_VMSS = "aks-prop-12121212-vmss"
+PROP_MIN, PROP_MAX = 3, 9
+
+DELETE_FAULTS: list[dict[str, Any]] = [
+    {"kind": "lro_failed", "error": code}
+    for code in (CANNOT_ALLOCATE, "InternalExecutionError", "OperationPreempted")
+] + [
+    {"kind": "error", "status": 409, "error": CANNOT_ALLOCATE},
+    {"kind": "error", "status": 500, "error": "InternalExecutionError"},
+    {"kind": "error", "status": 409, "error": "OperationPreempted"},
+    {"kind": "partial_delete", "deleted": 1, "error": "InternalExecutionError"},
+]
+ALLOCATION_FAILED_THEN_READ_ERROR: dict[str, Any] = {
+    "operation": UPDATE,
+    "kind": "lro_failed",
+    "error": "AllocationFailed",
+    "then": "read_error",
+}
+READ_ERROR = {
+    "operation": "VirtualMachineScaleSets_Get",
+    "scale_set": PROP_VMSS,
+    "kind": "error",
+    "status": 503,
+    "error": "ServiceUnavailable",
+    "count": 1,
+}
+FAULTS: list[dict[str, Any]] = (
+    [{"operation": DELETE} | fault for fault in DELETE_FAULTS]
+    + [
+        {"operation": UPDATE, "kind": "error", "status": 412, "error": "PreconditionFailed"},
+        {"operation": UPDATE, "kind": "lro_failed", "error": "AllocationFailed"},
+        # A capacity write that fails, and then the re-read after it fails once too (armed by the
+        # Witness as the write goes out): the report must wait for a read, not crash the step.
+        ALLOCATION_FAILED_THEN_READ_ERROR,
+        {"operation": UPDATE, "kind": "error", "status": 409, "error": "QuotaExceeded"}
+        | {"then": "read_error"},
+    ]
+    + [{"throttle": operations} for operations in ("reads", "writes")]
+)
+THROTTLED = {
+    # A small budget in a short window (600 simulated seconds, 1 s of wall time): calls get 429
+    # with a Retry-After of about a second, and jobs that wait for it can always go on.
+    "reads": ["VirtualMachineScaleSets_Get", "VirtualMachineScaleSetVMs_List"],
+    "writes": [DELETE, UPDATE, "VirtualMachineScaleSets_Get"],
+}
+
+jobs_strategy = st.lists(
+    st.tuples(
+        st.sampled_from(["up", "in", "in_named", "reconcile"]),
+        st.integers(min_value=1, max_value=3),
+        st.none() | st.sampled_from(FAULTS),
+    ),
+    min_size=3,
+    max_size=5,
+)
+
+
+def _inject(world: World, fault: dict[str, Any] | None) -> bool:
+    """Arm one fault for the next job; True when it is a throttling budget to lift afterwards."""
+    if fault is None:
+        return False
+    if "throttle" in fault:
+        operations = THROTTLED[fault["throttle"]]
+        budget = {"family": "Test3Min", "operations": operations, "limit": 3, "window_seconds": 600}
+        world.sim.post("throttling", [budget])
+        return True
+    fault = dict(fault)
+    if fault.pop("then", None) == "read_error":
+        world.witness.arm_on_raise.append(READ_ERROR)
+    world.sim.post("faults", fault | {"scale_set": PROP_VMSS, "count": 1})
+    return False
+
+
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(jobs=jobs_strategy)
+# Always also this one: a scale-up whose write fails (and the read after it, once), then scale-ups
+# and a scale-in on a pool that now holds failed instances.
+@example(jobs=[("up", 2, ALLOCATION_FAILED_THEN_READ_ERROR), ("up", 1, None), ("in", 1, None)])
+def test_any_interleaving_of_jobs_and_faults_keeps_the_recorded_count_true(
+    sim: Simulator, azurite: Any, jobs: list[tuple[str, int, dict[str, Any] | None]]
+) -> None:
+    world = _world(
+        sim,
+        azurite,
+        vmss=PROP_VMSS,
+        capacity=5,
+        min_nodes=PROP_MIN,
+        max_nodes=PROP_MAX,
+        replicas=6,
+        max_unavailable=2,
+        grace=5,
+        # Creates and deletes end at the next request, so no job waits on a poll: each example
+        # stays short (the seed test waits on deletes in flight).
+        latencies={"create": 0, "delete": 0},
+    )
+    assert world.run("reconcile").status == "done"
+    world.assert_truth()
+    for kind, size, fault in jobs:
+        throttled = _inject(world, fault)
+        before = sim.scale_set_state(PROP_VMSS)
+        capacity_before = before["capacity"]
+        deletes_before = len(world.witness.deletes)
+        if kind == "up":
+            record = world.run("scale", {"delta": size})
+        elif kind == "in":
+            record = world.run("scale", {"delta": -size})
+        elif kind == "in_named":
+            live = [
+                i["computer_name"]
+                for i in sim.scale_set_state(PROP_VMSS)["instances"]
+                if i["provisioning_state"] == "Succeeded" and i["power_state"] == "running"
+            ]
+            if not live:
+                continue
+            record = world.run("scale", {"nodes": live[: min(size, 2)]})
+        else:
+            record = world.run("reconcile")
+        if throttled:
+            sim.post("throttling", [])
+        assert record.status in FINAL
+        true = world.assert_truth()
+        if len(world.witness.deletes) == deletes_before:  # no delete: capacity cannot have dropped
+            assert sim.scale_set_state(PROP_VMSS)["capacity"] >= capacity_before
+        assert true["live"] >= PROP_MIN
+        if kind == "up" and record.status == "failed" and record.outcome:
+            # A scale-up blames only instances it created, never older failed ones.
+            existed = {i["instance_id"] for i in before["instances"]}
+            assert not set(record.outcome.get("failed", {})) & existed, record.outcome

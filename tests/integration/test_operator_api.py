@@ -1,0 +1,431 @@
+"""The operator endpoints and the queue triggers through a real local host running function_app.py.
+
+Each test starts `python -m local.host` on the repository's `function_app.py`, wired to Azurite
+and the Azure simulator the way `local.stack` wires it, with the reconcile timer switched off so
+that only the jobs a test submits touch the pool.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import requests
+from azure.core.exceptions import ResourceNotFoundError
+
+from local.azurite import ROOT
+from local.stack import APP_DEFAULTS
+from shared.adapters.storage import StorageAccount
+from shared.clock import clock_from_settings
+from shared.config import load_config
+from shared.flows.jobs import Services
+from tests.jobs_support import job, settings_for
+from tests.simulator import RG, SUBSCRIPTION, Simulator, scale_set, scenario
+
+VMSS = "aks-apps-44444444-vmss"
+OTHER_VMSS = "aks-spare-55555555-vmss"
+WRITES = ("VirtualMachineScaleSets_Update", "VirtualMachineScaleSets_DeleteInstances")
+FINAL = ("done", "failed")
+
+
+def _vmss_id(name: str) -> str:
+    return (
+        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/"
+        f"Microsoft.Compute/virtualMachineScaleSets/{name}"
+    )
+
+
+@dataclass
+class World:
+    """A host on function_app.py, the pool it manages, and the product's view of storage."""
+
+    url: str
+    key: str
+    pool: str
+    spare: str
+    services: Services
+    sim: Simulator
+
+    def post(self, body: Any, *, key: str | None = "default", raw: bytes | None = None) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if key is not None:
+            headers["x-functions-key"] = self.key if key == "default" else key
+        data = raw if raw is not None else json.dumps(body).encode()
+        return requests.post(f"{self.url}/api/jobs", data=data, headers=headers, timeout=10)
+
+    def get(self, path: str, *, key: str | None = "default") -> Any:
+        headers = {"x-functions-key": self.key if key == "default" else key} if key else {}
+        return requests.get(f"{self.url}/api/{path}", headers=headers, timeout=10)
+
+    def submit(self, kind: str, params: dict[str, Any] | None = None) -> str:
+        response = self.post(job(kind, self.pool, params))
+        assert response.status_code == 202, response.text
+        return response.json()["id"]
+
+    def finished(self, job_id: str, timeout: float = 30) -> dict[str, Any]:
+        """Poll `GET /api/jobs/{id}` until the job is done or failed."""
+        deadline = time.monotonic() + timeout
+        seen: Any = None
+        while time.monotonic() < deadline:
+            response = self.get(f"jobs/{job_id}")
+            if response.status_code == 200:
+                seen = response.json()
+                if seen["status"] in FINAL:
+                    return seen
+            time.sleep(0.1)
+        raise AssertionError(f"job {job_id} did not finish in {timeout}s; last seen {seen}")
+
+    def queue(self, kind: str) -> str:
+        return self.services.settings[f"POOLKEEPER_{kind.upper()}_QUEUE"]
+
+    def writes(self) -> list[dict[str, Any]]:
+        return [c for c in self.sim.calls()["calls"] if c["operation"] in WRITES]
+
+
+def _world(
+    sim: Simulator, azurite: Any, start_host: Any, *, capacity: int = 4, **extra: Any
+) -> World:
+    sim.load(
+        scenario(
+            scale_set(VMSS, capacity, zones=[]),
+            scale_set(OTHER_VMSS, 2, zones=[]),
+            workloads={
+                "deployments": [
+                    {
+                        "name": "web",
+                        "replicas": 4,
+                        "node_selector": {"elastisys.io/node-group": "apps"},
+                        "termination_grace_seconds": 30,
+                        "pdb": {"max_unavailable": 1},
+                    }
+                ],
+                "daemonsets": [{"name": "kube-proxy"}],
+            },
+            **extra,
+        )
+    )
+    # A pool name of its own per test: the pool table and the lease blob outlive a test.
+    suffix = uuid.uuid4().hex[:6]
+    pool, spare = f"apps-{suffix}", f"spare-{suffix}"
+    pools = [
+        {
+            "name": pool,
+            "vmss_id": _vmss_id(VMSS),
+            "node_group": "apps",
+            "min_nodes": 3,
+            "max_nodes": 8,
+        },
+        {
+            "name": spare,
+            "vmss_id": _vmss_id(OTHER_VMSS),
+            "node_group": "spare",
+            "min_nodes": 1,
+            "max_nodes": 4,
+        },
+    ]
+    settings = APP_DEFAULTS | settings_for(sim, azurite.connection_string, pools)
+    settings["AzureWebJobs.reconcile_timer.Disabled"] = "true"
+    host = start_host(ROOT / "function_app.py", settings=settings)
+    services = Services(
+        settings,
+        clock_from_settings(settings),
+        load_config(settings),
+        StorageAccount.from_settings(settings),
+    )
+    requests.delete(f"{sim.admin}/calls", timeout=10)
+    return World(host.url, host.function_key, pool, spare, services, sim)
+
+
+def _message_count(services: Services, queue: str) -> int:
+    client = services.account.queue_service().get_queue_client(queue)
+    try:
+        return client.get_queue_properties().approximate_message_count
+    except ResourceNotFoundError:
+        return 0
+
+
+def _queue_exists(services: Services, queue: str) -> bool:
+    client = services.account.queue_service().get_queue_client(queue)
+    try:
+        client.get_queue_properties()
+    except ResourceNotFoundError:
+        return False
+    return True
+
+
+def _json_error(response: Any) -> str:
+    assert response.headers["Content-Type"].startswith("application/json"), response.headers
+    error = response.json()["error"]
+    assert isinstance(error, str) and error
+    return error
+
+
+# -- POST /api/jobs and GET /api/jobs/{id} ---------------------------------------------------------
+
+
+def test_submitted_job_is_accepted_with_its_id_and_runs_through_the_queue_trigger(
+    sim: Simulator, azurite, start_host
+) -> None:
+    world = _world(sim, azurite, start_host)
+    message = job("scale", world.pool, {"delta": 1})
+
+    response = world.post(message)
+
+    assert response.status_code == 202, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    body = response.json()
+    assert body["id"] == message["id"]
+    assert body["kind"] == "scale" and body["pool"] == world.pool
+    assert body["queue"] == world.queue("scale")
+    assert body["status_url"] == f"/api/jobs/{message['id']}"
+
+    record = world.finished(message["id"])
+    assert record["status"] == "done", record
+    assert record["id"] == message["id"] and record["kind"] == "scale"
+    assert record["requested_by"] == "tests" and record["error"] is None
+    steps = [s["step"] for s in record["steps"]]
+    assert steps[:3] == ["plan", "raise", "await_write"] and steps[-1] == "await_ready"
+    assert all({"step", "at", "result"} <= s.keys() for s in record["steps"])
+    assert record["outcome"]["capacity"] == 5 and record["outcome"]["ready"] == 5
+    assert sim.scale_set_state(VMSS)["capacity"] == 5
+    assert [c["operation"] for c in world.writes()] == ["VirtualMachineScaleSets_Update"]
+
+
+def test_job_endpoints_need_the_function_key(sim: Simulator, azurite, start_host) -> None:
+    world = _world(sim, azurite, start_host)
+    message = job("scale", world.pool, {"delta": 1})
+
+    for key in (None, "not-the-key"):
+        refused = world.post(message, key=key)
+        assert refused.status_code == 401 and refused.content == b""
+    assert world.get("jobs/anything", key=None).status_code == 401
+    assert world.get("pools", key="not-the-key").status_code == 401
+
+    time.sleep(1.5)  # a message that slipped through would have been picked up by now
+    assert world.services.tables.job(message["id"]) is None
+    assert _message_count(world.services, world.queue("scale")) == 0
+    assert sim.calls()["total"] == 0
+    assert requests.get(f"{world.url}/api/health", timeout=10).status_code in (200, 503)
+
+
+MALFORMED = [
+    (b"not json", "not JSON"),
+    (b"[1, 2]", "not a JSON object"),
+    (b'"a string"', "not a JSON object"),
+    (b"\xff\xfe not utf-8", "UTF-8"),
+]
+
+
+def test_malformed_or_wrong_schema_bodies_answer_400_with_a_json_error(
+    sim: Simulator, azurite, start_host
+) -> None:
+    world = _world(sim, azurite, start_host)
+    pool = world.pool
+    envelopes = [
+        (job("scale", pool, {"delta": 1}) | {"schema": "poolkeeper/job/v9"}, "schema must be"),
+        (job("scale", pool, {"delta": 1}) | {"extra": True}, "invalid envelope"),
+        ({k: v for k, v in job("scale", pool, {"delta": 1}).items() if k != "kind"}, "kind"),
+        (job("teleport", pool), "invalid envelope"),
+        (job("scale", pool, {"delta": 1}, id="no spaces allowed"), "invalid envelope"),
+        (job("scale", pool, {"delta": 1}, created_at="2026-11-02T08:00:00"), "time zone"),
+        (job("scale", pool, {"delta": 1}, continuation="abc"), "continuation"),
+    ]
+    ids = []
+    for raw, reason in MALFORMED:
+        response = world.post(None, raw=raw)
+        assert response.status_code == 400, (raw, response.text)
+        assert reason in _json_error(response), (raw, response.text)
+    for body, reason in envelopes:
+        response = world.post(body)
+        assert response.status_code == 400, (body, response.text)
+        assert reason in _json_error(response), (body, response.text)
+        ids.append(body["id"])
+
+    time.sleep(1)
+    assert all(world.services.tables.job(i) is None for i in ids)
+    assert _message_count(world.services, world.queue("scale")) == 0
+    assert sim.calls()["total"] == 0
+
+
+def test_unknown_pool_or_invalid_params_answer_422_with_a_json_error(
+    sim: Simulator, azurite, start_host
+) -> None:
+    world = _world(sim, azurite, start_host)
+    pool = world.pool
+    cases = [
+        (job("scale", "no-such-pool", {"delta": 1}), "unknown pool"),
+        (job("scale", pool, {"delta": 0}), "invalid params"),
+        (job("scale", pool, {"delta": 1, "target": 5}), "exactly one"),
+        (job("scale", pool, {}), "exactly one"),
+        (job("scale", pool, {"delta": "2"}), "invalid params"),
+        (job("scale", pool, {"nodes": ["Not_A_Node"]}), "invalid params"),
+        (job("reconcile", pool, {"delta": 1}), "invalid params"),
+        (job("drain", pool, {"node": "x", "timeout_seconds": 1}), "invalid params"),
+    ]
+    for body, reason in cases:
+        response = world.post(body)
+        assert response.status_code == 422, (body, response.text)
+        error = _json_error(response)
+        assert reason in error, (body, error)
+        assert response.json()["job_id"] == body["id"]
+
+    time.sleep(1)
+    assert all(world.services.tables.job(body["id"]) is None for body, _ in cases)
+    assert sim.calls()["total"] == 0
+
+
+def test_unknown_job_id_answers_404_with_a_json_error(sim: Simulator, azurite, start_host) -> None:
+    world = _world(sim, azurite, start_host)
+    response = world.get(f"jobs/never-submitted-{uuid.uuid4().hex[:8]}")
+    assert response.status_code == 404
+    assert "never-submitted" in _json_error(response)
+
+
+# -- GET /api/pools --------------------------------------------------------------------------------
+
+
+def test_pools_show_the_truth_recorded_by_the_last_reconcile(
+    sim: Simulator, azurite, start_host
+) -> None:
+    world = _world(sim, azurite, start_host)
+    before = world.get(f"pools/{world.pool}")
+    assert before.status_code == 200
+    assert before.json()["read_at"] is None and "not reconciled" in before.json()["note"]
+
+    # A scale-up whose instance fails to provision leaves something to report.
+    sim.post(
+        "faults",
+        {
+            "operation": "VirtualMachineScaleSets_Update",
+            "kind": "lro_failed",
+            "error": "AllocationFailed",
+            "count": 1,
+        },
+    )
+    assert world.finished(world.submit("scale", {"delta": 1}))["status"] == "failed"
+    reconcile_id = world.submit("reconcile")
+    reconciled = world.finished(reconcile_id)
+    assert reconciled["status"] == "done", reconciled
+    assert [s["step"] for s in reconciled["steps"]] == ["reconcile"]
+
+    truth = sim.scale_set_state(VMSS)
+    one = world.get(f"pools/{world.pool}")
+    assert one.status_code == 200 and one.headers["Content-Type"].startswith("application/json")
+    status = one.json()
+    assert status["pool"] == world.pool and status["vmss_id"] == _vmss_id(VMSS)
+    assert status["capacity"] == truth["capacity"] == 5
+    assert status["etag"] == truth["etag"]
+    assert status["counts"]["live"] == 4 and status["counts"]["failed"] == 1
+    assert status["counts"]["creating"] == status["counts"]["deleting"] == 0
+    assert set(status["instances"]) == {i["instance_id"] for i in truth["instances"]}
+    assert any(d["kind"] == "failed_instance" for d in status["drift"]), status["drift"]
+    assert status["by_job"] == reconcile_id
+    read_at = datetime.fromisoformat(status["read_at"])
+    assert read_at <= datetime.fromisoformat(sim.state()["now"])
+    assert "observations" not in status  # internal bookkeeping stays internal
+
+    listing = world.get("pools")
+    assert listing.status_code == 200
+    by_name = {p["pool"]: p for p in listing.json()["pools"]}
+    assert set(by_name) == {world.pool, world.spare}
+    assert by_name[world.pool]["read_at"] == status["read_at"]
+    assert by_name[world.pool]["counts"] == status["counts"]
+    assert by_name[world.spare]["read_at"] is None  # never reconciled: said so, not invented
+
+    missing = world.get("pools/no-such-pool")
+    assert missing.status_code == 404
+    assert "no-such-pool" in _json_error(missing)
+
+
+# -- dry run ---------------------------------------------------------------------------------------
+
+
+def test_dry_run_scale_jobs_record_their_plan_and_change_nothing(
+    sim: Simulator, azurite, start_host
+) -> None:
+    world = _world(sim, azurite, start_host)
+    etag_before = sim.scale_set_state(VMSS)["etag"]
+
+    scale_in = world.finished(world.submit("scale", {"delta": -1, "dry_run": True}))
+    scale_up = world.finished(world.submit("scale", {"delta": 9, "dry_run": True}))
+    refused = world.finished(world.submit("scale", {"delta": -2, "dry_run": True}))
+
+    assert scale_in["status"] == "done", scale_in
+    plan = scale_in["outcome"]["plan"]
+    assert scale_in["outcome"]["dry_run"] is True and plan["action"] == "scale_in"
+    assert len(plan["victims"]) == len(plan["nodes"]) == 1
+    assert plan["live_before"] == 4 and plan["live_after"] == 3
+    assert scale_up["status"] == "done", scale_up
+    up = scale_up["outcome"]["plan"]
+    assert up["action"] == "scale_up" and up["capacity"] == 4
+    assert up["new_capacity"] == 8 and up["bounded"]  # max_nodes caps the plan too
+    assert refused["status"] == "failed" and "below_min" in refused["error"]
+    assert refused["outcome"] == {"refusal": "below_min", "dry_run": True}
+    for record in (scale_in, scale_up, refused):
+        assert [s["step"] for s in record["steps"]] == ["plan"]
+
+    state = sim.scale_set_state(VMSS)
+    assert state["capacity"] == 4 and state["etag"] == etag_before
+    assert all(i["provisioning_state"] == "Succeeded" for i in state["instances"])
+    assert world.writes() == []
+    assert not any(n.unschedulable for n in sim.kube().nodes())  # nothing cordoned
+    assert not requests.get(f"{sim.admin}/kube/evictions", timeout=10).json().get("evictions")
+
+
+# -- messages put on the queues directly -----------------------------------------------------------
+
+
+def test_invalid_queue_messages_are_recorded_as_rejected_and_never_poisoned(
+    sim: Simulator, azurite, start_host
+) -> None:
+    world = _world(sim, azurite, start_host)
+    pool, scale_queue = world.pool, world.queue("scale")
+    bad = [
+        ("not json", "not JSON"),
+        ("[1, 2]", "not a JSON object"),
+        (json.dumps({"schema": "other/v9", "id": "x"}), "schema must be"),
+        (json.dumps(job("scale", pool, {"delta": 1}) | {"extra": 1}), "invalid envelope"),
+        (json.dumps(job("scale", "no-such-pool", {"delta": 1})), "unknown pool"),
+        (json.dumps(job("scale", pool, {"delta": 0})), "invalid params"),
+        (json.dumps(job("teleport", pool)), "invalid envelope"),
+        (json.dumps(job("reconcile", pool)), "belongs on"),
+        (json.dumps(job("scale", pool, {"delta": 1}, created_at="2026-01-01T00:00:00")), "zone"),
+        (json.dumps(job("scale", pool, {"delta": 1}, continuation="abc")), "does not know"),
+    ]
+    for raw, _ in bad:
+        world.services.queues.send(scale_queue, raw)
+    # One more on another queue: a scale job sent to the reconcile queue.
+    wrong = job("scale", pool, {"delta": 1})
+    world.services.queues.send(world.queue("reconcile"), json.dumps(wrong))
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        rejected = world.services.tables.rejections(scale_queue)
+        elsewhere = world.services.tables.rejections(world.queue("reconcile"))
+        if len(rejected) >= len(bad) and elsewhere:
+            break
+        time.sleep(0.2)
+    time.sleep(1.5)  # a retry, had there been one, would record a second rejection by now
+
+    rejected = world.services.tables.rejections(scale_queue)
+    assert len(rejected) == len(bad), [r["reason"] for r in rejected]
+    by_message = {r["message"]: r["reason"] for r in rejected}
+    for raw, reason in bad:
+        assert reason in by_message[raw], (raw, by_message[raw])
+    elsewhere = world.services.tables.rejections(world.queue("reconcile"))
+    assert len(elsewhere) == 1 and "belongs on" in elsewhere[0]["reason"]
+    assert elsewhere[0]["job_id"] == wrong["id"]
+
+    for queue in (scale_queue, world.queue("reconcile")):
+        assert _message_count(world.services, queue) == 0  # removed, not left to retry
+        poison = f"{queue}-poison"
+        assert not _queue_exists(world.services, poison) or not _message_count(
+            world.services, poison
+        )
+    assert sim.calls()["total"] == 0  # no side effect reached Azure
+    assert world.services.tables.job(wrong["id"]) is None
+    assert world.services.tables.pool_status(pool) is None
