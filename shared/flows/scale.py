@@ -81,9 +81,16 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
                 "be drained (fail safe)",
                 {"cluster_error": truth.record["cluster_error"]},
             )
+        # Cordoned nodes are being drained (by another job, or an operator): never pick them by
+        # count, or two scale-ins could choose the same victim. Named nodes are taken as asked.
+        candidates = (
+            truth.nodes
+            if params.nodes
+            else [node for node in truth.nodes if not node.unschedulable]
+        )
         plan = plan_scale_in(
             truth.state,
-            truth.nodes,
+            candidates,
             ctx.pool.min_nodes,
             ctx.pool.node_group,
             count=-params.delta if params.delta else None,

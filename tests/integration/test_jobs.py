@@ -270,3 +270,17 @@ def test_survey_reads_in_full_only_pools_that_changed(sim: Simulator, azurite) -
     compute = sim.compute()
     compute.virtual_machine_scale_sets.begin_update(RG, VMSS, {"sku": {"capacity": 7}}).result()
     assert len(survey(pump.services)) == 1
+
+
+def test_scale_in_by_count_never_picks_a_node_another_drain_has_cordoned(
+    sim: Simulator, azurite
+) -> None:
+    pump = _world(sim, azurite, capacity=6)
+    kube = pump.services.kube
+    cordoned = "aks-apps-44444444-vmss000005"  # the one a count-based pick would choose first
+    kube.set_unschedulable(cordoned, True)
+    message = job("scale", "apps", {"delta": -1, "dry_run": True})
+    pump.send("scale", message)
+    record = pump.run("scale", message["id"])
+    assert record.status == "done"
+    assert record.outcome["plan"]["nodes"] == ["aks-apps-44444444-vmss000004"]
