@@ -429,3 +429,33 @@ def test_invalid_queue_messages_are_recorded_as_rejected_and_never_poisoned(
     assert sim.calls()["total"] == 0  # no side effect reached Azure
     assert world.services.tables.job(wrong["id"]) is None
     assert world.services.tables.pool_status(pool) is None
+
+
+# -- POST /api/alerts ----------------------------------------------------------------------------
+
+
+def test_alert_webhooks_through_the_host_scale_up_once_and_refuse_bad_requests(
+    sim: Simulator, azurite: Any, start_host: Any
+) -> None:
+    from tests.integration.test_alert_webhook import alertmanager, azure_alert
+
+    world = _world(sim, azurite, start_host)
+    url = f"{world.url}/api/alerts"
+    headers = {"x-functions-key": world.key}
+    fired = azure_alert(target=_vmss_id(VMSS))
+    answer = requests.post(url, json=fired, headers=headers, timeout=10)
+    assert answer.status_code == 202, answer.text
+    (job_id,) = answer.json()["jobs"]
+    assert world.finished(job_id)["status"] == "done"
+    assert sim.scale_set_state(VMSS)["capacity"] == 5
+    # Alertmanager, same episode: recorded, but the cooldown holds the second scale-up.
+    again = requests.post(url, json=alertmanager(group="apps"), headers=headers, timeout=10)
+    assert again.status_code == 202 and again.json()["jobs"] == []
+    assert requests.post(url, json=fired, timeout=10).status_code == 401  # no function key
+    bad = requests.post(url, data=b"{nope", headers=headers, timeout=10)
+    assert bad.status_code == 400 and "not JSON" in bad.json()["error"]
+    unknown = requests.post(url, json=alertmanager(group="nope"), headers=headers, timeout=10)
+    assert unknown.status_code == 422 and "no configured node group" in unknown.json()["error"]
+    huge = requests.post(url, data=b"{" + b" " * (300 * 1024) + b"}", headers=headers, timeout=10)
+    assert huge.status_code == 413
+    assert sim.scale_set_state(VMSS)["capacity"] == 5
