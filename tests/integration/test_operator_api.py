@@ -459,3 +459,63 @@ def test_alert_webhooks_through_the_host_scale_up_once_and_refuse_bad_requests(
     huge = requests.post(url, data=b"{" + b" " * (300 * 1024) + b"}", headers=headers, timeout=10)
     assert huge.status_code == 413
     assert sim.scale_set_state(VMSS)["capacity"] == 5
+
+
+# -- the capacity timer, end to end on the host ---------------------------------------------------
+
+
+def test_capacity_timer_on_the_host_scales_a_hot_group_once_and_resolves(
+    sim: Simulator, azurite: Any, start_host: Any
+) -> None:
+    from shared.adapters.ledger import AlertLog
+
+    sim.load(scenario(scale_set(VMSS, 3, zones=[], load={"cpu": 40, "memory": 40, "noise": 0})))
+    pool = f"apps-{uuid.uuid4().hex[:6]}"
+    pools = [
+        {
+            "name": pool,
+            "vmss_id": _vmss_id(VMSS),
+            "node_group": "apps",
+            "min_nodes": 2,
+            "max_nodes": 6,
+            "capacity": {"cooldown_minutes": 240},
+        }
+    ]
+    settings = (
+        APP_DEFAULTS
+        | settings_for(sim, azurite.connection_string, pools)
+        | {
+            "POOLKEEPER_METRICS_ENDPOINT": sim.info["metrics"],
+            "AzureWebJobs.downscale_review.Disabled": "true",
+        }
+    )
+    sim.advance(2 * 3600)  # quiet history before the host starts
+    start_host(ROOT / "function_app.py", settings=settings)
+    alerts = AlertLog(
+        Services(
+            settings,
+            clock_from_settings(settings),
+            load_config(settings),
+            StorageAccount.from_settings(settings),
+        ).tables
+    )
+
+    def group_state() -> str | None:
+        found = {a["alert"]: a["state"] for a in alerts.alerts(pool)}
+        return found.get("P1/group/apps")
+
+    def wait_for(condition: Any, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not condition():
+            time.sleep(0.5)
+        assert condition()
+
+    wait_for(lambda: group_state() == "ok")  # timers ran: reconcile, then an evaluation
+    sim.post("load", {"scale_set": VMSS, "cpu": 97})
+    wait_for(lambda: sim.scale_set_state(VMSS)["capacity"] == 4)
+    assert group_state() == "firing"
+    time.sleep(3)  # several more evaluations of the same episode (every 0.5 s of wall time)
+    writes = [c for c in sim.calls()["calls"] if c["operation"] == "VirtualMachineScaleSets_Update"]
+    assert len(writes) == 1 and sim.scale_set_state(VMSS)["capacity"] == 4
+    sim.post("load", {"scale_set": VMSS, "cpu": 30})
+    wait_for(lambda: group_state() == "ok")
