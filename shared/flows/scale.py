@@ -67,12 +67,18 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     except TemporaryAzureError as error:
         return _temporary("plan", state, error, ctx)
     up = (params.delta or 0) > 0 or params.target is not None
+    if up and "goal" in state and truth.state.capacity >= state["goal"]:
+        # A re-plan (412, lost answer, redelivery) after our write already landed: the goal
+        # fixed at the first plan is reached, so only the wait remains. Never add delta twice.
+        ctx.notes.append(f"capacity {truth.state.capacity} already at the goal {state['goal']}")
+        return Next("await_ready", state | {"since": ctx.now.isoformat()})
     if up:
+        # The first plan turns delta into an absolute goal; every re-plan aims at that goal.
         plan: ScaleUpPlan | ScaleInPlan | Refusal = plan_scale_up(
             truth.state,
             ctx.pool.max_nodes,
-            delta=params.delta if params.target is None else None,
-            target=params.target,
+            delta=params.delta if params.target is None and "goal" not in state else None,
+            target=state.get("goal", params.target),
         )
     else:
         if truth.nodes is None:
@@ -113,9 +119,11 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         }
         if params.dry_run:
             return Done({"dry_run": True, "plan": described})
-        # The instances of this read: the write adds the others, and only those are waited for.
-        existing = [i.instance_id for i in truth.state.instances]
-        return Next("raise", state | {"plan": described, "existing": existing})
+        # The instances of the first read: the write adds the others, and only those are waited
+        # for. Kept across re-plans, like the goal.
+        existing = state.get("existing") or [i.instance_id for i in truth.state.instances]
+        goal = state.get("goal", plan.new_capacity)
+        return Next("raise", state | {"plan": described, "existing": existing, "goal": goal})
     described = {
         "action": "scale_in",
         "victims": list(plan.instance_ids),
@@ -141,9 +149,10 @@ def _raise(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         if replans > MAX_REPLANS:
             return Fail(f"the scale set kept changing under us ({replans} ETag mismatches)")
         ctx.notes.append("412: re-read and re-plan")
-        return Next("plan", {"replans": replans})
+        return Next("plan", state | {"replans": replans})
     except TemporaryAzureError as error:
-        return _temporary("plan", {"replans": state.get("replans", 0)}, error, ctx)
+        # The write may or may not have landed: the re-plan finds out from a fresh read.
+        return _temporary("plan", state, error, ctx)
     except PermanentAzureError as error:
         failure = _failure("Azure refused the capacity write", error.code, error.message)
         return Next("write_failed", state | failure)

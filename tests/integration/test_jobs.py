@@ -284,3 +284,27 @@ def test_scale_in_by_count_never_picks_a_node_another_drain_has_cordoned(
     record = pump.run("scale", message["id"])
     assert record.status == "done"
     assert record.outcome["plan"]["nodes"] == ["aks-apps-44444444-vmss000004"]
+
+
+def test_a_replan_after_a_landed_write_never_adds_delta_twice(sim: Simulator, azurite) -> None:
+    # The write lands but its answer is lost (timeout, worker killed): the job re-plans from a
+    # fresh read, and must see its goal reached instead of adding delta on top.
+    from shared.flows import scale
+    from shared.flows.jobs import StepContext
+    from shared.jobs import Job, Next
+
+    pump = _world(sim, azurite)
+    message = Job.model_validate(job("scale", "apps", {"delta": 1}))
+    pool = pump.services.config.pool("apps")
+
+    def context() -> StepContext:
+        return StepContext(message, pool, pump.services, None, pump.services.clock.now())
+
+    planned = scale._plan(context(), {})
+    assert isinstance(planned, Next) and planned.step == "raise"
+    raised = scale._raise(context(), planned.state)
+    assert isinstance(raised, Next) and raised.step == "await_write"
+    # Lost answer: back to planning with the state the ledger had before the write.
+    again = scale._plan(context(), planned.state)
+    assert isinstance(again, Next) and again.step == "await_ready"
+    assert sim.scale_set_state(VMSS)["capacity"] == 6
