@@ -69,4 +69,10 @@ def _drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     return Wait("drain", step.delay, step.state.to_json(), reason="; ".join(step.remaining[:5]))
 
 
-register(JobKind.DRAIN, Flow(first_step="drain", steps={"drain": _drain}))
+def _abort(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
+    params = ctx.job.typed_params()
+    assert isinstance(params, DrainParams)
+    return {params.node: abort_drain(ctx.services.kube, params.node) or "uncordoned"}
+
+
+register(JobKind.DRAIN, Flow(first_step="drain", steps={"drain": _drain}, abort=_abort))

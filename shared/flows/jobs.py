@@ -115,6 +115,37 @@ class Flow:
     first_step: str
     steps: Mapping[str, Step]
     needs_lease: bool = True
+    # Undo what the job did so far when it has to give up (e.g. uncordon); returns what was
+    # done, for the outcome. Called with the state of the step that kept failing.
+    abort: Callable[[StepContext, dict[str, Any]], dict[str, Any]] | None = None
+
+
+STEP_RETRIES = 5  # a step that raises is retried this many times, then the job is aborted
+STEP_RETRY_DELAY = timedelta(seconds=30)
+
+
+def _guarded(flow: Flow, name: str, context: StepContext, state: dict[str, Any]) -> Outcome:
+    """Run a step; an unexpected error becomes a bounded retry, then an abort with its reason."""
+    try:
+        outcome = flow.steps[name](context, state)
+        if isinstance(outcome, Next | Wait):
+            outcome.state.pop("_failures", None)  # the step went through: a fresh count
+        return outcome
+    except (LeaseLost, LedgerConflict):
+        raise
+    except Exception as error:  # noqa: BLE001 - recorded on the job; the abort path runs below
+        failures = int(state.get("_failures", 0)) + 1
+        reason = f"step {name} failed: {type(error).__name__}: {error}"[:500]
+        log.warning("Job %s: %s (attempt %d of %d)", context.job.id, reason, failures, STEP_RETRIES)
+        if failures < STEP_RETRIES:
+            return Wait(name, STEP_RETRY_DELAY, state | {"_failures": failures}, reason=reason)
+        undone: dict[str, Any] = {}
+        if flow.abort is not None:
+            try:
+                undone = flow.abort(context, state)
+            except Exception as abort_error:  # noqa: BLE001 - the job still ends, with both
+                undone = {"abort_failed": f"{type(abort_error).__name__}: {abort_error}"}
+        return Fail(f"{reason} ({failures} attempts); gave up", {"aborted": undone})
 
 
 FLOWS: dict[JobKind, Flow] = {}
@@ -253,8 +284,7 @@ def _run(services: Services, queue: str, job: Job, flow: Flow, lease: PoolLease 
         while True:
             now = services.clock.now()
             context = StepContext(job, pool, services, lease, now)
-            step = flow.steps[record.step]
-            outcome = step(context, dict(record.state))
+            outcome = _guarded(flow, record.step, context, dict(record.state))
             entry: dict[str, Any] = {
                 "step": record.step,
                 "at": now.isoformat(),

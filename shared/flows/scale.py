@@ -370,6 +370,14 @@ def _after_delete(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     return Done(outcome)
 
 
+def _abort(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
+    """Giving up: uncordon the victims unless a delete was sent (then they are going anyway)."""
+    plan = state.get("plan") or {}
+    if plan.get("action") != "scale_in" or state.get("token") or state.get("deleted"):
+        return {}
+    return {n: abort_drain(ctx.services.kube, n) or "uncordoned" for n in plan.get("nodes", [])}
+
+
 register(
     JobKind.SCALE,
     Flow(
@@ -385,5 +393,6 @@ register(
             "await_delete": _await_delete,
             "after_delete": _after_delete,
         },
+        abort=_abort,
     ),
 )

@@ -308,3 +308,29 @@ def test_a_replan_after_a_landed_write_never_adds_delta_twice(sim: Simulator, az
     again = scale._plan(context(), planned.state)
     assert isinstance(again, Next) and again.step == "await_ready"
     assert sim.scale_set_state(VMSS)["capacity"] == 6
+
+
+def test_a_step_that_keeps_failing_is_retried_then_aborted_and_uncordons(
+    sim: Simulator, azurite
+) -> None:
+    # The cluster's eviction API keeps answering errors nobody planned for: the job must not
+    # end in the poison queue with nodes cordoned.
+    from shared.adapters.kube import Kube
+
+    pump = _world(sim, azurite)
+
+    class BrokenEvictions(Kube):
+        def evict(self, pod):  # type: ignore[no-untyped-def]
+            raise RuntimeError("eviction API answered 500 InternalError")
+
+    real = pump.services.kube
+    pump.services.__dict__["kube"] = BrokenEvictions(real._core.api_client)
+    message = job("scale", "apps", {"delta": -1})
+    pump.send("scale", message)
+    record = pump.run("scale", message["id"], timeout=90)
+    assert record.status == "failed"
+    assert "step drain failed: RuntimeError" in record.error and "gave up" in record.error
+    assert [s["result"] for s in record.steps].count("wait") >= 4  # retried first
+    assert record.outcome["aborted"]  # and undid its cordon
+    assert not any(n.unschedulable for n in real.nodes())
+    assert sim.scale_set_state(VMSS)["capacity"] == 5
