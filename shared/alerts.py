@@ -118,17 +118,28 @@ def _problems(error: ValidationError) -> str:
 
 
 def _pool_for(config: Config, *, targets: list[str], labels: dict[str, Any]) -> Pool | None:
-    for target in targets:
-        pool = config.pool_for_vmss(target)
-        if pool is None and "/virtualmachines/" in target.lower():
-            pool = config.pool_for_vmss(target.lower().split("/virtualmachines/")[0])
+    compute = [t for t in targets if "/microsoft.compute/" in t.lower()]
+    for target in compute:
+        pool = config.pool_for_vmss(target.lower().split("/virtualmachines/")[0])
         if pool is not None:
             return pool
+    if compute:
+        # The alert is about a scale set or VM that no pool manages: never act on another
+        # pool because a label says so (allow-list by resource id first).
+        return None
     for label in NODE_GROUP_LABELS:
         group = labels.get(label)
         if group:
             return next((p for p in config.pools if p.node_group == group), None)
     return None
+
+
+def _scope(declared: Any, *, single_node: bool) -> Scope:
+    """Node scope for alerts about one VM or node, unless the alert says `scope: group`."""
+    declared = str(declared or "").lower()
+    if declared in ("node", "group"):
+        return Scope(declared)
+    return Scope.NODE if single_node else Scope.GROUP
 
 
 def _azure(data: dict[str, Any], config: Config) -> list[AlertEvent | str]:
@@ -154,7 +165,12 @@ def _azure(data: dict[str, Any], config: Config) -> list[AlertEvent | str]:
             pool=pool.name,
             firing=firing,
             severity=Severity.P1 if essentials.severity in ("Sev0", "Sev1") else Severity.P2,
-            scope=Scope.NODE if str(custom.get("scope", "")).lower() == "node" else Scope.GROUP,
+            scope=_scope(
+                custom.get("scope"),
+                single_node=any(
+                    "/virtualmachines/" in t.lower() for t in essentials.alertTargetIDs
+                ),
+            ),
             node=custom.get("node"),
             at=essentials.firedDateTime if firing else essentials.resolvedDateTime,
         )
@@ -184,9 +200,7 @@ def _alertmanager(data: dict[str, Any], config: Config) -> list[AlertEvent | str
                 pool=pool.name,
                 firing=alert.status == "firing",
                 severity=Severity.P1 if severity in ("P1", "CRITICAL") else Severity.P2,
-                scope=Scope.NODE
-                if alert.labels.get("scope", "").lower() == "node"
-                else Scope.GROUP,
+                scope=_scope(alert.labels.get("scope"), single_node="node" in alert.labels),
                 node=alert.labels.get("node") or alert.labels.get("instance"),
                 at=alert.startsAt if alert.status == "firing" else alert.endsAt,
             )

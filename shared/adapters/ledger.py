@@ -303,6 +303,17 @@ class AlertLog:
             return None
         return datetime.fromisoformat(entity["at"])
 
+    def note_scale_up(self, pool: str, now: datetime) -> None:
+        """Record a scale-up that happened (any requester), unless a later one is recorded."""
+        from azure.data.tables import UpdateMode
+
+        last = self.last_scale_up(pool)
+        if last is None or last < now:
+            self._table().upsert_entity(
+                {"PartitionKey": "scale_up", "RowKey": pool, "at": now.isoformat()},
+                mode=UpdateMode.REPLACE,
+            )
+
     def claim_scale_up(self, pool: str, now: datetime, cooldown_from: datetime | None) -> bool:
         """Record a scale-up at `now` unless one was recorded after `cooldown_from`: the check and
         the record are one conditional write, so a timer and a webhook cannot both scale up."""

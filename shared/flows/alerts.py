@@ -109,9 +109,14 @@ def _act(services: Any, event: AlertEvent, now: datetime) -> str | None:
     if not event.firing:
         return None
     notifier = Notifier(services.queues, services.settings)
-    if event.severity is Severity.P1 and event.scope is Scope.GROUP:
+    scale_on_p2 = event.severity is Severity.P2 and pool.capacity.auto_scale_up_on_p2
+    if event.scope is Scope.GROUP and (event.severity is Severity.P1 or scale_on_p2):
         return scale_up_one(
-            services, pool, reason=f"{event.source} alert {event.name} (P1)", now=now, values=values
+            services,
+            pool,
+            now=now,
+            values=values,
+            reason=f"{event.source} alert {event.name} ({event.severity})",
         )
     if event.severity is Severity.P1:
         notifier.send(

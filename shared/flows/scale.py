@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from shared.adapters.ledger import AlertLog
 from shared.adapters.scaleset import (
     AzureCallError,
     EtagMismatch,
@@ -188,6 +189,8 @@ def _await_write(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     if status.state == "Failed":
         failure = _failure("the capacity write failed", status.code, status.message)
         return Next("write_failed", state | failure)
+    # Every raise counts for the downscale review's anti-oscillation window, whoever asked.
+    AlertLog(ctx.services.tables).note_scale_up(ctx.pool.name, ctx.now)
     return Next("await_ready", state | {"since": ctx.now.isoformat()})
 
 

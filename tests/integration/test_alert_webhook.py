@@ -291,3 +291,29 @@ def test_notifications_also_go_to_the_outbound_webhook(sim, azurite) -> None:
     assert [(n["schema"], n["pool"], n["kind"], n["severity"]) for n in received] == [
         ("poolkeeper/notification/v1", "web", "p2", "P2")
     ]
+
+
+def test_alert_about_one_vm_is_a_rebalancing_notice_not_a_scale_up(sim, azurite) -> None:
+    services = _services(sim, azurite)
+    one_vm = azure_alert(target=f"{VMSS_ID}/virtualMachines/2")
+    status, answer = receive(services, json.dumps(one_vm).encode(), None)
+    assert status == 202 and answer["jobs"] == []
+    assert _queued(services, services.settings["POOLKEEPER_NOTIFICATIONS_QUEUE"]) == 1
+
+
+def test_unconfigured_scale_set_with_a_known_label_is_not_acted_on(sim, azurite) -> None:
+    services = _services(sim, azurite)
+    alert = azure_alert(target=OTHER_VMSS)
+    alert["data"]["customProperties"] = {"elastisys.io/node-group": "web"}
+    status, answer = receive(services, json.dumps(alert).encode(), None)
+    assert status == 422 and "match no configured pool" in answer["error"]
+
+
+def test_p2_scales_up_when_the_pool_asks_for_it(sim, azurite) -> None:
+    services = _services(sim, azurite)
+    config = json.loads(services.settings["POOLKEEPER_POOLS"])
+    config["pools"][0]["capacity"] = {"auto_scale_up_on_p2": True}
+    services.settings["POOLKEEPER_POOLS"] = json.dumps(config)
+    services.config = load_config(services.settings)
+    status, answer = receive(services, json.dumps(alertmanager(severity="P2")).encode(), None)
+    assert status == 202 and len(answer["jobs"]) == 1
