@@ -210,6 +210,23 @@ class Kube:
             if not token:
                 return pods
 
+    def evictable_pods(self) -> dict[str, int]:
+        """Per node, the pods a drain would have to move (not DaemonSet, mirror or completed
+        pods): one paged list of all pods, so a scale-in can pick the least loaded nodes."""
+        counts: dict[str, int] = {}
+        token = None
+        while True:
+            page = self._core.list_pod_for_all_namespaces(limit=500, _continue=token)
+            for raw in page.items:
+                pod = _pod(raw)
+                node = raw.spec.node_name
+                movable = pod.controller_kind != "DaemonSet" and not pod.mirror
+                if node and movable and pod.phase not in ("Succeeded", "Failed"):
+                    counts[node] = counts.get(node, 0) + 1
+            token = page.metadata._continue
+            if not token:
+                return counts
+
     def pod_uid(self, namespace: str, name: str) -> str | None:
         """The pod's current uid, or None when it is gone."""
         from kubernetes.client.exceptions import ApiException

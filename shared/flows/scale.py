@@ -88,6 +88,7 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
                 "be drained (fail safe)",
                 {"cluster_error": truth.record["cluster_error"]},
             )
+        pods = ctx.services.kube.evictable_pods()
         # Cordoned nodes are being drained (by another job, or an operator): never pick them by
         # count, or two scale-ins could choose the same victim. Named nodes are taken as asked.
         candidates = (
@@ -102,6 +103,8 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
             ctx.pool.node_group,
             count=-params.delta if params.delta else None,
             names=params.nodes,
+            # Least loaded = fewest pods to move; a node missing from the counts has none.
+            load={n.name: float(pods.get(n.name, 0)) for n in candidates},
         )
     if isinstance(plan, Refusal):
         return Fail(

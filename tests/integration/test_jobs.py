@@ -334,3 +334,24 @@ def test_a_step_that_keeps_failing_is_retried_then_aborted_and_uncordons(
     assert record.outcome["aborted"]  # and undid its cordon
     assert not any(n.unschedulable for n in real.nodes())
     assert sim.scale_set_state(VMSS)["capacity"] == 5
+
+
+def test_scale_in_by_count_picks_the_node_with_fewest_pods_to_move(sim: Simulator, azurite) -> None:
+    pump = _world(sim, azurite)
+    node = "aks-apps-44444444-vmss00000{}".format
+    sim.load(
+        scenario(
+            scale_set(VMSS, 5, zones=[]),
+            workloads={
+                "daemonsets": [{"name": "kube-proxy"}],
+                "pods": [
+                    {"name": f"p{n}-{k}", "node": node(n)} for n in (0, 1, 3, 4) for k in range(2)
+                ],
+            },
+        )
+    )
+    message = job("scale", "apps", {"delta": -1, "dry_run": True})
+    pump.send("scale", message)
+    record = pump.run("scale", message["id"])
+    assert record.status == "done"
+    assert record.outcome["plan"]["nodes"] == [node(2)]  # only a DaemonSet pod on it
