@@ -200,7 +200,8 @@ def job_schema() -> dict[str, Any]:
     }
     schema["description"] = (
         "One envelope for every job. `params` must match `<kind>_params` in $defs. "
-        "Send each kind to its queue: scale-jobs, drain-jobs, reconcile-jobs (renamable)."
+        "Send each kind to its queue: scale to scale-jobs, drain to drain-jobs, reconcile and "
+        "downscale_review to reconcile-jobs (names are settings)."
     )
     return schema
 

@@ -346,6 +346,7 @@ class AlertLog:
 
 
 DAILY_TABLE = "poolkeeperdaily"
+MIN_HOURS = 20  # of 24: a day with fewer hours of complete data is a day without data
 
 
 class DailySummaries:
@@ -364,12 +365,14 @@ class DailySummaries:
         pool: str,
         day: str,
         *,
+        hour: int,
         node_count: int,
         cpu: float | None,
         memory: float | None,
         largest_node_share: float,
     ) -> None:
-        """Fold one evaluation's hourly group averages into the day's row."""
+        """Fold one evaluation's complete hourly group averages into the day's row, and mark
+        the hour as covered (a day counts only when MIN_HOURS of its hours are)."""
         from azure.core.exceptions import ResourceNotFoundError
         from azure.data.tables import UpdateMode
 
@@ -388,10 +391,13 @@ class DailySummaries:
                 "memory_n": 0,
                 "memory_peak": -1.0,
                 "largest_node_share": largest_node_share,
+                "hours": "0" * 24,
             }
         row["evaluations"] += 1
         row["node_count"] = max(row["node_count"], node_count)
         row["largest_node_share"] = max(row["largest_node_share"], largest_node_share)
+        hours = row.get("hours") or "0" * 24
+        row["hours"] = hours[:hour] + "1" + hours[hour + 1 :]
         for name, value in (("cpu", cpu), ("memory", memory)):
             if value is not None:
                 row[f"{name}_sum"] += value
@@ -412,12 +418,14 @@ class DailySummaries:
         there was no data), largest_node_share."""
         found = []
         for row in self._table().query_entities(f"PartitionKey eq '{pool}'"):
+            covered = str(row.get("hours", "1" * 24)).count("1") >= MIN_HOURS
 
-            def avg(name: str, row: Any = row) -> float | None:
-                return row[f"{name}_sum"] / row[f"{name}_n"] if row[f"{name}_n"] else None
+            def avg(name: str, row: Any = row, covered: bool = covered) -> float | None:
+                usable = covered and row[f"{name}_n"]
+                return row[f"{name}_sum"] / row[f"{name}_n"] if usable else None
 
-            def peak(name: str, row: Any = row) -> float | None:
-                return row[f"{name}_peak"] if row[f"{name}_n"] else None
+            def peak(name: str, row: Any = row, covered: bool = covered) -> float | None:
+                return row[f"{name}_peak"] if covered and row[f"{name}_n"] else None
 
             found.append(
                 {

@@ -139,12 +139,15 @@ def evaluate_capacity(services: Any) -> list[dict[str, Any]]:
                 )
         live = (truth.get("counts") or {}).get("live", 0)
         group = evaluation.group_p1
-        if group.cpu is not None or group.memory is not None:
+        if (group.cpu is not None or group.memory is not None) and not (
+            group.missing or group.partial
+        ):  # only complete windows go into the trend the downscale review reads
             zones = [v.get("zone") for v in truth["instances"].values()]
             largest = max(zones.count(z) for z in set(zones)) if len(set(zones)) > 1 else 1
             DailySummaries(services.tables).add_hour(
                 pool.name,
                 now.date().isoformat(),
+                hour=now.hour,
                 node_count=live,
                 cpu=group.cpu,
                 memory=group.memory,

@@ -111,3 +111,18 @@ def test_review_right_after_a_scale_up_is_refused(sim, azurite) -> None:
     AlertLog(services.tables).claim_scale_up(pool, services.clock.now() - timedelta(days=2), None)
     result = review_pool(services, services.config.pool(pool))
     assert result["verdict"] == "refused" and "anti-oscillation" in result["reason"]
+
+
+def test_days_without_enough_complete_hours_count_as_missing(sim, azurite) -> None:
+    services, pool = _services(sim, azurite, execute=False)
+    store = DailySummaries(services.tables)
+    day = services.clock.now().date().isoformat()
+    for hour in range(19):  # 19 covered hours: not enough for a day of trend
+        store.add_hour(
+            pool, day, hour=hour, node_count=8, cpu=30, memory=30, largest_node_share=1 / 8
+        )
+    (thin,) = store.days(pool)
+    assert thin["cpu_avg"] is None and thin["cpu_peak"] is None
+    store.add_hour(pool, day, hour=19, node_count=8, cpu=50, memory=30, largest_node_share=1 / 8)
+    (full,) = store.days(pool)
+    assert full["cpu_peak"] == 50 and full["cpu_avg"] == 31.0
