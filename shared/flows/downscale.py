@@ -65,7 +65,7 @@ def review_pool(services: Any, pool: Pool) -> dict[str, Any]:
         job = Job.model_validate(
             {
                 "schema": SCHEMA,
-                "id": f"downscale-{pool.name}-{now:%Y%m%d}",  # one a day: a redelivered review adds none
+                "id": f"downscale-{pool.name}-{now:%Y%m%d}",  # one a day per pool
                 "kind": JobKind.SCALE,
                 "pool": pool.name,
                 "params": {"delta": -recommendation.remove},
