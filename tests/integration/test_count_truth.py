@@ -516,3 +516,65 @@ def test_any_interleaving_of_jobs_and_faults_keeps_the_recorded_count_true(
             # A scale-up blames only instances it created, never older failed ones.
             existed = {i["instance_id"] for i in before["instances"]}
             assert not set(record.outcome.get("failed", {})) & existed, record.outcome
+
+
+CONCURRENT_FAULTS = [f for f in FAULTS if "throttle" not in f and "then" not in f]
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    jobs=st.lists(
+        st.tuples(st.sampled_from(["up", "in", "reconcile"]), st.integers(1, 2)),
+        min_size=3,
+        max_size=5,
+    ),
+    faults=st.lists(st.sampled_from(CONCURRENT_FAULTS), max_size=3),
+    order=st.randoms(use_true_random=False),
+)
+def test_jobs_in_flight_together_with_faults_keep_the_count_true(
+    sim: Simulator,
+    azurite: Any,
+    jobs: list[tuple[str, int]],
+    faults: list[dict[str, Any]],
+    order: Any,
+) -> None:
+    """All jobs queued at once and delivered in a random order of queues, so their steps
+    interleave (waits, drains, leases); faults armed for whichever job meets them first."""
+    world = _world(
+        sim,
+        azurite,
+        vmss=PROP_VMSS,
+        capacity=5,
+        min_nodes=PROP_MIN,
+        max_nodes=PROP_MAX,
+        replicas=6,
+        max_unavailable=2,
+        grace=5,
+        latencies={"create": 0, "delete": 0},
+    )
+    assert world.run("reconcile").status == "done"
+    for fault in faults:
+        world.sim.post("faults", fault | {"scale_set": PROP_VMSS, "count": 1})
+    sent = []
+    for kind, size in jobs:
+        if kind == "reconcile":
+            sent.append(("reconcile", world.send("reconcile")))
+        else:
+            sent.append(("scale", world.send("scale", {"delta": size if kind == "up" else -size})))
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        records = [world.tables.job(job_id) for _, job_id in sent]
+        if all(r is not None and r.status in FINAL for r in records):
+            break
+        world.pump.once(order.choice(["scale", "reconcile"]))
+        true = _true_counts(sim.scale_set_state(PROP_VMSS))
+        assert true["live"] >= PROP_MIN  # at every moment, not only after each job
+        time.sleep(0.02)
+    else:
+        raise AssertionError(f"jobs did not finish: {records}")
+    assert world.run("reconcile").status == "done"
+    world.assert_truth()
