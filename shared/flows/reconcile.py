@@ -23,7 +23,7 @@ RETRY = timedelta(seconds=30)
 
 def _reconcile(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     try:
-        truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id)
+        truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
     except TemporaryAzureError as error:
         delay = product_delay(ctx.services.clock, error.retry_after) if error.retry_after else RETRY
         kind = "throttled" if isinstance(error, ThrottledError) else "temporary error"

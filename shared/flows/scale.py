@@ -64,7 +64,7 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """Fresh read, then the scale-up or scale-in plan (or why not)."""
     params = _params(ctx)
     try:
-        truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id)
+        truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
     except TemporaryAzureError as error:
         return _temporary("plan", state, error, ctx)
     up = (params.delta or 0) > 0 or params.target is not None
@@ -170,7 +170,7 @@ def _failure(what: str, code: str | None, message: str | None) -> dict[str, Any]
 def _write_failed(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """After a refused or failed capacity write: re-read in full, then report the Azure error."""
     try:
-        truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id)
+        truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
     except TemporaryAzureError as error:
         return _temporary("write_failed", state, error, ctx)
     failure = state["failure"]
@@ -204,7 +204,7 @@ def _await_ready(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     towards the wait nor are blamed for it.
     """
     try:
-        truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id)
+        truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
     except TemporaryAzureError as error:
         return _temporary("await_ready", state, error, ctx)
     existing = set(state.get("existing", ()))
@@ -291,7 +291,7 @@ def _delete(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """Delete exactly the drained victims, after checking the guard on a fresh read."""
     plan = state["plan"]
     try:
-        truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id)
+        truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
     except TemporaryAzureError as error:
         return _temporary("delete", state, error, ctx)
     by_id = {i.instance_id: i for i in truth.state.instances}
@@ -347,7 +347,7 @@ def _await_delete(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 def _after_delete(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """Whatever the delete returned: re-read in full, uncordon survivors, report."""
     try:
-        truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id)
+        truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
     except TemporaryAzureError as error:
         return _temporary("after_delete", state, error, ctx)
     by_id = {i.instance_id: i for i in truth.state.instances}

@@ -42,7 +42,9 @@ def _nodes(services: Any) -> tuple[list[NodeView] | None, str | None]:
         return None, f"cluster not readable: {error}"
 
 
-def read_truth(services: Any, pool: Pool, now: datetime, *, job_id: str | None = None) -> Truth:
+def read_truth(
+    services: Any, pool: Pool, now: datetime, *, job_id: str | None = None, lease: Any = None
+) -> Truth:
     """Re-read the pool in full (scale set, every instance, the nodes) and record it."""
     state = services.scale_sets.read(pool.vmss_id)
     nodes, cluster_error = _nodes(services)
@@ -104,6 +106,8 @@ def read_truth(services: Any, pool: Pool, now: datetime, *, job_id: str | None =
         "read_at": now.isoformat(),
         "by_job": job_id,
     }
+    if lease is not None:
+        lease.check()  # a step that lost the pool must not overwrite a newer holder's record
     services.tables.put_pool_status(pool.name, record)
     if drifts:
         log.warning("Pool %s drift: %s", pool.name, "; ".join(d.detail for d in drifts))
