@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
+from shared.decide.wording import listing as _listing
+from shared.decide.wording import plural as _n
+from shared.decide.wording import span
+
 FLOOR = 3  # the downscale review never recommends fewer nodes than this
 CONSOLIDATE_AT = 6  # nodes in a group from which the seed advises fewer, larger nodes
 ADVICE_CONSOLIDATE = "consider consolidating to fewer, larger nodes"
@@ -18,7 +22,6 @@ ADVICE_HOLD = "hold for a human"
 ANTI_OSCILLATION = timedelta(days=14)
 MIN_DAYS = 90
 LOOKBACK_DAYS = 180
-_LISTED = 10  # node names spelled out in one message; the rest are counted
 
 
 class Resource(StrEnum):
@@ -781,24 +784,5 @@ def _pct(value: float) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".") + " %"
 
 
-def _n(number: int, noun: str) -> str:
-    return f"{number} {noun}" + ("" if number == 1 else "s")
-
-
-def _listing(items: Sequence[str]) -> str:
-    shown = ", ".join(items[:_LISTED])
-    return shown if len(items) <= _LISTED else f"{shown} and {len(items) - _LISTED} more"
-
-
-def _span(span: timedelta) -> str:
-    """A duration in its two largest units, like "1h", "24h" or "13d 23h"."""
-    seconds = max(0, int(span.total_seconds()))
-    units = [("d", 86400), ("h", 3600), ("m", 60), ("s", 1)]
-    if seconds < 2 * 86400:
-        units = units[1:]  # windows read as "24h", not "1d"
-    for index, (unit, size) in enumerate(units[:-1]):
-        if seconds >= size:
-            smaller, below = units[index + 1]
-            rest = seconds % size // below
-            return f"{seconds // size}{unit}" + (f" {rest}{smaller}" if rest else "")
-    return f"{seconds}s"
+def _span(duration: timedelta) -> str:
+    return span(duration, days_from=2)  # windows read "24h", not "1d"

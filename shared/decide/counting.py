@@ -12,12 +12,15 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
 
+from shared.decide.wording import listing as _listing
+from shared.decide.wording import plural as _n
+from shared.decide.wording import span as _span
+
 NODE_GROUP_LABEL = "elastisys.io/node-group"
 PROTOTYPE_LABEL = "poolkeeper.io/prototype"  # "true" on the node whose disk becomes the image
 
 _STOPPED_POWER = frozenset({"stopping", "stopped", "deallocating", "deallocated"})
 _NO_LOAD: Mapping[str, float] = MappingProxyType({})
-_LISTED = 10  # ids or names spelled out in one message; the rest are counted
 
 
 class InstanceState(StrEnum):
@@ -537,24 +540,3 @@ def _by_id(instance_ids: Iterable[str]) -> list[str]:
 
 def _sorted_instances(instances: Iterable[VmInstance]) -> list[VmInstance]:
     return sorted(instances, key=lambda instance: _id_key(instance.instance_id))
-
-
-def _n(number: int, noun: str) -> str:
-    return f"{number} {noun}" + ("" if number == 1 else "s")
-
-
-def _listing(items: Sequence[str]) -> str:
-    shown = ", ".join(items[:_LISTED])
-    return shown if len(items) <= _LISTED else f"{shown} and {len(items) - _LISTED} more"
-
-
-def _span(span: timedelta) -> str:
-    """A duration the way an operator reads it: its two largest units, like "2h 5m"."""
-    seconds = max(0, int(span.total_seconds()))
-    units = [("d", 86400), ("h", 3600), ("m", 60), ("s", 1)]
-    for index, (unit, size) in enumerate(units[:-1]):
-        if seconds >= size:
-            smaller, below = units[index + 1]
-            rest = seconds % size // below
-            return f"{seconds // size}{unit}" + (f" {rest}{smaller}" if rest else "")
-    return f"{seconds}s"
