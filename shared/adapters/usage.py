@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -271,7 +272,7 @@ def _retry_after(response: Any) -> float:
         return 30.0
 
 
-class _Gated:
+class _Gated(ABC):
     """Builds one client lazily and honours Retry-After for everything this source calls."""
 
     source = ""
@@ -281,8 +282,9 @@ class _Gated:
         self._client: Any = None
         self._lock = threading.Lock()
 
-    def _new_client(self) -> Any:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abstractmethod
+    def _new_client(self) -> Any:
+        """The SDK client this source queries through (built on first use)."""
 
     def client(self) -> Any:
         with self._lock:
