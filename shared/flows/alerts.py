@@ -16,7 +16,8 @@ from shared.adapters.ledger import AlertLog
 from shared.adapters.notify import Notifier
 from shared.alerts import AlertError, AlertEvent, Scope, Severity, check_signature, parse_alerts
 from shared.config import Pool
-from shared.jobs import SCHEMA, Job, JobKind, queue_name
+from shared.flows.jobs import enqueue
+from shared.jobs import JobKind
 
 log = logging.getLogger("poolkeeper.alerts")
 
@@ -72,18 +73,15 @@ def scale_up_one(
     if not log_.claim_scale_up(pool.name, now, now - cooldown(pool)):
         log.info("Pool %s: scale-up for %s skipped, cooling down", pool.name, reason)
         return None
-    job = Job.model_validate(
-        {
-            "schema": SCHEMA,
-            "id": f"capacity-{pool.name}-{now:%Y%m%dT%H%M%S}",
-            "kind": JobKind.SCALE,
-            "pool": pool.name,
-            "params": {"delta": 1},
-            "requested_by": f"capacity:{reason}"[:200],
-            "created_at": now,
-        }
+    job = enqueue(
+        services,
+        JobKind.SCALE,
+        pool.name,
+        {"delta": 1},
+        now=now,
+        job_id=f"capacity-{pool.name}-{now:%Y%m%dT%H%M%S}",
+        requested_by=f"capacity:{reason}",
     )
-    services.queues.send(queue_name(JobKind.SCALE, services.settings), job.to_message())
     notifier.send(
         pool=pool.name,
         kind="scale_up",

@@ -13,8 +13,8 @@ from shared.adapters.ledger import AlertLog, DailySummaries
 from shared.adapters.notify import Notifier
 from shared.config import Pool
 from shared.decide.capacity import DailySummary, Thresholds, Verdict, review_downscale
-from shared.flows.jobs import Flow, StepContext, register
-from shared.jobs import SCHEMA, Done, Job, JobKind, Outcome, queue_name
+from shared.flows.jobs import Flow, StepContext, enqueue, register
+from shared.jobs import Done, JobKind, Outcome
 
 log = logging.getLogger("poolkeeper.downscale")
 
@@ -62,18 +62,15 @@ def review_pool(services: Any, pool: Pool) -> dict[str, Any]:
         "job": None,
     }
     if recommendation.verdict is Verdict.REMOVE and settings.execute_downscale:
-        job = Job.model_validate(
-            {
-                "schema": SCHEMA,
-                "id": f"downscale-{pool.name}-{now:%Y%m%d}",  # one a day per pool
-                "kind": JobKind.SCALE,
-                "pool": pool.name,
-                "params": {"delta": -recommendation.remove},
-                "requested_by": "capacity:downscale-review",
-                "created_at": now,
-            }
+        job = enqueue(
+            services,
+            JobKind.SCALE,
+            pool.name,
+            {"delta": -recommendation.remove},
+            job_id=f"downscale-{pool.name}-{now:%Y%m%d}",  # one a day per pool
+            requested_by="capacity:downscale-review",
+            now=now,
         )
-        services.queues.send(queue_name(JobKind.SCALE, services.settings), job.to_message())
         result["job"] = job.id
     AlertLog(services.tables).record(
         pool.name, "downscale-review", recommendation.verdict.value, result, now

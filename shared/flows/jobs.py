@@ -25,6 +25,7 @@ from shared.adapters.storage import StorageAccount
 from shared.clock import Clock, clock_from_settings, visibility_timeout
 from shared.config import Config, Pool, load_config
 from shared.jobs import (
+    SCHEMA,
     Done,
     Fail,
     Job,
@@ -167,6 +168,32 @@ class Handled:
 
 def _continuation_message(job: Job, token: str) -> str:
     return job.model_copy(update={"continuation": token}).to_message()
+
+
+def enqueue(
+    services: Services,
+    kind: JobKind,
+    pool: str,
+    params: dict[str, Any],
+    *,
+    job_id: str,
+    requested_by: str,
+    now: datetime,
+) -> Job:
+    """Put a job that Poolkeeper itself decided on its queue (timers, webhooks, reviews)."""
+    job = Job.model_validate(
+        {
+            "schema": SCHEMA,
+            "id": job_id,
+            "kind": kind,
+            "pool": pool,
+            "params": params,
+            "requested_by": requested_by[:200],
+            "created_at": now,
+        }
+    )
+    services.queues.send(queue_name(kind, services.settings), job.to_message())
+    return job
 
 
 def submit(services: Services, raw: str, *, queue: str | None = None) -> Job:

@@ -12,9 +12,9 @@ from typing import Any
 from shared.adapters.scaleset import AzureCallError, TemporaryAzureError, ThrottledError
 from shared.clock import product_delay
 from shared.config import Pool
-from shared.flows.jobs import Flow, StepContext, register
+from shared.flows.jobs import Flow, StepContext, enqueue, register
 from shared.flows.truth import read_truth
-from shared.jobs import SCHEMA, Done, Job, JobKind, Outcome, Wait, queue_name
+from shared.jobs import Done, JobKind, Outcome, Wait
 
 log = logging.getLogger("poolkeeper.reconcile")
 
@@ -76,17 +76,14 @@ def survey(services: Any) -> list[str]:
             )
             if fresh:
                 continue
-            job = Job.model_validate(
-                {
-                    "schema": SCHEMA,
-                    "kind": JobKind.RECONCILE,
-                    "pool": pool.name,
-                    "params": {},
-                    "id": f"reconcile-{pool.name}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
-                    "requested_by": "timer:reconcile_timer",
-                    "created_at": now,
-                }
+            job = enqueue(
+                services,
+                JobKind.RECONCILE,
+                pool.name,
+                {},
+                now=now,
+                job_id=f"reconcile-{pool.name}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
+                requested_by="timer:reconcile_timer",
             )
-            services.queues.send(queue_name(JobKind.RECONCILE, services.settings), job.to_message())
             enqueued.append(job.id)
     return enqueued
