@@ -429,6 +429,37 @@ class Action:
     advice: tuple[str, ...] = ()
 
 
+def scale_up_hold(
+    node_count: int | None,
+    max_nodes: int,
+    last: datetime | None,
+    now: datetime,
+    *,
+    cooldown: timedelta,
+) -> str | None:
+    """Why one more node must not be added now (max_nodes, cooldown, doubling), or None. Pure;
+    the one rule the capacity timer and the alert webhook share. With the size unknown only the
+    cooldown applies: the scale job reads the size fresh and bounds it by max_nodes itself."""
+    n = node_count
+    if n is not None and n >= max_nodes:
+        return f"not scaling up: at max_nodes {max_nodes} ({_n(n, 'node')})"
+    if last is not None and now - last < cooldown:
+        return (
+            f"not scaling up: last scale-up {_span(now - last)} ago, within the "
+            f"{_span(cooldown)} cooldown (next from {last + cooldown:%Y-%m-%d %H:%M})"
+        )
+    if n is not None and n + 1 >= 2 * n:
+        return f"not scaling up: one more node would double the group ({n} -> {n + 1})"
+    return None
+
+
+def consolidation_advice(node_count: int) -> list[str]:
+    """The seed's advice once a group reaches CONSOLIDATE_AT nodes."""
+    if node_count >= CONSOLIDATE_AT:
+        return [f"{ADVICE_CONSOLIDATE}: the group has {_n(node_count, 'node')}"]
+    return []
+
+
 def decide_actions(
     evaluation: Evaluation,
     pool: PoolState,
@@ -455,26 +486,18 @@ def decide_actions(
     held: str | None = None  # why a wanted scale-up is not done
     advice: list[str] = []
     if wants:
-        last = pool.last_scale_up_at
-        if n >= pool.max_nodes:
-            held = f"not scaling up: at max_nodes {pool.max_nodes} ({_n(n, 'node')})"
-        elif last is not None and now - last < cooldown:
-            held = (
-                f"not scaling up: last scale-up {_span(now - last)} ago, within the "
-                f"{_span(cooldown)} cooldown (next from {last + cooldown:%Y-%m-%d %H:%M})"
-            )
-        elif n + 1 >= 2 * n:
-            held = f"not scaling up: one more node would double the group ({n} -> {n + 1})"
+        held = scale_up_hold(
+            pool.node_count, pool.max_nodes, pool.last_scale_up_at, now, cooldown=cooldown
+        )
+        if held is not None and "double" in held:
             advice.append(f"{ADVICE_HOLD}: one more node would double the group ({n} -> {n + 1})")
-        else:
+        if held is None:
             scale = Action(
                 ActionKind.SCALE_UP_ONE,
                 f"{' and '.join(_title(a) for a in wants)} firing: one more node ({n} -> {n + 1})",
                 alerts=tuple(alert.key for alert in wants),
             )
-    after = n + 1 if scale is not None else n
-    if after >= CONSOLIDATE_AT:
-        advice.append(f"{ADVICE_CONSOLIDATE}: the group has {_n(after, 'node')}")
+    advice += consolidation_advice(n + 1 if scale is not None else n)
     outcome = {alert.key: held or (scale.reason if scale else "") for alert in wants}
 
     actions: list[Action] = [scale] if scale is not None else []

@@ -16,13 +16,13 @@ from shared.adapters.ledger import AlertLog
 from shared.adapters.notify import Notifier
 from shared.alerts import AlertError, AlertEvent, Scope, Severity, check_signature, parse_alerts
 from shared.config import Pool
+from shared.decide.capacity import consolidation_advice, scale_up_hold
 from shared.flows.jobs import enqueue
 from shared.jobs import JobKind
 
 log = logging.getLogger("poolkeeper.alerts")
 
 SECRET_SETTING = "POOLKEEPER_ALERT_SECRET"
-CONSOLIDATE_AT = 6  # nodes: the seed's advice to consider fewer, larger nodes
 
 
 def cooldown(pool: Pool) -> timedelta:
@@ -30,48 +30,32 @@ def cooldown(pool: Pool) -> timedelta:
     return timedelta(minutes=pool.capacity.cooldown_minutes)
 
 
-def advice(node_count: int) -> list[str]:
-    """The seed's advice for a group of this size."""
-    found = []
-    if node_count >= CONSOLIDATE_AT:
-        found.append(
-            f"the group has {node_count} nodes: consider consolidating to fewer, larger nodes"
-        )
-    return found
-
-
 def scale_up_one(
     services: Any, pool: Pool, *, reason: str, now: datetime, values: dict[str, Any]
 ) -> str | None:
-    """Enqueue a one-node scale-up unless the pool is cooling down, at max, or a step would
-    double it (then a human decides). Returns the job id, or None with a notification."""
+    """Enqueue a one-node scale-up unless the policy holds it (max_nodes, cooldown, doubling:
+    `scale_up_hold`, the timer's rule too). Returns the job id, or None."""
     notifier = Notifier(services.queues, services.settings)
+    alert_log = AlertLog(services.tables)
     recorded = services.tables.pool_status(pool.name) or {}
-    live = (recorded.get("counts") or {}).get("live")
-    if live is not None and live + 1 >= 2 * live:
-        notifier.send(
-            pool=pool.name,
-            kind="hold_for_human",
-            severity="P1",
-            at=now,
-            message=f"{reason}; one more node would double the group ({live} live): "
-            "holding for a human",
-            values=values,
-        )
-        return None
-    if live is not None and live >= pool.max_nodes:
-        notifier.send(
-            pool=pool.name,
-            kind="at_max",
-            severity="P1",
-            at=now,
-            values=values,
-            message=f"{reason}; the pool is at max_nodes {pool.max_nodes}",
-        )
-        return None
-    log_ = AlertLog(services.tables)
-    if not log_.claim_scale_up(pool.name, now, now - cooldown(pool)):
-        log.info("Pool %s: scale-up for %s skipped, cooling down", pool.name, reason)
+    live = (recorded.get("counts") or {}).get("live")  # None before the first reconcile
+    held = scale_up_hold(
+        live, pool.max_nodes, alert_log.last_scale_up(pool.name), now, cooldown=cooldown(pool)
+    )
+    if held is None and not alert_log.claim_scale_up(pool.name, now, now - cooldown(pool)):
+        held = "not scaling up: another scale-up was just claimed (cooldown)"
+    if held is not None:
+        if "cooldown" in held:
+            log.info("Pool %s: %s; %s", pool.name, reason, held)
+        else:
+            notifier.send(
+                pool=pool.name,
+                kind="scale_up_held",
+                severity="P1",
+                at=now,
+                values=values,
+                message=f"{reason}; {held}",
+            )
         return None
     job = enqueue(
         services,
@@ -89,7 +73,7 @@ def scale_up_one(
         at=now,
         values=values,
         message=f"{reason}: scaling up by one node (job {job.id})",
-        advice=advice((live or 0) + 1),
+        advice=consolidation_advice((live or 0) + 1),
     )
     return job.id
 
