@@ -32,7 +32,8 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat()
 
 
-STORE_OPTIONS: dict[str, Any] = {"connection_timeout": 2, "read_timeout": 5, "retry_total": 1}
+# A status write must never hold up the schedule for long: one attempt, short timeouts.
+STORE_OPTIONS: dict[str, Any] = {"connection_timeout": 2, "read_timeout": 2, "retry_total": 0}
 
 
 @dataclass
@@ -61,12 +62,15 @@ class StatusStore:
             return None
 
     def write(self, status: dict[str, str]) -> None:
-        from azure.core.exceptions import ResourceExistsError
+        from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
         try:
-            with contextlib.suppress(ResourceExistsError):
-                self.account.blob_service(**STORE_OPTIONS).create_container(CONTAINER)
-            self._client().upload_blob(json.dumps(status), overwrite=True)
+            try:
+                self._client().upload_blob(json.dumps(status), overwrite=True)
+            except ResourceNotFoundError:  # the container, on first use: create it, write again
+                with contextlib.suppress(ResourceExistsError):
+                    self.account.blob_service(**STORE_OPTIONS).create_container(CONTAINER)
+                self._client().upload_blob(json.dumps(status), overwrite=True)
         except Exception as error:  # noqa: BLE001 - logged; a timer must keep its schedule
             log.warning("Writing timer status %s failed: %s", self.blob_name, error)
 
