@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -62,22 +63,28 @@ class Kubectl:
         self.kubeconfig = write_kubeconfig(root / "kubeconfig", served.url)
         self.cache = root / "kube-cache"
 
+    def command(self, *args: str) -> list[str]:
+        return [
+            self.binary,
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--cache-dir",
+            str(self.cache),
+            "--request-timeout=10s",
+            *args,
+        ]
+
+    @staticmethod
+    def env() -> dict[str, str]:
+        return {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+
     def __call__(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
         return subprocess.run(
-            [
-                self.binary,
-                "--kubeconfig",
-                str(self.kubeconfig),
-                "--cache-dir",
-                str(self.cache),
-                "--request-timeout=10s",
-                *args,
-            ],
+            self.command(*args),
             capture_output=True,
             text=True,
             timeout=timeout,
-            env=env,
+            env=self.env(),
             check=False,
         )
 
@@ -128,30 +135,77 @@ def test_kubectl_cordons_a_node(kubectl: Kubectl) -> None:
     assert kubectl.ok("uncordon", NODES[1]).strip() == f"node/{NODES[1]} uncordoned"
 
 
-def test_kubectl_drains_a_node_and_its_pods_come_back_elsewhere(kubectl: Kubectl) -> None:
+def _wait_for_blocked_eviction(kubectl: Kubectl, drain: subprocess.Popen[str]) -> Any:
+    """The first eviction the budget refused; fails if kubectl exits first. The wall-clock
+    limit only bounds a failure: nothing else lets the budget allow it meanwhile."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and drain.poll() is None:
+        history = kubectl.served.call(lambda: list(kubectl.cluster.evictions))
+        blocked = [e for e in history if e["outcome"] == "blocked"]
+        if blocked:
+            return blocked[0]
+        time.sleep(0.05)
+    out, err = drain.communicate(timeout=30) if drain.poll() is not None else ("", "")
+    pytest.fail(
+        f"no eviction was blocked by the budget (kubectl exit {drain.poll()}):\n{out}\n{err}"
+    )
+
+
+def test_kubectl_drain_retries_while_the_budget_blocks_and_pods_come_back_elsewhere(
+    kubectl: Kubectl,
+) -> None:
+    """The other nodes are cordoned while kubectl drains, so no replacement can become Ready and
+    the budget must refuse the second web pod, whatever the speed of the machine; once the test
+    uncordons them, the replacements start and kubectl's retry goes through."""
     before = kubectl.pods()["nodes"]
     target = max(NODES, key=lambda n: sum(p["name"].startswith("web-") for p in before[n]["pods"]))
     moving = {p["name"] for p in before[target]["pods"] if p["name"].startswith(("web-", "cache-"))}
-    assert len([m for m in moving if m.startswith("web-")]) == 2
+    web_moving = {m for m in moving if m.startswith("web-")}
+    assert len(web_moving) == 2
+    others = [n for n in NODES if n != target]
+    for node in others:
+        kubectl.ok("cordon", node)
 
-    drained = kubectl(
-        "drain", target, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=60s"
+    drain = subprocess.Popen(
+        kubectl.command(
+            "drain", target, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=150s"
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=kubectl.env(),
     )
-    assert drained.returncode == 0, f"{drained.stdout}\n{drained.stderr}"
-    assert f"node/{target} drained" in drained.stdout
-    assert "will retry after 5s" in drained.stderr, "the second web pod waited for its budget"
+    try:
+        blocked = _wait_for_blocked_eviction(kubectl, drain)
+        assert blocked["pod"] in web_moving and blocked["code"] == 429
+        assert blocked["budgets"] == ["web"]
+        waiting = kubectl.pods()
+        assert drain.poll() is None, "kubectl waits while the budget blocks"
+        assert blocked["pod"] in {p["name"] for p in waiting["nodes"][target]["pods"]}
+        for node in others:
+            kubectl.ok("uncordon", node)
+        out, err = drain.communicate(timeout=180)
+    finally:
+        if drain.poll() is None:
+            drain.kill()
+            drain.communicate()
+    assert drain.returncode == 0, f"{out}\n{err}"
+    assert f"node/{target} drained" in out
+    assert f'pods/"{blocked["pod"]}"' in err and "will retry after 5s" in err, err
 
-    after = kubectl.pods()["nodes"]
-    assert after[target]["unschedulable"]
-    left = sorted(p["owner"].split("/")[0] for p in after[target]["pods"])
+    after = kubectl.pods()
+    assert after["nodes"][target]["unschedulable"]
+    left = sorted(p["owner"].split("/")[0] for p in after["nodes"][target]["pods"])
     assert left == ["DaemonSet", "Node"], "only the daemon and the mirror pod stay"
-    elsewhere = [p for n in NODES if n != target for p in after[n]["pods"]]
+    assert not after["unscheduled"]
+    elsewhere = [p for n in others for p in after["nodes"][n]["pods"]]
     for prefix, count in (("web-", 4), ("cache-", 3)):
         pods = [p for p in elsewhere if p["name"].startswith(prefix) and p["ready"]]
         assert len(pods) == count, f"{prefix} replicas are Ready on the other nodes"
     assert not moving & {p["name"] for p in elsewhere}, "evicted pods are replaced, not moved"
-    outcomes = {
-        (e["pod"], e["outcome"]) for e in kubectl.served.call(lambda: kubectl.cluster.evictions)
-    }
+    history = kubectl.served.call(lambda: list(kubectl.cluster.evictions))
+    outcomes = [(e["pod"], e["outcome"]) for e in history]
     assert ("done-" + str(NODES.index(target)), "deleted") in outcomes
-    assert any(outcome == "blocked" for _, outcome in outcomes)
+    refused = outcomes.index((blocked["pod"], "blocked"))
+    assert (blocked["pod"], "evicted") in outcomes[refused:], "the retry evicted the pod"
+    assert {pod for pod, outcome in outcomes if outcome == "evicted"} == moving
