@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -17,6 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared import json_input
 from shared.config import Config, Pool
 
 MAX_BODY_BYTES = 256 * 1024
@@ -106,8 +106,13 @@ def check_signature(body: bytes, header: str | None, secret: str | None) -> None
         return
     if not header:
         raise AlertError(401, f"missing {SIGNATURE_HEADER} header (sha256=<hex HMAC of the body>)")
+    given = header.strip()
+    if not given.isascii():
+        # A header's bytes may reach us undecodable (as surrogates): never encode them, and a
+        # signature is hex anyway, so anything else is simply a wrong one.
+        raise AlertError(403, f"{SIGNATURE_HEADER} must be ASCII: sha256=<hex HMAC of the body>")
     expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(header.strip().encode(), expected.encode()):
+    if not hmac.compare_digest(given.encode(), expected.encode()):
         raise AlertError(403, f"{SIGNATURE_HEADER} does not match the body")
 
 
@@ -213,8 +218,8 @@ def parse_alerts(body: bytes, config: Config) -> tuple[list[AlertEvent], list[st
     if len(body) > MAX_BODY_BYTES:
         raise AlertError(413, f"body is {len(body)} bytes; at most {MAX_BODY_BYTES}")
     try:
-        data = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as error:
+        data = json_input.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:  # TooDeep is a ValueError
         raise AlertError(400, f"body is not JSON: {error}") from None
     if not isinstance(data, dict):
         raise AlertError(400, "body must be a JSON object")

@@ -6,7 +6,6 @@ Other systems enqueue these too, so the envelope is strict and published as a JS
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,6 +22,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from shared import json_input
 
 SCHEMA = "poolkeeper/job/v1"
 MAX_MESSAGE_BYTES = 64 * 1024  # an Azure Storage queue message
@@ -161,8 +162,8 @@ def parse_job(
     if len(raw) > MAX_MESSAGE_BYTES:
         raise Rejection(f"message is {len(raw)} bytes; at most {MAX_MESSAGE_BYTES}")
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
+        data = json_input.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:  # TooDeep is a ValueError
         raise Rejection(f"not JSON: {error}") from None
     if not isinstance(data, dict):
         raise Rejection("not a JSON object: a job envelope is an object")
@@ -225,6 +226,9 @@ class Wait:
     delay: timedelta
     state: dict[str, Any] = field(default_factory=dict)
     reason: str = ""
+    # Set when the wait retries a temporary error (e.g. an Azure 5xx): such retries of one step
+    # are bounded in time by the runner, then the job fails naming this error.
+    error: str | None = None
 
 
 @dataclass(frozen=True)

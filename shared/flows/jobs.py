@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Any
 
+from shared import json_input
 from shared.adapters.leases import LeaseLost, Leases, PoolLease
 from shared.adapters.ledger import FINAL, JobRecord, LedgerConflict, Tables
 from shared.adapters.queues import Queues
@@ -202,10 +203,8 @@ def submit(services: Services, raw: str, *, queue: str | None = None) -> Job:
     probe = queue
     if probe is None:
         # The request names its kind; validate against the queue that kind belongs on.
-        import json
-
         try:
-            kind = JobKind(json.loads(raw).get("kind"))
+            kind = JobKind(json_input.loads(raw).get("kind"))
             probe = queue_name(kind, services.settings)
         except (ValueError, AttributeError, TypeError):
             probe = ""

@@ -239,7 +239,17 @@ BAD: list[tuple[str, bytes, int, str | None]] = [
         _signed(b"something else"),
     ),
     ("signature with another secret", json.dumps(azure_alert()).encode(), 403, "other-secret"),
+    ("non-ASCII signature", json.dumps(azure_alert()).encode(), 403, "sha256=\u00e9" * 3),
+    # What a web server makes of a header byte that is not UTF-8 (surrogateescape).
+    ("undecodable signature", json.dumps(azure_alert()).encode(), 403, "sha256=\udce9"),
     ("not UTF-8", b"\xff\xfe\x00", 400, None),
+    ("deep nesting", b"[" * 5000, 400, None),
+    (
+        "deep nesting inside an alert",
+        json.dumps(alertmanager())[:-1].encode() + b', "x": ' + b"[" * 5000 + b"}",
+        400,
+        None,
+    ),
 ]
 
 

@@ -227,6 +227,8 @@ BAD = [
     (json.dumps(job("reconcile", "apps")), "belongs on"),  # a reconcile sent to scale-jobs
     (json.dumps(job("scale", "apps", {"delta": 1}, created_at="2026-01-01T00:00:00")), "time zone"),
     (json.dumps(job("scale", "apps", {"delta": 1}, continuation="abc")), "does not know"),
+    ("[" * 5000, "nested deeper"),  # Python's parser would raise RecursionError
+    (json.dumps(job("scale", "apps", {"delta": 1}))[:-1] + ', "x": ' + "[" * 5000 + "}", "nested"),
 ]
 
 

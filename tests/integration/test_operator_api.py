@@ -87,7 +87,13 @@ class World:
 
 
 def _world(
-    sim: Simulator, azurite: Any, start_host: Any, *, capacity: int = 4, **extra: Any
+    sim: Simulator,
+    azurite: Any,
+    start_host: Any,
+    *,
+    capacity: int = 4,
+    settings: dict[str, str] | None = None,
+    **extra: Any,
 ) -> World:
     sim.load(
         scenario(
@@ -127,7 +133,8 @@ def _world(
             "max_nodes": 4,
         },
     ]
-    settings = APP_DEFAULTS | settings_for(sim, azurite.connection_string, pools)
+    overrides = settings or {}
+    settings = APP_DEFAULTS | settings_for(sim, azurite.connection_string, pools) | overrides
     settings["AzureWebJobs.reconcile_timer.Disabled"] = "true"
     host = start_host(ROOT / "function_app.py", settings=settings)
     services = Services(
@@ -217,6 +224,7 @@ MALFORMED = [
     (b"[1, 2]", "not a JSON object"),
     (b'"a string"', "not a JSON object"),
     (b"\xff\xfe not utf-8", "UTF-8"),
+    (b"[" * 5000, "nested deeper"),
 ]
 
 
@@ -395,6 +403,7 @@ def test_invalid_queue_messages_are_recorded_as_rejected_and_never_poisoned(
         (json.dumps(job("reconcile", pool)), "belongs on"),
         (json.dumps(job("scale", pool, {"delta": 1}, created_at="2026-01-01T00:00:00")), "zone"),
         (json.dumps(job("scale", pool, {"delta": 1}, continuation="abc")), "does not know"),
+        ("[" * 5000, "nested deeper"),
     ]
     for raw, _ in bad:
         world.services.queues.send(scale_queue, raw)
@@ -459,6 +468,25 @@ def test_alert_webhooks_through_the_host_scale_up_once_and_refuse_bad_requests(
     huge = requests.post(url, data=b"{" + b" " * (300 * 1024) + b"}", headers=headers, timeout=10)
     assert huge.status_code == 413
     assert sim.scale_set_state(VMSS)["capacity"] == 5
+
+
+def test_a_signature_header_that_is_not_ascii_is_refused_with_a_json_403_through_the_host(
+    sim: Simulator, azurite: Any, start_host: Any
+) -> None:
+    from tests.integration.test_alert_webhook import alertmanager
+
+    world = _world(sim, azurite, start_host, settings={"POOLKEEPER_ALERT_SECRET": "s3cret"})
+    body = json.dumps(alertmanager(group="apps")).encode()
+    for header in (b"sha256=\xe9", "sha256=\u00e9".encode()):  # Latin-1 and UTF-8 bytes
+        answer = requests.post(
+            f"{world.url}/api/alerts",
+            data=body,
+            headers={"x-functions-key": world.key, "x-poolkeeper-signature": header},
+            timeout=10,
+        )
+        assert answer.status_code == 403, (header, answer.status_code, answer.text)
+        assert "x-poolkeeper-signature" in _json_error(answer)
+    assert _message_count(world.services, world.queue("scale")) == 0
 
 
 # -- the capacity timer, end to end on the host ---------------------------------------------------
