@@ -38,6 +38,7 @@ bench: deps
 	$(BIN)/python -m bench.sim_vm_list
 	$(BIN)/python -m bench.drain_110
 	$(BIN)/python -m bench.arm_calls
+	$(BIN)/python -m bench.alert_intake
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache

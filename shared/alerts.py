@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from shared import json_input
 from shared.config import Config, Pool
 
-MAX_BODY_BYTES = 256 * 1024
+# A realistic Alertmanager payload of 1000 alerts (its most: AlertmanagerPayload) weighs about
+# 1 MB (bench/results/alert_intake.md); 4 MiB leaves room for alerts with four times the labels.
+MAX_BODY_BYTES = 4 * 1024 * 1024
 SIGNATURE_HEADER = "x-poolkeeper-signature"
 NODE_GROUP_LABELS = ("elastisys.io/node-group", "node_group", "label_elastisys_io_node_group")
 

@@ -6,8 +6,11 @@ token live here, updated with ETags so that two workers never both advance one j
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -20,6 +23,21 @@ REJECTED_TABLE = "poolkeeperrejected"
 POOLS_TABLE = "poolkeeperpools"
 MAX_STEPS = 60  # older step records are dropped: a table property holds 64 KiB
 FINAL = frozenset({"done", "failed"})
+
+# Characters a key may keep as they are. Table keys refuse / \ # ? and control characters, and
+# are at most 1 KiB; text from outside (an alert's name) may hold any of them, at any length.
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9.:|/=@+-]{1,400}")
+_KEY_CHARS = re.compile(r"[^A-Za-z0-9.:|=@+-]")
+
+
+def table_key(text: str) -> str:
+    """A valid PartitionKey/RowKey for any text, one-to-one: plain text stays readable (with "/"
+    as "_", as keys were always written); anything else becomes a readable prefix, "~" and a
+    SHA-256 of the text. "~" and "_" never occur in the first form, so the two cannot meet."""
+    if _PLAIN_KEY.fullmatch(text):
+        return text.replace("/", "_")
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+    return f"{_KEY_CHARS.sub('_', text[:60])}~{digest}"
 
 
 class LedgerConflict(Exception):
@@ -230,6 +248,9 @@ class Tables:
 
 
 ALERTS_TABLE = "poolkeeperalerts"
+QUERY_KEYS = 14  # row keys per query filter
+TRANSACTION_SIZE = 100  # Table storage's limit of operations per transaction
+MAX_NAME = 1024  # characters of an alert's name kept in its record
 
 
 class AlertLog:
@@ -242,50 +263,92 @@ class AlertLog:
     def _table(self) -> Any:
         return self._tables._table(ALERTS_TABLE)
 
-    def first_delivery(self, key: str, now: datetime) -> bool:
-        """Record a webhook delivery key; False when it was seen before (a replay)."""
-        from azure.core.exceptions import ResourceExistsError
+    def _rows(self, partition: str, rows: Iterable[str]) -> dict[str, Any]:
+        """The entities of `partition` with these row keys, in few round trips: a query names
+        at most 14 keys (Table storage allows 15 comparisons in a filter, the partition is one)."""
+        wanted = sorted(set(rows))
+        found: dict[str, Any] = {}
+        for start in range(0, len(wanted), QUERY_KEYS):
+            chunk = wanted[start : start + QUERY_KEYS]
+            names = {f"r{i}": row for i, row in enumerate(chunk)}
+            query = " or ".join(f"RowKey eq @{name}" for name in names)
+            for entity in self._table().query_entities(
+                # The SDK finds @names between spaces: keep the parentheses apart from them.
+                f"PartitionKey eq @p and ( {query} )", parameters={"p": partition, **names}
+            ):
+                found[entity["RowKey"]] = entity
+        return found
 
-        digest = uuid.uuid5(uuid.NAMESPACE_URL, key).hex
-        try:
-            self._table().create_entity(
+    def _upsert_all(self, entities: list[dict[str, Any]]) -> None:
+        """Upsert entities of one partition, TRANSACTION_SIZE to a round trip."""
+        from azure.data.tables import UpdateMode
+
+        for start in range(0, len(entities), TRANSACTION_SIZE):
+            self._table().submit_transaction(
+                [
+                    ("upsert", entity, {"mode": UpdateMode.REPLACE})
+                    for entity in entities[start : start + TRANSACTION_SIZE]
+                ]
+            )
+
+    @staticmethod
+    def _delivery_row(key: str) -> str:
+        return uuid.uuid5(uuid.NAMESPACE_URL, key).hex
+
+    def delivered(self, keys: Iterable[str]) -> set[str]:
+        """Which of these webhook delivery keys were recorded by `note_deliveries`."""
+        by_row = {self._delivery_row(key): key for key in keys}
+        return {by_row[row] for row in self._rows("delivery", by_row)}
+
+    def note_deliveries(self, keys: Iterable[str], now: datetime) -> None:
+        """Record webhook deliveries as handled. Call it after acting on them: a delivery that
+        failed half-way is then acted on again when the sender resends it, not lost."""
+        rows = {self._delivery_row(key): key for key in keys}
+        self._upsert_all(
+            [
                 {
                     "PartitionKey": "delivery",
-                    "RowKey": digest,
+                    "RowKey": row,
                     "key": key[:1000],
                     "at": now.isoformat(),
                 }
-            )
-        except ResourceExistsError:
-            return False
-        return True
+                for row, key in rows.items()
+            ]
+        )
 
     def record(
         self, pool: str, alert: str, state: str, values: dict[str, Any], now: datetime
     ) -> dict[str, Any] | None:
         """Set an alert's state; returns the previous one (None if new)."""
-        from azure.core.exceptions import ResourceNotFoundError
-        from azure.data.tables import UpdateMode
+        return self.record_all([(pool, alert, state, values)], now)[(pool, alert)]
 
-        table = self._table()
-        row = f"{pool}|{alert}".replace("/", "_")
-        try:
-            previous = json.loads(table.get_entity("alert", row)["value"])
-        except ResourceNotFoundError:
-            previous = None
-        since = previous["since"] if previous and previous["state"] == state else now.isoformat()
-        current = {
-            "pool": pool,
-            "alert": alert,
-            "state": state,
-            "since": since,
-            "updated_at": now.isoformat(),
-            "values": values,
-        }
-        table.upsert_entity(
-            {"PartitionKey": "alert", "RowKey": row, "value": json.dumps(current)},
-            mode=UpdateMode.REPLACE,
-        )
+    def record_all(
+        self, states: list[tuple[str, str, str, dict[str, Any]]], now: datetime
+    ) -> dict[tuple[str, str], dict[str, Any] | None]:
+        """Set the states of (pool, alert, state, values) entries, in few round trips; returns
+        each (pool, alert)'s previous state (None if new). The last entry for an alert wins."""
+        latest = {(pool, alert): (state, values) for pool, alert, state, values in states}
+        rows = {key: table_key(f"{key[0]}|{key[1]}") for key in latest}
+        stored = self._rows("alert", rows.values())
+        previous: dict[tuple[str, str], dict[str, Any] | None] = {}
+        entities = []
+        for (pool, alert), (state, values) in latest.items():
+            entity = stored.get(rows[pool, alert])
+            before = json.loads(entity["value"]) if entity else None
+            previous[pool, alert] = before
+            since = before["since"] if before and before["state"] == state else now.isoformat()
+            current = {
+                "pool": pool,
+                "alert": alert[:MAX_NAME],  # the key holds it all; a property has 64 KiB
+                "state": state,
+                "since": since,
+                "updated_at": now.isoformat(),
+                "values": values,
+            }
+            entities.append(
+                {"PartitionKey": "alert", "RowKey": rows[pool, alert], "value": json.dumps(current)}
+            )
+        self._upsert_all(entities)
         return previous
 
     def alerts(self, pool: str | None = None) -> list[dict[str, Any]]:

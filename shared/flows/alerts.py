@@ -78,49 +78,107 @@ def scale_up_one(
     return job.id
 
 
-def _act(services: Any, event: AlertEvent, now: datetime) -> str | None:
-    pool = services.config.pool(event.pool)
-    values = {"alert": event.name, "source": event.source, "node": event.node}
-    AlertLog(services.tables).record(
-        pool.name,
-        f"{event.source}:{event.name}",
-        "fired" if event.firing else "resolved",
-        values,
-        now,
-    )
+MAX_LISTED = 20  # nodes named in one notification or record; the count says how many in all
+SHORT = 200  # characters of a sender's alert name or node shown in a notification
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= SHORT else text[: SHORT - 1] + "…"
+
+
+def _summary(events: list[AlertEvent]) -> dict[str, Any]:
+    """What a record or notification says about alerts of one name: how many, on which nodes."""
+    nodes = sorted({_short(e.node) for e in events if e.node})
+    return {
+        "alert": _short(events[0].name),
+        "source": events[0].source,
+        "node": nodes[0] if len(nodes) == 1 else None,
+        "count": len(events),
+        "nodes": nodes[:MAX_LISTED],
+    }
+
+
+def _nodes_text(summary: dict[str, Any]) -> str:
+    nodes = summary["nodes"]
+    if not nodes:
+        return "?"
+    more = summary["count"] - len(nodes) if summary["count"] > len(nodes) else 0
+    return ", ".join(nodes) + (f" and {more} more" if more else "")
+
+
+def _kind(event: AlertEvent, pool: Pool) -> str | None:
+    """What a firing alert asks for: "scale_up", "rebalance" or "p2" (None when resolved)."""
     if not event.firing:
         return None
-    notifier = Notifier(services.queues, services.settings)
     scale_on_p2 = event.severity is Severity.P2 and pool.capacity.auto_scale_up_on_p2
     if event.scope is Scope.GROUP and (event.severity is Severity.P1 or scale_on_p2):
-        return scale_up_one(
+        return "scale_up"
+    return "rebalance" if event.severity is Severity.P1 else "p2"
+
+
+def _act(services: Any, events: list[AlertEvent], now: datetime) -> list[str]:
+    """Record the alerts' states, then act once per pool (a scale-up) and notify once per
+    (pool, alert name, kind), however many alerts a payload carries. Returns the job ids."""
+    groups: dict[tuple[str, str, str | None], list[AlertEvent]] = {}
+    for event in events:
+        pool = services.config.pool(event.pool)
+        groups.setdefault((pool.name, event.name, _kind(event, pool)), []).append(event)
+    by_alert: dict[tuple[str, str], list[AlertEvent]] = {}
+    for event in events:
+        by_alert.setdefault((event.pool, f"{event.source}:{event.name}"), []).append(event)
+    AlertLog(services.tables).record_all(
+        [
+            (pool, alert, "fired" if same[-1].firing else "resolved", _summary(same))
+            for (pool, alert), same in by_alert.items()
+        ],
+        now,
+    )
+    notifier = Notifier(services.queues, services.settings)
+    wants_nodes: dict[str, list[tuple[str, list[AlertEvent]]]] = {}
+    for (pool_name, name, kind), same in groups.items():
+        if kind == "scale_up":
+            wants_nodes.setdefault(pool_name, []).append((name, same))
+            continue
+        if kind is None:
+            continue  # resolved: recorded above, nothing to say
+        summary = _summary(same)
+        if kind == "rebalance":
+            severity, text = (
+                "P1",
+                (
+                    f"node {_nodes_text(summary)} overloaded while its group is not: a rebalancing "
+                    "problem, not a reason to add nodes"
+                ),
+            )
+        else:
+            severity, text = "P2", "group load above the P2 threshold; review within a business day"
+        count = f" ({len(same)} alerts)" if len(same) > 1 else ""
+        notifier.send(
+            pool=pool_name,
+            kind=kind,
+            severity=severity,
+            at=now,
+            values=summary,
+            message=f"{summary['alert']}: {text}{count}",
+        )
+    jobs = []
+    for pool_name, wanted in wants_nodes.items():
+        # One node per pool per payload: more alerts about the same group are not more load.
+        first = wanted[0][1][0]
+        count = sum(len(same) for _, same in wanted)
+        reason = f"{first.source} alert {_short(first.name)} ({first.severity})"
+        if count > 1:
+            reason += f" and {count - 1} more firing for the group"
+        job_id = scale_up_one(
             services,
-            pool,
+            services.config.pool(pool_name),
             now=now,
-            values=values,
-            reason=f"{event.source} alert {event.name} ({event.severity})",
+            values=_summary([e for _, same in wanted for e in same]),
+            reason=reason,
         )
-    if event.severity is Severity.P1:
-        notifier.send(
-            pool=pool.name,
-            kind="rebalance",
-            severity="P1",
-            at=now,
-            values=values,
-            message=f"node {event.node or '?'} is overloaded while its group is not: "
-            "a rebalancing problem, not a reason to add nodes",
-        )
-    else:
-        notifier.send(
-            pool=pool.name,
-            kind="p2",
-            severity="P2",
-            at=now,
-            values=values,
-            message=f"{event.name}: group load above the P2 threshold; review within "
-            "a business day",
-        )
-    return None
+        if job_id:
+            jobs.append(job_id)
+    return jobs
 
 
 def receive(services: Any, body: bytes, signature: str | None) -> tuple[int, dict[str, Any]]:
@@ -134,17 +192,17 @@ def receive(services: Any, body: bytes, signature: str | None) -> tuple[int, dic
         return error.status, {"error": str(error)}
     now = services.clock.now()
     alerts = AlertLog(services.tables)
-    jobs, duplicates = [], 0
+    seen = alerts.delivered(e.key for e in events)
+    fresh: dict[str, AlertEvent] = {}
     for event in events:
-        if not alerts.first_delivery(event.key, now):
-            duplicates += 1
-            continue
-        job_id = _act(services, event, now)
-        if job_id:
-            jobs.append(job_id)
+        if event.key not in seen:
+            fresh.setdefault(event.key, event)  # a payload may carry one delivery twice
+    jobs = _act(services, list(fresh.values()), now) if fresh else []
+    # Only now: had acting failed (a 500), the sender's resend must act again, not be a replay.
+    alerts.note_deliveries(fresh, now)
     return 202, {
         "jobs": jobs,
         "alerts": len(events),
-        "duplicates": duplicates,
+        "duplicates": len(events) - len(fresh),
         "unmatched": unmatched,
     }

@@ -10,9 +10,11 @@ import uuid
 from typing import Any
 
 import pytest
+from azure.core.exceptions import HttpResponseError
 
 from shared.adapters.ledger import AlertLog
 from shared.adapters.storage import StorageAccount
+from shared.alerts import MAX_BODY_BYTES
 from shared.clock import clock_from_settings
 from shared.config import load_config
 from shared.flows.alerts import receive
@@ -216,7 +218,7 @@ BAD: list[tuple[str, bytes, int, str | None]] = [
         400,
         None,
     ),
-    ("huge body", b'{"pad": "' + b"x" * (300 * 1024) + b'"}', 413, None),
+    ("huge body", b'{"pad": "' + b"x" * MAX_BODY_BYTES + b'"}', 413, None),
     ("unknown pool (node group)", json.dumps(alertmanager(group="nope")).encode(), 422, None),
     ("scale set not configured", json.dumps(azure_alert(target=OTHER_VMSS)).encode(), 422, None),
     (
@@ -327,3 +329,78 @@ def test_p2_scales_up_when_the_pool_asks_for_it(sim, azurite) -> None:
     services.config = load_config(services.settings)
     status, answer = receive(services, json.dumps(alertmanager(severity="P2")).encode(), None)
     assert status == 202 and len(answer["jobs"]) == 1
+
+
+def _notifications(services: Services) -> list[dict[str, Any]]:
+    client = services.queues._queue(services.settings["POOLKEEPER_NOTIFICATIONS_QUEUE"])
+    found = []
+    for _ in range(10):
+        batch = list(client.receive_messages(max_messages=32, visibility_timeout=300))
+        if not batch:
+            break
+        found += [json.loads(m.content) for m in batch]
+    return found
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["cpu#p1", "cpu?p1", "cpu\\p1", "cpu\tp1", "cpu\np1", "cpu/p1", "x" * 1100],
+    ids=["hash", "question mark", "backslash", "tab", "newline", "slash", "over 1 KB"],
+)
+def test_an_alert_name_any_sender_may_choose_is_recorded_and_acted_on_once(
+    sim: Simulator, azurite, name: str
+) -> None:
+    services = _services(sim, azurite)
+    body = alertmanager(severity="P2")
+    body["alerts"][0]["labels"]["alertname"] = name
+    status, answer = receive(services, json.dumps(body).encode(), None)
+    assert status == 202, answer
+    stored_name = f"alertmanager:{name}"[:1024]  # a record keeps 1 KiB of a name; its key, all
+    (recorded,) = [a for a in AlertLog(services.tables).alerts("web") if a["alert"] == stored_name]
+    assert recorded["state"] == "fired"
+    status, again = receive(services, json.dumps(body).encode(), None)
+    assert status == 202 and again["duplicates"] == 1
+    assert [n["kind"] for n in _notifications(services)] == ["p2"]
+
+
+def test_a_delivery_that_failed_while_acting_is_acted_on_when_it_is_resent(
+    sim: Simulator, azurite
+) -> None:
+    # The notification cannot be sent (no such queue can exist), so acting fails after the
+    # alert was parsed; the sender sees an error and resends once the queue is fixed.
+    services = _services(sim, azurite, POOLKEEPER_NOTIFICATIONS_QUEUE="Not_A_Queue!")
+    body = json.dumps(alertmanager(severity="P2")).encode()
+    with pytest.raises(HttpResponseError):
+        receive(services, body, None)
+    fixed = _services(sim, azurite)
+    status, answer = receive(fixed, body, None)
+    assert status == 202 and answer["duplicates"] == 0, answer
+    assert [n["kind"] for n in _notifications(fixed)] == ["p2"]
+
+
+def test_a_thousand_alerts_in_one_payload_are_all_recorded_with_one_notice_per_rule(
+    sim: Simulator, azurite
+) -> None:
+    from tests.alert_payloads import alertmanager_payload, rule_counts
+
+    services = _services(sim, azurite)
+    payload = alertmanager_payload(1000)
+    body = json.dumps(payload).encode()
+    assert len(body) <= MAX_BODY_BYTES
+    status, answer = receive(services, body, None)
+    assert status == 202 and answer["alerts"] == 1000 and answer["duplicates"] == 0
+    assert len(answer["jobs"]) == 1  # one node for the group, however many alerts say so
+    notices = _notifications(services)
+    counts = rule_counts(1000)
+    by_kind = {n["kind"]: n for n in notices}
+    assert sorted(by_kind) == ["p2", "rebalance", "scale_up"] and len(notices) == 3
+    assert by_kind["rebalance"]["values"]["count"] == counts["NodeCPUHigh"]
+    assert by_kind["p2"]["values"]["count"] == counts["NodeMemoryHigh"]
+    assert f"and {counts['NodeCPUHigh'] - 20} more" in by_kind["rebalance"]["message"]
+    # Every delivery is recorded: the same payload again is all duplicates and does nothing.
+    status, again = receive(services, body, None)
+    assert status == 202 and again["duplicates"] == 1000 and again["jobs"] == []
+    assert _notifications(services) == []
+    recorded = {a["alert"]: a for a in AlertLog(services.tables).alerts("web")}
+    for rule, count in counts.items():
+        assert recorded[f"alertmanager:{rule}"]["values"]["count"] == count

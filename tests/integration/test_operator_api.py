@@ -20,6 +20,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from local.azurite import ROOT
 from local.stack import APP_DEFAULTS
 from shared.adapters.storage import StorageAccount
+from shared.alerts import MAX_BODY_BYTES
 from shared.clock import clock_from_settings
 from shared.config import load_config
 from shared.flows.jobs import Services
@@ -465,7 +466,8 @@ def test_alert_webhooks_through_the_host_scale_up_once_and_refuse_bad_requests(
     assert bad.status_code == 400 and "not JSON" in bad.json()["error"]
     unknown = requests.post(url, json=alertmanager(group="nope"), headers=headers, timeout=10)
     assert unknown.status_code == 422 and "no configured node group" in unknown.json()["error"]
-    huge = requests.post(url, data=b"{" + b" " * (300 * 1024) + b"}", headers=headers, timeout=10)
+    too_big = b"{" + b" " * MAX_BODY_BYTES + b"}"
+    huge = requests.post(url, data=too_big, headers=headers, timeout=10)
     assert huge.status_code == 413
     assert sim.scale_set_state(VMSS)["capacity"] == 5
 
