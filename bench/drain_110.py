@@ -17,6 +17,7 @@ import requests
 
 from shared.clock import FileClock
 from shared.decide.drain import DrainOptions
+from shared.flows.claims import Claimed, Owner, claim
 from shared.flows.drain import Drained, Waiting, continue_drain, start_drain
 from tests.simulator import RG, running_simulator, scale_set, scenario
 
@@ -58,8 +59,15 @@ def main() -> None:
         calls_before = requests.get(f"{sim.admin}/kube/requests", timeout=10).json()["total"]
         clock = FileClock(Path(sim.info["clock_file"]))
         started_sim, started_wall = clock.now(), time.perf_counter()
+        owner = Owner("bench-drain-110", "drain")
+        assert isinstance(claim(kube, NODE, owner, started_sim), Claimed)
         step = start_drain(
-            kube, NODE, now=started_sim, timeout=timedelta(minutes=30), options=DrainOptions()
+            kube,
+            NODE,
+            owner=owner,
+            now=started_sim,
+            timeout=timedelta(minutes=30),
+            options=DrainOptions(),
         )
         while isinstance(step, Waiting):
             time.sleep(clock.real_seconds(step.delay))

@@ -845,6 +845,15 @@ async def handle(
                 "The gateway did not receive a response from 'Microsoft.Compute' within the "
                 "specified time period.",
             )
+        if fault is not None and fault.kind == "lost_answer":
+            call = Call(request, world, match, operation, None, body)
+            await _apply_unanswered(world, fault, handler, call)
+            raise ArmError(
+                504,
+                "GatewayTimeout",
+                "The gateway did not receive a response from 'Microsoft.Compute' within the "
+                "specified time period.",
+            )
         response = await handler(Call(request, world, match, operation, fault, body))
     except ArmError as error:
         response = _json(error.body(), error.status, headers=error.headers)
@@ -857,6 +866,39 @@ async def handle(
     for key, value in (rate_headers | ids).items():
         response.headers.setdefault(key, value)
     return response
+
+
+_UNANSWERED: set[asyncio.Future[None]] = set()
+
+
+async def _apply_unanswered(world: World, fault: Fault, handler: Handler, call: Call) -> None:
+    """A request Azure accepted but whose answer never reached the client: it takes effect at
+    once, or `apply_after` simulated seconds later, and its operation ends as `outcome` says."""
+    if fault.outcome == "lro_failed":
+        call = Call(
+            call.request,
+            world,
+            call.match,
+            call.operation,
+            fault.model_copy(update={"kind": "lro_failed"}),
+            call.body,
+        )
+
+    async def apply() -> None:
+        try:
+            await handler(call)
+        except ArmError as error:  # nobody waits for this answer: the log is its only reader
+            log.info("Unanswered %s refused: %s", call.operation, error.body())
+
+    def later() -> None:
+        task = asyncio.ensure_future(apply())
+        _UNANSWERED.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(_UNANSWERED.discard)
+
+    if fault.apply_after:
+        world.after(fault.apply_after, later)
+    else:
+        await apply()
 
 
 async def _read_body(request: web.Request) -> Any:

@@ -119,7 +119,7 @@ class Fault(Strict):
 
     operation: str
     scale_set: str | None = None
-    kind: Literal["error", "lro_failed", "partial_delete", "timeout"] = "error"
+    kind: Literal["error", "lro_failed", "partial_delete", "timeout", "lost_answer"] = "error"
     error: str = "InternalExecutionError"
     message: str | None = None
     status: int = Field(default=409, ge=400, le=599)
@@ -128,6 +128,10 @@ class Fault(Strict):
     end: datetime | None = None
     deleted: int = Field(default=0, ge=0)  # partial_delete: how many instances really go
     seconds: float = Field(default=30, gt=0)  # timeout: how long the request hangs (wall seconds)
+    # lost_answer: the request takes effect `apply_after` simulated seconds after the 504, and
+    # its operation then ends as `outcome` says (lro_failed uses `error`).
+    apply_after: float = Field(default=0, ge=0)
+    outcome: Literal["succeeded", "lro_failed"] = "succeeded"
 
 
 class Throttle(Strict):

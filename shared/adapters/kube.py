@@ -26,6 +26,7 @@ CA_SETTING = "POOLKEEPER_KUBE_CA_FILE"
 AKS_ENTRA_SCOPE = "6dae42f8-4368-4678-94ff-3960e28e3630/.default"
 
 DRAINING_ANNOTATION = "poolkeeper.io/draining"
+CLAIM_ANNOTATION = "poolkeeper.io/claimed-by"
 NODE_GROUP_LABEL = "elastisys.io/node-group"
 PROTOTYPE_LABEL = "poolkeeper.io/prototype"
 SCALE_DOWN_DISABLED = "cluster-autoscaler.kubernetes.io/scale-down-disabled"
@@ -41,6 +42,14 @@ class KubeConfigError(ValueError):
     """The Kubernetes connection settings are missing or unusable."""
 
 
+class NodeChanged(Exception):
+    """A conditional node write found the node changed since it was read (409 Conflict)."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__(f"node {node} changed since it was read")
+        self.node = node
+
+
 @dataclass(frozen=True)
 class Node:
     name: str
@@ -50,6 +59,12 @@ class Node:
     unschedulable: bool
     ready: bool
     ready_since: datetime | None  # lastTransitionTime of the Ready condition
+    resource_version: str = ""  # for writes that must not land on a node changed since
+
+    @property
+    def claim(self) -> str | None:
+        """The raw `poolkeeper.io/claimed-by` annotation, if a job holds this node."""
+        return self.annotations.get(CLAIM_ANNOTATION) or None
 
     @property
     def scale_set_instance(self) -> tuple[str, str] | None:
@@ -72,6 +87,7 @@ class Node:
             unschedulable=self.unschedulable,
             scale_down_disabled=self.scale_down_disabled,
             prototype=self.labels.get(PROTOTYPE_LABEL, "").lower() == "true",
+            claim=self.claim,
         )
 
 
@@ -104,6 +120,7 @@ def _node(raw: Any) -> Node:
         unschedulable=bool(raw.spec.unschedulable),
         ready=ready is not None and ready.status == "True",
         ready_since=ready.last_transition_time if ready is not None else None,
+        resource_version=raw.metadata.resource_version or "",
     )
 
 
@@ -188,6 +205,29 @@ class Kube:
     def set_unschedulable(self, name: str, unschedulable: bool) -> None:
         """Cordon (True) or uncordon (False) a node."""
         self._core.patch_node(name, {"spec": {"unschedulable": unschedulable or None}})
+
+    def patch_if_unchanged(
+        self,
+        node: Node,
+        *,
+        annotations: Mapping[str, str | None] | None = None,
+        unschedulable: bool | None = None,
+    ) -> Node:
+        """One merge patch that lands only on the node as it was read (its resourceVersion):
+        NodeChanged when someone wrote it since. Returns the node as written."""
+        from kubernetes.client.exceptions import ApiException
+
+        body: dict[str, Any] = {"metadata": {"resourceVersion": node.resource_version}}
+        if annotations:
+            body["metadata"]["annotations"] = dict(annotations)
+        if unschedulable is not None:
+            body["spec"] = {"unschedulable": unschedulable or None}
+        try:
+            return _node(self._core.patch_node(node.name, body))
+        except ApiException as error:
+            if error.status == 409:
+                raise NodeChanged(node.name) from error
+            raise
 
     def annotate(self, name: str, annotations: Mapping[str, str | None]) -> None:
         """Set annotations on a node; None removes one."""

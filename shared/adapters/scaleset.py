@@ -424,15 +424,19 @@ class ScaleSets:
             model_image={k: str(v) for k, v in dict(image or {}).items() if v is not None},
             instances=tuple(_instance(vm) for vm in vms),
             read_at=self._clock.now(),
+            tags=dict(vmss.tags or {}),
         )
 
     # -- writes ------------------------------------------------------------------------------------
 
-    def raise_capacity(self, vmss_id: str, new_capacity: int, etag: str) -> str:
-        """PATCH sku.capacity with If-Match `etag`; returns the LRO's continuation token.
+    def raise_capacity(
+        self, vmss_id: str, new_capacity: int, etag: str, tags: Mapping[str, str] | None = None
+    ) -> str:
+        """PATCH sku.capacity (and `tags`, the whole set, when given) with If-Match `etag`;
+        returns the LRO's continuation token.
 
         Only ever called to raise (invariant 2): that the value is higher than the read's is the
-        caller's check, made on the read whose ETag it sends.
+        caller's check, made on the read whose ETag it sends (and whose tags it extends).
         """
         if isinstance(new_capacity, bool) or not isinstance(new_capacity, int) or new_capacity < 1:
             raise ValueError(f"refusing to write capacity {new_capacity!r}: must be at least 1")
@@ -445,7 +449,8 @@ class ScaleSets:
             poller = compute.virtual_machine_scale_sets.begin_update(
                 ref.resource_group,
                 ref.name,
-                {"sku": {"capacity": new_capacity}},
+                {"sku": {"capacity": new_capacity}}
+                | ({"tags": dict(tags)} if tags is not None else {}),
                 etag=etag,
                 match_condition=MatchConditions.IfNotModified,
                 polling=_no_wait_polling()(),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
@@ -55,6 +55,7 @@ class ScaleSetState:
     model_image: Mapping[str, str]  # the model's imageReference fields that are set
     instances: tuple[VmInstance, ...]
     read_at: datetime
+    tags: Mapping[str, str] = field(default_factory=dict)  # the scale set's resource tags
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "vmss_id", self.vmss_id.lower())
@@ -73,6 +74,7 @@ class NodeView:
     unschedulable: bool = False
     scale_down_disabled: bool = False  # cluster-autoscaler.kubernetes.io/scale-down-disabled
     prototype: bool = False  # label poolkeeper.io/prototype=true: the image donor
+    claim: str | None = None  # annotation poolkeeper.io/claimed-by: a job holds this node
 
     def __post_init__(self) -> None:
         if self.vmss_id is not None:

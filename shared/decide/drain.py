@@ -62,6 +62,15 @@ class DrainPlan:
     def blocked(self) -> bool:
         return any(d.action is Action.BLOCK for d in self.decisions)
 
+    def left(self) -> list[str]:
+        """Every pod that keeps the node from being empty (all but DaemonSet and mirror pods),
+        with what the drain would do with it."""
+        return [
+            f"{d.pod.key}: {d.action.value} ({d.reason})"
+            for d in self.decisions
+            if d.action is not Action.SKIP
+        ]
+
     def blockers(self) -> list[str]:
         """Each blocking pod with kubectl's reason, for the operator."""
         return [f"{d.pod.key}: {d.reason}" for d in self.decisions if d.action is Action.BLOCK]

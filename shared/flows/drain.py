@@ -1,8 +1,10 @@
 """Drain a node with `kubectl drain`'s semantics, as a resumable operation.
 
-`start_drain` cordons and annotates, then every `continue_drain` does one short round: fresh pod
-list, plan, evict what may go, and returns `Waiting` (call again after `delay`), `Drained` or
-`DrainFailed`. Nothing here blocks for minutes; the job machinery re-enqueues the state.
+The caller claims the node first (`shared.flows.claims`: the claim cordons it) and releases it
+when it is done with it. `start_drain` checks that claim and marks the node, then every
+`continue_drain` does one short round: fresh pod list, plan, evict what may go, and returns
+`Waiting` (call again after `delay`), `Drained` or `DrainFailed`. Nothing here blocks for
+minutes; the job machinery re-enqueues the state.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from shared.adapters.kube import DRAINING_ANNOTATION, EvictionResult, Kube
 from shared.decide.drain import Action, DrainOptions, plan_drain
+from shared.flows.claims import Owner, holds
 
 ROUND_DELAY = timedelta(seconds=5)
 BUDGET_RETRY = timedelta(seconds=5)  # kubectl retries a 429 eviction after 5 s
@@ -64,12 +67,13 @@ def start_drain(
     kube: Kube,
     node: str,
     *,
+    owner: Owner,
     now: datetime,
     timeout: timedelta,
     options: DrainOptions,
     refuse_scale_down_disabled: bool = False,
 ) -> DrainStep:
-    """Cordon and mark the node, then run the first round."""
+    """Check the caller's claim (which cordoned the node), mark the node, run the first round."""
     found = kube.node(node)
     state = DrainState(
         node=node,
@@ -79,9 +83,10 @@ def start_drain(
     )
     if found is None:
         return DrainFailed(state, f"node {node} does not exist", [])
+    if not holds(found, owner) or not found.unschedulable:
+        return DrainFailed(state, f"node {node} is not claimed and cordoned by {owner.job}", [])
     if refuse_scale_down_disabled and found.scale_down_disabled:
         return DrainFailed(state, f"node {node} is annotated scale-down-disabled", [])
-    kube.set_unschedulable(node, True)
     kube.annotate(node, {DRAINING_ANNOTATION: now.isoformat()})
     return continue_drain(kube, state, now=now)
 
@@ -124,15 +129,3 @@ def continue_drain(kube: Kube, state: DrainState, *, now: datetime) -> DrainStep
     if now >= datetime.fromisoformat(state.deadline):
         return DrainFailed(state, f"drain of {state.node} timed out", remaining)
     return Waiting(state, BUDGET_RETRY if held else ROUND_DELAY, remaining)
-
-
-def abort_drain(kube: Kube, node: str) -> str | None:
-    """Uncordon and unmark a node after a failed or cancelled drain; why not, if it could not."""
-    try:
-        if kube.node(node) is None:
-            return f"node {node} is gone; nothing to uncordon"
-        kube.set_unschedulable(node, False)
-        kube.annotate(node, {DRAINING_ANNOTATION: None})
-    except Exception as error:  # noqa: BLE001 - the caller records the reason (invariant 9)
-        return f"could not uncordon {node}: {error}"
-    return None

@@ -1,6 +1,8 @@
-"""Drain jobs (`drain-jobs`): cordon and drain one node of a pool, round by round.
+"""Drain jobs (`drain-jobs`): claim, cordon and drain one node of a pool, round by round.
 
-For operators and other systems that want a node emptied without removing it.
+For operators and other systems that want a node emptied without removing it. A drained node is
+handed back cordoned, its claim removed: it stays out of service as asked, and a scale-in by
+count never picks it. A failed drain gives the node back as the claim found it.
 """
 
 from __future__ import annotations
@@ -8,71 +10,78 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from shared.decide.drain import DrainOptions
-from shared.flows.drain import (
-    Drained,
-    DrainFailed,
-    DrainState,
-    abort_drain,
-    continue_drain,
-    start_drain,
-)
+from shared.decide.drain import DrainOptions, plan_drain
+from shared.flows.claims import Claimed, Owner, claim, release
+from shared.flows.drain import Drained, DrainFailed, DrainState, continue_drain, start_drain
 from shared.flows.jobs import Flow, StepContext, register
 from shared.jobs import Done, DrainParams, Fail, JobKind, Outcome, Wait
 
 
-def _drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+def _params(ctx: StepContext) -> DrainParams:
     params = ctx.job.typed_params()
     assert isinstance(params, DrainParams)
-    kube = ctx.services.kube
-    node = kube.node(params.node)
-    if node is None and not state:
-        return Fail(f"node {params.node} does not exist")
-    if not state and node is not None and node.view().node_group != ctx.pool.node_group:
-        return Fail(
-            f"node {params.node} is not in pool {ctx.pool.name} (node group "
-            f"{node.view().node_group!r}, pool's {ctx.pool.node_group!r})"
-        )
-    options = DrainOptions(delete_emptydir_data=params.delete_emptydir_data, force=params.force)
-    ctx.before_write()
-    if params.dry_run:
-        from shared.decide.drain import plan_drain
+    return params
 
-        plan = plan_drain(kube.pods_on(params.node), options)
-        return Done(
-            {
-                "dry_run": True,
-                "decisions": [
-                    {"pod": d.pod.key, "action": d.action.value, "reason": d.reason}
-                    for d in plan.decisions
-                ],
-            }
-        )
+
+def _owner(ctx: StepContext) -> Owner:
+    return Owner(ctx.job.id, ctx.job.kind.value)
+
+
+def _drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+    params = _params(ctx)
+    kube = ctx.services.kube
+    options = DrainOptions(delete_emptydir_data=params.delete_emptydir_data, force=params.force)
     if state:
         step = continue_drain(kube, DrainState(**state), now=ctx.now)
     else:
+        node = kube.node(params.node)
+        if node is None:
+            return Fail(f"node {params.node} does not exist")
+        if node.view().node_group != ctx.pool.node_group:
+            return Fail(
+                f"node {params.node} is not in pool {ctx.pool.name} (node group "
+                f"{node.view().node_group!r}, pool's {ctx.pool.node_group!r})"
+            )
+        if params.dry_run:
+            plan = plan_drain(kube.pods_on(params.node), options)
+            return Done(
+                {
+                    "dry_run": True,
+                    "decisions": [
+                        {"pod": d.pod.key, "action": d.action.value, "reason": d.reason}
+                        for d in plan.decisions
+                    ],
+                }
+            )
+        ctx.before_write()
+        claimed = claim(kube, params.node, _owner(ctx), ctx.now)
+        if not isinstance(claimed, Claimed):
+            return Fail(f"refused: {claimed.reason}", {"holder": claimed.holder})
         step = start_drain(
             kube,
             params.node,
+            owner=_owner(ctx),
             now=ctx.now,
             timeout=timedelta(seconds=params.timeout_seconds),
             options=options,
         )
     if isinstance(step, Drained):
-        return Done({"evicted": step.evicted, "skipped": step.skipped})
+        ctx.before_write()
+        handed = release(kube, params.node, _owner(ctx), keep_cordoned=True)
+        return Done({"evicted": step.evicted, "skipped": step.skipped, "node": handed})
     if isinstance(step, DrainFailed):
-        why_not = abort_drain(kube, params.node)
+        ctx.before_write()
+        released = release(kube, params.node, _owner(ctx))
         return Fail(
             f"drain of {params.node} failed: {step.reason}",
-            {"remaining": step.remaining, "uncordon": why_not or "uncordoned"},
+            {"remaining": step.remaining, "released": released},
         )
     return Wait("drain", step.delay, step.state.to_json(), reason="; ".join(step.remaining[:5]))
 
 
 def _abort(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
-    params = ctx.job.typed_params()
-    assert isinstance(params, DrainParams)
-    return {params.node: abort_drain(ctx.services.kube, params.node) or "uncordoned"}
+    node = _params(ctx).node
+    return {node: release(ctx.services.kube, node, _owner(ctx))}
 
 
 register(JobKind.DRAIN, Flow(first_step="drain", steps={"drain": _drain}, abort=_abort))

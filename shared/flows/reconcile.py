@@ -12,8 +12,11 @@ from typing import Any
 from shared.adapters.scaleset import AzureCallError, TemporaryAzureError, ThrottledError
 from shared.clock import product_delay
 from shared.config import Pool
+from shared.decide.claims import parse_claim, stale_claim
+from shared.decide.counting import InstanceState
+from shared.flows.claims import Owner, release
 from shared.flows.jobs import Flow, StepContext, enqueue, register
-from shared.flows.truth import read_truth
+from shared.flows.truth import Truth, read_truth
 from shared.jobs import Done, JobKind, Outcome, Wait
 
 log = logging.getLogger("poolkeeper.reconcile")
@@ -27,14 +30,44 @@ def _reconcile(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     except TemporaryAzureError as error:
         delay = product_delay(ctx.services.clock, error.retry_after) if error.retry_after else RETRY
         kind = "throttled" if isinstance(error, ThrottledError) else "temporary error"
-        return Wait("reconcile", delay, state, reason=f"{kind}: {error.code}")
-    return Done(
-        {
-            "counts": truth.record["counts"],
-            "capacity": truth.record["capacity"],
-            "drift": [d["detail"] for d in truth.record["drift"]],
-        }
-    )
+        return Wait(
+            "reconcile", delay, state, reason=f"{kind}: {error.code}", error=error.code or kind
+        )
+    outcome = {
+        "counts": truth.record["counts"],
+        "capacity": truth.record["capacity"],
+        "drift": [d["detail"] for d in truth.record["drift"]],
+    }
+    claims = _release_left_over_claims(ctx, truth)
+    return Done(outcome | ({"claims": claims} if claims else {}))
+
+
+def _release_left_over_claims(ctx: StepContext, truth: Truth) -> dict[str, str]:
+    """Give back the pool's nodes whose claim outlived its job (it ended, or the ledger never
+    knew it), as the claim found them — but never one whose instance is still being deleted
+    (that delete may yet land) or that has no instance (it is going away)."""
+    states = {
+        seen["node"]: seen["state"]
+        for seen in truth.record["instances"].values()
+        if seen["node"] is not None
+    }
+    done: dict[str, str] = {}
+    for node in truth.nodes or []:
+        found = parse_claim(node.claim)
+        if found is None or node.name not in states:
+            continue  # not claimed, or not this pool's (invariant 8)
+        record = ctx.services.tables.job(found.job) if found.job != "?" else None
+        why = stale_claim(found, record.status if record else None, ctx.now)
+        if why is None:
+            continue
+        if states[node.name] == InstanceState.DELETING.value:
+            done[node.name] = f"{why}; kept: its instance is being deleted"
+            continue
+        ctx.before_write()
+        released = release(ctx.services.kube, node.name, Owner(found.job, found.kind))
+        log.warning("Pool %s: stale claim on %s (%s): %s", ctx.pool.name, node.name, why, released)
+        done[node.name] = f"{why}; {released}"
+    return done
 
 
 register(JobKind.RECONCILE, Flow(first_step="reconcile", steps={"reconcile": _reconcile}))

@@ -5,7 +5,7 @@ under the pool's lease, and every delete is followed by a full re-read (invarian
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.adapters.ledger import AlertLog
@@ -14,6 +14,7 @@ from shared.adapters.scaleset import (
     EtagMismatch,
     PermanentAzureError,
     TemporaryAzureError,
+    ThrottledError,
 )
 from shared.clock import product_delay
 from shared.decide.counting import (
@@ -26,13 +27,14 @@ from shared.decide.counting import (
     plan_scale_in,
     plan_scale_up,
 )
-from shared.decide.drain import DrainOptions
+from shared.decide.drain import DrainOptions, plan_drain
+from shared.decide.writes import tags_with_write, write_landed
+from shared.flows.claims import Claimed, Owner, claim, holds, release_all
 from shared.flows.drain import (
     Drained,
     DrainFailed,
     DrainState,
     Waiting,
-    abort_drain,
     continue_drain,
     start_drain,
 )
@@ -45,6 +47,10 @@ RETRY = timedelta(seconds=30)
 MAX_REPLANS = 3  # 412s in a row before giving up: someone else keeps writing this scale set
 READY_TIMEOUT = timedelta(minutes=20)
 DRAIN_TIMEOUT = timedelta(minutes=15)
+# After a delete whose answer was lost, a victim counts as settled only once it has looked steady
+# this long after the send (Azure may still be taking the request), and never later than this.
+SETTLE_QUIET = timedelta(minutes=3)
+SETTLE_DEADLINE = timedelta(minutes=30)
 
 
 def _params(ctx: StepContext) -> ScaleParams:
@@ -57,7 +63,13 @@ def _temporary(
     step: str, state: dict[str, Any], error: TemporaryAzureError, ctx: StepContext
 ) -> Wait:
     delay = product_delay(ctx.services.clock, error.retry_after) if error.retry_after else RETRY
-    return Wait(step, delay, state, reason=f"{type(error).__name__} {error.code}: {error.message}")
+    return Wait(
+        step,
+        delay,
+        state,
+        reason=f"{type(error).__name__} {error.code}: {error.message}",
+        error=error.code or type(error).__name__,
+    )
 
 
 def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
@@ -68,18 +80,30 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     except TemporaryAzureError as error:
         return _temporary("plan", state, error, ctx)
     up = (params.delta or 0) > 0 or params.target is not None
-    if up and "goal" in state and truth.state.capacity >= state["goal"]:
-        # A re-plan (412, lost answer, redelivery) after our write already landed: the goal
-        # fixed at the first plan is reached, so only the wait remains. Never add delta twice.
-        ctx.notes.append(f"capacity {truth.state.capacity} already at the goal {state['goal']}")
-        return Next("await_ready", state | {"since": ctx.now.isoformat()})
+    if up and "sent" in state:
+        # Our last write got no answer: tell our landed write from another job's by the marks
+        # each scale-up signs its write with. Never add delta twice, never count theirs as ours.
+        sent = state["sent"]
+        state = {k: v for k, v in state.items() if k != "sent"}
+        landed = write_landed(
+            truth.state.etag, truth.state.tags, base_etag=sent["etag"], job_id=ctx.job.id
+        )
+        if landed is None:  # the marks are gone (someone replaced the tags): judge by size
+            landed = truth.state.capacity >= sent["capacity"]
+            ctx.notes.append("no write marks on the scale set: judged by capacity")
+        if landed:
+            ctx.notes.append(f"our write of capacity {sent['capacity']} landed")
+            AlertLog(ctx.services.tables).note_scale_up(ctx.pool.name, ctx.now)
+            return Next("await_ready", state | {"since": ctx.now.isoformat()})
+        ctx.notes.append("our write did not land: re-planned from the current size")
     if up:
-        # The first plan turns delta into an absolute goal; every re-plan aims at that goal.
+        # Every plan starts from the current size: a write that did not land is planned anew
+        # (another job's scale-up or a scale-in may have come in between).
         plan: ScaleUpPlan | ScaleInPlan | Refusal = plan_scale_up(
             truth.state,
             ctx.pool.max_nodes,
-            delta=params.delta if params.target is None and "goal" not in state else None,
-            target=state.get("goal", params.target),
+            delta=params.delta if params.target is None else None,
+            target=params.target,
         )
     else:
         if truth.nodes is None:
@@ -88,13 +112,21 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
                 "be drained (fail safe)",
                 {"cluster_error": truth.record["cluster_error"]},
             )
+        # A node another job holds is never this job's: named, the scale-in is refused before
+        # it touches anything; by count, claimed and cordoned nodes (another job's, or an
+        # operator's) are never picked.
+        held = [n for n in truth.nodes if n.name in params.nodes and n.claim]
+        if held:
+            return Fail(
+                "refused (claimed): "
+                + "; ".join(f"node {n.name} is claimed by {n.claim}" for n in held),
+                {"refusal": "claimed", "dry_run": params.dry_run},
+            )
         pods = ctx.services.kube.evictable_pods()
-        # Cordoned nodes are being drained (by another job, or an operator): never pick them by
-        # count, or two scale-ins could choose the same victim. Named nodes are taken as asked.
         candidates = (
             truth.nodes
             if params.nodes
-            else [node for node in truth.nodes if not node.unschedulable]
+            else [node for node in truth.nodes if not node.unschedulable and not node.claim]
         )
         plan = plan_scale_in(
             truth.state,
@@ -118,16 +150,15 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
             "new_capacity": plan.new_capacity,
             "bounded": plan.bounded,
             "etag": plan.etag,
+            "tags": tags_with_write(truth.state.tags, ctx.job.id),
             "detail": plan.detail,
             "active": plan.active,
         }
         if params.dry_run:
             return Done({"dry_run": True, "plan": described})
-        # The instances of the first read: the write adds the others, and only those are waited
-        # for. Kept across re-plans, like the goal.
-        existing = state.get("existing") or [i.instance_id for i in truth.state.instances]
-        goal = state.get("goal", plan.new_capacity)
-        return Next("raise", state | {"plan": described, "existing": existing, "goal": goal})
+        # The instances of this read: the write adds the others, and only those are ours.
+        existing = [i.instance_id for i in truth.state.instances]
+        return Next("raise", state | {"plan": described, "existing": existing})
     described = {
         "action": "scale_in",
         "victims": list(plan.instance_ids),
@@ -146,21 +177,30 @@ def _raise(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     ctx.before_write()
     try:
         token = ctx.services.scale_sets.raise_capacity(
-            ctx.pool.vmss_id, plan["new_capacity"], plan["etag"]
+            ctx.pool.vmss_id, plan["new_capacity"], plan["etag"], tags=plan["tags"]
         )
     except EtagMismatch:
         replans = state.get("replans", 0) + 1
         if replans > MAX_REPLANS:
             return Fail(f"the scale set kept changing under us ({replans} ETag mismatches)")
         ctx.notes.append("412: re-read and re-plan")
-        return Next("plan", state | {"replans": replans})
+        # A redelivered step meets its own earlier write this way: the re-plan looks for its
+        # mark before it plans anything new.
+        return Next("plan", state | {"replans": replans, "sent": _sent_write(plan)})
+    except ThrottledError as error:  # refused before anything happened
+        return _temporary("plan", state, error, ctx)
     except TemporaryAzureError as error:
         # The write may or may not have landed: the re-plan finds out from a fresh read.
-        return _temporary("plan", state, error, ctx)
+        return _temporary("plan", state | {"sent": _sent_write(plan)}, error, ctx)
     except PermanentAzureError as error:
         failure = _failure("Azure refused the capacity write", error.code, error.message)
         return Next("write_failed", state | failure)
     return Next("await_write", state | {"token": token})
+
+
+def _sent_write(plan: dict[str, Any]) -> dict[str, Any]:
+    """What a re-plan needs to find out whether this write landed."""
+    return {"etag": plan["etag"], "capacity": plan["new_capacity"]}
 
 
 def _failure(what: str, code: str | None, message: str | None) -> dict[str, Any]:
@@ -187,6 +227,10 @@ def _await_write(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         )
     except TemporaryAzureError as error:
         return _temporary("await_write", state, error, ctx)
+    except AzureCallError as error:
+        # The operation cannot be asked (e.g. 404): a fresh read tells whether the write landed.
+        ctx.notes.append(f"status poll refused ({error.status} {error.code}); re-reading")
+        return Next("plan", state | {"sent": _sent_write(state["plan"])})
     if not status.done:
         return Wait("await_write", POLL, state, reason="capacity write in progress")
     if status.state == "Failed":
@@ -216,7 +260,12 @@ def _await_ready(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         node = truth.record["instances"][instance.instance_id]["node"]
         return classify(instance) is InstanceState.LIVE and node in ready_nodes
 
-    added = [i for i in truth.state.instances if i.instance_id not in existing]
+    # Azure numbers new instances upwards: when another scale-up landed after ours, its
+    # instances come after ours, so ours are the first `wanted` of those added since our read.
+    added = sorted(
+        (i for i in truth.state.instances if i.instance_id not in existing),
+        key=lambda i: int(i.instance_id) if i.instance_id.isdigit() else 0,
+    )[:wanted]
     added_ready = sum(1 for i in added if live_ready(i))
     failed = {i.instance_id: i.failure for i in added if classify(i) is InstanceState.FAILED}
     outcome = {
@@ -233,8 +282,6 @@ def _await_ready(ctx: StepContext, state: dict[str, Any]) -> Outcome:
             f"{len(failed)} new instance(s) failed to provision ({codes})",
             outcome | {"failed": failed},
         )
-    from datetime import datetime
-
     if ctx.now - datetime.fromisoformat(state["since"]) > READY_TIMEOUT:
         return Fail(
             f"only {added_ready} of {wanted} new instances live with Ready nodes after "
@@ -244,38 +291,54 @@ def _await_ready(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     return Wait("await_ready", POLL, state, reason=f"{added_ready}/{wanted} new live and Ready")
 
 
+def _owner(ctx: StepContext) -> Owner:
+    return Owner(ctx.job.id, ctx.job.kind.value)
+
+
 def _drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
-    """Cordon and drain every victim; resumable round by round."""
-    params = _params(ctx)
+    """Claim (which cordons) and drain every victim; resumable round by round."""
     kube = ctx.services.kube
+    owner = _owner(ctx)
+    nodes: list[str] = state["plan"]["nodes"]
+    claimed: list[str] = list(state.get("claimed", []))
+    for node in nodes:
+        if node in claimed:
+            continue
+        ctx.before_write()
+        result = claim(kube, node, owner, ctx.now)
+        if not isinstance(result, Claimed):
+            # Another job (or a person's tool) holds it: touch nothing of theirs, give ours back.
+            return Fail(
+                f"refused: {result.reason}",
+                {"holder": result.holder, "released": release_all(kube, nodes, owner)},
+            )
+        claimed.append(node)
+    state = state | {"claimed": claimed}
     drains: dict[str, Any] = dict(state["drains"])
     waits: list[timedelta] = []
-    options = DrainOptions()
-    for node in state["plan"]["nodes"]:
+    for node in nodes:
         if drains.get(node, {}).get("done"):
             continue
+        ctx.before_write()
         if node in drains:
-            ctx.before_write()
             step = continue_drain(kube, DrainState(**drains[node]["state"]), now=ctx.now)
         else:
-            ctx.before_write()
             step = start_drain(
                 kube,
                 node,
+                owner=owner,
                 now=ctx.now,
                 timeout=DRAIN_TIMEOUT,
-                options=options,
+                options=DrainOptions(),
                 refuse_scale_down_disabled=True,
             )
         drains[node] = {"state": step.state.to_json(), "done": isinstance(step, Drained)}
         if isinstance(step, DrainFailed):
-            problems = [f"{node}: {step.reason}", *step.remaining]
-            uncordon = {n: abort_drain(kube, n) for n in state["plan"]["nodes"]}
             return Fail(
                 f"drain of {node} failed: {step.reason}",
                 {
-                    "remaining": problems,
-                    "uncordon": {n: why or "uncordoned" for n, why in uncordon.items()},
+                    "remaining": [f"{node}: {step.reason}", *step.remaining],
+                    "released": release_all(kube, nodes, owner),
                 },
             )
         if isinstance(step, Waiting):
@@ -283,105 +346,191 @@ def _drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     state = state | {"drains": drains}
     if waits:
         return Wait("drain", min(waits), state, reason="waiting for evicted pods to go")
-    del params
     return Next("delete", state)
 
 
+def _not_ready_to_delete(kube: Any, node: str, owner: Owner) -> str | None:
+    """Why this victim's node must not be deleted now (a fresh read), or None: it must still be
+    claimed by this job, cordoned, and hold no pod a drain would have to move."""
+    found = kube.node(node)
+    if found is None:
+        return f"node {node} is gone: nothing shows it was drained"
+    if not holds(found, owner):
+        return f"node {node} is no longer claimed by this job"
+    if not found.unschedulable:
+        return f"node {node} is schedulable again (someone uncordoned it)"
+    left = plan_drain(kube.pods_on(node), DrainOptions()).left()
+    if left:
+        return f"node {node} still has pods: " + "; ".join(left[:5])
+    return None
+
+
 def _delete(ctx: StepContext, state: dict[str, Any]) -> Outcome:
-    """Delete exactly the drained victims, after checking the guard on a fresh read."""
+    """Delete exactly the victims that are still ready to go, after the min guard, on a fresh
+    read. A victim already going (a redelivered step whose delete was sent) is settled first."""
     plan = state["plan"]
+    kube = ctx.services.kube
     try:
         truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
     except TemporaryAzureError as error:
         return _temporary("delete", state, error, ctx)
     by_id = {i.instance_id: i for i in truth.state.instances}
-    # A redelivered step must not delete twice: victims already going or gone are left alone.
-    pending = [
-        v
-        for v in plan["victims"]
-        if v in by_id and classify(by_id[v]) is not InstanceState.DELETING
+    going = [
+        v for v in plan["victims"] if v not in by_id or classify(by_id[v]) is InstanceState.DELETING
     ]
-    if not pending:
-        return Next("after_delete", state | {"deleted": [], "note": "already deleting or gone"})
+    if going:
+        # Our delete may have been sent before a crash (or someone else deletes them): its
+        # outcome is unknown, so nothing is released or counted until every victim settles.
+        ctx.notes.append(f"already deleting or gone: {', '.join(going)}; settling")
+        return Next("settle", state | _sent(ctx, plan["victims"], definitive=False))
+    names = dict(zip(plan["victims"], plan["nodes"], strict=True))
+    owner = _owner(ctx)
+    held_back = {
+        v: why for v in plan["victims"] if (why := _not_ready_to_delete(kube, names[v], owner))
+    }
+    pending = [v for v in plan["victims"] if v not in held_back]
     live = truth.record["counts"]["live"]
     live_pending = sum(1 for v in pending if classify(by_id[v]) is InstanceState.LIVE)
-    if live - live_pending < ctx.pool.min_nodes:
-        uncordon = {n: abort_drain(ctx.services.kube, n) for n in plan["nodes"]}
+    if pending and live - live_pending < ctx.pool.min_nodes:
+        held_back |= {
+            v: f"deleting {live_pending} of {live} live instances would leave fewer than "
+            f"min_nodes {ctx.pool.min_nodes}"
+            for v in pending
+        }
+        pending = []
+    released = release_all(kube, [names[v] for v in held_back], owner)
+    state = state | {"held_back": held_back, "released": released}
+    if not pending:
         return Fail(
-            f"refused: deleting {live_pending} of {live} live instances would leave "
-            f"fewer than min_nodes {ctx.pool.min_nodes}",
-            {"uncordon": {n: why or "uncordoned" for n, why in uncordon.items()}},
+            "refused: no victim could be deleted: " + "; ".join(held_back.values()),
+            {
+                "held_back": held_back,
+                "released": released,
+                "counts": truth.record["counts"],
+                "capacity": truth.state.capacity,
+            },
         )
     ctx.before_write()
     try:
         token = ctx.services.scale_sets.begin_delete(
             ctx.pool.vmss_id, pending, force=_params(ctx).force_delete
         )
-    except TemporaryAzureError as error:
-        if error.retry_after:  # throttled before anything happened: try again
-            return _temporary("delete", state, error, ctx)
-        return Next("after_delete", state | {"deleted": pending, "error": _error(error)})
-    except AzureCallError as error:
-        return Next("after_delete", state | {"deleted": pending, "error": _error(error)})
-    return Next("await_delete", state | {"deleted": pending, "token": token})
+    except ThrottledError as error:  # refused before anything happened: try again
+        return _temporary("delete", state, error, ctx)
+    except PermanentAzureError as error:  # refused: Azure says it did nothing
+        return Next("settle", state | _sent(ctx, pending, definitive=True) | _error(error))
+    except AzureCallError as error:  # no answer, or a 5xx: it may be happening anyway
+        return Next("settle", state | _sent(ctx, pending, definitive=False) | _error(error))
+    return Next("await_delete", state | _sent(ctx, pending, definitive=False) | {"token": token})
+
+
+def _sent(ctx: StepContext, victims: list[str], *, definitive: bool) -> dict[str, Any]:
+    return {"deleted": victims, "sent_at": ctx.now.isoformat(), "definitive": definitive}
 
 
 def _error(error: AzureCallError) -> dict[str, Any]:
-    return {"code": error.code, "message": error.message, "status": error.status}
+    return {"error": {"code": error.code, "message": error.message, "status": error.status}}
+
+
+def _since_sent(ctx: StepContext, state: dict[str, Any]) -> timedelta:
+    return ctx.now - datetime.fromisoformat(state["sent_at"])
 
 
 def _await_delete(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+    """Poll the delete's operation; its end (or a poll Azure refuses) leads to `settle`."""
     try:
         status = ctx.services.scale_sets.operation_status(
             "delete", ctx.pool.vmss_id, state["token"]
         )
     except TemporaryAzureError as error:
+        if _since_sent(ctx, state) > SETTLE_DEADLINE:
+            return Next("settle", state | _error(error))
         return _temporary("await_delete", state, error, ctx)
+    except AzureCallError as error:
+        # The operation cannot be asked (e.g. 404): the instances themselves will tell.
+        ctx.notes.append(f"status poll refused ({error.status} {error.code}); settling by reads")
+        return Next("settle", state | _error(error))
     if not status.done:
+        if _since_sent(ctx, state) > SETTLE_DEADLINE:
+            return Next("settle", state)
         return Wait("await_delete", POLL, state, reason="delete in progress")
+    state = state | {"definitive": True}
     if status.state == "Failed":
         state = state | {"error": {"code": status.code, "message": status.message}}
-    return Next("after_delete", state)
+    return Next("settle", state)
 
 
-def _after_delete(ctx: StepContext, state: dict[str, Any]) -> Outcome:
-    """Whatever the delete returned: re-read in full, uncordon survivors, report."""
+def _settle(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+    """Re-read in full until every victim we asked to delete has settled — gone, or steady with
+    no delete running — then record, release the survivors, and report. Until then they stay
+    claimed and cordoned: a delete whose answer was lost may still land (invariant 12)."""
+    plan = state["plan"]
     try:
         truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
     except TemporaryAzureError as error:
-        return _temporary("after_delete", state, error, ctx)
+        return _temporary("settle", state, error, ctx)
     by_id = {i.instance_id: i for i in truth.state.instances}
-    survivors = [
+    waited = _since_sent(ctx, state)
+    quiet = state.get("definitive") or waited >= SETTLE_QUIET
+    unsettled = [
         v
-        for v in state["plan"]["victims"]
-        if v in by_id and classify(by_id[v]) is not InstanceState.DELETING
+        for v in state["deleted"]
+        if v in by_id and (classify(by_id[v]) is InstanceState.DELETING or not quiet)
     ]
-    names = dict(zip(state["plan"]["victims"], state["plan"]["nodes"], strict=True))
-    uncordon = {names[v]: abort_drain(ctx.services.kube, names[v]) for v in survivors}
-    outcome = {
-        "deleted": [v for v in state["plan"]["victims"] if v not in survivors],
-        "survivors": survivors,
-        "uncordoned": {n: why or "uncordoned" for n, why in uncordon.items()},
+    names = dict(zip(plan["victims"], plan["nodes"], strict=True))
+    outcome: dict[str, Any] = {
+        "deleted": [v for v in state["deleted"] if v not in by_id],
         "counts": truth.record["counts"],
         "capacity": truth.state.capacity,
     }
+    if state.get("held_back"):
+        outcome |= {"held_back": state["held_back"], "released": state.get("released", {})}
+    if unsettled:
+        if waited <= SETTLE_DEADLINE:
+            return Wait(
+                "settle",
+                POLL,
+                state,
+                reason=f"waiting for the outcome of the delete of {', '.join(unsettled)}",
+            )
+        return Fail(
+            f"the delete's outcome is still unknown after {SETTLE_DEADLINE} for instance(s) "
+            f"{', '.join(unsettled)}: their nodes stay cordoned and claimed by this job; "
+            "reconcile releases them once they settle",
+            outcome | {"unsettled": unsettled},
+        )
+    survivors = [v for v in state["deleted"] if v in by_id]
+    ctx.before_write()
+    uncordon = release_all(ctx.services.kube, [names[v] for v in survivors], _owner(ctx))
+    outcome |= {"survivors": survivors, "uncordoned": uncordon}
     if state.get("error"):
         error = state["error"]
         return Fail(
             f"delete failed: {error['code']}: {error['message']}",
             outcome | {"azure_error": error["code"]},
         )
-    if survivors:
-        return Fail(f"{len(survivors)} instance(s) were not deleted", outcome)
+    if survivors or state.get("held_back"):
+        kept = len(survivors) + len(state.get("held_back") or {})
+        return Fail(f"{kept} instance(s) were not deleted", outcome)
     return Done(outcome)
 
 
 def _abort(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
-    """Giving up: uncordon the victims unless a delete was sent (then they are going anyway)."""
+    """Giving up. Before a delete was sent: give every claimed node back. After: the victims
+    stay claimed (the delete may still land) and the pool is re-read for the record;
+    reconcile releases the claims once the instances have settled."""
     plan = state.get("plan") or {}
-    if plan.get("action") != "scale_in" or state.get("token") or state.get("deleted"):
+    if plan.get("action") != "scale_in":
         return {}
-    return {n: abort_drain(ctx.services.kube, n) or "uncordoned" for n in plan.get("nodes", [])}
+    if not state.get("deleted"):
+        # Every victim, not only those recorded as claimed: a step that raised may have claimed
+        # more before it could say so. `release` leaves alone what this job does not hold.
+        return release_all(ctx.services.kube, list(plan.get("nodes", [])), _owner(ctx))
+    try:
+        truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
+    except Exception as error:  # noqa: BLE001 - reported; reconcile reads it again
+        return {"reread": f"failed: {error}", "claims": "kept until the instances settle"}
+    return {"reread": truth.record["counts"], "claims": "kept until the instances settle"}
 
 
 register(
@@ -397,7 +546,7 @@ register(
             "drain": _drain,
             "delete": _delete,
             "await_delete": _await_delete,
-            "after_delete": _after_delete,
+            "settle": _settle,
         },
         abort=_abort,
     ),

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.config import Pool
+from shared.decide.claims import parse_claim
 from shared.decide.counting import (
     InstanceState,
     NodeView,
@@ -40,6 +41,11 @@ def _nodes(services: Any) -> tuple[list[NodeView] | None, str | None]:
         return [node.view() for node in services.kube.nodes()], None
     except Exception as error:  # noqa: BLE001 - reported in the record; counting goes on
         return None, f"cluster not readable: {error}"
+
+
+def _claim_summary(raw: str) -> dict[str, Any]:
+    claim = parse_claim(raw)
+    return {"job": claim.job, "kind": claim.kind, "since": claim.at} if claim else {}
 
 
 def read_truth(
@@ -102,6 +108,11 @@ def read_truth(
             }
             for d in drifts
         ],
+        "claims": {
+            node.name: _claim_summary(node.claim)
+            for node in nodes or []
+            if node.claim and node.name in matching.pairs.values()
+        },
         "cluster_error": cluster_error,
         "read_at": now.isoformat(),
         "by_job": job_id,

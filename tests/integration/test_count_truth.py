@@ -17,251 +17,23 @@ passed through unchanged.
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-import requests
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from shared.adapters.ledger import FINAL, JobRecord
-from shared.adapters.scaleset import ScaleSets, ThrottleGate
-from shared.adapters.storage import StorageAccount
-from shared.clock import clock_from_settings
-from shared.config import load_config
-from shared.flows.jobs import Services
-from tests.jobs_support import Pump, job, settings_for
-from tests.simulator import RG, SUBSCRIPTION, Simulator, scale_set, scenario
-
-DELETE = "VirtualMachineScaleSets_DeleteInstances"
-UPDATE = "VirtualMachineScaleSets_Update"
-CANNOT_ALLOCATE = "CannotAllocateRemainingVMsInAvailabilitySet"
-SPEED = 600  # simulated seconds per wall second: a 60 s delete takes 0.1 s
-
-
-def _vmss_id(name: str) -> str:
-    return (
-        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/"
-        f"Microsoft.Compute/virtualMachineScaleSets/{name}"
-    )
-
-
-def _true_counts(scale_set_state: dict[str, Any]) -> dict[str, int]:
-    """The simulator's own count, in the product's words (live = Succeeded and running)."""
-    instances = scale_set_state["instances"]
-    return {
-        "live": sum(
-            i["provisioning_state"] == "Succeeded" and i["power_state"] == "running"
-            for i in instances
-        ),
-        "deleting": sum(i["provisioning_state"] == "Deleting" for i in instances),
-        "active": sum(i["provisioning_state"] != "Deleting" for i in instances),
-        "total": len(instances),
-    }
-
-
-def _workload_pods(node: dict[str, Any]) -> list[dict[str, Any]]:
-    """Pods on a node (from /_sim/kube/pods) that a drain must evict: not DaemonSet, not mirror."""
-    return [
-        p
-        for p in node["pods"]
-        if not (p["owner"] or "").startswith("DaemonSet/") and not p["mirror"]
-    ]
-
-
-@dataclass
-class Witness:
-    """What the product sent to Azure through its scale-set adapter, each send checked first."""
-
-    sim: Simulator
-    vmss: str
-    min_nodes: int
-    deletes: list[list[str]] = field(default_factory=list)
-    evicted_before_delete: dict[str, int] = field(default_factory=dict)  # node -> pods evicted
-    raises: list[tuple[int, int]] = field(default_factory=list)  # (capacity then, asked for)
-    arm_on_raise: list[dict[str, Any]] = field(default_factory=list)  # faults for what follows
-
-    def on_delete(self, instance_ids: Sequence[str]) -> None:
-        ids = [str(i) for i in instance_ids]
-        state = self.sim.scale_set_state(self.vmss)
-        by_id = {i["instance_id"]: i for i in state["instances"]}
-        cluster = requests.get(f"{self.sim.admin}/kube/pods", timeout=10).json()["nodes"]
-        evictions = requests.get(f"{self.sim.admin}/kube/evictions", timeout=10).json()
-        for instance_id in ids:
-            name = by_id[instance_id]["computer_name"]
-            node = cluster.get(name)
-            assert node is not None, f"instance {instance_id} ({name}) has no node to drain"
-            assert node["unschedulable"], f"{name} is deleted without being cordoned"
-            left = _workload_pods(node)
-            assert not left, f"{name} is deleted with pods still on it: {left}"
-            self.evicted_before_delete[name] = sum(
-                e["node"] == name and e["outcome"] == "evicted" for e in evictions["evictions"]
-            )
-        live = _true_counts(state)["live"]
-        live_in_batch = sum(
-            by_id[i]["provisioning_state"] == "Succeeded" and by_id[i]["power_state"] == "running"
-            for i in ids
-        )
-        assert live - live_in_batch >= self.min_nodes, (
-            f"deleting {live_in_batch} of {live} live instances goes below {self.min_nodes}"
-        )
-        self.deletes.append(ids)
-
-    def on_raise(self, new_capacity: int) -> None:
-        state = self.sim.scale_set_state(self.vmss)
-        assert new_capacity > state["capacity"], (
-            f"a capacity write of {new_capacity} would not raise capacity {state['capacity']}"
-        )
-        assert new_capacity > _true_counts(state)["active"], "a capacity write below the active"
-        self.raises.append((state["capacity"], new_capacity))
-        while self.arm_on_raise:  # e.g. make the read that follows this write fail
-            self.sim.post("faults", self.arm_on_raise.pop(0))
-
-    def adapter(self, settings: dict[str, str], services: Services) -> ScaleSets:
-        witness = self
-
-        class Witnessed(ScaleSets):
-            def begin_delete(
-                self, vmss_id: str, instance_ids: Sequence[str], *, force: bool = False
-            ) -> str:
-                witness.on_delete(instance_ids)
-                return super().begin_delete(vmss_id, instance_ids, force=force)
-
-            def raise_capacity(self, vmss_id: str, new_capacity: int, etag: str) -> str:
-                witness.on_raise(new_capacity)
-                return super().raise_capacity(vmss_id, new_capacity, etag)
-
-        # A gate of its own: a Retry-After from one test never holds up the next.
-        return Witnessed.from_settings(settings, clock=services.clock, gate=ThrottleGate())
-
-
-@dataclass
-class World:
-    sim: Simulator
-    pump: Pump
-    witness: Witness
-    pool: dict[str, Any]
-    vmss: str
-
-    @property
-    def tables(self) -> Any:
-        return self.pump.services.tables
-
-    def send(self, kind: str, params: dict[str, Any] | None = None) -> str:
-        message = job(kind, self.pool["name"], params)
-        self.pump.send(kind, message)
-        return str(message["id"])
-
-    def drive(
-        self,
-        kind: str,
-        job_id: str,
-        until: Callable[[JobRecord], bool] = lambda r: r.status in FINAL,
-        *,
-        timeout: float = 30,
-    ) -> JobRecord:
-        """Deliver `kind` messages (waits, throttling and lease retries included) until `until`."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.pump.once(kind)
-            record = self.tables.job(job_id)
-            if record is not None and until(record):
-                return record
-            time.sleep(0.05)
-        raise AssertionError(f"job {job_id} never got there: {self.tables.job(job_id)}")
-
-    def run(self, kind: str, params: dict[str, Any] | None = None) -> JobRecord:
-        job_id = self.send(kind, params)
-        return self.drive(kind, job_id)
-
-    def cluster(self) -> dict[str, Any]:
-        nodes = requests.get(f"{self.sim.admin}/kube/pods", timeout=10).json()["nodes"]
-        return {n: v for n, v in nodes.items() if v["node_group"] == self.pool["node_group"]}
-
-    def assert_truth(self, *, settled: bool = True) -> dict[str, int]:
-        """The invariants after a job; `settled` when no job is half-way (nothing cordoned)."""
-        state = self.sim.state()
-        scale_set_state = next(s for s in state["scale_sets"] if s["name"] == self.vmss)
-        true = _true_counts(scale_set_state)
-        recorded = self.tables.pool_status(self.pool["name"])
-        assert recorded is not None
-        counts = recorded["counts"]
-        assert (counts["live"], counts["active"]) == (true["live"], true["active"]), (
-            f"recorded {counts} but the simulator has {true}"
-        )
-        assert counts["deleting"] == true["deleting"] and counts["total"] == true["total"]
-        assert recorded["capacity"] == scale_set_state["capacity"]
-        assert true["live"] >= self.pool["min_nodes"], f"live {true['live']} below min_nodes"
-        # Never a capacity write that lowered: the simulator records every deletion with the
-        # operation that caused it, and a lowering capacity write records a `scale_in`.
-        history = [h for h in state["history"] if h["scale_set"] == self.vmss]
-        assert [h for h in history if h["event"] != "delete_instances"] == []
-        assert all(h["operation"] == DELETE for h in history)
-        # Every instance ever named in a DeleteInstances was checked drained when it was sent.
-        witnessed = {i for batch in self.witness.deletes for i in batch}
-        assert {i for h in history for i in h["instances"]} <= witnessed
-        calls = self.sim.calls()["calls"]
-        assert sum(c["operation"] == DELETE for c in calls) <= len(self.witness.deletes)
-        assert sum(c["operation"] == UPDATE for c in calls) <= len(self.witness.raises)
-        if settled:
-            cordoned = [n for n, v in self.cluster().items() if v["unschedulable"]]
-            assert cordoned == [], f"nodes left cordoned: {cordoned}"
-        return true
-
-
-def _world(
-    sim: Simulator,
-    azurite: Any,
-    *,
-    vmss: str,
-    capacity: int,
-    min_nodes: int,
-    max_nodes: int,
-    replicas: int,
-    max_unavailable: int,
-    grace: int = 30,
-    **extra: Any,
-) -> World:
-    node_group = vmss.split("-")[1]
-    sim.load(
-        scenario(
-            scale_set(vmss, capacity, zones=[]),
-            speed=SPEED,
-            workloads={
-                "deployments": [
-                    {
-                        "name": "web",
-                        "replicas": replicas,
-                        "node_selector": {"elastisys.io/node-group": node_group},
-                        "termination_grace_seconds": grace,
-                        "pdb": {"max_unavailable": max_unavailable},
-                    }
-                ],
-                "daemonsets": [{"name": "kube-proxy"}],
-            },
-            **extra,
-        )
-    )
-    pool = {
-        "name": f"{node_group}-{uuid.uuid4().hex[:8]}",  # a fresh pool record and lease each time
-        "vmss_id": _vmss_id(vmss),
-        "node_group": node_group,
-        "min_nodes": min_nodes,
-        "max_nodes": max_nodes,
-    }
-    settings = settings_for(sim, azurite.connection_string, [pool])
-    services = Services(
-        settings,
-        clock_from_settings(settings),
-        load_config(settings),
-        StorageAccount.from_settings(settings),
-    )
-    witness = Witness(sim, vmss, min_nodes)
-    services.scale_sets = witness.adapter(settings, services)
-    return World(sim, Pump(services), witness, pool, vmss)
-
+from shared.adapters.ledger import FINAL
+from tests.simulator import Simulator
+from tests.truth_support import (
+    CANNOT_ALLOCATE,
+    DELETE,
+    SPEED,
+    UPDATE,
+    World,
+    make_world,
+    true_counts,
+    workload_pods,
+)
 
 # -- the seed --------------------------------------------------------------------------------------
 
@@ -304,7 +76,7 @@ def _named_victims(world: World, how_many: int, exclude: set[str]) -> list[str]:
     cluster = world.cluster()
     ranked = sorted(
         (n for n in cluster if n not in exclude),
-        key=lambda n: (-len(_workload_pods(cluster[n])), n),
+        key=lambda n: (-len(workload_pods(cluster[n])), n),
     )
     return ranked[:how_many]
 
@@ -312,7 +84,7 @@ def _named_victims(world: World, how_many: int, exclude: set[str]) -> list[str]:
 def test_seed_failed_deletes_never_lower_the_count_or_delete_undrained_nodes(
     sim: Simulator, azurite: Any
 ) -> None:
-    world = _world(
+    world = make_world(
         sim,
         azurite,
         vmss=SEED_VMSS,
@@ -358,7 +130,7 @@ def test_seed_failed_deletes_never_lower_the_count_or_delete_undrained_nodes(
         assert record.outcome["survivors"] == record.state["plan"]["victims"]
         assert record.outcome["deleted"] == []
         assert set(record.outcome["uncordoned"]) == set(record.state["plan"]["nodes"])
-        assert record.steps[-1]["step"] == "after_delete"  # re-read after the failed delete
+        assert record.steps[-1]["step"] == "settle"  # re-read after the failed delete
         assert world.assert_truth()["live"] == 86, number
         if interleave == "after":
             assert world.run("reconcile").status == "done"
@@ -469,7 +241,7 @@ def _inject(world: World, fault: dict[str, Any] | None) -> bool:
 def test_any_interleaving_of_jobs_and_faults_keeps_the_recorded_count_true(
     sim: Simulator, azurite: Any, jobs: list[tuple[str, int, dict[str, Any] | None]]
 ) -> None:
-    world = _world(
+    world = make_world(
         sim,
         azurite,
         vmss=PROP_VMSS,
@@ -544,7 +316,7 @@ def test_jobs_in_flight_together_with_faults_keep_the_count_true(
 ) -> None:
     """All jobs queued at once and delivered in a random order of queues, so their steps
     interleave (waits, drains, leases); faults armed for whichever job meets them first."""
-    world = _world(
+    world = make_world(
         sim,
         azurite,
         vmss=PROP_VMSS,
@@ -571,7 +343,7 @@ def test_jobs_in_flight_together_with_faults_keep_the_count_true(
         if all(r is not None and r.status in FINAL for r in records):
             break
         world.pump.once(order.choice(["scale", "reconcile"]))
-        true = _true_counts(sim.scale_set_state(PROP_VMSS))
+        true = true_counts(sim.scale_set_state(PROP_VMSS))
         assert true["live"] >= PROP_MIN  # at every moment, not only after each job
         time.sleep(0.02)
     else:

@@ -17,12 +17,12 @@ import requests
 from shared.adapters.kube import DRAINING_ANNOTATION, Kube
 from shared.clock import FileClock
 from shared.decide.drain import DrainOptions
+from shared.flows.claims import Claimed, Owner, claim, release
 from shared.flows.drain import (
     Drained,
     DrainFailed,
     DrainStep,
     Waiting,
-    abort_drain,
     continue_drain,
     start_drain,
 )
@@ -32,6 +32,7 @@ VMSS = "aks-apps-22222222-vmss"
 NODE0 = "aks-apps-22222222-vmss000000"
 GROUP = {"elastisys.io/node-group": "apps"}
 ALL_FLAGS = DrainOptions(ignore_daemonsets=True, delete_emptydir_data=True, force=True)
+OWNER = Owner("drain-test", "drain")
 
 
 def _load(sim: Simulator, workloads: dict[str, Any], capacity: int = 2, **extra: Any) -> None:
@@ -50,8 +51,14 @@ def _drive(sim: Simulator, step: DrainStep, limit: float = 30) -> DrainStep:
 
 def _start(sim: Simulator, options: DrainOptions, timeout: float = 3600) -> DrainStep:
     clock = FileClock(Path(sim.info["clock_file"]))
+    assert isinstance(claim(sim.kube(), NODE0, OWNER, clock.now()), Claimed)
     return start_drain(
-        sim.kube(), NODE0, now=clock.now(), timeout=timedelta(seconds=timeout), options=options
+        sim.kube(),
+        NODE0,
+        owner=OWNER,
+        now=clock.now(),
+        timeout=timedelta(seconds=timeout),
+        options=options,
     )
 
 
@@ -118,7 +125,7 @@ def test_default_flags_refuse_bare_and_emptydir_pods_and_abort_uncordons(sim: Si
     assert "default/debug: cannot delete Pods that declare no controller" in result.remaining
     assert any("cannot delete Pods with local storage" in r for r in result.remaining)
     assert _evicted(sim) == set()  # nothing touched before the plan allowed it
-    assert abort_drain(sim.kube(), NODE0) is None
+    assert release(sim.kube(), NODE0, OWNER) == "uncordoned"
     node = sim.kube().node(NODE0)
     assert node is not None and not node.unschedulable
     assert DRAINING_ANNOTATION not in node.annotations
@@ -181,7 +188,7 @@ def test_drain_times_out_naming_the_pods_still_there(sim: Simulator) -> None:
     assert result.reason == f"drain of {NODE0} timed out"
     assert len(result.remaining) == 2
     assert all(r.endswith("held by its disruption budget") for r in result.remaining)
-    assert abort_drain(sim.kube(), NODE0) is None
+    assert release(sim.kube(), NODE0, OWNER) == "uncordoned"
     assert not sim.kube().node(NODE0).unschedulable
 
 
@@ -232,7 +239,12 @@ def test_drain_of_a_node_that_does_not_exist_fails_and_touches_nothing(
     _load(sim, MIXED)
     clock = FileClock(Path(sim.info["clock_file"]))
     result = start_drain(
-        sim.kube(), missing, now=clock.now(), timeout=timedelta(minutes=5), options=DrainOptions()
+        sim.kube(),
+        missing,
+        owner=OWNER,
+        now=clock.now(),
+        timeout=timedelta(minutes=5),
+        options=DrainOptions(),
     )
     assert isinstance(result, DrainFailed) and "does not exist" in result.reason
 
@@ -242,16 +254,36 @@ def test_drain_for_removal_refuses_a_scale_down_disabled_node(sim: Simulator) ->
     kube = sim.kube()
     kube.annotate(NODE0, {"cluster-autoscaler.kubernetes.io/scale-down-disabled": "true"})
     clock = FileClock(Path(sim.info["clock_file"]))
+    assert isinstance(claim(kube, NODE0, OWNER, clock.now()), Claimed)
     result = start_drain(
         kube,
         NODE0,
+        owner=OWNER,
         now=clock.now(),
         timeout=timedelta(minutes=5),
         options=DrainOptions(),
         refuse_scale_down_disabled=True,
     )
     assert isinstance(result, DrainFailed) and "scale-down-disabled" in result.reason
-    assert not kube.node(NODE0).unschedulable  # refused before cordoning
+    assert _evicted(sim) == set()  # refused before any eviction
+    assert release(kube, NODE0, OWNER) == "uncordoned"
+    assert not kube.node(NODE0).unschedulable
+
+
+def test_a_drain_without_the_claim_touches_nothing(sim: Simulator) -> None:
+    _load(sim, MIXED)
+    clock = FileClock(Path(sim.info["clock_file"]))
+    result = start_drain(
+        sim.kube(),
+        NODE0,
+        owner=OWNER,
+        now=clock.now(),
+        timeout=timedelta(minutes=5),
+        options=ALL_FLAGS,
+    )
+    assert isinstance(result, DrainFailed) and "not claimed and cordoned" in result.reason
+    assert _evicted(sim) == set()
+    assert not sim.kube().node(NODE0).unschedulable
 
 
 def test_labels_set_and_removed_and_kubeconfig_content_connects(sim: Simulator) -> None:

@@ -270,7 +270,7 @@ def test_worker_killed_after_the_delete_started_is_resumed_by_redelivery_without
     final = _wait_for(pool, [job_id], timeout=40)[job_id]
 
     assert final.status == "done", (final.error, final.steps)
-    assert final.steps[-1]["step"] == "after_delete"
+    assert final.steps[-1]["step"] == "settle"
     resumed = final.steps[len(record.steps) :]
     assert resumed[0]["step"] == "await_delete", resumed
     assert sorted(final.outcome["deleted"]) == sorted(victims)

@@ -1,0 +1,109 @@
+"""One owner per node (invariant 11): claim a node before cordoning it, release it by restoring
+what the claim found, and check a claim right before acting on it.
+
+Every flow that cordons goes through here (scale-in, drain jobs; patch and image later); none
+cordons or uncordons a node by hand. A claim is the annotation `poolkeeper.io/claimed-by`, written
+together with the cordon in one patch conditional on the node's resourceVersion, so two jobs
+cannot both win a node.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from shared.adapters.kube import CLAIM_ANNOTATION, DRAINING_ANNOTATION, Kube, Node, NodeChanged
+from shared.decide.claims import Claim, parse_claim
+
+log = logging.getLogger("poolkeeper.claims")
+
+ATTEMPTS = 3  # conditional writes that lose a race re-read and try again this often
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A job, as it signs its claims."""
+
+    job: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class Claimed:
+    node: Node
+    claim: Claim
+
+
+@dataclass(frozen=True)
+class Refused:
+    reason: str
+    holder: str | None = None  # the job that holds the node, if another does
+
+
+def holds(node: Node, owner: Owner) -> bool:
+    """Whether `owner` holds the claim on `node`."""
+    claim = parse_claim(node.claim)
+    return claim is not None and claim.job == owner.job
+
+
+def claim(kube: Kube, name: str, owner: Owner, now: datetime) -> Claimed | Refused:
+    """Claim and cordon `name` in one conditional write; Refused when another job holds it.
+
+    Claiming a node this job already holds changes nothing (a redelivered step)."""
+    for _ in range(ATTEMPTS):
+        node = kube.node(name)
+        if node is None:
+            return Refused(f"node {name} does not exist")
+        found = parse_claim(node.claim)
+        if found is not None:
+            if found.job == owner.job:
+                return Claimed(node, found)
+            return Refused(
+                f"node {name} is claimed by {found.kind} job {found.job} since {found.at}",
+                found.job,
+            )
+        new = Claim(owner.job, owner.kind, now.isoformat(), node.unschedulable)
+        try:
+            written = kube.patch_if_unchanged(
+                node, annotations={CLAIM_ANNOTATION: new.encode()}, unschedulable=True
+            )
+        except NodeChanged:
+            continue
+        log.info("Job %s claimed node %s (cordoned: %s)", owner.job, name, node.unschedulable)
+        return Claimed(written, new)
+    return Refused(f"node {name} kept changing while it was being claimed")
+
+
+def release(kube: Kube, name: str, owner: Owner, *, keep_cordoned: bool = False) -> str:
+    """Give `name` back as the claim found it (or cordoned, with `keep_cordoned`), and say what
+    was done. A node another job holds, or nobody, is left alone."""
+    try:
+        for _ in range(ATTEMPTS):
+            node = kube.node(name)
+            if node is None:
+                return f"node {name} is gone; nothing to release"
+            found = parse_claim(node.claim)
+            if found is None or found.job != owner.job:
+                holder = f"claimed by job {found.job}" if found else "not claimed"
+                return f"node {name} is {holder}; left alone"
+            cordoned = keep_cordoned or found.was_unschedulable
+            try:
+                kube.patch_if_unchanged(
+                    node,
+                    annotations={CLAIM_ANNOTATION: None, DRAINING_ANNOTATION: None},
+                    unschedulable=cordoned,
+                )
+            except NodeChanged:
+                continue
+            if keep_cordoned:
+                return "released, left cordoned as asked"
+            return "released, left cordoned (it was before the claim)" if cordoned else "uncordoned"
+        return f"node {name} kept changing; claim not released"
+    except Exception as error:  # noqa: BLE001 - the caller records why (invariant 9)
+        return f"could not release {name}: {type(error).__name__}: {error}"
+
+
+def release_all(kube: Kube, names: list[str], owner: Owner) -> dict[str, str]:
+    """`release` each node; what became of each."""
+    return {name: release(kube, name, owner) for name in names}
