@@ -49,7 +49,7 @@ class JobRecord:
     id: str
     kind: str
     pool: str
-    status: str  # running, waiting, done, failed
+    status: str  # queued, deferred (submitted, not started), running, waiting, done, failed
     step: str
     state: dict[str, Any]
     steps: list[dict[str, Any]]
@@ -78,6 +78,7 @@ class JobRecord:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "state": self.state,
+            "not_before": json.loads(self.envelope).get("not_before"),
         }
 
 
@@ -146,15 +147,18 @@ class Tables:
         except ResourceNotFoundError:
             return None
 
-    def create_job(self, job: Job, *, first_step: str, now: datetime) -> JobRecord | None:
-        """Record a new job as running; None when a record with this id already exists."""
+    def create_job(
+        self, job: Job, *, first_step: str, now: datetime, status: str = "running"
+    ) -> JobRecord | None:
+        """Record a new job (running, or queued/deferred when submitted); None when a record
+        with this id already exists."""
         from azure.core.exceptions import ResourceExistsError
 
         record = JobRecord(
             id=job.id,
             kind=job.kind.value,
             pool=job.pool,
-            status="running",
+            status=status,
             step=first_step,
             state={},
             steps=[],

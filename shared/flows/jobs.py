@@ -197,8 +197,25 @@ def enqueue(
     return job
 
 
+PENDING = frozenset({"queued", "deferred"})  # recorded on submission; no worker has started it
+
+
+def _same_job(record: JobRecord, job: Job) -> bool:
+    """Is `job` the job `record` was made for? Compared parsed, so whitespace, key order and the
+    notation of a time do not count; the continuation (Poolkeeper's own) does not either."""
+    try:
+        recorded = Job.model_validate_json(record.envelope)
+    except ValueError:  # an envelope from an older schema: not provably the same
+        return False
+    return recorded.model_copy(update={"continuation": None}) == job.model_copy(
+        update={"continuation": None}
+    )
+
+
 def submit(services: Services, raw: str, *, queue: str | None = None) -> Job:
-    """Validate a job (as `POST /api/jobs` does) and put it on its queue; Rejection if invalid."""
+    """Validate a job (as `POST /api/jobs` does), record it in the ledger (queued, or deferred
+    until its not_before) and put it on its queue. Rejection if invalid, or 409 if its id is
+    taken by another job; the same job again is accepted and changes nothing."""
     pools = frozenset(p.name for p in services.config.pools)
     probe = queue
     if probe is None:
@@ -211,6 +228,28 @@ def submit(services: Services, raw: str, *, queue: str | None = None) -> Job:
     job = parse_job(raw, queue=probe, settings=services.settings, pools=pools)
     if job.continuation:
         raise Rejection("continuation is set by Poolkeeper only; leave it out", job.id)
+    now = services.clock.now()
+    deferred = job.not_before is not None and now < job.not_before
+    created = services.tables.create_job(
+        job,
+        first_step=FLOWS[job.kind].first_step,
+        now=now,
+        status="deferred" if deferred else "queued",
+    )
+    if created is None:  # the id is taken: by this same job (a resend) or by another one
+        existing = services.tables.job(job.id)
+        if existing is not None and not _same_job(existing, job):
+            raise Rejection(
+                f"job id {job.id!r} is already taken by another job ({existing.kind} on pool "
+                f"{existing.pool}, {existing.status}, requested by {existing.requested_by}, "
+                f"created {existing.created_at}): an id names one job, choose a new one",
+                job.id,
+                status=409,
+            )
+        if existing is not None and existing.status not in PENDING:
+            return job  # already started or finished: its messages are the runner's
+    # Sent again for a resend of a pending job: the first send may be what failed. The runner
+    # runs a job once whatever the number of its messages (the ledger decides).
     services.queues.send(queue_name(job.kind, services.settings), job.to_message())
     return job
 
@@ -227,13 +266,24 @@ def handle(services: Services, queue: str, raw: str) -> Handled:
         )
         log.warning("Rejected a message on %s: %s", queue, rejection.reason)
         return Handled("rejected", rejection.job_id, reason=rejection.reason)
+    flow = FLOWS[job.kind]
     if job.not_before and now < job.not_before:
+        if job.continuation is None:
+            # A job another system put on the queue shows as deferred too (a no-op when the
+            # ledger has it already, e.g. from POST /api/jobs or an earlier deferral).
+            services.tables.create_job(job, first_step=flow.first_step, now=now, status="deferred")
         services.queues.send(
             queue, raw, delay_seconds=visibility_timeout(services.clock, job.not_before - now)
         )
         return Handled("deferred", job.id)
-    flow = FLOWS[job.kind]
     record = services.tables.job(job.id)
+    if record is not None and record.status in PENDING and not _same_job(record, job):
+        reason = (
+            f"job id {job.id!r} is recorded for another job ({record.kind} on pool "
+            f"{record.pool}, {record.status}); this message differs from it"
+        )
+        services.tables.reject(queue=queue, raw=raw, reason=reason, job_id=job.id, now=now)
+        return Handled("rejected", job.id, reason=reason)
     if record is None:
         if job.continuation:
             reason = "continuation of a job the ledger does not know"

@@ -11,7 +11,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import requests
@@ -285,6 +285,48 @@ def test_unknown_pool_or_invalid_params_answer_422_with_a_json_error(
     time.sleep(1)
     assert all(world.services.tables.job(body["id"]) is None for body, _ in cases)
     assert sim.calls()["total"] == 0
+
+
+def test_the_same_job_id_with_another_body_is_a_409_naming_the_job_and_the_same_body_is_a_202(
+    sim: Simulator, azurite, start_host
+) -> None:
+    world = _world(sim, azurite, start_host)
+    message = job("scale", world.pool, {"delta": 1})
+    assert world.post(message).status_code == 202
+    # The same job resent, written otherwise (indented, keys in another order): idempotent.
+    again = json.dumps(dict(reversed(list(message.items()))), indent=2).encode()
+    assert world.post(None, raw=again).status_code == 202
+    other = message | {"params": {"delta": 2}}
+    refused = world.post(other)
+    assert refused.status_code == 409, refused.text
+    assert message["id"] in _json_error(refused) and "already taken" in _json_error(refused)
+    assert refused.json()["job_id"] == message["id"]
+
+    record = world.finished(message["id"])
+    assert record["status"] == "done" and record["outcome"]["capacity"] == 5
+    assert sim.scale_set_state(VMSS)["capacity"] == 5  # the first body, once
+    assert [c["operation"] for c in world.writes()] == ["VirtualMachineScaleSets_Update"]
+    after = world.post(other)  # a finished job keeps its id too
+    assert after.status_code == 409 and "done" in _json_error(after)
+
+
+def test_a_deferred_job_shows_as_deferred_on_its_status_url(
+    sim: Simulator, azurite, start_host
+) -> None:
+    world = _world(sim, azurite, start_host)
+    not_before = (world.services.clock.now() + timedelta(days=2)).isoformat()
+    message = job("scale", world.pool, {"delta": 1}, not_before=not_before)
+    response = world.post(message)
+    assert response.status_code == 202, response.text
+
+    shown = world.get(response.json()["status_url"].removeprefix("/api/"))
+    assert shown.status_code == 200, shown.text
+    record = shown.json()
+    assert record["status"] == "deferred" and record["steps"] == []
+    assert datetime.fromisoformat(record["not_before"]) == datetime.fromisoformat(not_before)
+    time.sleep(1.5)  # the queue trigger has seen it by now, and put it back for later
+    assert world.get(f"jobs/{message['id']}").json()["status"] == "deferred"
+    assert world.writes() == []
 
 
 def test_unknown_job_id_answers_404_with_a_json_error(sim: Simulator, azurite, start_host) -> None:
