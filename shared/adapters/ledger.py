@@ -127,8 +127,9 @@ def _record(entity: Any) -> JobRecord:
 class Tables:
     """The three tables, created on first use."""
 
-    def __init__(self, account: StorageAccount) -> None:
-        self._service = account.table_service()
+    def __init__(self, account: StorageAccount, **options: Any) -> None:
+        """`options` go to the SDK client (timeouts, retries: see storage.INTAKE_OPTIONS)."""
+        self._service = account.table_service(**options)
         self._ready: set[str] = set()
 
     def _table(self, name: str) -> Any:
@@ -278,7 +279,8 @@ class AlertLog:
             query = " or ".join(f"RowKey eq @{name}" for name in names)
             for entity in self._table().query_entities(
                 # The SDK finds @names between spaces: keep the parentheses apart from them.
-                f"PartitionKey eq @p and ( {query} )", parameters={"p": partition, **names}
+                f"PartitionKey eq @p and ( {query} )",
+                parameters={"p": partition, **names},
             ):
                 found[entity["RowKey"]] = entity
         return found

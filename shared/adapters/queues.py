@@ -12,8 +12,9 @@ from shared.adapters.storage import StorageAccount
 
 
 class Queues:
-    def __init__(self, account: StorageAccount) -> None:
-        self._service = account.queue_service()
+    def __init__(self, account: StorageAccount, **options: Any) -> None:
+        """`options` go to the SDK client (timeouts, retries: see storage.INTAKE_OPTIONS)."""
+        self._service = account.queue_service(**options)
         self._ready: set[str] = set()
 
     def _queue(self, name: str) -> Any:

@@ -6,8 +6,9 @@ Locally that setting is an Azurite connection string; in Azure it is the identit
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,33 @@ SERVICES = ("queue", "table", "blob")
 # A health probe must answer within the caller's patience, and a retry storm against a
 # storage account that is down helps no one.
 PROBE_OPTIONS: dict[str, Any] = {"connection_timeout": 2, "read_timeout": 3, "retry_total": 0}
+# The HTTP intake (POST /api/jobs, /api/alerts) likewise: its caller waits, and retries itself
+# when told 503. The SDK's defaults (retries with a 15 s back-off) held a request for ~55 s.
+# Queue workers keep the defaults: there, patience is cheap and a failure costs a redelivery.
+INTAKE_OPTIONS: dict[str, Any] = PROBE_OPTIONS
+
+
+class StorageUnavailable(Exception):
+    """The storage account did not answer (connection, timeout, or a 5xx): try again later."""
+
+
+@contextmanager
+def unavailable_as_error() -> Iterator[None]:
+    """Turn the SDK's "storage did not answer" errors into `StorageUnavailable`."""
+    from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
+    try:
+        yield
+    except (ServiceRequestError, ServiceResponseError) as error:
+        raise StorageUnavailable(_first_line(error)) from error
+    except HttpResponseError as error:
+        if (error.status_code or 0) < 500:
+            raise
+        raise StorageUnavailable(f"{error.status_code}: {_first_line(error)}") from error
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).splitlines() or [type(error).__name__])[0][:300]
 
 
 class StorageConfigError(ValueError):

@@ -9,8 +9,12 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from functools import cached_property
 from typing import Any
 
+from shared.adapters.ledger import Tables
+from shared.adapters.queues import Queues
+from shared.adapters.storage import INTAKE_OPTIONS, StorageUnavailable, unavailable_as_error
 from shared.config import PoolNotFound
 from shared.flows import (  # noqa: F401 - they register their flows
     downscale,
@@ -29,6 +33,29 @@ log = logging.getLogger("poolkeeper.api")
 def services() -> Services:
     """One set of clients per worker process (the SDK clients and the throttle gate live here)."""
     return Services.from_settings(dict(os.environ))
+
+
+class IntakeServices(Services):
+    """The services for HTTP requests: storage clients that give up within seconds, so a storage
+    outage is a quick 503 that the caller retries, not a request held for a minute."""
+
+    @cached_property
+    def tables(self) -> Tables:
+        return Tables(self.account, **INTAKE_OPTIONS)
+
+    @cached_property
+    def queues(self) -> Queues:
+        return Queues(self.account, **INTAKE_OPTIONS)
+
+
+@functools.cache
+def intake() -> IntakeServices:
+    return IntakeServices.from_settings(dict(os.environ))
+
+
+def _unavailable(error: StorageUnavailable) -> tuple[int, dict[str, Any]]:
+    log.warning("Storage did not answer an HTTP request: %s", error)
+    return 503, {"error": f"storage is unavailable, try again shortly: {error}"}
 
 
 def run_message(queue_setting: str, body: bytes) -> Handled:
@@ -65,9 +92,12 @@ def enqueue_reconciles() -> list[str]:
 
 def submit_job(body: bytes) -> tuple[int, dict[str, Any]]:
     """202 with the job id and its queue, or 400/422 with what is wrong."""
-    svc = services()
+    svc = intake()
     try:
-        job = submit(svc, body.decode("utf-8"))
+        with unavailable_as_error():
+            job = submit(svc, body.decode("utf-8"))
+    except StorageUnavailable as error:
+        return _unavailable(error)
     except UnicodeDecodeError as error:
         return 400, {"error": f"body is not UTF-8 text: {error}"}
     except Rejection as rejection:
@@ -82,7 +112,11 @@ def submit_job(body: bytes) -> tuple[int, dict[str, Any]]:
 
 
 def job(job_id: str) -> tuple[int, dict[str, Any]]:
-    record = services().tables.job(job_id)
+    try:
+        with unavailable_as_error():
+            record = intake().tables.job(job_id)
+    except StorageUnavailable as error:
+        return _unavailable(error)
     if record is None:
         return 404, {"error": f"no job {job_id!r} in the ledger"}
     return 200, record.public()
@@ -112,7 +146,11 @@ def alerts(body: bytes, signature: str | None) -> tuple[int, dict[str, Any]]:
     """`POST /api/alerts`: 202 with the job ids; 400/401/403/413/422 with what is wrong."""
     from shared.flows.alerts import receive
 
-    return receive(services(), body, signature)
+    try:
+        with unavailable_as_error():
+            return receive(intake(), body, signature)
+    except StorageUnavailable as error:
+        return _unavailable(error)
 
 
 def evaluate_capacity() -> list[dict[str, Any]]:

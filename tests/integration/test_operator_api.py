@@ -8,12 +8,15 @@ that only the jobs a test submits touch the pool.
 from __future__ import annotations
 
 import json
+import re
+import socket
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 import requests
 from azure.core.exceptions import ResourceNotFoundError
 
@@ -327,6 +330,35 @@ def test_a_deferred_job_shows_as_deferred_on_its_status_url(
     time.sleep(1.5)  # the queue trigger has seen it by now, and put it back for later
     assert world.get(f"jobs/{message['id']}").json()["status"] == "deferred"
     assert world.writes() == []
+
+
+@pytest.mark.parametrize("outage", ["closed port", "no answer"])
+def test_a_job_submitted_while_storage_is_down_is_a_json_503_within_seconds(
+    sim: Simulator, azurite, start_host, outage: str
+) -> None:
+    with socket.socket() as silent:
+        # "closed port": nothing listens; "no answer": connections queue up, nobody replies.
+        silent.bind(("127.0.0.1", 0))
+        if outage == "no answer":
+            silent.listen(64)
+        port = silent.getsockname()[1]
+        down = re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{port}", azurite.connection_string)
+        pool = {"name": "apps", "vmss_id": _vmss_id(VMSS), "node_group": "apps"}
+        pools = [pool | {"min_nodes": 1, "max_nodes": 8}]
+        settings = APP_DEFAULTS | settings_for(sim, down, pools)
+        settings["AzureWebJobs.reconcile_timer.Disabled"] = "true"
+        host = start_host(ROOT / "function_app.py", settings=settings)
+        started = time.monotonic()
+        response = requests.post(
+            f"{host.url}/api/jobs",
+            json=job("scale", "apps", {"delta": 1}),
+            headers={"x-functions-key": host.function_key},
+            timeout=60,
+        )
+        elapsed = time.monotonic() - started
+    assert response.status_code == 503, response.text
+    assert "storage" in _json_error(response)
+    assert elapsed < 10, f"took {elapsed:.1f} s"
 
 
 def test_unknown_job_id_answers_404_with_a_json_error(sim: Simulator, azurite, start_host) -> None:
