@@ -70,8 +70,18 @@ class Witness:
     evicted_before_delete: dict[str, int] = field(default_factory=dict)  # node -> pods evicted
     raises: list[tuple[int, int]] = field(default_factory=list)  # (capacity then, asked for)
     arm_on_raise: list[dict[str, Any]] = field(default_factory=list)  # faults for what follows
+    violations: list[str] = field(default_factory=list)
+    crash_after_send: int = 0  # this many DeleteInstances raise once sent, as a dying worker
 
     def on_delete(self, instance_ids: Sequence[str]) -> None:
+        try:
+            self._check_delete(instance_ids)
+        except AssertionError as violation:
+            # The runner retries a step that raises: keep what was seen for assert_truth.
+            self.violations.append(str(violation))
+            raise
+
+    def _check_delete(self, instance_ids: Sequence[str]) -> None:
         ids = [str(i) for i in instance_ids]
         state = self.sim.scale_set_state(self.vmss)
         by_id = {i["instance_id"]: i for i in state["instances"]}
@@ -115,7 +125,11 @@ class Witness:
                 self, vmss_id: str, instance_ids: Sequence[str], *, force: bool = False
             ) -> str:
                 witness.on_delete(instance_ids)
-                return super().begin_delete(vmss_id, instance_ids, force=force)
+                token = super().begin_delete(vmss_id, instance_ids, force=force)
+                if witness.crash_after_send:
+                    witness.crash_after_send -= 1
+                    raise RuntimeError("the worker died after sending DeleteInstances")
+                return token
 
             def raise_capacity(
                 self,
@@ -176,6 +190,7 @@ class World:
 
     def assert_truth(self, *, settled: bool = True) -> dict[str, int]:
         """The invariants after a job; `settled` when no job is half-way (nothing cordoned)."""
+        assert self.witness.violations == []
         state = self.sim.state()
         scale_set_state = next(s for s in state["scale_sets"] if s["name"] == self.vmss)
         true = true_counts(scale_set_state)

@@ -126,13 +126,32 @@ STEP_RETRIES = 5  # a step that raises is retried this many times, then the job 
 STEP_RETRY_DELAY = timedelta(seconds=30)
 
 
+RETRY_SETTING = "POOLKEEPER_RETRY_MINUTES"
+DEFAULT_RETRY_MINUTES = 30
+
+
+def retry_limit(settings: Mapping[str, str]) -> timedelta:
+    """How long one step may keep retrying temporary errors (POOLKEEPER_RETRY_MINUTES)."""
+    return timedelta(minutes=int(settings.get(RETRY_SETTING) or DEFAULT_RETRY_MINUTES))
+
+
+def _undo(flow: Flow, context: StepContext, state: dict[str, Any]) -> dict[str, Any]:
+    """Run the flow's abort; what it did, or why it could not."""
+    if flow.abort is None:
+        return {}
+    try:
+        return flow.abort(context, state)
+    except Exception as abort_error:  # noqa: BLE001 - the job still ends, with both
+        return {"abort_failed": f"{type(abort_error).__name__}: {abort_error}"}
+
+
 def _guarded(flow: Flow, name: str, context: StepContext, state: dict[str, Any]) -> Outcome:
-    """Run a step; an unexpected error becomes a bounded retry, then an abort with its reason."""
+    """Run a step; an unexpected error becomes a bounded retry, then an abort with its reason;
+    a run of temporary-error waits of one step is bounded in time the same way."""
     try:
         outcome = flow.steps[name](context, state)
         if isinstance(outcome, Next | Wait):
             outcome.state.pop("_failures", None)  # the step went through: a fresh count
-        return outcome
     except (LeaseLost, LedgerConflict):
         raise
     except Exception as error:  # noqa: BLE001 - recorded on the job; the abort path runs below
@@ -141,13 +160,57 @@ def _guarded(flow: Flow, name: str, context: StepContext, state: dict[str, Any])
         log.warning("Job %s: %s (attempt %d of %d)", context.job.id, reason, failures, STEP_RETRIES)
         if failures < STEP_RETRIES:
             return Wait(name, STEP_RETRY_DELAY, state | {"_failures": failures}, reason=reason)
-        undone: dict[str, Any] = {}
-        if flow.abort is not None:
-            try:
-                undone = flow.abort(context, state)
-            except Exception as abort_error:  # noqa: BLE001 - the job still ends, with both
-                undone = {"abort_failed": f"{type(abort_error).__name__}: {abort_error}"}
+        undone = _undo(flow, context, state)
         return Fail(f"{reason} ({failures} attempts); gave up", {"aborted": undone})
+    if not isinstance(outcome, Wait):
+        return outcome
+    if outcome.error is None:
+        outcome.state.pop("_retries", None)  # an ordinary wait: the job is making progress
+        return outcome
+    retries = dict(outcome.state.get("_retries") or {})
+    since = retries.get(outcome.step, {}).get("since") or context.now.isoformat()
+    limit = retry_limit(context.services.settings)
+    if context.now - datetime.fromisoformat(since) < limit:
+        retries[outcome.step] = {"since": since, "error": outcome.error}
+        outcome.state["_retries"] = retries
+        return outcome
+    reason = (
+        f"gave up on step {outcome.step} after {limit} of temporary errors since {since}; "
+        f"last: {outcome.reason or outcome.error}"
+    )[:500]
+    undone = _undo(flow, context, outcome.state)
+    from shared.adapters.notify import Notifier
+
+    Notifier(context.services.queues, context.services.settings).send(
+        pool=context.pool.name,
+        kind="job_failed",
+        severity="P2",
+        at=context.now,
+        values={"job": context.job.id, "kind": context.job.kind.value, "error": outcome.error},
+        message=f"job {context.job.id} ({context.job.kind}) failed: {reason}",
+    )
+    return Fail(reason, {"azure_error": outcome.error, "aborted": undone})
+
+
+def _with_entry(steps: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ledger's steps with `entry` added. A wait that repeats the last wait (same step, same
+    reason) is folded into it as a count, with the steps run in between (the same again), so a
+    long retry keeps the row small."""
+    if entry["result"] == "wait":
+        for back in range(len(steps) - 1, max(-1, len(steps) - 6), -1):
+            last = steps[back]
+            if last.get("result") != "wait":
+                continue
+            if (last.get("step"), last.get("reason")) == (entry["step"], entry.get("reason")):
+                folded = last | {
+                    "repeats": int(last.get("repeats", 1)) + 1,
+                    "last_at": entry["at"],
+                    "wait_seconds": entry.get("wait_seconds"),
+                }
+                folded.pop(ENQUEUED, None)
+                return [*steps[:back], folded]
+            break
+    return [*steps, entry]
 
 
 FLOWS: dict[JobKind, Flow] = {}
@@ -368,7 +431,11 @@ def _run(services: Services, queue: str, job: Job, flow: Flow, lease: PoolLease 
             }
             if context.notes:
                 entry["notes"] = context.notes
-            steps = [*record.steps, entry]
+            if isinstance(outcome, Wait):
+                entry["wait_seconds"] = outcome.delay.total_seconds()
+                if outcome.reason:
+                    entry["reason"] = outcome.reason[:500]
+            steps = _with_entry(record.steps, entry)
             updated = now.isoformat()
             if isinstance(outcome, Next) and time.monotonic() - started < STEP_BUDGET_SECONDS:
                 record = services.tables.update_job(
@@ -382,10 +449,6 @@ def _run(services: Services, queue: str, job: Job, flow: Flow, lease: PoolLease 
                 continue
             if isinstance(outcome, Next | Wait):
                 delay = outcome.delay if isinstance(outcome, Wait) else timedelta(0)
-                if isinstance(outcome, Wait):
-                    entry["wait_seconds"] = delay.total_seconds()
-                    if outcome.reason:
-                        entry["reason"] = outcome.reason
                 token = uuid.uuid4().hex
                 record = services.tables.update_job(
                     record,

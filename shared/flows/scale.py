@@ -503,15 +503,15 @@ def _settle(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     ctx.before_write()
     uncordon = release_all(ctx.services.kube, [names[v] for v in survivors], _owner(ctx))
     outcome |= {"survivors": survivors, "uncordoned": uncordon}
-    if state.get("error"):
-        error = state["error"]
-        return Fail(
-            f"delete failed: {error['code']}: {error['message']}",
-            outcome | {"azure_error": error["code"]},
-        )
+    error = state.get("error")
+    if error:
+        outcome |= {"azure_error": error["code"]}
+    if survivors and error:
+        return Fail(f"delete failed: {error['code']}: {error['message']}", outcome)
     if survivors or state.get("held_back"):
         kept = len(survivors) + len(state.get("held_back") or {})
         return Fail(f"{kept} instance(s) were not deleted", outcome)
+    # Every victim is gone: an error on the way (a lost answer) did not change the outcome.
     return Done(outcome)
 
 
