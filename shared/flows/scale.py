@@ -17,6 +17,7 @@ from shared.adapters.scaleset import (
     ThrottledError,
 )
 from shared.clock import product_delay
+from shared.decide.claims import parse_claim
 from shared.decide.counting import (
     InstanceState,
     Refusal,
@@ -115,12 +116,19 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         # A node another job holds is never this job's: named, the scale-in is refused before
         # it touches anything; by count, claimed and cordoned nodes (another job's, or an
         # operator's) are never picked.
-        held = [n for n in truth.nodes if n.name in params.nodes and n.claim]
+        held = {
+            n.name: claim
+            for n in truth.nodes
+            if n.name in params.nodes and (claim := parse_claim(n.claim)) is not None
+        }
         if held:
             return Fail(
                 "refused (claimed): "
-                + "; ".join(f"node {n.name} is claimed by {n.claim}" for n in held),
-                {"refusal": "claimed", "dry_run": params.dry_run},
+                + "; ".join(
+                    f"node {name} is claimed by {c.kind} job {c.job} since {c.at}"
+                    for name, c in held.items()
+                ),
+                {"refusal": "claimed", "holders": {n: c.job for n, c in held.items()}},
             )
         pods = ctx.services.kube.evictable_pods()
         candidates = (
