@@ -73,3 +73,19 @@ def test_sdks_load_lazily_and_only_in_adapters(path: Path) -> None:
 )
 def test_adapters_import_no_flow(path: Path) -> None:
     assert not {m for m in _imports(path) if m.startswith("shared.flows")}
+
+
+NODE_WRITES = ("set_unschedulable", "patch_if_unchanged")
+
+
+@pytest.mark.parametrize("path", _modules("shared"), ids=lambda p: str(p.relative_to(ROOT)))
+def test_only_the_claim_helper_cordons_or_uncordons(path: Path) -> None:
+    # Invariant 11: no flow cordons or uncordons a node by hand; it claims and releases.
+    if path.relative_to(ROOT).as_posix() in ("shared/flows/claims.py", "shared/adapters/kube.py"):
+        return
+    calls = {
+        node.func.attr
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+    }
+    assert not calls & set(NODE_WRITES), f"{path.name} writes a node's cordon itself"

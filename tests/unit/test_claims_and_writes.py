@@ -1,0 +1,68 @@
+"""Pure rules: reading a claim, when a claim is left over, and whose capacity write landed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.decide.claims import Claim, parse_claim, stale_claim
+from shared.decide.writes import KEEP, WRITES_TAG, tags_with_write, write_landed, write_mark
+
+NOW = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
+
+
+def test_a_claim_reads_back_what_was_written() -> None:
+    claim = Claim("scale-1", "scale", NOW.isoformat(), was_unschedulable=True)
+    assert parse_claim(claim.encode()) == claim
+    assert parse_claim(None) is None and parse_claim("") is None
+
+
+@pytest.mark.parametrize("raw", ["someone's note", "[]", '{"kind": "scale"}', "{"])
+def test_an_unreadable_claim_is_nobodys_and_never_stale(raw: str) -> None:
+    claim = parse_claim(raw)
+    assert claim is not None and claim.job == "?"
+    assert stale_claim(claim, None, NOW + timedelta(days=30)) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "age", "stale"),
+    [
+        ("done", timedelta(0), True),
+        ("failed", timedelta(0), True),
+        ("running", timedelta(days=2), False),
+        ("waiting", timedelta(days=2), False),
+        ("queued", timedelta(days=2), False),
+        (None, timedelta(minutes=59), False),
+        (None, timedelta(minutes=61), True),
+    ],
+)
+def test_a_claim_is_left_over_when_its_job_ended_or_was_never_known(
+    status: str | None, age: timedelta, stale: bool
+) -> None:
+    claim = Claim("job-1", "drain", (NOW - age).isoformat(), was_unschedulable=False)
+    assert (stale_claim(claim, status, NOW) is not None) is stale
+
+
+def test_a_write_signs_the_tags_it_read_and_keeps_the_rest() -> None:
+    tags = tags_with_write({"team": "platform", WRITES_TAG: "aaaaaaaa"}, "job-1")
+    assert tags == {"team": "platform", WRITES_TAG: f"{write_mark('job-1')} aaaaaaaa"}
+    many = {WRITES_TAG: " ".join(f"{n:08x}" for n in range(40))}
+    signed = tags_with_write(many, "job-2")[WRITES_TAG].split()
+    assert len(signed) == KEEP and signed[0] == write_mark("job-2")
+    assert len(" ".join(signed)) <= 256  # Azure's limit for a tag value
+
+
+@pytest.mark.parametrize(
+    ("etag", "marks", "landed"),
+    [
+        ('"5"', "", False),  # nothing changed since the read the write was based on
+        ('"6"', "{mine} bbbbbbbb", True),
+        ('"7"', "bbbbbbbb {mine}", True),  # ours, then another job's on top
+        ('"6"', "bbbbbbbb", False),  # another job's write took our base ETag
+        ('"6"', "", None),  # changed, and nobody's marks: cannot tell
+    ],
+)
+def test_whose_write_landed(etag: str, marks: str, landed: bool | None) -> None:
+    tags = {WRITES_TAG: marks.format(mine=write_mark("job-1"))} if marks else {}
+    assert write_landed(etag, tags, base_etag='"5"', job_id="job-1") is landed
