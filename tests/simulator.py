@@ -19,6 +19,9 @@ from local.procs import stop_group
 
 SUBSCRIPTION = "6f1c2a9e-4b7d-4c3e-9a51-2d8e7f0b3c64"
 RG = "mc_rg-test_aks-test_westeurope"
+# A clock that moves only when a test advances it (a simulated millisecond per wall second): a
+# test that needs an operation still running when it looks must not race the wall clock.
+STOPPED = 0.001
 
 
 def scale_set(name: str, capacity: int, **extra: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
-from tests.simulator import RG, SUBSCRIPTION, Simulator, scale_set, scenario
+from tests.simulator import RG, STOPPED, SUBSCRIPTION, Simulator, scale_set, scenario
 
 pytestmark = pytest.mark.integration
 
@@ -231,11 +231,20 @@ def test_restart_power_off_start_deallocate_and_reimage(sim: Simulator) -> None:
     with pytest.raises(ResourceNotFoundError):
         compute.disks.get(RG, disk.name)
 
-    ops.begin_delete_instances(RG, VMSS, instance_ids([1]))
+
+def test_a_restart_of_an_instance_being_deleted_is_refused(sim: Simulator) -> None:
+    sim.load(scenario(scale_set(VMSS, 2), speed=STOPPED))  # the delete lasts until advanced
+    ops = sim.compute().virtual_machine_scale_sets
+
+    deleting = ops.begin_delete_instances(RG, VMSS, instance_ids([1]))
+    assert instances(sim)["1"]["provisioning_state"] == "Deleting"
     with pytest.raises(ResourceExistsError) as marked:
         ops.begin_restart(RG, VMSS, instance_ids([1]))
     assert marked.value.error.code == "OperationNotAllowed"
     assert "marked for deletion" in marked.value.error.message
+    sim.advance(61)
+    deleting.result()
+    assert sorted(instances(sim)) == ["0"]
 
 
 def test_update_instances_applies_a_changed_image_that_reimage_does_not(sim: Simulator) -> None:
