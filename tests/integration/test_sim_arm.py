@@ -70,7 +70,7 @@ def test_scale_set_get_list_and_create_or_update_with_if_match(sim: Simulator) -
 
 
 def test_patch_raising_capacity_creates_instances_creating_then_succeeded(sim: Simulator) -> None:
-    sim.load(scenario(scale_set(VMSS, 2), speed=1))
+    sim.load(scenario(scale_set(VMSS, 2), speed=STOPPED))
     compute = sim.compute()
     vmss = compute.virtual_machine_scale_sets.get(RG, VMSS)
 
@@ -118,7 +118,7 @@ def test_lowering_capacity_by_a_write_deletes_instances_the_default_policy_picks
     sim: Simulator,
 ) -> None:
     """The seed's failure: a smaller capacity deletes instances nobody named or drained."""
-    sim.load(scenario(scale_set(VMSS, 9), speed=1))  # zones 1,2,3 round robin: ids 0..8
+    sim.load(scenario(scale_set(VMSS, 9), speed=STOPPED))  # zones 1,2,3 round robin: ids 0..8
     compute = sim.compute()
     deleted = compute.virtual_machine_scale_sets.begin_delete_instances(
         RG, VMSS, instance_ids([1, 4])
@@ -179,7 +179,7 @@ def test_vm_get_and_get_instance_view(sim: Simulator) -> None:
 
 
 def test_delete_instances_with_and_without_force_deletion(sim: Simulator) -> None:
-    sim.load(scenario(scale_set(VMSS, 4), speed=1))
+    sim.load(scenario(scale_set(VMSS, 4), speed=STOPPED))
     compute = sim.compute()
 
     forced = compute.virtual_machine_scale_sets.begin_delete_instances(
@@ -302,7 +302,7 @@ def test_run_command_answers_from_the_scenario_table(sim: Simulator) -> None:
 
 
 def test_delete_resumed_from_a_continuation_token_by_a_new_client(sim: Simulator) -> None:
-    sim.load(scenario(scale_set(VMSS, 3), speed=1))
+    sim.load(scenario(scale_set(VMSS, 3), speed=STOPPED))
     token = (
         sim.compute()
         .virtual_machine_scale_sets.begin_delete_instances(RG, VMSS, instance_ids([2]))
@@ -424,7 +424,7 @@ def test_a_timeout_fault_times_the_client_out_and_changes_nothing(sim: Simulator
 
 
 def test_faults_are_bounded_by_count_and_window_and_scoped_to_a_scale_set(sim: Simulator) -> None:
-    sim.load(scenario(scale_set(VMSS, 1), scale_set(OTHER, 1), speed=1))
+    sim.load(scenario(scale_set(VMSS, 1), scale_set(OTHER, 1), speed=STOPPED))
     get = "VirtualMachineScaleSets_Get"
     sim.post("faults", {"operation": get, "scale_set": VMSS, "status": 500, "count": 2})
     window = {"start": "2026-11-02T08:10:00Z", "end": "2026-11-02T08:20:00Z"}

@@ -15,7 +15,7 @@ from azure.core.exceptions import HttpResponseError
 from azure.monitor.query import LogsQueryClient, LogsQueryPartialResult, LogsQueryStatus
 from azure.monitor.querymetrics import MetricsClient
 
-from tests.simulator import RG, SUBSCRIPTION, Simulator, scale_set, scenario
+from tests.simulator import RG, STOPPED, SUBSCRIPTION, Simulator, scale_set, scenario
 
 NAMESPACE = "Microsoft.Compute/virtualMachineScaleSets"
 CPU, MEMORY = "Percentage CPU", "Available Memory Percentage"
@@ -33,8 +33,8 @@ def steady(name: str, capacity: int, cpu: float = 40, memory: float = 30, **load
 
 
 def load(sim: Simulator, *scale_sets: dict[str, Any]) -> None:
-    """A scenario on a wall-speed clock: time only moves when a test advances it."""
-    sim.load(scenario(*scale_sets, speed=1))
+    """A scenario on a stopped clock: time only moves when a test advances it."""
+    sim.load(scenario(*scale_sets, speed=STOPPED))
 
 
 def metrics(sim: Simulator) -> MetricsClient:
