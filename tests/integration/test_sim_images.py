@@ -8,7 +8,7 @@ import pytest
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.mgmt.compute.models import CreationData, Snapshot, SnapshotProperties
 
-from tests.simulator import RG, Simulator, scale_set, scenario
+from tests.simulator import RG, STOPPED, Simulator, scale_set, scenario
 
 pytestmark = pytest.mark.integration
 
@@ -111,12 +111,14 @@ def test_galleries_image_definitions_and_versions_create_get_list_delete(sim: Si
     assert image.properties.identifier.offer == "aks-workers"
     assert [i.name for i in compute.gallery_images.list_by_gallery(RG, GALLERY)] == [IMAGE]
 
+    sim.post("clock", {"speed": STOPPED})  # the version stays Creating until the test advances
     poller = begin_version(compute, source.id)
     pending = compute.gallery_image_versions.get(RG, GALLERY, IMAGE, "1.0.0")
     assert pending.properties.provisioning_state == "Creating"
     assert not poller.done()  # an image version takes 30 simulated minutes
     sim.advance(1800)
     version = poller.result()
+    sim.post("clock", {"speed": 600})  # the scenario's again: the deletes finish by themselves
     assert version.properties.provisioning_state == "Succeeded"
     assert version.properties.storage_profile.os_disk_image.source.id == source.id
     got = compute.gallery_image_versions.get(
