@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from local.sim.scenario import Fault
-from local.sim.world import ArmError, Instance, Operation, ScaleSet, World, fault_message
+from local.sim.world import ArmError, Instance, Operation, ScaleSet, World, fault_message, guest_up
 
 log = logging.getLogger("sim.arm")
 PREFIX = r"/subscriptions/(?P<sub>[^/]+)"
@@ -141,7 +141,7 @@ def instance_view(world: World, scale_set: ScaleSet, instance: Instance) -> dict
                 }
             ],
         }
-        if instance.power == "running"
+        if guest_up(instance)
         else {"statuses": []},
         "disks": [
             {
@@ -210,6 +210,7 @@ def vm_json(world: World, scale_set: ScaleSet, instance: Instance, *, expand: bo
         instance.power,
         instance.failure,
         instance.booted_at,
+        instance.guest.state,
         instance.model_version == scale_set.model_version,
         instance.os_disk,
         tuple(sorted(instance.image.items())),
@@ -358,6 +359,23 @@ def _action(name: str, *, required: bool = False) -> Handler:
             scale_set,
             name,
             _ids(call.body, required=required),
+            fault=call.fault,
+            operation=call.operation,
+        )
+        return accepted(call, op)
+
+    return handler
+
+
+def _vm_action(name: str) -> Handler:
+    """The per-instance form of an action (`.../virtualMachines/{id}/restart`)."""
+
+    async def handler(call: Call) -> web.Response:
+        scale_set, instance = _instance(call)
+        op = call.world.instance_action(
+            scale_set,
+            name,
+            [str(instance.instance_id)],
             fault=call.fault,
             operation=call.operation,
         )
@@ -747,6 +765,15 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
         "VirtualMachineScaleSetVMs_RunCommand",
         run_command,
     ),
+    *(
+        (
+            "POST",
+            VMSS + rf"/virtualMachines/(?P<instance>[^/]+)/{verb}",
+            f"VirtualMachineScaleSetVMs_{verb[0].upper()}{verb[1:]}",
+            _vm_action(verb),
+        )
+        for verb in ("restart", "start", "powerOff", "deallocate", "reimage")
+    ),
     ("GET", RG + r"/disks/(?P<name>[^/]+)", "Disks_Get", get_resource),
     ("PUT", RG + r"/snapshots/(?P<name>[^/]+)", "Snapshots_CreateOrUpdate", put_snapshot),
     ("GET", RG + r"/snapshots/(?P<name>[^/]+)", "Snapshots_Get", get_resource),
@@ -830,7 +857,7 @@ async def handle(
             )
         body = await _read_body(request)
         rate_headers = world.check_throttle(operation)
-        fault = world.take_fault(operation, match.get("vmss"))
+        fault = world.take_fault(operation, match.get("vmss"), match.get("instance"))
         if fault is not None and fault.kind == "error":
             first = _ids(body, required=False) if isinstance(body, dict) else None
             instance = match.get("instance") or (first[0] if first else None)

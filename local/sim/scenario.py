@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from local.sim.kube.workloads import Workloads
 
@@ -55,6 +55,9 @@ class Latencies(Strict):
     reimage: float = 120
     update_model: float = 60
     run_command: float = 20
+    # A reboot (restart, or `systemctl reboot` in a run command): guest down until the kubelet
+    # posts Ready again. None: 60-120 s, fixed per instance from the scenario seed.
+    reboot: float | None = Field(default=None, ge=0)
     snapshot: float = 15
     gallery: float = 10
     image_definition: float = 10
@@ -119,7 +122,10 @@ class Fault(Strict):
 
     operation: str
     scale_set: str | None = None
-    kind: Literal["error", "lro_failed", "partial_delete", "timeout", "lost_answer"] = "error"
+    instance: str | None = None  # an instance id: the fault covers only that instance
+    kind: Literal[
+        "error", "lro_failed", "partial_delete", "timeout", "lost_answer", "never_ready"
+    ] = "error"
     error: str = "InternalExecutionError"
     message: str | None = None
     status: int = Field(default=409, ge=400, le=599)
@@ -132,6 +138,12 @@ class Fault(Strict):
     # its operation then ends as `outcome` says (lro_failed uses `error`).
     apply_after: float = Field(default=0, ge=0)
     outcome: Literal["succeeded", "lro_failed"] = "succeeded"
+
+    @model_validator(mode="after")
+    def _boot_faults(self) -> Fault:
+        if (self.operation == "Boot") != (self.kind == "never_ready"):
+            raise ValueError("operation Boot takes kind never_ready, and only it does")
+        return self
 
 
 class Throttle(Strict):
@@ -149,6 +161,35 @@ class RunCommandReply(Strict):
     stderr: str = ""
 
 
+class BaseOs(Strict):
+    """The OS of the scale sets' base image: what every new OS disk holds."""
+
+    name: str = "Ubuntu 24.04.1 LTS"  # nodeInfo.osImage
+    release: str = "24.04"
+    codename: str = "noble"
+    kernel: str = Field(default="6.8.0-1015-azure", pattern=r"^\d+\.\d+\.\d+-\d+-[a-z]+$")
+    packages: dict[str, str] = {
+        "containerd": "1.7.12-0ubuntu4.1",
+        "libc6": "2.39-0ubuntu8.3",
+        "openssl": "3.0.13-0ubuntu3.4",
+        "systemd": "255.4-1ubuntu8.4",
+        "sudo": "1.9.15p5-3ubuntu5",
+    }
+
+
+class OsUpdate(Strict):
+    """Updates published to the archive at `date`: `packages` package updates (the first N of
+    the image's packages, see local/sim/guest.py) and optionally a new kernel."""
+
+    date: datetime
+    kernel: str | None = Field(default=None, pattern=r"^\d+\.\d+\.\d+-\d+-[a-z]+$")
+    packages: int = Field(default=0, ge=0, le=500)
+    security: bool = False
+    breaks: bool = False  # booting this kernel leaves the node never Ready
+
+    _aware = field_validator("date")(Clock._aware.__func__)  # type: ignore[attr-defined]
+
+
 class Scenario(Strict):
     subscription: str = Field(
         pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
@@ -161,7 +202,9 @@ class Scenario(Strict):
     scale_sets: list[ScaleSetSpec]
     faults: list[Fault] = []
     throttling: list[Throttle] = []
-    run_command: list[RunCommandReply] = []
+    run_command: list[RunCommandReply] = []  # fixed replies, matched before the shell runs
+    os: BaseOs = BaseOs()
+    os_updates: list[OsUpdate] = []
     seed: int = 7
     workloads: Workloads = Workloads()  # the cluster's pods (local/sim/kube/__init__.py)
     pools: dict[str, Any] | None = None  # Poolkeeper's configuration for this world, verbatim

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from local.sim import arm, monitor
 from local.sim.clock import SimClock
+from local.sim.guest import plan
 from local.sim.identity import ARM_AUDIENCES, MONITOR_AUDIENCES, TokenIssuer, unauthorised
 from local.sim.kube import Clusters, kube_app, write_kubeconfig
 from local.sim.kube import admin_app as kube_admin_app
@@ -33,7 +34,7 @@ from local.sim.scenario import (
     load_scenario,
     parse_scenario,
 )
-from local.sim.world import CallRecord, World
+from local.sim.world import CallRecord, Instance, ScaleSet, World
 
 
 class Simulator:
@@ -219,6 +220,7 @@ class Simulator:
                             "power_state": i.power,
                             "image": i.image,
                             "latest_model_applied": i.model_version == s.model_version,
+                            "os": os_view(world, s, i),
                         }
                         for i in sorted(s.instances.values(), key=lambda i: i.instance_id)
                     ],
@@ -226,6 +228,8 @@ class Simulator:
                 for s in world.scale_sets.values()
             ],
             "history": world.history,
+            "os_updates_published": len(world.repo().published),
+            "run_commands": world.run_log,
             "resources": sorted(
                 body["id"]
                 for body in world.resources.values()
@@ -249,6 +253,25 @@ class Simulator:
     async def clear_calls(self, _: web.Request) -> web.Response:
         self.world.calls.clear()
         return web.json_response({"total": 0})
+
+
+def os_view(world: World, scale_set: ScaleSet, instance: Instance) -> dict[str, Any]:
+    """The truth about an instance's OS, for tests: what runs, what is installed, what waits."""
+    guest = instance.guest
+    disk = world.disk_of(scale_set, instance)
+    return {
+        "guest": guest.state,
+        "boot_id": guest.boot_id,
+        "boots": guest.boots,
+        "booted_at": instance.booted_at.isoformat() if instance.booted_at else None,
+        "running_kernel": guest.kernel,
+        "installed_kernels": disk.kernels(),
+        "reboot_required": guest.reboot_required,
+        "pending_updates": plan(disk, world.repo()).count,
+        "machine_id": disk.machine_id(),
+        "hostname": guest.hostname,
+        "never_ready": guest.never_ready,
+    }
 
 
 def _error(status: int, message: str) -> web.Response:

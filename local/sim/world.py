@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from local.sim import guest as guestos
+from local.sim import shell
 from local.sim.clock import SimClock
 from local.sim.scenario import Fault, ScaleSetSpec, Scenario, Throttle
 
@@ -76,7 +78,18 @@ class Instance:
     provisioning: str = "Creating"  # Creating, Succeeded, Updating, Deleting, Failed
     power: str = "starting"  # starting, running, stopping, stopped, deallocating, deallocated
     failure: str | None = None  # the error code of a failed provisioning
-    booted_at: datetime | None = None
+    booted_at: datetime | None = None  # the start of the current (or last) boot
+    guest: guestos.Guest = field(default_factory=guestos.Guest)
+
+
+def guest_up(instance: Instance) -> bool:
+    """The one rule for "the VM is up": running, not being created or deleted, its OS booted.
+    (Azure shows power state running while the guest reboots; the guest decides.)"""
+    return (
+        instance.power == "running"
+        and instance.provisioning not in ("Creating", "Deleting")
+        and instance.guest.up
+    )
 
 
 @dataclass
@@ -147,11 +160,15 @@ class CallRecord:
     wall_time: float
 
 
-def fault_applies(spec: Fault, operation: str, scale_set: str | None, now: datetime) -> bool:
-    """Whether a fault covers this operation, scale set and moment (its count aside)."""
+def fault_applies(
+    spec: Fault, operation: str, scale_set: str | None, now: datetime, instance: str | None = None
+) -> bool:
+    """Whether a fault covers this operation, scale set, instance and moment (count aside)."""
     if spec.operation.lower() != operation.lower():
         return False
     if spec.scale_set and (scale_set or "").lower() != spec.scale_set.lower():
+        return False
+    if spec.instance is not None and spec.instance != instance:
         return False
     return not ((spec.start and now < spec.start) or (spec.end and now >= spec.end))
 
@@ -215,8 +232,14 @@ class World:
         self._event_time: datetime | None = None
         self.render_cache: dict[Any, tuple[Any, str]] = {}  # arm.vm_json, by instance
         self.history: list[dict[str, Any]] = []  # deletions, and who asked for them
+        self.run_log: list[dict[str, Any]] = []  # scripts run: when, where, exit code
+        # Called after each event, at the event's time (the cluster catches up to that moment).
+        self.observers: list[Callable[[], None]] = []
         self._events: list[tuple[datetime, int, Callable[[], None]]] = []
         self._sequence = itertools.count()
+        # OS disk contents by lower-cased disk id (snapshots and image versions can copy them).
+        self.disks: dict[str, guestos.Disk] = {}
+        self.package_names = guestos.package_names(scenario.os, list(scenario.os_updates))
         now = clock.now()
         for spec in scenario.scale_sets:
             key = (spec.resource_group.lower(), spec.name.lower())
@@ -237,7 +260,7 @@ class World:
             for _ in range(spec.capacity):  # a scenario starts with booted, running instances
                 instance = self._new_instance(scale_set, now)
                 instance.provisioning, instance.power = "Succeeded", "running"
-                instance.booted_at = now
+                self._boot(scale_set, instance, initial=now)
 
     # -- time ---------------------------------------------------------------------------------
 
@@ -259,6 +282,8 @@ class World:
             self._event_time = due
             try:
                 action()
+                for observe in self.observers:
+                    observe()
             finally:
                 self._event_time = None
 
@@ -270,11 +295,13 @@ class World:
 
     # -- faults and throttling ------------------------------------------------------------------
 
-    def take_fault(self, operation: str, scale_set: str | None) -> Fault | None:
-        """The first active fault for this operation (and scale set), consuming one use."""
+    def take_fault(
+        self, operation: str, scale_set: str | None, instance: str | None = None
+    ) -> Fault | None:
+        """The first active fault for this operation (scale set, instance), consuming one use."""
         now = self.now()
         for active in self.faults:
-            if not fault_applies(active.spec, operation, scale_set, now):
+            if not fault_applies(active.spec, operation, scale_set, now, instance):
                 continue
             if active.remaining is not None:
                 if active.remaining <= 0:
@@ -381,9 +408,13 @@ class World:
         """A fresh OS disk from the instance's image (creation, reimage, model upgrade)."""
         if instance.os_disk:
             self.resources.pop(self.disk_id(scale_set, instance.os_disk).lower(), None)
+            self.disks.pop(self.disk_id(scale_set, instance.os_disk).lower(), None)
         name = f"{scale_set.name}_{instance.instance_id}_OsDisk_1_{uuid.uuid4().hex}"
         instance.os_disk = name
         disk_id = self.disk_id(scale_set, name)
+        self.disks[disk_id.lower()] = guestos.base_disk(
+            self.scenario.os, self.package_names, instance.vm_id
+        )
         image = instance.image
         if image.get("id"):
             source = {"galleryImageReference": {"id": image["id"]}}
@@ -524,7 +555,7 @@ class World:
                     instance.failure = error[0]
                 else:
                     instance.provisioning, instance.power = "Succeeded", "running"
-                    instance.booted_at = self.now()
+                    self._boot(scale_set, instance)
             for victim in removed:
                 if not error:
                     self._remove(scale_set, victim)
@@ -545,6 +576,7 @@ class World:
         if scale_set.instances.get(instance.instance_id) is instance:
             del scale_set.instances[instance.instance_id]
             self.resources.pop(self.disk_id(scale_set, instance.os_disk).lower(), None)
+            self.disks.pop(self.disk_id(scale_set, instance.os_disk).lower(), None)
 
     def _instances(self, scale_set: ScaleSet, ids: list[str] | None) -> list[Instance]:
         """The named instances, or all when `ids` is None (as the action APIs document)."""
@@ -638,7 +670,7 @@ class World:
                     "operation (or wait for an ongoing one to complete).",
                 )
         latency, during, after = {
-            "restart": (self.latency.restart, "starting", "running"),
+            "restart": (self.latency.restart, "running", "running"),
             "powerOff": (self.latency.power_off, "stopping", "stopped"),
             "start": (self.latency.start, "starting", "running"),
             "deallocate": (self.latency.deallocate, "deallocating", "deallocated"),
@@ -647,11 +679,19 @@ class World:
         }[action]
         op = self.new_operation(operation)
         before = {t.instance_id: (t.provisioning, t.power) for t in targets}
+        failed = fault is not None and fault.kind == "lro_failed"
+        rebooting: list[Instance] = []  # a restart of a running VM: its guest reboots
         for target in targets:
-            target.provisioning, target.power = "Updating", during
+            if action == "restart" and target.power == "running" and not failed:
+                rebooting.append(target)
+                self.reboot(scale_set, target)
+            elif not failed:
+                guestos.shut_down(target.guest)
+            target.provisioning = "Updating"
+            if target not in rebooting:
+                target.power = "starting" if during == "running" else during
 
         def done() -> None:
-            failed = fault is not None and fault.kind == "lro_failed"
             for target in targets:
                 if scale_set.instances.get(target.instance_id) is not target:
                     continue
@@ -661,14 +701,14 @@ class World:
                     target.provisioning, target.power = before[target.instance_id]
                     continue
                 target.provisioning, target.power = "Succeeded", after
-                if after == "running":
-                    target.booted_at = self.now()
                 if action == "manualUpgrade" and target.model_version != scale_set.model_version:
                     target.image = dict(scale_set.image)
                     target.model_version = scale_set.model_version
                     self._new_os_disk(scale_set, target)
                 elif action == "reimage":
                     self._new_os_disk(scale_set, target)
+                if after == "running" and target not in rebooting:
+                    self._boot(scale_set, target)
             error = None
             if fault is not None and failed:
                 error = (fault.error, fault_message(fault, scale_set.name))
@@ -687,7 +727,15 @@ class World:
         fault: Fault | None,
         operation: str,
     ) -> Operation:
-        """RunShellScript: the simulator runs no script; it answers from the scenario's table."""
+        """RunShellScript (run command v1): the instance's shell runs the script when the run
+        command's latency has passed (the scenario's `run_command` replies, if one matches,
+        answer instead). The result is Azure's: `ProvisioningState/succeeded` and "Enable
+        succeeded" whatever the script's exit code (Azure/azure-cli#14425: `exit 123` through
+        RunShellScript still reports succeeded; only the output tells), with the last 4,096
+        bytes of stdout and of stderr (the extension's tailFile, Azure/custom-script-extension-
+        linux main/logtail.go; azure-docs linux/run-command.md "output is limited to the last
+        4,096 bytes"). A reboot or power-off the script asks for happens once it has answered.
+        """
         if command_id != "RunShellScript":
             raise ArmError(
                 400,
@@ -700,29 +748,121 @@ class World:
                 "OperationNotAllowed",
                 f"Cannot run a command on VM '{scale_set.vm_name(instance)}': it is not running.",
             )
+        if not guest_up(instance):
+            raise ArmError(409, "VMAgentStatusCommunicationError", _agent_down(scale_set, instance))
         text = "\n".join(script)
-        stdout, stderr = "", ""
-        for reply in self.scenario.run_command:
-            if re.search(reply.match, text):
-                stdout, stderr = reply.stdout, reply.stderr
-                break
         op = self.new_operation(operation)
 
         def done() -> None:
             if fault is not None and fault.kind == "lro_failed":
                 self.finish(op, (fault.error, fault_message(fault, scale_set.name)))
                 return
-            message = f"Enable succeeded: \n[stdout]\n{stdout}\n[stderr]\n{stderr}\n"
+            if scale_set.instances.get(instance.instance_id) is not instance or not guest_up(
+                instance
+            ):
+                self.finish(
+                    op, ("VMAgentStatusCommunicationError", _agent_down(scale_set, instance))
+                )
+                return
+            reply = next((r for r in self.scenario.run_command if re.search(r.match, text)), None)
+            if reply is not None:
+                outcome = shell.Outcome(0, reply.stdout, reply.stderr)
+            else:
+                disk = self.disk_of(scale_set, instance)
+                outcome = shell.run(text, disk, instance.guest, self.repo())
+            message = (
+                f"Enable succeeded: \n[stdout]\n{_tail(outcome.stdout)}\n"
+                f"[stderr]\n{_tail(outcome.stderr)}\n"
+            )
             status = {
                 "code": "ProvisioningState/succeeded",
                 "level": "Info",
                 "displayStatus": "Provisioning succeeded",
                 "message": message,
             }
-            self.finish(op, result={"value": [status]})
+            self.run_log.append(
+                {
+                    "time": self.now().isoformat(),
+                    "scale_set": scale_set.name,
+                    "instance": str(instance.instance_id),
+                    "exit": outcome.exit,
+                    "power": outcome.power,
+                }
+            )
+
+            def answer() -> None:
+                self.finish(op, result={"value": [status]})
+                if outcome.power == "reboot":
+                    self.reboot(scale_set, instance)
+                elif outcome.power == "poweroff":
+                    guestos.shut_down(instance.guest)
+                    instance.power = "stopped"
+
+            if outcome.seconds:
+                self.after(outcome.seconds, answer)
+            else:
+                answer()
 
         self.after(self.latency.run_command, done)
         return op
+
+    # -- the guest OS -------------------------------------------------------------------------
+
+    def disk_of(self, scale_set: ScaleSet, instance: Instance) -> guestos.Disk:
+        return self.disks[self.disk_id(scale_set, instance.os_disk).lower()]
+
+    def repo(self) -> guestos.Repo:
+        """The package archive now: updates whose date has passed."""
+        return guestos.repo(self.scenario.os, list(self.scenario.os_updates), self.now())
+
+    def reboot_seconds(self, scale_set: ScaleSet, instance: Instance) -> float:
+        if self.latency.reboot is not None:
+            return self.latency.reboot
+        key = f"{self.scenario.seed}/{scale_set.name}/{instance.instance_id}/reboot"
+        digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+        return 60 + 60 * int.from_bytes(digest, "big") / 2**64
+
+    def _boot(
+        self, scale_set: ScaleSet, instance: Instance, *, initial: datetime | None = None
+    ) -> None:
+        """The only boot path (creation, start, restart, reimage, upgrade): the guest boots
+        the newest installed kernel with a new boot id. A kernel published with `breaks`, or a
+        `Boot` fault (not on the scenario's first boots, which happen at `initial`), leaves the
+        kubelet never Ready."""
+        now = initial or self.now()
+        instance.booted_at = now
+        disk = self.disk_of(scale_set, instance)
+        number = instance.guest.boots + 1
+        boot_id = uuid.uuid5(uuid.NAMESPACE_OID, f"{instance.vm_id}/{number}/{now.isoformat()}")
+        machine = uuid.uuid5(uuid.NAMESPACE_OID, f"{instance.vm_id}/{instance.os_disk}/machine-id")
+        guestos.boot(
+            disk,
+            instance.guest,
+            boot_id=str(boot_id),
+            hostname=instance.computer_name,
+            machine_id=machine.hex,
+        )
+        never_ready = self.repo().breaks(instance.guest.kernel)
+        if initial is None:
+            fault = self.take_fault("Boot", scale_set.name, str(instance.instance_id))
+            never_ready = never_ready or (fault is not None and fault.kind == "never_ready")
+        instance.guest.never_ready = never_ready
+
+    def reboot(self, scale_set: ScaleSet, instance: Instance) -> None:
+        """The guest goes down now and boots after the reboot latency (power stays running)."""
+        guestos.shut_down(instance.guest)
+        boots = instance.guest.boots
+
+        def back() -> None:
+            if scale_set.instances.get(instance.instance_id) is not instance:
+                return
+            if instance.power != "running" or instance.provisioning == "Deleting":
+                return
+            if instance.guest.up or instance.guest.boots != boots:
+                return
+            self._boot(scale_set, instance)
+
+        self.after(self.reboot_seconds(scale_set, instance), back)
 
     # -- generic resources (snapshots, galleries, image definitions and versions) -----------------
 
@@ -825,6 +965,20 @@ class World:
         from local.sim.scenario import LoadStep
 
         scale_set.spec.load.steps.append(LoadStep(at=self.now(), cpu=cpu, memory=memory))
+
+
+def _tail(text: str, limit: int = 4096) -> str:
+    """The last `limit` bytes of a stream, as the run command extension reports it."""
+    data = text.encode()
+    return data[-limit:].decode(errors="ignore") if len(data) > limit else text
+
+
+def _agent_down(scale_set: ScaleSet, instance: Instance) -> str:
+    return (
+        f"VM '{scale_set.vm_name(instance)}' has not reported status for VM agent or extensions. "
+        "Verify that the OS is up and healthy, the VM has a running VM agent, and that it can "
+        "establish outbound connections to Azure storage."
+    )
 
 
 def _image_ref(image: dict[str, Any]) -> dict[str, Any]:

@@ -132,13 +132,21 @@ class Cluster:
         controllers.install(self, self.spec)
         controllers.reconcile(self)
         self._bootstrapping = False
+        # Every world event is seen at its own time (a reboot between two requests shows as
+        # NotReady then Ready, stamped when it happened, however often clients poll).
+        world.observers.append(self._catch_up)
         self.sync()
 
     # -- time -----------------------------------------------------------------------------------
 
     def sync(self) -> None:
-        """Catch up with the world: replay due wake-ups in order, then observe the instances."""
+        """Catch up with the world: settle it (each event is observed as it happens), then
+        replay due wake-ups in order and observe the instances now."""
         self.world.settle()
+        self._catch_up()
+
+    def _catch_up(self) -> None:
+        """Run the loops up to the world's "now" (an event's time while one is applied)."""
         now = self.world.now()
         while self._wakeups and self._wakeups[0] <= now:
             due = heapq.heappop(self._wakeups)

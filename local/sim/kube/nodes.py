@@ -8,8 +8,6 @@ taints) lives on the stored Node and survives re-derivation; only the kubelet's 
 
 from __future__ import annotations
 
-import hashlib
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -28,7 +26,7 @@ from local.sim.kube.objects import (
     ts,
 )
 from local.sim.scenario import VM_SIZES
-from local.sim.world import Instance, ScaleSet
+from local.sim.world import Instance, ScaleSet, guest_up
 
 if TYPE_CHECKING:
     from local.sim.kube.model import Cluster
@@ -59,8 +57,8 @@ def seen_nodes(cluster: Cluster) -> dict[str, Seen]:
 
 
 def is_up(instance: Instance) -> bool:
-    """The kubelet runs and posts Ready: the VM is running and not being deleted."""
-    return instance.power == "running" and instance.provisioning != "Deleting"
+    """The kubelet runs and posts Ready: the guest is up and its kubelet is not broken."""
+    return guest_up(instance) and not instance.guest.never_ready
 
 
 def resources(sku: str) -> tuple[Obj, Obj]:
@@ -92,11 +90,6 @@ def provider_id(seen: Seen) -> str:
         f"{scale_set.resource_group.lower()}/providers/Microsoft.Compute/virtualMachineScaleSets/"
         f"{scale_set.name}/virtualMachines/{seen.instance.instance_id}"
     )
-
-
-def boot_id(instance: Instance) -> str:
-    booted = instance.booted_at.isoformat() if instance.booted_at else ""
-    return str(uuid.uuid5(uuid.NAMESPACE_OID, f"{instance.vm_id}/{booted}"))
 
 
 def internal_ip(seen: Seen) -> str:
@@ -150,8 +143,17 @@ def register(cluster: Cluster, seen: Seen) -> Obj:
 
 
 def refresh(cluster: Cluster, node: Obj, seen: Seen) -> bool:
-    """Rewrite what the kubelet and cloud provider own; leave the rest alone. True if changed."""
+    """Rewrite what the kubelet and cloud provider own; leave the rest alone. True if changed.
+
+    `nodeInfo` comes from the guest: boot id, running kernel, `/etc/machine-id` (a kubelet
+    reads it at start, so it changes only with a boot), the image's OS name."""
     instance = seen.instance
+    guest = instance.guest
+    previous_info = node["status"].get("nodeInfo") or {}
+    machine_id = previous_info.get("machineID", "")
+    if guest.up or not machine_id:
+        disk = cluster.world.disk_of(seen.scale_set, instance)
+        machine_id = disk.machine_id()
     at = cluster.at
     metadata, spec, status = node["metadata"], node["spec"], node["status"]
     capacity, allocatable = resources(seen.scale_set.spec.sku)
@@ -164,11 +166,11 @@ def refresh(cluster: Cluster, node: Obj, seen: Seen) -> bool:
         ],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
         "nodeInfo": {
-            "machineID": hashlib.md5(instance.vm_id.encode()).hexdigest(),
+            "machineID": machine_id,
             "systemUUID": instance.vm_id,
-            "bootID": boot_id(instance),
-            "kernelVersion": "5.15.0-1079-azure",
-            "osImage": "Ubuntu 22.04.5 LTS",
+            "bootID": guest.boot_id,
+            "kernelVersion": guest.kernel,
+            "osImage": cluster.world.scenario.os.name,
             "containerRuntimeVersion": "containerd://1.7.25-1",
             "kubeletVersion": KUBELET_VERSION,
             "kubeProxyVersion": KUBELET_VERSION,
@@ -225,7 +227,7 @@ def _conditions(node: Obj, at: datetime, ready: bool, instance: Instance) -> Non
             at,
             "KubeletNotReady",
             f"Kubelet stopped posting node status (VM {instance.provisioning.lower()}, "
-            f"power state {instance.power}).",
+            f"power state {instance.power}, guest {instance.guest.state}).",
             heartbeat=True,
         )
 
