@@ -214,6 +214,14 @@ class World:
         calls = self.sim.calls()["calls"]
         assert sum(c["operation"] == DELETE for c in calls) <= len(self.witness.deletes)
         assert sum(c["operation"] == UPDATE for c in calls) <= len(self.witness.raises)
+        # Every instance that went, checked at the moment it went (a delete whose answer was
+        # lost lands later than it was sent): its node cordoned, no pod left to move.
+        removals = requests.get(f"{self.sim.admin}/kube/removals", timeout=10).json()["removals"]
+        for gone in removals:
+            if gone["scale_set"] != self.vmss:
+                continue
+            assert gone["unschedulable"], f"instance {gone['instance']} went while schedulable"
+            assert not gone["pods"], f"instance {gone['instance']} went with pods: {gone['pods']}"
         if settled:
             cordoned = [n for n, v in self.cluster().items() if v["unschedulable"]]
             assert cordoned == [], f"nodes left cordoned: {cordoned}"

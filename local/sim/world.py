@@ -233,6 +233,8 @@ class World:
         self.render_cache: dict[Any, tuple[Any, str]] = {}  # arm.vm_json, by instance
         self.history: list[dict[str, Any]] = []  # deletions, and who asked for them
         self.run_log: list[dict[str, Any]] = []  # scripts run: when, where, exit code
+        # Called as an instance goes for good (the cluster notes what its node looked like).
+        self.removal_observers: list[Callable[[ScaleSet, Instance], None]] = []
         # Called after each event, at the event's time (the cluster catches up to that moment).
         self.observers: list[Callable[[], None]] = []
         self._events: list[tuple[datetime, int, Callable[[], None]]] = []
@@ -574,6 +576,8 @@ class World:
 
     def _remove(self, scale_set: ScaleSet, instance: Instance) -> None:
         if scale_set.instances.get(instance.instance_id) is instance:
+            for observe in self.removal_observers:
+                observe(scale_set, instance)
             del scale_set.instances[instance.instance_id]
             self.resources.pop(self.disk_id(scale_set, instance.os_disk).lower(), None)
             self.disks.pop(self.disk_id(scale_set, instance.os_disk).lower(), None)

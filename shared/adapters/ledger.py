@@ -21,7 +21,7 @@ from shared.jobs import Job
 JOBS_TABLE = "poolkeeperjobs"
 REJECTED_TABLE = "poolkeeperrejected"
 POOLS_TABLE = "poolkeeperpools"
-MAX_STEPS = 60  # older step records are dropped: a table property holds 64 KiB
+MAX_STEPS = 60  # older step records are dropped: a table property holds 64 KiB (32 K characters)
 FINAL = frozenset({"done", "failed"})
 
 # Characters a key may keep as they are. Table keys refuse / \ # ? and control characters, and
@@ -82,6 +82,19 @@ class JobRecord:
         }
 
 
+MAX_STEPS_CHARS = 24_000  # a string property holds 32 K UTF-16 characters; keep room
+
+
+def _bounded_steps(steps: list[dict[str, Any]]) -> str:
+    """The newest steps that fit: at most MAX_STEPS entries and MAX_STEPS_CHARS of JSON."""
+    kept = steps[-MAX_STEPS:]
+    text = json.dumps(kept)
+    while len(kept) > 1 and len(text) > MAX_STEPS_CHARS:
+        kept = kept[max(1, len(kept) // 8) :]
+        text = json.dumps(kept)
+    return text
+
+
 def _entity(record: JobRecord) -> dict[str, Any]:
     return {
         "PartitionKey": "job",
@@ -91,7 +104,7 @@ def _entity(record: JobRecord) -> dict[str, Any]:
         "status": record.status,
         "step": record.step,
         "state": json.dumps(record.state),
-        "steps": json.dumps(record.steps[-MAX_STEPS:]),
+        "steps": _bounded_steps(record.steps),
         "outcome": json.dumps(record.outcome) if record.outcome is not None else "",
         "error": record.error or "",
         "continuation": record.continuation or "",

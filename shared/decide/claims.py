@@ -7,12 +7,19 @@ Pure; the claim helper (`shared.flows.claims`) reads and writes the annotation, 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 FINAL = frozenset({"done", "failed"})
 UNKNOWN_JOB_GRACE = timedelta(hours=1)  # a claim whose job the ledger never knew, kept this long
+STALLED_AFTER = timedelta(hours=2)  # a job that has not moved this long will not come back
+# A delete whose answer was lost: a victim must look steady this long after the send before it
+# may be sent again, and the outcome is given up as unknown after the deadline.
+SETTLE_QUIET = timedelta(minutes=3)
+SETTLE_DEADLINE = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -28,35 +35,67 @@ class Claim:
         return json.dumps(asdict(self), separators=(",", ":"))
 
 
+UNREADABLE = Claim(job="?", kind="unreadable", at="", was_unschedulable=True)
+_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # the envelope's id pattern
+
+
 def parse_claim(raw: str | None) -> Claim | None:
-    """The claim in an annotation value; an unreadable one is a claim by `?` (never ours)."""
+    """The claim in an annotation value. One Poolkeeper did not write (unreadable, or a job id
+    no job can have) is a claim by `?`: it still means "not free", only a person can say what
+    it should be, and nothing releases it."""
     if not raw:
         return None
     try:
         data: Any = json.loads(raw)
-        return Claim(
+        claim = Claim(
             job=str(data["job"]),
             kind=str(data.get("kind", "")),
             at=str(data.get("at", "")),
             was_unschedulable=bool(data.get("was_unschedulable", False)),
         )
     except (ValueError, TypeError, KeyError):
-        # Someone wrote something else there: it still means "not free", and only a person can
-        # say what it should be; release never touches it.
-        return Claim(job="?", kind="unreadable", at="", was_unschedulable=True)
+        return UNREADABLE
+    return claim if _JOB_ID.fullmatch(claim.job) else UNREADABLE
 
 
-def stale_claim(claim: Claim, job_status: str | None, now: datetime) -> str | None:
-    """Why a claim is left over (its job ended, or the ledger never knew it), or None if live."""
+def stale_claim(
+    claim: Claim, job_status: str | None, now: datetime, *, job_updated_at: str | None = None
+) -> str | None:
+    """Why a claim is left over, or None while its job may still act on it: the job ended, the
+    ledger never knew it (for an hour), or it has not moved for STALLED_AFTER (its messages
+    were lost, e.g. to the poison queue)."""
     if claim.job == "?":
         return None
     if job_status in FINAL:
         return f"job {claim.job} is {job_status}"
     if job_status is None:
-        try:
-            age = now - datetime.fromisoformat(claim.at)
-        except ValueError:
-            return f"job {claim.job} is unknown to the ledger and the claim has no time"
-        if age > UNKNOWN_JOB_GRACE:
-            return f"job {claim.job} is unknown to the ledger since {claim.at}"
+        age = _age(claim.at, now)
+        if age is None or age > UNKNOWN_JOB_GRACE:
+            return f"job {claim.job} is unknown to the ledger (claimed {claim.at or 'at no time'})"
+        return None
+    idle = _age(job_updated_at or "", now)
+    if idle is not None and idle > STALLED_AFTER:
+        return f"job {claim.job} has not moved since {job_updated_at}"
     return None
+
+
+def _age(stamp: str, now: datetime) -> timedelta | None:
+    try:
+        return now - datetime.fromisoformat(stamp)
+    except (ValueError, TypeError):  # not a time, or one without a zone
+        return None
+
+
+def delete_may_land(job_state: Mapping[str, Any], now: datetime) -> bool:
+    """Whether a scale-in's delete, sent without a definite answer, may still land on its
+    victims: until SETTLE_DEADLINE after the send, a victim that looks steady is not yet safe
+    to give back."""
+    if not job_state.get("deleted"):
+        return False
+    if job_state.get("lost_at"):  # one of its sends got no answer
+        lost = _age(str(job_state["lost_at"]), now)
+        return lost is None or lost < SETTLE_DEADLINE
+    if job_state.get("definitive"):
+        return False
+    sent = _age(str(job_state.get("sent_at", "")), now)
+    return sent is None or sent < SETTLE_DEADLINE

@@ -19,6 +19,7 @@ from shared.decide.claims import Claim, parse_claim
 log = logging.getLogger("poolkeeper.claims")
 
 ATTEMPTS = 3  # conditional writes that lose a race re-read and try again this often
+HANDED_BACK = "released, left cordoned as asked"
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,9 @@ def release(kube: Kube, name: str, owner: Owner, *, keep_cordoned: bool = False)
             if found is None or found.job != owner.job:
                 holder = f"claimed by job {found.job}" if found else "not claimed"
                 return f"node {name} is {holder}; left alone"
-            cordoned = keep_cordoned or found.was_unschedulable
+            # Restore a cordon, never add one: a node someone uncordoned while we held it
+            # stays schedulable (they took it back).
+            cordoned = node.unschedulable and (keep_cordoned or found.was_unschedulable)
             try:
                 kube.patch_if_unchanged(
                     node,
@@ -96,9 +99,11 @@ def release(kube: Kube, name: str, owner: Owner, *, keep_cordoned: bool = False)
                 )
             except NodeChanged:
                 continue
+            if not cordoned:
+                return "uncordoned" if node.unschedulable else "released (already schedulable)"
             if keep_cordoned:
-                return "released, left cordoned as asked"
-            return "released, left cordoned (it was before the claim)" if cordoned else "uncordoned"
+                return HANDED_BACK
+            return "released, left cordoned (it was before the claim)"
         return f"node {name} kept changing; claim not released"
     except Exception as error:  # noqa: BLE001 - the caller records why (invariant 9)
         return f"could not release {name}: {type(error).__name__}: {error}"

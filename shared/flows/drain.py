@@ -88,12 +88,20 @@ def start_drain(
     if refuse_scale_down_disabled and found.scale_down_disabled:
         return DrainFailed(state, f"node {node} is annotated scale-down-disabled", [])
     kube.annotate(node, {DRAINING_ANNOTATION: now.isoformat()})
-    return continue_drain(kube, state, now=now)
+    return continue_drain(kube, state, now=now)  # the claim was checked just now
 
 
-def continue_drain(kube: Kube, state: DrainState, *, now: datetime) -> DrainStep:
-    """One round: re-read the node's pods, evict what may go, report progress."""
+def continue_drain(
+    kube: Kube, state: DrainState, *, now: datetime, owner: Owner | None = None
+) -> DrainStep:
+    """One round: check the claim (given `owner`), re-read the node's pods, evict what may go,
+    report progress."""
     state.rounds += 1
+    if owner is not None:
+        found = kube.node(state.node)
+        if found is None or not holds(found, owner):
+            # Someone took the node back (removed the claim): evict nothing more from it.
+            return DrainFailed(state, f"node {state.node} is no longer claimed by {owner.job}", [])
     options = DrainOptions(**state.options)
     plan = plan_drain(kube.pods_on(state.node), options)
     if plan.blocked:

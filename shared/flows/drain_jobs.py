@@ -14,7 +14,9 @@ from shared.decide.drain import DrainOptions, plan_drain
 from shared.flows.claims import Claimed, Owner, claim, release
 from shared.flows.drain import Drained, DrainFailed, DrainState, continue_drain, start_drain
 from shared.flows.jobs import Flow, StepContext, register
-from shared.jobs import Done, DrainParams, Fail, JobKind, Outcome, Wait
+from shared.jobs import Done, DrainParams, Fail, JobKind, Next, Outcome, Wait
+
+HAND_BACK_RETRY = timedelta(seconds=15)
 
 
 def _params(ctx: StepContext) -> DrainParams:
@@ -32,7 +34,7 @@ def _drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     kube = ctx.services.kube
     options = DrainOptions(delete_emptydir_data=params.delete_emptydir_data, force=params.force)
     if state:
-        step = continue_drain(kube, DrainState(**state), now=ctx.now)
+        step = continue_drain(kube, DrainState(**state), now=ctx.now, owner=_owner(ctx))
     else:
         node = kube.node(params.node)
         if node is None:
@@ -66,9 +68,9 @@ def _drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
             options=options,
         )
     if isinstance(step, Drained):
-        ctx.before_write()
-        handed = release(kube, params.node, _owner(ctx), keep_cordoned=True)
-        return Done({"evicted": step.evicted, "skipped": step.skipped, "node": handed})
+        # Recorded before the hand-back write: a worker that dies after it finds, redelivered,
+        # a node it already gave back (not one whose claim someone took away).
+        return Next("hand_back", {"drained": {"evicted": step.evicted, "skipped": step.skipped}})
     if isinstance(step, DrainFailed):
         ctx.before_write()
         released = release(kube, params.node, _owner(ctx))
@@ -79,9 +81,23 @@ def _drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     return Wait("drain", step.delay, step.state.to_json(), reason="; ".join(step.remaining[:5]))
 
 
+def _hand_back(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+    """Give the drained node back cordoned, claim removed. Until that write is done the job is
+    not: a claim left behind would let reconcile restore the node as the claim found it."""
+    node = _params(ctx).node
+    ctx.before_write()
+    handed = release(ctx.services.kube, node, _owner(ctx), keep_cordoned=True)
+    if handed.startswith("could not") or "kept changing" in handed:
+        return Wait("hand_back", HAND_BACK_RETRY, state, reason=handed, error="NodeWriteFailed")
+    return Done(state["drained"] | {"node": handed})
+
+
 def _abort(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
     node = _params(ctx).node
     return {node: release(ctx.services.kube, node, _owner(ctx))}
 
 
-register(JobKind.DRAIN, Flow(first_step="drain", steps={"drain": _drain}, abort=_abort))
+register(
+    JobKind.DRAIN,
+    Flow(first_step="drain", steps={"drain": _drain, "hand_back": _hand_back}, abort=_abort),
+)

@@ -130,9 +130,26 @@ RETRY_SETTING = "POOLKEEPER_RETRY_MINUTES"
 DEFAULT_RETRY_MINUTES = 30
 
 
+MIN_RETRY_MINUTES = 5  # at least the time a delete whose answer was lost needs to show itself
+
+
 def retry_limit(settings: Mapping[str, str]) -> timedelta:
     """How long one step may keep retrying temporary errors (POOLKEEPER_RETRY_MINUTES)."""
-    return timedelta(minutes=int(settings.get(RETRY_SETTING) or DEFAULT_RETRY_MINUTES))
+    raw = settings.get(RETRY_SETTING) or str(DEFAULT_RETRY_MINUTES)
+    try:
+        minutes = int(raw)
+    except ValueError:
+        minutes = -1
+    if minutes < MIN_RETRY_MINUTES:
+        log.error(
+            "%s=%r is not a whole number of minutes of at least %d; using %d. Fix the setting.",
+            RETRY_SETTING,
+            raw,
+            MIN_RETRY_MINUTES,
+            DEFAULT_RETRY_MINUTES,
+        )
+        minutes = DEFAULT_RETRY_MINUTES
+    return timedelta(minutes=minutes)
 
 
 def _undo(flow: Flow, context: StepContext, state: dict[str, Any]) -> dict[str, Any]:
@@ -168,10 +185,12 @@ def _guarded(flow: Flow, name: str, context: StepContext, state: dict[str, Any])
         outcome.state.pop("_retries", None)  # an ordinary wait: the job is making progress
         return outcome
     retries = dict(outcome.state.get("_retries") or {})
-    since = retries.get(outcome.step, {}).get("since") or context.now.isoformat()
+    now = context.now.isoformat()
+    last = retries.get(outcome.step) or {}
+    since = last.get("since") or now
     limit = retry_limit(context.services.settings)
     if context.now - datetime.fromisoformat(since) < limit:
-        retries[outcome.step] = {"since": since, "error": outcome.error}
+        retries[outcome.step] = {"since": since, "last": now, "error": outcome.error}
         outcome.state["_retries"] = retries
         return outcome
     reason = (
@@ -181,14 +200,19 @@ def _guarded(flow: Flow, name: str, context: StepContext, state: dict[str, Any])
     undone = _undo(flow, context, outcome.state)
     from shared.adapters.notify import Notifier
 
-    Notifier(context.services.queues, context.services.settings).send(
-        pool=context.pool.name,
-        kind="job_failed",
-        severity="P2",
-        at=context.now,
-        values={"job": context.job.id, "kind": context.job.kind.value, "error": outcome.error},
-        message=f"job {context.job.id} ({context.job.kind}) failed: {reason}",
-    )
+    try:
+        Notifier(context.services.queues, context.services.settings).send(
+            pool=context.pool.name,
+            kind="job_failed",
+            severity="P2",
+            at=context.now,
+            values={"job": context.job.id, "kind": context.job.kind.value, "error": outcome.error},
+            message=f"job {context.job.id} ({context.job.kind}) failed: {reason}",
+        )
+    except Exception as error:  # noqa: BLE001 - the job still ends; the log carries the notice
+        log.error(
+            "Job %s failed (%s); its notification failed too: %s", context.job.id, reason, error
+        )
     return Fail(reason, {"azure_error": outcome.error, "aborted": undone})
 
 

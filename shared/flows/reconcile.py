@@ -9,30 +9,24 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.adapters.scaleset import AzureCallError, TemporaryAzureError, ThrottledError
-from shared.clock import product_delay
+from shared.adapters.scaleset import AzureCallError, TemporaryAzureError
 from shared.config import Pool
-from shared.decide.claims import parse_claim, stale_claim
+from shared.decide.claims import delete_may_land, parse_claim, stale_claim
 from shared.decide.counting import InstanceState
 from shared.flows.claims import Owner, release
 from shared.flows.jobs import Flow, StepContext, enqueue, register
+from shared.flows.retries import temporary_wait
 from shared.flows.truth import Truth, read_truth
-from shared.jobs import Done, JobKind, Outcome, Wait
+from shared.jobs import Done, JobKind, Outcome
 
 log = logging.getLogger("poolkeeper.reconcile")
-
-RETRY = timedelta(seconds=30)
 
 
 def _reconcile(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     try:
         truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
     except TemporaryAzureError as error:
-        delay = product_delay(ctx.services.clock, error.retry_after) if error.retry_after else RETRY
-        kind = "throttled" if isinstance(error, ThrottledError) else "temporary error"
-        return Wait(
-            "reconcile", delay, state, reason=f"{kind}: {error.code}", error=error.code or kind
-        )
+        return temporary_wait("reconcile", state, error, ctx)
     outcome = {
         "counts": truth.record["counts"],
         "capacity": truth.record["capacity"],
@@ -57,11 +51,19 @@ def _release_left_over_claims(ctx: StepContext, truth: Truth) -> dict[str, str]:
         if found is None or node.name not in states:
             continue  # not claimed, or not this pool's (invariant 8)
         record = ctx.services.tables.job(found.job) if found.job != "?" else None
-        why = stale_claim(found, record.status if record else None, ctx.now)
+        why = stale_claim(
+            found,
+            record.status if record else None,
+            ctx.now,
+            job_updated_at=record.updated_at if record else None,
+        )
         if why is None:
             continue
         if states[node.name] == InstanceState.DELETING.value:
             done[node.name] = f"{why}; kept: its instance is being deleted"
+            continue
+        if record is not None and delete_may_land(record.state, ctx.now):
+            done[node.name] = f"{why}; kept: its delete got no answer and may still land"
             continue
         ctx.before_write()
         released = release(ctx.services.kube, node.name, Owner(found.job, found.kind))

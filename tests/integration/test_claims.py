@@ -16,7 +16,7 @@ from shared.decide.claims import Claim
 from shared.flows.claims import Claimed, Owner, Refused, claim, release
 from shared.flows.jobs import handle
 from tests.jobs_support import job
-from tests.simulator import Simulator
+from tests.simulator import STOPPED, Simulator
 from tests.truth_support import World, make_world
 
 VMSS = "aks-claims-31313131-vmss"
@@ -181,6 +181,8 @@ def test_reconcile_releases_claims_whose_job_ended_and_keeps_live_ones(
     sim: Simulator, azurite: Any
 ) -> None:
     world = _world(sim, azurite)
+    # The clock stands still: "recent" and "an hour ago" stay so, however slow this machine is.
+    sim.post("clock", {"speed": STOPPED})
     kube = world.pump.services.kube
     now = world.pump.services.clock.now()
     ended = world.run("drain", {"node": W, "dry_run": True})  # a job that is done
@@ -204,3 +206,34 @@ def test_reconcile_releases_claims_whose_job_ended_and_keeps_live_ones(
     assert all(_claim_of(world, n) is None for n in (W, Z, X))
     shown = world.tables.pool_status(world.pool["name"])["claims"]
     assert set(shown) == {W, Z, X, Y}  # the record read before the release shows them all
+
+
+def test_a_node_the_operator_takes_back_during_a_scale_in_is_left_schedulable(
+    sim: Simulator, azurite: Any
+) -> None:
+    world = _world(sim, azurite)
+    kube = world.pump.services.kube
+    kube.set_unschedulable(X, True)  # the operator cordons X, then asks to remove it and Y
+    assert world.run("reconcile").status == "done"
+    a = world.send("scale", {"nodes": [X, Y]})
+    world.drive("scale", a, lambda r: r.status == "waiting" and r.step == "drain")
+    kube.set_unschedulable(X, False)  # ... and changes their mind: X is theirs again
+    done = world.drive("scale", a, timeout=60)
+    assert "schedulable again" in done.outcome["held_back"]["0"]
+    assert not _unschedulable(world, X) and _claim_of(world, X) is None  # not cordoned again
+    world.assert_truth()
+
+
+def test_a_claim_poolkeeper_did_not_write_is_left_alone_and_does_not_stop_reconcile(
+    sim: Simulator, azurite: Any
+) -> None:
+    world = _world(sim, azurite)
+    kube = world.pump.services.kube
+    odd = {"job": "x/y#?", "kind": "manual", "at": "2026-01-01T00:00:00"}
+    kube.annotate(X, {CLAIM_ANNOTATION: json.dumps(odd)})
+    kube.annotate(W, {CLAIM_ANNOTATION: "kept by hand"})
+    record = world.run("reconcile")
+    assert record.status == "done" and "claims" not in record.outcome
+    assert _claim_of(world, X) == odd
+    refused = world.run("drain", {"node": W})
+    assert refused.status == "failed" and "claimed by unreadable job ?" in refused.error

@@ -90,6 +90,37 @@ def test_a_lost_delete_answer_keeps_victims_cordoned_until_the_delete_lands(
     world.assert_truth()
 
 
+def test_a_lost_delete_that_never_shows_itself_is_sent_again_and_ends_with_an_answer(
+    sim: Simulator, azurite: Any
+) -> None:
+    world = _world(sim, azurite)
+    assert world.run("reconcile").status == "done"
+    # The lost request takes effect 20 minutes later: long after the victim looked steady.
+    _fault(world, operation=DELETE, kind="lost_answer", apply_after=1200, count=1)
+    record = world.run("scale", {"delta": -1})
+    assert record.status == "done", record.error
+    assert record.state["resent"] is True and len(world.witness.deletes) == 2
+    assert record.outcome["survivors"] == [] and record.outcome["uncordoned"] == {}
+    world.assert_truth()
+
+
+def test_a_victim_whose_lost_delete_may_still_land_stays_cordoned_until_it_lands(
+    sim: Simulator, azurite: Any
+) -> None:
+    world = _world(sim, azurite)
+    assert world.run("reconcile").status == "done"
+    # The first request's answer is lost and it lands after 20 minutes; the second is refused
+    # definitively meanwhile. The node must still be cordoned when the first one lands.
+    _fault(world, operation=DELETE, kind="lost_answer", apply_after=1200, count=1)
+    _fault(world, operation=DELETE, kind="lro_failed", error=CANNOT_ALLOCATE, count=1)
+    record = world.run("scale", {"delta": -1})
+    assert record.status == "done", record.error  # the lost delete landed ...
+    assert record.outcome["deleted"] == record.state["plan"]["victims"]
+    assert record.outcome["uncordoned"] == {}
+    assert len(world.witness.deletes) == 2  # sent again, and that one was refused
+    world.assert_truth()  # ... on a node that was cordoned and empty when it landed
+
+
 def test_a_lost_answer_for_a_delete_that_fails_later_releases_the_survivor_after_it_settles(
     sim: Simulator, azurite: Any
 ) -> None:

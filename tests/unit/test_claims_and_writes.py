@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.decide.claims import Claim, parse_claim, stale_claim
+from shared.decide.claims import Claim, delete_may_land, parse_claim, stale_claim
 from shared.decide.writes import KEEP, WRITES_TAG, tags_with_write, write_landed, write_mark
 
 NOW = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
@@ -18,7 +18,9 @@ def test_a_claim_reads_back_what_was_written() -> None:
     assert parse_claim(None) is None and parse_claim("") is None
 
 
-@pytest.mark.parametrize("raw", ["someone's note", "[]", '{"kind": "scale"}', "{"])
+@pytest.mark.parametrize(
+    "raw", ["someone's note", "[]", '{"kind": "scale"}', "{", '{"job": "x/y", "at": "2026-01-01"}']
+)
 def test_an_unreadable_claim_is_nobodys_and_never_stale(raw: str) -> None:
     claim = parse_claim(raw)
     assert claim is not None and claim.job == "?"
@@ -42,6 +44,38 @@ def test_a_claim_is_left_over_when_its_job_ended_or_was_never_known(
 ) -> None:
     claim = Claim("job-1", "drain", (NOW - age).isoformat(), was_unschedulable=False)
     assert (stale_claim(claim, status, NOW) is not None) is stale
+
+
+@pytest.mark.parametrize(
+    ("idle", "stale"), [(timedelta(minutes=90), False), (timedelta(hours=3), True)]
+)
+def test_a_claim_of_a_job_that_stopped_moving_is_left_over(idle: timedelta, stale: bool) -> None:
+    claim = Claim("job-1", "scale", NOW.isoformat(), was_unschedulable=False)
+    updated = (NOW - idle).isoformat()
+    assert (stale_claim(claim, "waiting", NOW, job_updated_at=updated) is not None) is stale
+
+
+@pytest.mark.parametrize(
+    ("state", "may_land"),
+    [
+        ({}, False),
+        ({"deleted": ["1"], "sent_at": "{t-10m}", "definitive": True}, False),
+        ({"deleted": ["1"], "sent_at": "{t-10m}", "definitive": False}, True),
+        ({"deleted": ["1"], "sent_at": "{t-40m}", "definitive": False}, False),
+        ({"deleted": ["1"], "sent_at": "{t-1m}", "definitive": True, "lost_at": "{t-10m}"}, True),
+        ({"deleted": ["1"], "sent_at": "{t-1m}", "definitive": True, "lost_at": "{t-40m}"}, False),
+    ],
+)
+def test_a_delete_without_an_answer_may_land_until_the_deadline(
+    state: dict[str, object], may_land: bool
+) -> None:
+    stamps = {
+        "{t-1m}": NOW - timedelta(minutes=1),
+        "{t-10m}": NOW - timedelta(minutes=10),
+        "{t-40m}": NOW - timedelta(minutes=40),
+    }
+    filled = {k: stamps[v].isoformat() if isinstance(v, str) else v for k, v in state.items()}
+    assert delete_may_land(filled, NOW) is may_land
 
 
 def test_a_write_signs_the_tags_it_read_and_keeps_the_rest() -> None:

@@ -61,6 +61,12 @@ def eviction_log(cluster: Cluster) -> Obj:
     return {"evictions": list(cluster.evictions)}
 
 
+def removal_log(cluster: Cluster) -> Obj:
+    """Every instance that went for good, with its node as it was then (cordoned? pods left?)."""
+    cluster.sync()
+    return {"removals": list(cluster.removals)}
+
+
 def request_log(cluster: Cluster) -> Obj:
     counters: dict[str, int] = {}
     for call in cluster.requests:
@@ -70,12 +76,14 @@ def request_log(cluster: Cluster) -> Obj:
 
 
 def admin_app(current: Callable[[], Cluster]) -> web.Application:
-    """GET /pods, /pdbs, /evictions, /requests (mount with `app.add_subapp("/_sim/kube", ...)`)."""
+    """GET /pods, /pdbs, /evictions, /requests, /removals (mount with
+    `app.add_subapp("/_sim/kube", ...)`)."""
     views: dict[str, Callable[[Cluster], Obj]] = {
         "/pods": pods_by_node,
         "/pdbs": pdb_status,
         "/evictions": eviction_log,
         "/requests": request_log,
+        "/removals": removal_log,
     }
     app = web.Application()
     for path, view in views.items():

@@ -120,6 +120,9 @@ class Cluster:
         self.completes: set[str] = set()  # uids of pods that run to completion
         self.start_overrides: dict[str, float] = {}  # pod or controller uid -> start seconds
         self.unregistered: dict[str, datetime] = {}  # node deleted by a client -> when
+        # Each instance removal: its node as it was at that moment (cordon, pods left on it).
+        self.removals: list[Obj] = []
+        world.removal_observers.append(self._note_removal)
         self._rv = 0
         self._rng = random.Random(world.scenario.seed)
         self._cidrs = itertools.count()
@@ -156,6 +159,34 @@ class Cluster:
         self.at = max(self.at, now)
         nodes.observe(self)
         controllers.reconcile(self)
+
+    def _note_removal(self, scale_set: Any, instance: Any) -> None:
+        """Record the node of an instance that goes for good, as it is at that moment: was it
+        cordoned, and which pods a drain would have had to move were still on it (a pod whose
+        grace period has ended by now counts as gone, whether or not the loop caught up)."""
+        name = instance.computer_name
+        node = self.store["nodes"].get(("", name))
+        now = self.world.now()
+        left = [
+            f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+            for pod in self.objects("pods")
+            if pod["spec"].get("nodeName") == name
+            and _workload(pod)
+            and not (
+                pod["metadata"]["uid"] in self.deleting
+                and self.deleting[pod["metadata"]["uid"]] <= now
+            )
+        ]
+        self.removals.append(
+            {
+                "time": now.isoformat(),
+                "scale_set": scale_set.name,
+                "instance": str(instance.instance_id),
+                "node": name if node is not None else None,
+                "unschedulable": bool(node and node["spec"].get("unschedulable")),
+                "pods": left,
+            }
+        )
 
     def wake(self, due: datetime) -> None:
         """Run the control loops again at `due` (simulated time)."""
@@ -540,6 +571,15 @@ class Cluster:
             "mirror": is_mirror(pod),
             "owner": f"{owner['kind']}/{owner['name']}" if owner else None,
         }
+
+
+def _workload(pod: Obj) -> bool:
+    """A pod a drain must move: not a DaemonSet's, not a static pod's mirror, not finished."""
+    owners = pod["metadata"].get("ownerReferences") or []
+    daemon = any(o.get("kind") == "DaemonSet" for o in owners)
+    mirror = "kubernetes.io/config.mirror" in (pod["metadata"].get("annotations") or {})
+    done = (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+    return not (daemon or mirror or done)
 
 
 class Clusters:
