@@ -20,7 +20,7 @@ from shared.config import load_config
 from shared.flows.alerts import receive
 from shared.flows.jobs import Services
 from tests.jobs_support import Pump, settings_for
-from tests.simulator import RG, SUBSCRIPTION, Simulator, scale_set, scenario
+from tests.simulator import RG, STOPPED, SUBSCRIPTION, Simulator, scale_set, scenario
 
 VMSS = "aks-web-55555555-vmss"
 VMSS_ID = (
@@ -157,6 +157,8 @@ def test_alertmanager_p1_enqueues_and_a_second_episode_within_cooldown_does_not(
     sim, azurite
 ) -> None:
     services = _services(sim, azurite)
+    # Within the 30 simulated minutes of the cooldown, however slow this machine is.
+    sim.post("clock", {"speed": STOPPED})
     status, first = receive(services, json.dumps(alertmanager()).encode(), None)
     assert status == 202 and len(first["jobs"]) == 1
     status, second = receive(services, json.dumps(alertmanager()).encode(), None)

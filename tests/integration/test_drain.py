@@ -144,11 +144,21 @@ def test_budget_holds_the_drain_until_a_replacement_is_ready_elsewhere(sim: Simu
     )
     compute = sim.compute()
     compute.virtual_machine_scale_sets.begin_update(RG, VMSS, {"sku": {"capacity": 2}}).result()
+    # The new node stays cordoned until the budget has been seen to hold: no replacement can be
+    # Ready before that, however slow this machine is against the simulated clock.
+    kube = sim.kube()
+    other = "aks-apps-22222222-vmss000001"
+    deadline = time.monotonic() + 30
+    while kube.node(other) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    kube.set_unschedulable(other, True)
     step = _start(sim, DrainOptions())
     held_rounds = 0
     clock = FileClock(Path(sim.info["clock_file"]))
     while isinstance(step, Waiting):
         held_rounds += bool(step.state.budget_blocked)
+        if held_rounds:
+            kube.set_unschedulable(other, False)
         time.sleep(clock.real_seconds(step.delay))
         step = continue_drain(sim.kube(), step.state, now=clock.now())
     assert isinstance(step, Drained), step

@@ -398,12 +398,17 @@ def test_a_deferred_message_from_another_system_shows_as_deferred_then_runs(
     sim: Simulator, azurite
 ) -> None:
     pump = _world(sim, azurite)
-    soon = pump.services.clock.now() + timedelta(seconds=20)
+    # A day ahead: deferred however slow this machine is against the simulated clock.
+    soon = pump.services.clock.now() + timedelta(days=1)
     message = job("scale", "apps", {"delta": 1}, not_before=soon.isoformat())
     pump.send("scale", message)
     assert [h.result for h in pump.once("scale")] == ["deferred"]
     record = pump.services.tables.job(message["id"])
     assert record.status == "deferred"
     assert datetime.fromisoformat(record.public()["not_before"]) == soon
+    # The day passes; the queue hands the message over again (as its visibility delay ends).
+    sim.advance(86400 + 60)
+    pump.services.queues._queue(pump.queue("scale")).clear_messages()
+    pump.send("scale", message)
     assert pump.run("scale", message["id"]).status == "done"
     assert sim.scale_set_state(VMSS)["capacity"] == 6

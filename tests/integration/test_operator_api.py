@@ -97,6 +97,7 @@ def _world(
     *,
     capacity: int = 4,
     settings: dict[str, str] | None = None,
+    pool_extra: dict[str, Any] | None = None,
     **extra: Any,
 ) -> World:
     sim.load(
@@ -128,7 +129,8 @@ def _world(
             "node_group": "apps",
             "min_nodes": 3,
             "max_nodes": 8,
-        },
+        }
+        | (pool_extra or {}),
         {
             "name": spare,
             "vmss_id": _vmss_id(OTHER_VMSS),
@@ -523,7 +525,9 @@ def test_alert_webhooks_through_the_host_scale_up_once_and_refuse_bad_requests(
 ) -> None:
     from tests.integration.test_alert_webhook import alertmanager, azure_alert
 
-    world = _world(sim, azurite, start_host)
+    # A day of cooldown: the job runs to done before the second alert, however slow this machine
+    # is against the simulated clock, and the cooldown must still hold then.
+    world = _world(sim, azurite, start_host, pool_extra={"capacity": {"cooldown_minutes": 1440}})
     url = f"{world.url}/api/alerts"
     headers = {"x-functions-key": world.key}
     fired = azure_alert(target=_vmss_id(VMSS))
@@ -582,7 +586,7 @@ def test_capacity_timer_on_the_host_scales_a_hot_group_once_and_resolves(
             "node_group": "apps",
             "min_nodes": 2,
             "max_nodes": 6,
-            "capacity": {"cooldown_minutes": 240},
+            "capacity": {"cooldown_minutes": 1440},  # longer than this test, however slow
         }
     ]
     settings = (
