@@ -39,6 +39,7 @@ bench: deps
 	$(BIN)/python -m bench.drain_110
 	$(BIN)/python -m bench.arm_calls
 	$(BIN)/python -m bench.alert_intake
+	$(BIN)/python -m bench.patch_rollout
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache

@@ -114,3 +114,21 @@ def downscale_review(timer: func.TimerRequest) -> None:
     from shared.flows import api
 
     api.review_downscale()
+
+
+@app.queue_trigger(
+    arg_name="msg", queue_name="%POOLKEEPER_PATCH_QUEUE%", connection="AzureWebJobsStorage"
+)
+def patch_jobs(msg: func.QueueMessage) -> None:
+    """Patch a pool's nodes: check, drain, install updates, reboot, verify, node by node."""
+    from shared.flows import api
+
+    api.run_message("POOLKEEPER_PATCH_QUEUE", msg.get_body())
+
+
+@app.timer_trigger(schedule="%PATCH_SCHEDULE%", arg_name="timer")
+def patch_timer(timer: func.TimerRequest) -> None:
+    """Enqueue one patch job per pool whose maintenance window is open (once per window)."""
+    from shared.flows import api
+
+    api.enqueue_patches()

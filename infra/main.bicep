@@ -144,9 +144,11 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'POOLKEEPER_SCALE_QUEUE', value: 'scale-jobs' }
         { name: 'POOLKEEPER_DRAIN_QUEUE', value: 'drain-jobs' }
         { name: 'POOLKEEPER_RECONCILE_QUEUE', value: 'reconcile-jobs' }
+        { name: 'POOLKEEPER_PATCH_QUEUE', value: 'patch-jobs' }
         { name: 'RECONCILE_SCHEDULE', value: reconcileSchedule }
         { name: 'CAPACITY_SCHEDULE', value: '0 */5 * * * *' }
         { name: 'DOWNSCALE_SCHEDULE', value: '0 0 6 * * MON' }
+        { name: 'PATCH_SCHEDULE', value: '0 */15 * * * *' }
         { name: 'POOLKEEPER_METRICS_ENDPOINT', value: 'https://${location}.metrics.monitor.azure.com' }
       ]
     }

@@ -30,7 +30,9 @@ APP_DEFAULTS = {
     "POOLKEEPER_SCALE_QUEUE": "scale-jobs",
     "POOLKEEPER_DRAIN_QUEUE": "drain-jobs",
     "POOLKEEPER_RECONCILE_QUEUE": "reconcile-jobs",
+    "POOLKEEPER_PATCH_QUEUE": "patch-jobs",
     "RECONCILE_SCHEDULE": "0 */5 * * * *",
+    "PATCH_SCHEDULE": "0 */15 * * * *",
     "CAPACITY_SCHEDULE": "0 */5 * * * *",
     "DOWNSCALE_SCHEDULE": "0 0 6 * * MON",
 }

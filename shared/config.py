@@ -25,6 +25,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from shared.patch_config import PATCH_ALLOWED, PatchSettings, Window
+
 POOLS_SETTING = "POOLKEEPER_POOLS"
 POOLS_FILE_SETTING = "POOLKEEPER_POOLS_FILE"
 DOCS = "docs/configuration.md"
@@ -57,6 +59,7 @@ _ALLOWED = {
     "min_nodes": "a whole number of at least 0",
     "max_nodes": f"a whole number from 1 to {MAX_SCALE_SET_SIZE} (the scale set instance limit)",
     "capacity": "an object with capacity settings (docs/capacity.md)",
+    "patch": "an object with patch settings (docs/patching.md)",
 }
 
 
@@ -112,6 +115,12 @@ class CapacitySettings(BaseModel):
     cooldown_minutes: Annotated[StrictInt, Field(ge=1, le=1440)] = 30
 
 
+_SECTIONS: dict[str, tuple[type[BaseModel], Mapping[str, str]]] = {
+    "capacity": (CapacitySettings, _CAPACITY_ALLOWED),
+    "patch": (PatchSettings, PATCH_ALLOWED),
+}
+
+
 class Pool(BaseModel):
     """One node pool: the scale set that backs it, its node group label and its size bounds."""
 
@@ -123,6 +132,7 @@ class Pool(BaseModel):
     min_nodes: Annotated[StrictInt, Field(ge=0)]
     max_nodes: Annotated[StrictInt, Field(ge=1, le=MAX_SCALE_SET_SIZE)]
     capacity: CapacitySettings = CapacitySettings()
+    patch: PatchSettings = PatchSettings()
 
     @field_validator("name", "vmss_id", "node_group")
     @classmethod
@@ -283,12 +293,16 @@ def _explain(error: ErrorDetails, data: object) -> str:
     if len(loc) == 2:
         return f"{pool}: must be an object with the fields {fields}; {got}"
     field = str(loc[2])
-    if field == "capacity" and len(loc) > 3:
-        sub = str(loc[3])
+    if field in _SECTIONS and len(loc) > 3:
+        model, allowed_values = _SECTIONS[field]
+        if field == "patch" and loc[3] == "window" and len(loc) > 4:
+            model = Window
+        path = ".".join(str(part) for part in loc[2:] if not isinstance(part, int))
+        sub = path.rsplit(".", 1)[-1]
         if kind == "extra_forbidden":
-            allowed = ", ".join(CapacitySettings.model_fields)
-            return f"{pool} field 'capacity.{sub}': is not a known field; allowed: {allowed}"
-        return f"{pool} field 'capacity.{sub}': must be {_CAPACITY_ALLOWED[sub]}; {got}"
+            allowed = ", ".join(model.model_fields)
+            return f"{pool} field '{path}': is not a known field; allowed: {allowed}"
+        return f"{pool} field '{path}': must be {allowed_values.get(sub, 'valid')}; {got}"
     if kind == "extra_forbidden":
         return f"{pool} field {field!r}: is not a known field; allowed fields are {fields}"
     if kind == "missing":

@@ -34,6 +34,7 @@ class JobKind(StrEnum):
     DRAIN = "drain"
     RECONCILE = "reconcile"
     DOWNSCALE_REVIEW = "downscale_review"
+    PATCH = "patch"
 
 
 # Default queue per kind; each can be renamed by the setting named here.
@@ -43,6 +44,7 @@ QUEUES: dict[JobKind, tuple[str, str]] = {
     JobKind.RECONCILE: ("POOLKEEPER_RECONCILE_QUEUE", "reconcile-jobs"),
     # Reviews only read and recommend, like reconciles: they share that queue.
     JobKind.DOWNSCALE_REVIEW: ("POOLKEEPER_RECONCILE_QUEUE", "reconcile-jobs"),
+    JobKind.PATCH: ("POOLKEEPER_PATCH_QUEUE", "patch-jobs"),
 }
 
 
@@ -98,11 +100,21 @@ class ReviewParams(Strict):
     pass
 
 
+class PatchParams(Strict):
+    """Patch the pool's nodes that need it (or only `nodes`), at most `max_unavailable` at once
+    (default: the pool's `patch.max_unavailable`)."""
+
+    nodes: list[NodeName] = Field(default=[], max_length=1000)
+    max_unavailable: StrictInt | None = Field(default=None, ge=1, le=100)
+    dry_run: StrictBool = False
+
+
 PARAMS: dict[JobKind, type[Strict]] = {
     JobKind.SCALE: ScaleParams,
     JobKind.DRAIN: DrainParams,
     JobKind.RECONCILE: ReconcileParams,
     JobKind.DOWNSCALE_REVIEW: ReviewParams,
+    JobKind.PATCH: PatchParams,
 }
 
 
@@ -202,7 +214,7 @@ def job_schema() -> dict[str, Any]:
     schema["description"] = (
         "One envelope for every job. `params` must match `<kind>_params` in $defs. "
         "Send each kind to its queue: scale to scale-jobs, drain to drain-jobs, reconcile and "
-        "downscale_review to reconcile-jobs (names are settings)."
+        "downscale_review to reconcile-jobs, patch to patch-jobs (names are settings)."
     )
     return schema
 

@@ -15,7 +15,12 @@ from shared.flows.jobs import Handled, Services, handle
 from shared.jobs import SCHEMA
 from tests.simulator import Simulator
 
-QUEUES = {"scale": "scale-jobs", "drain": "drain-jobs", "reconcile": "reconcile-jobs"}
+QUEUES = {
+    "scale": "scale-jobs",
+    "drain": "drain-jobs",
+    "reconcile": "reconcile-jobs",
+    "patch": "patch-jobs",
+}
 
 
 def settings_for(sim: Simulator, storage: str, pools: list[dict[str, Any]]) -> dict[str, str]:
@@ -29,6 +34,7 @@ def settings_for(sim: Simulator, storage: str, pools: list[dict[str, Any]]) -> d
         "POOLKEEPER_SCALE_QUEUE": f"scale-{uuid.uuid4().hex[:8]}",
         "POOLKEEPER_DRAIN_QUEUE": f"drain-{uuid.uuid4().hex[:8]}",
         "POOLKEEPER_RECONCILE_QUEUE": f"reconcile-{uuid.uuid4().hex[:8]}",
+        "POOLKEEPER_PATCH_QUEUE": f"patch-{uuid.uuid4().hex[:8]}",
     }
 
 

@@ -180,9 +180,11 @@ class World:
             time.sleep(0.05)
         raise AssertionError(f"job {job_id} never got there: {self.tables.job(job_id)}")
 
-    def run(self, kind: str, params: dict[str, Any] | None = None) -> JobRecord:
+    def run(
+        self, kind: str, params: dict[str, Any] | None = None, *, timeout: float = 30
+    ) -> JobRecord:
         job_id = self.send(kind, params)
-        return self.drive(kind, job_id)
+        return self.drive(kind, job_id, timeout=timeout)
 
     def cluster(self) -> dict[str, Any]:
         nodes = requests.get(f"{self.sim.admin}/kube/pods", timeout=10).json()["nodes"]
@@ -241,12 +243,14 @@ def make_world(
     grace: int = 30,
     workloads: dict[str, Any] | None = None,
     settings: dict[str, str] | None = None,
+    pool_extra: dict[str, Any] | None = None,
+    zones: list[str] | None = None,
     **extra: Any,
 ) -> World:
     node_group = vmss.split("-")[1]
     sim.load(
         scenario(
-            scale_set(vmss, capacity, zones=[]),
+            scale_set(vmss, capacity, zones=zones or []),
             speed=SPEED,
             workloads=workloads
             or {
@@ -270,7 +274,7 @@ def make_world(
         "node_group": node_group,
         "min_nodes": min_nodes,
         "max_nodes": max_nodes,
-    }
+    } | (pool_extra or {})
     wired = settings_for(sim, azurite.connection_string, [pool]) | (settings or {})
     services = Services(
         wired,

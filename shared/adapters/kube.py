@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -27,6 +27,7 @@ AKS_ENTRA_SCOPE = "6dae42f8-4368-4678-94ff-3960e28e3630/.default"
 
 DRAINING_ANNOTATION = "poolkeeper.io/draining"
 CLAIM_ANNOTATION = "poolkeeper.io/claimed-by"
+LAST_PATCHED_ANNOTATION = "poolkeeper.io/last-patched"
 NODE_GROUP_LABEL = "elastisys.io/node-group"
 PROTOTYPE_LABEL = "poolkeeper.io/prototype"
 SCALE_DOWN_DISABLED = "cluster-autoscaler.kubernetes.io/scale-down-disabled"
@@ -60,6 +61,8 @@ class Node:
     ready: bool
     ready_since: datetime | None  # lastTransitionTime of the Ready condition
     resource_version: str = ""  # for writes that must not land on a node changed since
+    kernel: str = ""  # status.nodeInfo.kernelVersion
+    boot_id: str = ""  # status.nodeInfo.bootID: changes with every boot
 
     @property
     def claim(self) -> str | None:
@@ -88,6 +91,8 @@ class Node:
             scale_down_disabled=self.scale_down_disabled,
             prototype=self.labels.get(PROTOTYPE_LABEL, "").lower() == "true",
             claim=self.claim,
+            kernel=self.kernel,
+            last_patched=self.annotations.get(LAST_PATCHED_ANNOTATION),
         )
 
 
@@ -121,6 +126,8 @@ def _node(raw: Any) -> Node:
         ready=ready is not None and ready.status == "True",
         ready_since=ready.last_transition_time if ready is not None else None,
         resource_version=raw.metadata.resource_version or "",
+        kernel=(raw.status.node_info.kernel_version if raw.status.node_info else "") or "",
+        boot_id=(raw.status.node_info.boot_id if raw.status.node_info else "") or "",
     )
 
 
@@ -249,6 +256,35 @@ class Kube:
             token = page.metadata._continue
             if not token:
                 return pods
+
+    def pods_matching(self, node: str, selectors: Sequence[str]) -> list[str]:
+        """Pods on `node` still running (not finished) that match any of the label selectors."""
+        found: set[str] = set()
+        for selector in selectors:
+            page = self._core.list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={node}", label_selector=selector
+            )
+            found |= {
+                f"{raw.metadata.namespace}/{raw.metadata.name}"
+                for raw in page.items
+                if (raw.status.phase or "") not in ("Succeeded", "Failed")
+            }
+        return sorted(found)
+
+    def daemonset_annotation(self, namespace: str, name: str, key: str) -> str | None:
+        """One annotation of a DaemonSet (e.g. kured's lock); None when it or the DS is absent."""
+        from kubernetes import client
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            found = client.AppsV1Api(self._core.api_client).read_namespaced_daemon_set(
+                name, namespace
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return (found.metadata.annotations or {}).get(key)
 
     def evictable_pods(self) -> dict[str, int]:
         """Per node, the pods a drain would have to move (not DaemonSet, mirror or completed

@@ -95,6 +95,34 @@ def _bounded_steps(steps: list[dict[str, Any]]) -> str:
     return text
 
 
+STATE_CHUNK = 30_000  # characters per property (Table storage: 32 K UTF-16 characters)
+STATE_CHUNKS = 14  # an entity holds 1 MiB in all: the state may take about 840 KB of it
+
+
+class StateTooLarge(ValueError):
+    """A job's state does not fit in its ledger row."""
+
+
+def _state_properties(record: JobRecord) -> dict[str, str]:
+    """The state's JSON, split over `state`, `state_1`, ... so that no property passes its
+    limit (a pool of many nodes carries a lot of state)."""
+    text = json.dumps(record.state)
+    chunks = [text[i : i + STATE_CHUNK] for i in range(0, len(text), STATE_CHUNK)] or [""]
+    if len(chunks) > STATE_CHUNKS:
+        raise StateTooLarge(
+            f"job {record.id}: its state is {len(text)} characters; a ledger row holds "
+            f"{STATE_CHUNK * STATE_CHUNKS}"
+        )
+    return {("state" if i == 0 else f"state_{i}"): chunk for i, chunk in enumerate(chunks)}
+
+
+def _joined_state(entity: Any) -> str:
+    parts = [entity["state"]]
+    while f"state_{len(parts)}" in entity:
+        parts.append(entity[f"state_{len(parts)}"])
+    return "".join(parts)
+
+
 def _entity(record: JobRecord) -> dict[str, Any]:
     return {
         "PartitionKey": "job",
@@ -103,7 +131,7 @@ def _entity(record: JobRecord) -> dict[str, Any]:
         "pool": record.pool,
         "status": record.status,
         "step": record.step,
-        "state": json.dumps(record.state),
+        **_state_properties(record),
         "steps": _bounded_steps(record.steps),
         "outcome": json.dumps(record.outcome) if record.outcome is not None else "",
         "error": record.error or "",
@@ -123,7 +151,7 @@ def _record(entity: Any) -> JobRecord:
         pool=entity["pool"],
         status=entity["status"],
         step=entity["step"],
-        state=json.loads(entity["state"]),
+        state=json.loads(_joined_state(entity)),
         steps=json.loads(entity["steps"]),
         outcome=json.loads(entity["outcome"]) if entity.get("outcome") else None,
         error=entity.get("error") or None,
@@ -247,6 +275,19 @@ class Tables:
         ]
 
     # -- pool status -----------------------------------------------------------------------------
+
+    def put_patch_status(self, pool: str, nodes: dict[str, Any]) -> None:
+        """The latest patch check of each node of a pool (kernel, reboot pending, updates)."""
+        from azure.data.tables import UpdateMode
+
+        # Pool names have no dots, so this row never meets a pool's own.
+        self._table(POOLS_TABLE).upsert_entity(
+            {"PartitionKey": "pool", "RowKey": f"{pool}.patch", "status": json.dumps(nodes)},
+            mode=UpdateMode.MERGE,
+        )
+
+    def patch_status(self, pool: str) -> dict[str, Any]:
+        return self.pool_status(f"{pool}.patch") or {}
 
     def put_pool_status(self, pool: str, status: dict[str, Any]) -> None:
         from azure.data.tables import UpdateMode

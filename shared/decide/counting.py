@@ -75,6 +75,8 @@ class NodeView:
     scale_down_disabled: bool = False  # cluster-autoscaler.kubernetes.io/scale-down-disabled
     prototype: bool = False  # label poolkeeper.io/prototype=true: the image donor
     claim: str | None = None  # annotation poolkeeper.io/claimed-by: a job holds this node
+    kernel: str = ""  # nodeInfo.kernelVersion
+    last_patched: str | None = None  # annotation poolkeeper.io/last-patched (RFC 3339)
 
     def __post_init__(self) -> None:
         if self.vmss_id is not None:

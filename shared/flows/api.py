@@ -19,6 +19,7 @@ from shared.config import PoolNotFound
 from shared.flows import (  # noqa: F401 - they register their flows
     downscale,
     drain_jobs,
+    patch,
     reconcile,
     scale,
 )
@@ -90,6 +91,11 @@ def enqueue_reconciles() -> list[str]:
     return reconcile.survey(services())
 
 
+def enqueue_patches() -> list[str]:
+    """The patch timer: a patch job for each pool whose window is open (see enqueue_patches)."""
+    return patch.enqueue_patches(services())
+
+
 def submit_job(body: bytes) -> tuple[int, dict[str, Any]]:
     """202 with the job id and its queue, or 400/422 with what is wrong."""
     svc = intake()
@@ -135,9 +141,12 @@ def pools(name: str | None) -> tuple[int, Any]:
     for pool in names:
         record = svc.tables.pool_status(pool)
         found.append(
-            public_status(record)
-            if record
-            else {"pool": pool, "read_at": None, "note": "not reconciled yet"}
+            (
+                public_status(record)
+                if record
+                else {"pool": pool, "read_at": None, "note": "not reconciled yet"}
+            )
+            | {"patch_checks": svc.tables.patch_status(pool)}
         )
     return 200, (found[0] if name is not None else {"pools": found})
 

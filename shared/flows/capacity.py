@@ -78,6 +78,27 @@ def _usage(
         return {}, f"usage for the last {length} unavailable: {error}"
 
 
+def pool_thresholds(pool: Pool) -> Thresholds:
+    """The pool's P1/P2 thresholds (its `capacity` section)."""
+    return _thresholds(pool)
+
+
+def hourly_usage(
+    services: Any, pool: Pool, truth: dict[str, Any], now: datetime
+) -> tuple[UsageWindow | None, str | None]:
+    """The pool's last hour of usage per instance (None and why, when there is none)."""
+    if not truth.get("instances"):
+        return None, "no recorded truth yet (reconcile)"
+    members = [
+        k
+        for k, v in truth["instances"].items()
+        if v.get("state") in ("live", "updating", "creating", "stopped")
+    ]
+    ref = PoolRef(pool.name, pool.vmss_id, pool.node_group, len(members))
+    found, error = _usage(usage_source_from_settings(services.settings), [ref], HOUR, now)
+    return _window(found.get(pool.name), truth, HOUR, now) if found else None, error
+
+
 def evaluate_capacity(services: Any) -> list[dict[str, Any]]:
     """Evaluate every pool once; returns what was done per pool (for the log and tests)."""
     now = services.clock.now()

@@ -75,6 +75,7 @@ def read_truth(
             if d.kind.value not in ("instance_without_node", "node_without_instance")
         ]
     matching = match_nodes(state, nodes or [], pool.node_group)
+    views = {node.name: node for node in nodes or []}
     counts = count(state)
     record = {
         "pool": pool.name,
@@ -88,6 +89,12 @@ def read_truth(
                 "computer_name": i.computer_name,
                 "state": o.state.value,
                 "node": matching.pairs.get(i.instance_id),
+                "kernel": views[matching.pairs[i.instance_id]].kernel
+                if i.instance_id in matching.pairs
+                else None,
+                "last_patched": views[matching.pairs[i.instance_id]].last_patched
+                if i.instance_id in matching.pairs
+                else None,
                 "latest_model": i.latest_model,
                 "zone": i.zone,
                 "failure": i.failure,

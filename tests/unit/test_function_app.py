@@ -84,6 +84,15 @@ def test_function_index_pins_names_triggers_routes_and_auth_levels() -> None:
                 "schedule": "%DOWNSCALE_SCHEDULE%",
             }
         ],
+        "patch_jobs": _queue("POOLKEEPER_PATCH_QUEUE"),
+        "patch_timer": [
+            {
+                "direction": "IN",
+                "type": "timerTrigger",
+                "name": "timer",
+                "schedule": "%PATCH_SCHEDULE%",
+            }
+        ],
     }
 
 

@@ -187,7 +187,10 @@ def install(cluster: Cluster, workloads: Workloads) -> None:
                     "namespace": daemon.namespace,
                     "generation": 1,
                     "labels": dict(labels),
-                    "annotations": {"deprecated.daemonset.template.generation": "1"},
+                    "annotations": {
+                        "deprecated.daemonset.template.generation": "1",
+                        **daemon.annotations,
+                    },
                 },
                 "spec": {
                     "selector": {"matchLabels": dict(labels)},

@@ -82,6 +82,8 @@ class Deployment(PodTemplate):
 class DaemonSet(PodTemplate):
     name: str = Field(pattern=NAME)
     namespace: str = Field(default="kube-system", pattern=NAME)
+    # On the DaemonSet object, e.g. kured's reboot lock `weave.works/kured-node-lock`.
+    annotations: dict[str, str] = {}
 
 
 class StaticPod(PodTemplate):

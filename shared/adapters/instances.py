@@ -1,0 +1,138 @@
+"""Compute calls on single scale-set instances: run a shell script (run command v1) and restart
+— each an LRO started without waiting, then asked once per step by its continuation token.
+
+The patch flow calls it; it shares the scale-set adapter's clients, Retry-After gate and error
+mapping (`ScaleSets._call`), so throttling is obeyed across every Compute call (invariant 10).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from shared.adapters.scaleset import OperationStatus, ScaleSets, _failure, _no_wait_polling, _ref
+
+MESSAGE_STDOUT = "[stdout]\n"
+MESSAGE_STDERR = "\n[stderr]\n"
+
+
+@dataclass(frozen=True)
+class ScriptResult:
+    """A finished run command: Azure's status code and the script's output streams.
+
+    Azure's v1 run command reports no exit code (a script that exits non-zero still ends
+    "ProvisioningState/succeeded"): callers judge by what the script printed."""
+
+    code: str
+    stdout: str
+    stderr: str
+
+
+def parse_run_command_message(message: str) -> tuple[str, str]:
+    """(stdout, stderr) from a v1 message "Enable succeeded: \\n[stdout]\\n...\\n[stderr]\\n..."."""
+    _, _, rest = message.partition(MESSAGE_STDOUT)
+    stdout, _, stderr = rest.partition(MESSAGE_STDERR)
+    return stdout, stderr.rstrip("\n")
+
+
+class Instances:
+    """Run command and restart on one instance of a scale set."""
+
+    def __init__(self, scale_sets: ScaleSets) -> None:
+        self._scale_sets = scale_sets
+
+    def begin_run_script(self, vmss_id: str, instance_id: str, script: str) -> str:
+        """Start RunShellScript with `script`; the LRO's continuation token."""
+        ref = _ref(vmss_id)
+        body = {"commandId": "RunShellScript", "script": script.splitlines()}
+        with self._scale_sets._call("run_command", ref, [instance_id]) as compute:
+            poller = compute.virtual_machine_scale_set_vms.begin_run_command(
+                ref.resource_group, ref.name, instance_id, body, polling=_no_wait_polling()()
+            )
+        return poller.continuation_token()
+
+    def script_result(
+        self, vmss_id: str, instance_id: str, token: str
+    ) -> OperationStatus | ScriptResult:
+        """One status check of a run command: still running / failed, or its result."""
+        ref = _ref(vmss_id)
+        polling = _no_wait_polling()()
+        with self._scale_sets._call("operation_status", ref, [instance_id]) as compute:
+            poller = compute.virtual_machine_scale_set_vms.begin_run_command(
+                ref.resource_group,
+                ref.name,
+                instance_id,
+                None,
+                continuation_token=token,
+                polling=polling,
+            )
+            status = _update(polling)
+            if status == "succeeded":
+                return _script_result(_final_resource(polling, poller))
+        return _status(status, polling)
+
+    def begin_restart(self, vmss_id: str, instance_id: str) -> str:
+        """Restart one instance (a graceful OS reboot); the LRO's continuation token."""
+        ref = _ref(vmss_id)
+        with self._scale_sets._call("restart", ref, [instance_id]) as compute:
+            poller = compute.virtual_machine_scale_set_vms.begin_restart(
+                ref.resource_group, ref.name, instance_id, polling=_no_wait_polling()()
+            )
+        return poller.continuation_token()
+
+    def restart_status(self, vmss_id: str, instance_id: str, token: str) -> OperationStatus:
+        """One status check of a restart started with `begin_restart`."""
+        ref = _ref(vmss_id)
+        polling = _no_wait_polling()()
+        with self._scale_sets._call("operation_status", ref, [instance_id]) as compute:
+            compute.virtual_machine_scale_set_vms.begin_restart(
+                ref.resource_group,
+                ref.name,
+                instance_id,
+                continuation_token=token,
+                polling=polling,
+            )
+            status = _update(polling)
+        return _status(status, polling)
+
+
+def _update(polling: Any) -> str:
+    from azure.core.exceptions import HttpResponseError
+    from azure.core.polling.base_polling import BadResponse, BadStatus
+
+    try:
+        polling.update_status()
+    except (BadStatus, BadResponse) as error:  # the status GET was not a 2xx status
+        answer = polling.last_response
+        if answer is None:
+            raise
+        raise HttpResponseError(response=answer.http_response) from error
+    return str(polling.status()).lower()
+
+
+def _final_resource(polling: Any, poller: Any) -> Any:
+    """The operation's result: ARMPolling fetches it from the final GET URL (the Location of a
+    POST) only inside its own wait loop, which this adapter never runs; so do that one GET."""
+    url = polling._operation.get_final_get_url(polling._pipeline_response)
+    if url:
+        polling._pipeline_response = polling.request_status(url)
+    return poller.result()
+
+
+def _status(status: str, polling: Any) -> OperationStatus:
+    if status == "succeeded":
+        return OperationStatus("Succeeded")
+    if status not in ("failed", "canceled", "cancelled"):
+        return OperationStatus("InProgress")
+    error = _failure(polling.last_response)
+    return OperationStatus(
+        "Failed", error.get("code") or status, error.get("message") or f"operation {status}"
+    )
+
+
+def _script_result(result: Any) -> ScriptResult:
+    status: Any = next(iter(getattr(result, "value", None) or []), None)
+    message = str(getattr(status, "message", "") or "")
+    stdout, stderr = parse_run_command_message(message)
+    code: Literal[""] | str = str(getattr(status, "code", "") or "")
+    return ScriptResult(code=code, stdout=stdout, stderr=stderr)

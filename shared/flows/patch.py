@@ -1,0 +1,401 @@
+"""Patch jobs (`patch-jobs`): a rolling OS patch of a pool, kured's job done faster and safer.
+
+Steps: `check` runs the check script on every candidate node (run command, in parallel) →
+`await_checks` collects the answers and plans (pure: order, and why each node is left out) →
+`rollout` takes nodes down at most `max_unavailable` at a time, one zone at a time, each only
+when no blocker holds it and the pool can take one more node out (headroom), and advances every
+node in flight a step (`shared.flows.patch_node`). It stops taking nodes when the window ends,
+and halts when a node does not come back. The timer enqueues one job per pool in its window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from shared.adapters.instances import Instances, ScriptResult
+from shared.adapters.ledger import AlertLog
+from shared.adapters.notify import Notifier
+from shared.adapters.scaleset import AzureCallError, TemporaryAzureError
+from shared.decide.claims import parse_claim
+from shared.decide.counting import InstanceState
+from shared.decide.patching import (
+    CheckUnreadable,
+    PatchCandidate,
+    blockers,
+    in_window,
+    parse_check,
+    patch_headroom,
+    plan_patch,
+    window_end,
+)
+from shared.flows import patch_node
+from shared.flows.capacity import hourly_usage, pool_thresholds
+from shared.flows.claims import Owner
+from shared.flows.jobs import Flow, StepContext, enqueue, register
+from shared.flows.retries import temporary_wait
+from shared.flows.truth import read_truth
+from shared.jobs import Done, Fail, JobKind, Next, Outcome, PatchParams, Wait
+
+log = logging.getLogger("poolkeeper.patch")
+
+CHECK_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "patch_check.sh"
+CHECK_POLL = timedelta(seconds=20)
+CHECK_DEADLINE = timedelta(minutes=10)
+BLOCKED_RETRY = timedelta(minutes=1)
+KURED_LOCK = "weave.works/kured-node-lock"
+KURED_REBOOT_NEEDED = "weave.works/kured-most-recent-reboot-needed"
+
+
+def _params(ctx: StepContext) -> PatchParams:
+    params = ctx.job.typed_params()
+    assert isinstance(params, PatchParams)
+    return params
+
+
+def _owner(ctx: StepContext) -> Owner:
+    return Owner(ctx.job.id, ctx.job.kind.value)
+
+
+def _check(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+    """Fresh read; start the check script on every node that may be patched."""
+    try:
+        truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
+    except TemporaryAzureError as error:
+        return temporary_wait("check", state, error, ctx)
+    if truth.nodes is None:
+        return Fail("cannot patch: the cluster's nodes could not be read (fail safe)")
+    only = set(_params(ctx).nodes)
+    views = {n.name: n for n in truth.nodes}
+    nodes: dict[str, Any] = {}
+    for instance_id, seen in truth.record["instances"].items():
+        name = seen["node"]
+        if name is None or (only and name not in only):
+            continue
+        view = views[name]
+        nodes[name] = {
+            "name": name,
+            "instance": instance_id,
+            "zone": seen["zone"],
+            "live": seen["state"] == InstanceState.LIVE.value,
+            "ready": view.ready,
+            "unschedulable": view.unschedulable,
+            "claimed_by": _holder(view.claim),
+        }
+    instances = Instances(ctx.services.scale_sets)
+    for node in nodes.values():
+        if not (node["live"] and node["ready"]) or node["claimed_by"] or node["unschedulable"]:
+            continue  # the plan says why; checking it would not change that
+        try:
+            node["check_token"] = instances.begin_run_script(
+                ctx.pool.vmss_id, node["instance"], CHECK_SCRIPT.read_text()
+            )
+        except AzureCallError as error:
+            node["check_error"] = f"{error.code}: {error.message}"
+    started = {"nodes": nodes, "checks_since": ctx.now.isoformat()}
+    return Wait("await_checks", CHECK_POLL, state | started, reason="checking the nodes")
+
+
+def _holder(raw: str | None) -> str | None:
+    found = parse_claim(raw)
+    return found.job if found else None
+
+
+def _await_checks(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+    """Collect the checks; when all have answered (or timed out), plan."""
+    instances = Instances(ctx.services.scale_sets)
+    nodes: dict[str, Any] = state["nodes"]
+    late = ctx.now - datetime.fromisoformat(state["checks_since"]) > CHECK_DEADLINE
+    pending = 0
+    for node in nodes.values():
+        if "check_token" not in node:
+            continue
+        try:
+            found = instances.script_result(ctx.pool.vmss_id, node["instance"], node["check_token"])
+        except AzureCallError as error:
+            node["check_error"] = f"{error.code}: {error.message}"
+            continue
+        if not isinstance(found, ScriptResult) and not found.done and not late:
+            pending += 1
+            continue
+        del node["check_token"]  # answered: the token (kilobytes) is not kept
+        if isinstance(found, ScriptResult):
+            try:
+                check = parse_check(found.stdout)
+            except CheckUnreadable as error:
+                node["check_error"] = str(error)
+                continue
+            node["check"] = check.__dict__
+            node["pending"], node["new_kernel"] = check.pending, check.new_kernel
+        elif found.state == "Failed":
+            node["check_error"] = f"{found.code}: {found.message}"
+        else:
+            node["check_error"] = f"no answer within {CHECK_DEADLINE}"
+    if pending:
+        return Wait("await_checks", CHECK_POLL, state, reason=f"{pending} check(s) running")
+    return _plan(ctx, state)
+
+
+def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+    from shared.decide.patching import NodeCheck
+
+    kube = ctx.services.kube
+    candidates = []
+    for node in state["nodes"].values():
+        found = kube.node(node["name"])
+        annotations = found.annotations if found else {}
+        candidates.append(
+            PatchCandidate(
+                name=node["name"],
+                instance_id=node["instance"],
+                zone=node["zone"],
+                ready=node["ready"] and node["live"],
+                unschedulable=node["unschedulable"],
+                claimed_by=node["claimed_by"],
+                last_patched=_time(annotations.get(patch_node.LAST_PATCHED)),
+                check=NodeCheck(**node["check"]) if "check" in node else None,
+                check_error=node.get("check_error"),
+                kured_reboot_needed=bool(annotations.get(KURED_REBOOT_NEEDED)),
+            )
+        )
+    plan = plan_patch(candidates, mode=ctx.pool.patch.mode, only=_params(ctx).nodes)
+    ctx.services.tables.put_patch_status(
+        ctx.pool.name,
+        {
+            n["name"]: {"checked_at": ctx.now.isoformat()} | n.get("check", {})
+            for n in state["nodes"].values()
+            if "check" in n
+        },
+    )
+    described = {"order": list(plan.order), "left_out": dict(plan.left_out)}
+    if _params(ctx).dry_run:
+        return Done({"dry_run": True} | described)
+    if not plan.order:
+        return Done(described | {"patched": {}, "note": "nothing to patch"})
+    return Next(
+        "rollout",
+        {
+            "nodes": state["nodes"],
+            "plan": described,
+            "queue": list(plan.order),
+            "active": [],
+            "results": {},
+        },
+    )
+
+
+def _time(value: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+def _rollout(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+    """Advance every node in flight; take more nodes down while allowed; report at the end."""
+    owner = _owner(ctx)
+    nodes: dict[str, Any] = state["nodes"]
+    results: dict[str, str] = state["results"]
+    delays: list[timedelta] = []
+    for name in list(state["active"]):
+        phase = nodes[name]["phase"]
+        progress = patch_node.advance(ctx, owner, nodes[name])
+        if nodes[name]["phase"] != phase:
+            _step(ctx, nodes[name], nodes[name]["phase"])
+        if progress.started:
+            return Next("rollout", state)  # record the operation's token first
+        if progress.outcome is not None:
+            _step(ctx, nodes[name], progress.outcome)
+            results[name] = progress.outcome
+            state["active"].remove(name)
+            if progress.halt:
+                state["halted"] = f"{name}: {progress.outcome}"
+                _notify_halt(ctx, name, progress.outcome)
+        elif progress.delay is not None:
+            delays.append(progress.delay)
+    stop = _why_stop(ctx, state)
+    if stop is not None:
+        if not state["active"]:
+            return _report(ctx, state, stop)
+        why_not = stop
+    else:
+        why_not = _why_not_now(ctx, state)
+    if why_not is None:
+        name = state["queue"].pop(0)
+        progress = patch_node.begin(ctx, owner, nodes[name])
+        state["active"].append(name)
+        _step(ctx, nodes[name], f"taken down: {nodes[name].get('phase', 'claim')}")
+        if progress.outcome is not None:
+            results[name] = progress.outcome
+            state["active"].remove(name)
+            _step(ctx, nodes[name], progress.outcome)
+        return Next("rollout", state)  # record the claim; the next round carries on
+    state["waiting_for"] = why_not
+    return Wait(
+        "rollout",
+        min(delays) if delays else BLOCKED_RETRY if not state["active"] else patch_node.POLL,
+        state,
+        reason=f"{len(state['active'])} node(s) in flight; {why_not}",
+    )
+
+
+def _step(ctx: StepContext, node: dict[str, Any], what: str) -> None:
+    """A node's step, in the ledger's notes and in the node's own history (kept in the job's
+    state, so the ledger lists every node's steps however long the rollout)."""
+    ctx.notes.append(f"{node['name']}: {what}")
+    node.setdefault("history", []).append(f"{ctx.now:%Y-%m-%dT%H:%M:%SZ} {what[:160]}")
+
+
+def _why_stop(ctx: StepContext, state: dict[str, Any]) -> str | None:
+    """Why the rollout takes no further node at all (it ends once the nodes out are back)."""
+    if state.get("halted"):
+        return f"halted: {state['halted']}"
+    if not state["queue"]:
+        return "no node left to patch"
+    if not in_window(ctx.pool.patch.window, ctx.now):
+        return "the maintenance window has closed"
+    return None
+
+
+def _why_not_now(ctx: StepContext, state: dict[str, Any]) -> str | None:
+    """Why the next node does not go down yet, or None. These wait; they never fail the job."""
+    limit = _params(ctx).max_unavailable or ctx.pool.patch.max_unavailable
+    if len(state["active"]) >= limit:
+        return f"{limit} node(s) already out (max_unavailable)"
+    nodes = state["nodes"]
+    name = state["queue"][0]
+    zones = {nodes[n]["zone"] for n in state["active"]}
+    if zones and nodes[name]["zone"] not in zones:
+        return f"one zone at a time: waiting for zone {sorted(map(str, zones))[0]} to finish"
+    held = _blockers(ctx, name)
+    if held:
+        return f"{name} held: " + "; ".join(held)
+    return _headroom(ctx, state, name)
+
+
+def _blockers(ctx: StepContext, name: str) -> list[str]:
+    kube = ctx.services.kube
+    group_p1 = any(
+        a["alert"] == f"P1/group/{ctx.pool.node_group}" and a["state"] == "firing"
+        for a in AlertLog(ctx.services.tables).alerts(ctx.pool.name)
+    )
+    namespace, daemonset = ctx.pool.patch.kured_daemonset.split("/", 1)
+    lock = kube.daemonset_annotation(namespace, daemonset, KURED_LOCK)
+    truth = ctx.services.tables.pool_status(ctx.pool.name) or {}
+    pool_nodes = {v["node"] for v in (truth.get("instances") or {}).values() if v.get("node")}
+    return blockers(
+        group_p1=group_p1,
+        blocking_pods=kube.pods_matching(name, ctx.pool.patch.blocking_pod_selectors),
+        kured_lock_holders=_lock_holders(lock),
+        pool_nodes=pool_nodes,
+    )
+
+
+def _lock_holders(raw: str | None) -> list[str]:
+    """The nodes in kured's lock: {"nodeID": ...} or, with --concurrency, {"locks": [...]}."""
+    if not raw:
+        return []
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return ["?"]  # a lock we cannot read is held by someone
+    locks = data.get("locks", [data]) if isinstance(data, dict) else []
+    return [
+        str(lock.get("nodeID")) for lock in locks if isinstance(lock, dict) and lock.get("nodeID")
+    ]
+
+
+def _headroom(ctx: StepContext, state: dict[str, Any], name: str) -> str | None:
+    """Can the pool take `name` out too? The live count after it (min_nodes) and its usage."""
+    truth = ctx.services.tables.pool_status(ctx.pool.name) or {}
+    live = (truth.get("counts") or {}).get("live", 0)
+    out = len(state["active"]) + 1
+    if live - out < ctx.pool.min_nodes:
+        return f"{live} live, {out} out would leave fewer than min_nodes {ctx.pool.min_nodes}"
+    window, error = hourly_usage(ctx.services, ctx.pool, truth, ctx.now)
+    if window is None:
+        return f"headroom unknown: {error or 'no usage data'}"
+    instance = {n: v["instance"] for n, v in state["nodes"].items()}
+    return patch_headroom(
+        window.nodes,
+        [instance[n] for n in state["active"]],
+        instance[name],
+        pool_thresholds(ctx.pool),
+    )
+
+
+def _report(ctx: StepContext, state: dict[str, Any], why_stopped: str) -> Outcome:
+    results: dict[str, str] = state["results"]
+    report = {
+        "patched": {n: r for n, r in results.items() if r.startswith("patched")},
+        "not_patched": {n: r for n, r in results.items() if not r.startswith("patched")},
+        "not_reached": list(state["queue"]),
+        "left_out": state["plan"]["left_out"],
+        "stopped": why_stopped,
+    }
+    if state.get("halted"):
+        return Fail(f"rollout halted: {state['halted']}", report)
+    return Done(report)
+
+
+def _notify_halt(ctx: StepContext, name: str, outcome: str) -> None:
+    try:
+        Notifier(ctx.services.queues, ctx.services.settings).send(
+            pool=ctx.pool.name,
+            kind="patch_halted",
+            severity="P2",
+            at=ctx.now,
+            values={"job": ctx.job.id, "node": name},
+            message=f"patch rollout of {ctx.pool.name} halted at {name}: {outcome}",
+        )
+    except Exception as error:  # noqa: BLE001 - the report carries it anyway
+        log.error("Patch %s: notifying the halt at %s failed: %s", ctx.job.id, name, error)
+
+
+def _abort(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
+    """Giving up: every node in flight is given back (uncordoned, annotation removed)."""
+    owner = _owner(ctx)
+    return {
+        name: patch_node._give_back(ctx, owner, state["nodes"][name])
+        for name in state.get("active", [])
+    }
+
+
+register(
+    JobKind.PATCH,
+    Flow(
+        first_step="check",
+        steps={"check": _check, "await_checks": _await_checks, "rollout": _rollout},
+        abort=_abort,
+    ),
+)
+
+
+def enqueue_patches(services: Any) -> list[str]:
+    """The patch timer: one patch job per pool with `patch.automatic` whose window is open,
+    once per window."""
+    now = services.clock.now()
+    enqueued = []
+    for pool in services.config.pools:
+        if not pool.patch.automatic:
+            continue
+        closes = window_end(pool.patch.window, now)
+        if closes is None:
+            continue
+        job_id = f"patch-{pool.name}-{closes:%Y%m%d}"
+        if services.tables.job(job_id) is not None:
+            continue
+        enqueue(
+            services,
+            JobKind.PATCH,
+            pool.name,
+            {},
+            job_id=job_id,
+            requested_by="timer:patch_timer",
+            now=now,
+        )
+        enqueued.append(job_id)
+    return enqueued

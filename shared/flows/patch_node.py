@@ -1,0 +1,254 @@
+"""One node's patch, as a small state machine the patch rollout advances a step at a time:
+claim → mark scale-down-disabled → drain → install updates → restart → Ready on a new boot
+(and the expected kernel) → soak → uncordon, `poolkeeper.io/last-patched`, annotation removed.
+
+Each phase does one short thing. A phase that starts an Azure operation returns STARTED, so the
+rollout records the operation's token before anything else happens (a redelivered message then
+polls it; it never starts it twice). Every way out gives the node back, or says why not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from shared.adapters.instances import Instances, ScriptResult
+from shared.adapters.kube import LAST_PATCHED_ANNOTATION as LAST_PATCHED
+from shared.adapters.kube import SCALE_DOWN_DISABLED
+from shared.adapters.scaleset import AzureCallError, TemporaryAzureError
+from shared.decide.drain import DrainOptions
+from shared.decide.patching import DONE_MARKER
+from shared.flows.claims import Claimed, Owner, claim, release
+from shared.flows.drain import Drained, DrainFailed, DrainState, continue_drain, start_drain
+from shared.flows.jobs import StepContext
+
+PATCH_STATUS_LABEL = "poolkeeper.io/patch-status"
+POLL = timedelta(seconds=15)
+INSTALL_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "patch_install.sh"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What one advance did: come back after `delay`; STARTED (record now); or the node ended
+    (`outcome` set), and `halt` says the rollout must take no further node down."""
+
+    delay: timedelta | None = None
+    started: bool = False
+    outcome: str | None = None
+    halt: bool = False
+
+
+STARTED = Progress(started=True)
+
+
+def begin(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
+    """Take the node: claim (which cordons), mark it for the autoscaler, start its drain."""
+    kube = ctx.services.kube
+    ctx.before_write()
+    claimed = claim(kube, node["name"], owner, ctx.now)
+    if not isinstance(claimed, Claimed):
+        return Progress(outcome=f"not patched: {claimed.reason}")
+    node["boot_id"] = claimed.node.boot_id
+    kube.annotate(node["name"], {SCALE_DOWN_DISABLED: "true"})
+    step = start_drain(
+        kube,
+        node["name"],
+        owner=owner,
+        now=ctx.now,
+        timeout=timedelta(minutes=ctx.pool.patch.drain_timeout_minutes),
+        options=DrainOptions(delete_emptydir_data=True),
+    )
+    node["phase"] = "drain"
+    return _drained(ctx, owner, node, step)
+
+
+def advance(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
+    """One short step of the node's patch, by its phase."""
+    return PHASES[node["phase"]](ctx, owner, node)
+
+
+def _drain(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
+    ctx.before_write()
+    step = continue_drain(ctx.services.kube, DrainState(**node["drain"]), now=ctx.now, owner=owner)
+    return _drained(ctx, owner, node, step)
+
+
+def _drained(ctx: StepContext, owner: Owner, node: dict[str, Any], step: Any) -> Progress:
+    node["drain"] = step.state.to_json()
+    if isinstance(step, DrainFailed):
+        return _undrainable(ctx, owner, node, step)
+    if not isinstance(step, Drained):
+        return Progress(delay=step.delay)
+    node.pop("drain", None)  # drained: its round state is not needed any more
+    wants_updates = ctx.pool.patch.mode == "updates" and node.get("pending", 0) > 0
+    node["phase"] = "install" if wants_updates else "restart"
+    return advance(ctx, owner, node)
+
+
+def _undrainable(
+    ctx: StepContext, owner: Owner, node: dict[str, Any], step: DrainFailed
+) -> Progress:
+    """AKS's two behaviours: `skip` gives the node back; `quarantine` keeps it cordoned and
+    labelled. Either way the rollout goes on and the report says why."""
+    kube = ctx.services.kube
+    why = f"{step.reason}: " + "; ".join(step.remaining[:5])
+    ctx.before_write()
+    if ctx.pool.patch.undrainable == "quarantine":
+        kube.label(node["name"], {PATCH_STATUS_LABEL: "quarantined"})
+        kube.annotate(node["name"], {SCALE_DOWN_DISABLED: None})
+        released = release(kube, node["name"], owner, keep_cordoned=True)
+        return Progress(
+            outcome=f"quarantined (cordoned, labelled): drain failed: {why}; {released}"
+        )
+    return Progress(outcome=f"skipped: drain failed: {why}; {_give_back(ctx, owner, node)}")
+
+
+def _give_back(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> str:
+    kube = ctx.services.kube
+    try:
+        kube.annotate(node["name"], {SCALE_DOWN_DISABLED: None})
+    except Exception as error:  # noqa: BLE001 - reported with the release
+        return f"annotation not removed ({error}); " + release(kube, node["name"], owner)
+    return release(kube, node["name"], owner)
+
+
+def _instances(ctx: StepContext) -> Instances:
+    return Instances(ctx.services.scale_sets)
+
+
+def _install(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
+    ctx.before_write()
+    try:
+        node["token"] = _instances(ctx).begin_run_script(
+            ctx.pool.vmss_id, node["instance"], INSTALL_SCRIPT.read_text()
+        )
+    except TemporaryAzureError as error:
+        return Progress(delay=POLL) if _retry(node, ctx) else _failed(ctx, owner, node, error)
+    except AzureCallError as error:
+        return _failed(ctx, owner, node, error)
+    node["phase"], node["since"] = "installing", ctx.now.isoformat()
+    return STARTED
+
+
+def _installing(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
+    try:
+        found = _instances(ctx).script_result(ctx.pool.vmss_id, node["instance"], node["token"])
+    except TemporaryAzureError:
+        return Progress(delay=POLL)
+    except AzureCallError as error:
+        return _failed(ctx, owner, node, error)
+    if not isinstance(found, ScriptResult):
+        if found.state == "Failed":
+            return _failed(ctx, owner, node, f"the install failed: {found.code}: {found.message}")
+        return Progress(delay=POLL)
+    node.pop("token", None)
+    if DONE_MARKER not in found.stdout:
+        tail = (found.stderr or found.stdout)[-300:]
+        return _failed(ctx, owner, node, f"the install did not finish: {tail!r}")
+    node["phase"] = "restart"
+    return advance(ctx, owner, node)
+
+
+def _restart(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
+    ctx.before_write()
+    try:
+        node["token"] = _instances(ctx).begin_restart(ctx.pool.vmss_id, node["instance"])
+    except TemporaryAzureError as error:
+        return Progress(delay=POLL) if _retry(node, ctx) else _failed(ctx, owner, node, error)
+    except AzureCallError as error:
+        return _failed(ctx, owner, node, error)
+    node["phase"], node["since"] = "restarting", ctx.now.isoformat()
+    return STARTED
+
+
+def _restarting(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
+    try:
+        status = _instances(ctx).restart_status(ctx.pool.vmss_id, node["instance"], node["token"])
+    except TemporaryAzureError:
+        return Progress(delay=POLL)
+    except AzureCallError as error:
+        # The restart cannot be asked about: the node itself will tell (new boot, Ready).
+        node["phase"], node["note"] = "ready", f"restart status unknown: {error.code}"
+        return Progress(delay=POLL)
+    if not status.done:
+        return Progress(delay=POLL)
+    node.pop("token", None)
+    if status.state == "Failed":
+        return _failed(ctx, owner, node, f"the restart failed: {status.code}: {status.message}")
+    node["phase"] = "ready"
+    return Progress(delay=POLL)
+
+
+def _ready(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
+    """Back: Ready, on a new boot, running the kernel the updates brought (if any)."""
+    found = ctx.services.kube.node(node["name"])
+    expected = node.get("new_kernel")
+    if (
+        found is not None
+        and found.ready
+        and found.boot_id
+        and found.boot_id != node.get("boot_id")
+        and (not expected or found.kernel == expected)
+    ):
+        node["kernel"] = found.kernel
+        node["phase"] = "soak"
+        node["soak_until"] = (ctx.now + timedelta(minutes=ctx.pool.patch.soak_minutes)).isoformat()
+        return advance(ctx, owner, node)
+    deadline = datetime.fromisoformat(node["since"]) + timedelta(
+        minutes=ctx.pool.patch.ready_timeout_minutes
+    )
+    if ctx.now < deadline:
+        return Progress(delay=POLL)
+    seen = (
+        "gone"
+        if found is None
+        else f"Ready={found.ready}, boot {found.boot_id or '?'}, kernel {found.kernel or '?'}"
+    )
+    why = (
+        f"not back Ready on a new boot{f' with kernel {expected}' if expected else ''} by "
+        f"{deadline.isoformat()} ({seen})"
+    )
+    return _failed(ctx, owner, node, why)
+
+
+def _soak(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
+    found = ctx.services.kube.node(node["name"])
+    if found is None or not found.ready:
+        return _failed(ctx, owner, node, "became NotReady while soaking")
+    until = datetime.fromisoformat(node["soak_until"])
+    if ctx.now < until:
+        return Progress(delay=min(POLL * 4, until - ctx.now))
+    ctx.before_write()
+    ctx.services.kube.annotate(node["name"], {LAST_PATCHED: ctx.now.isoformat()})
+    released = _give_back(ctx, owner, node)
+    return Progress(outcome=f"patched: kernel {found.kernel}, new boot; {released}")
+
+
+def _retry(node: dict[str, Any], ctx: StepContext) -> bool:
+    """A temporary error starting an operation: retried for a while, then the node fails."""
+    node.setdefault("retry_since", ctx.now.isoformat())
+    return ctx.now - datetime.fromisoformat(node["retry_since"]) < timedelta(minutes=15)
+
+
+def _failed(
+    ctx: StepContext, owner: Owner, node: dict[str, Any], error: AzureCallError | str
+) -> Progress:
+    """The node did not make it: give it back, say why, and halt the rollout."""
+    why = error if isinstance(error, str) else f"{error.code}: {error.message}"
+    ctx.before_write()
+    return Progress(
+        outcome=f"failed in {node['phase']}: {why}; {_give_back(ctx, owner, node)}", halt=True
+    )
+
+
+PHASES = {
+    "drain": _drain,
+    "install": _install,
+    "installing": _installing,
+    "restart": _restart,
+    "restarting": _restarting,
+    "ready": _ready,
+    "soak": _soak,
+}

@@ -1,0 +1,381 @@
+"""Patch jobs (issue 10) end to end: the product's runner against Azurite and the simulator, whose
+instances have an OS (kernels, updates published over time, reboots) and whose cluster shows it.
+
+`Watch` wraps the product's own Kubernetes seam: at each claim it checks, against the simulator,
+that no more than `max_unavailable` nodes are out and that the pool keeps `min_nodes` live.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import requests
+
+from shared.adapters.kube import CLAIM_ANNOTATION, Kube, Node
+from shared.adapters.ledger import AlertLog
+from shared.patch_config import Window
+from tests.simulator import Simulator
+from tests.truth_support import World, make_world
+
+VMSS = "aks-patch-61616161-vmss"
+OLD_KERNEL, NEW_KERNEL = "6.8.0-1015-azure", "6.8.0-1017-azure"
+OS = {"name": "Ubuntu 24.04.1 LTS", "kernel": OLD_KERNEL, "packages": {"openssl": "3.0.13-1"}}
+UPDATES = [{"date": "2026-11-01T06:00:00Z", "kernel": NEW_KERNEL, "packages": 3, "security": True}]
+RESTART = "VirtualMachineScaleSetVMs_Restart"
+
+
+@dataclass
+class Watch:
+    """Out-of-service nodes at every claim, checked against the simulator's truth."""
+
+    sim: Simulator
+    limit: int
+    min_live: int
+    out: set[str] = field(default_factory=set)
+    most_out: int = 0
+    claimed_order: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+
+    def wrap(self, kube: Kube) -> Kube:
+        watch = self
+
+        class Watched(Kube):
+            def patch_if_unchanged(self, node: Node, **changes: Any) -> Node:
+                written = super().patch_if_unchanged(node, **changes)
+                value = (changes.get("annotations") or {}).get(CLAIM_ANNOTATION, "absent")
+                if value is None:
+                    watch.out.discard(node.name)
+                elif value != "absent":
+                    watch.claimed(node.name)
+                return written
+
+        return Watched(kube._core.api_client)
+
+    def claimed(self, name: str) -> None:
+        self.out.add(name)
+        self.claimed_order.append(name)
+        self.most_out = max(self.most_out, len(self.out))
+        if len(self.out) > self.limit:
+            self.violations.append(f"{sorted(self.out)} out at once (max {self.limit})")
+        scale_set = next(s for s in self.sim.state()["scale_sets"] if s["name"] == VMSS)
+        live = sum(
+            i["provisioning_state"] == "Succeeded" and i["power_state"] == "running"
+            for i in scale_set["instances"]
+        )
+        if live - len(self.out) < self.min_live:
+            self.violations.append(f"{live} live with {len(self.out)} out: below {self.min_live}")
+
+
+def _world(
+    sim: Simulator,
+    azurite: Any,
+    *,
+    capacity: int = 6,
+    patch: dict[str, Any] | None = None,
+    workloads: dict[str, Any] | None = None,
+    faults: list[dict[str, Any]] | None = None,
+) -> tuple[World, Watch]:
+    notifications = f"notify-{uuid.uuid4().hex[:8]}"
+    world = make_world(
+        sim,
+        azurite,
+        vmss=VMSS,
+        capacity=capacity,
+        min_nodes=2,
+        max_nodes=capacity + 2,
+        replicas=0,
+        max_unavailable=1,
+        workloads=workloads
+        or {
+            "daemonsets": [{"name": "kube-proxy"}],
+            "deployments": [
+                {
+                    "name": "web",
+                    "replicas": capacity,
+                    "node_selector": {"elastisys.io/node-group": "patch"},
+                    "termination_grace_seconds": 10,
+                    "pdb": {"min_available": capacity - 1},
+                }
+            ],
+        },
+        pool_extra={"patch": {"soak_minutes": 1, "ready_timeout_minutes": 10} | (patch or {})},
+        settings={
+            "POOLKEEPER_METRICS_ENDPOINT": sim.info["metrics"],
+            "POOLKEEPER_NOTIFICATIONS_QUEUE": notifications,
+        },
+        os=OS,
+        os_updates=UPDATES,
+        faults=faults or [],
+    )
+    world.sim.advance(2 * 3600)  # an hour of usage history for the headroom check
+    watch = Watch(sim, (patch or {}).get("max_unavailable", 1), 2)
+    world.pump.services.__dict__["kube"] = watch.wrap(world.pump.services.kube)
+    assert world.run("reconcile").status == "done"
+    return world, watch
+
+
+def _os(sim: Simulator) -> dict[str, dict[str, Any]]:
+    scale_set = next(s for s in sim.state()["scale_sets"] if s["name"] == VMSS)
+    return {i["computer_name"]: i["os"] for i in scale_set["instances"]}
+
+
+def _restarts(sim: Simulator) -> int:
+    return sum(c["operation"] == RESTART for c in sim.calls()["calls"])
+
+
+def _notifications(world: World) -> list[dict[str, Any]]:
+    queue = world.pump.services.settings["POOLKEEPER_NOTIFICATIONS_QUEUE"]
+    client = world.pump.services.queues._queue(queue)
+    return [json.loads(m.content) for m in client.peek_messages(max_messages=32)]
+
+
+def _cordoned(world: World) -> list[str]:
+    return sorted(n for n, v in world.cluster().items() if v["unschedulable"])
+
+
+def test_a_pool_is_patched_end_to_end_within_its_budgets(sim: Simulator, azurite: Any) -> None:
+    world, watch = _world(sim, azurite, capacity=12, patch={"max_unavailable": 3})
+    before = _os(sim)
+    assert {o["running_kernel"] for o in before.values()} == {OLD_KERNEL}
+    record = world.run("patch", timeout=120)
+    assert record.status == "done", (record.error, record.outcome)
+    after = _os(sim)
+    assert set(record.outcome["patched"]) == set(after)
+    for name, seen in after.items():
+        assert seen["running_kernel"] == NEW_KERNEL, (name, seen)
+        assert seen["boot_id"] != before[name]["boot_id"]
+        assert not seen["reboot_required"] and seen["pending_updates"] == 0
+    assert watch.violations == [] and watch.most_out == 3
+    assert _restarts(sim) == 12  # one restart a node
+    # The budget held every eviction: the cluster refused the ones it had to.
+    evictions = requests.get(f"{sim.admin}/kube/evictions", timeout=10).json()["evictions"]
+    assert {e["outcome"] for e in evictions} <= {"evicted", "blocked"}
+    budget = requests.get(f"{sim.admin}/kube/pdbs", timeout=10).json()["pdbs"][0]
+    assert budget["current_healthy"] >= budget["desired_healthy"]
+    nodes = {n.name: n for n in world.pump.services.kube.nodes()}
+    for name in after:
+        assert nodes[name].kernel == NEW_KERNEL and "poolkeeper.io/last-patched" in (
+            nodes[name].annotations
+        )
+        assert "cluster-autoscaler.kubernetes.io/scale-down-disabled" not in nodes[name].annotations
+    assert _cordoned(world) == []
+    for name in after:  # the ledger lists each node's steps
+        steps = [entry.split(" ", 1)[1] for entry in record.state["nodes"][name]["history"]]
+        assert steps[0] == "taken down: drain" and steps[-1].startswith("patched"), steps
+        assert steps[1:5] == ["installing", "restarting", "ready", "soak"], steps
+    shown = world.tables.patch_status(world.pool["name"])
+    assert set(shown) == set(after) and all(v["kernel"] == OLD_KERNEL for v in shown.values())
+    world.assert_truth()
+
+
+def test_a_node_that_never_comes_back_halts_the_rollout_and_is_reported(
+    sim: Simulator, azurite: Any
+) -> None:
+    first = f"{VMSS}000000"  # never patched, first by name: the first taken down
+    world, watch = _world(
+        sim,
+        azurite,
+        faults=[{"operation": "Boot", "kind": "never_ready", "scale_set": VMSS, "instance": "0"}],
+    )
+    record = world.run("patch", timeout=60)
+    assert record.status == "failed" and "halted" in record.error and first in record.error
+    assert "not back Ready" in record.outcome["not_patched"][first]
+    assert watch.claimed_order == [first]  # no other node was taken down after it
+    assert len(record.outcome["not_reached"]) == 5
+    halts = [n for n in _notifications(world) if n["kind"] == "patch_halted"]
+    assert len(halts) == 1 and first in halts[0]["message"]
+
+
+def test_an_undrainable_node_is_skipped_or_quarantined_and_the_rollout_goes_on(
+    sim: Simulator, azurite: Any
+) -> None:
+    stuck = f"{VMSS}000001"
+    workloads = {
+        "deployments": [
+            {
+                "name": "single",
+                "replicas": 1,
+                "node_selector": {"kubernetes.io/hostname": stuck},
+                "pdb": {"min_available": 1},  # never allows an eviction
+            }
+        ]
+    }
+    for policy in ("skip", "quarantine"):
+        world, _ = _world(
+            sim,
+            azurite,
+            capacity=3,
+            workloads=workloads,
+            patch={"undrainable": policy, "drain_timeout_minutes": 2},
+        )
+        record = world.run("patch", timeout=60)
+        assert record.status == "done", record.error
+        assert len(record.outcome["patched"]) == 2
+        why = record.outcome["not_patched"][stuck]
+        node = world.pump.services.kube.node(stuck)
+        assert node is not None and CLAIM_ANNOTATION not in node.annotations
+        if policy == "skip":
+            assert why.startswith("skipped") and not node.unschedulable
+        else:
+            assert why.startswith("quarantined") and node.unschedulable
+            assert node.labels["poolkeeper.io/patch-status"] == "quarantined"
+
+
+def test_blockers_hold_the_rollout_until_they_clear(sim: Simulator, azurite: Any) -> None:
+    world, watch = _world(sim, azurite, capacity=3)
+    alerts = AlertLog(world.tables)
+    now = world.pump.services.clock.now()
+    alerts.record(world.pool["name"], "P1/group/patch", "firing", {}, now)
+    job_id = world.send("patch")
+    held = world.drive("patch", job_id, lambda r: "P1 alert" in (r.steps[-1].get("reason") or ""))
+    assert held.status == "waiting" and watch.claimed_order == []
+    alerts.record(world.pool["name"], "P1/group/patch", "ok", {}, now)
+    assert world.drive("patch", job_id, timeout=60).status == "done"
+    assert len(watch.claimed_order) == 3
+
+
+def test_a_pod_matching_a_blocking_selector_holds_its_node_until_it_is_gone(
+    sim: Simulator, azurite: Any
+) -> None:
+    first = f"{VMSS}000000"
+    workloads = {"pods": [{"name": "db", "node": first, "labels": {"app": "database"}}]}
+    world, watch = _world(
+        sim,
+        azurite,
+        capacity=3,
+        workloads=workloads,
+        patch={"blocking_pod_selectors": ["app=database"]},
+    )
+    job_id = world.send("patch")
+    held = world.drive(
+        "patch", job_id, lambda r: "blocking selector" in (r.steps[-1].get("reason") or "")
+    )
+    assert held.status == "waiting" and watch.claimed_order == []
+    # Its owner moves the database away (the pod is deleted): the hold clears.
+    world.pump.services.kube._core.delete_namespaced_pod("db", "default", grace_period_seconds=0)
+    record = world.drive("patch", job_id, timeout=90)
+    assert record.status == "done", record.error
+    assert watch.claimed_order[0] == first
+
+
+def test_a_window_that_closes_mid_rollout_takes_no_node_down_after_it(
+    sim: Simulator, azurite: Any
+) -> None:
+    world, watch = _world(sim, azurite)
+    now = world.pump.services.clock.now()
+    closes = now + timedelta(minutes=15)
+    window = {"days": ["mon"], "start": "00:00", "end": f"{closes:%H:%M}"}
+    world.pump.services.config = world.pump.services.config.model_copy(
+        update={
+            "pools": tuple(
+                p.model_copy(
+                    update={"patch": p.patch.model_copy(update={"window": Window(**window)})}
+                )
+                for p in world.pump.services.config.pools
+            )
+        }
+    )
+    record = world.run("patch", timeout=90)
+    assert record.status == "done", record.error
+    assert record.outcome["stopped"] == "the maintenance window has closed"
+    assert record.outcome["not_reached"]  # six nodes take longer than a quarter of an hour
+    limit = closes.replace(second=59)
+    for name in watch.claimed_order:
+        taken = record.state["nodes"][name]["history"][0].split(" ", 1)[0]
+        assert datetime.fromisoformat(taken.replace("Z", "+00:00")) <= limit, (name, taken)
+    assert _cordoned(world) == []
+
+
+def test_outside_the_window_nothing_is_enqueued_and_a_closed_window_takes_no_new_node(
+    sim: Simulator, azurite: Any
+) -> None:
+    from shared.flows.patch import enqueue_patches
+
+    # The scenario starts Monday 08:00 UTC; the window is Sunday nights only.
+    world, _ = _world(
+        sim, azurite, patch={"automatic": True, "window": {"days": ["sun"], "start": "22:00"}}
+    )
+    assert enqueue_patches(world.pump.services) == []
+    record = world.run("patch")
+    assert record.status == "done" and record.outcome["patched"] == {}
+    assert record.outcome["stopped"] == "the maintenance window has closed"
+    assert len(record.outcome["not_reached"]) == 6 and _cordoned(world) == []
+
+
+def test_the_timer_enqueues_one_job_per_automatic_pool_in_its_window(
+    sim: Simulator, azurite: Any
+) -> None:
+    from shared.flows.patch import enqueue_patches
+
+    world, _ = _world(sim, azurite, patch={"automatic": True})
+    (job_id,) = enqueue_patches(world.pump.services)
+    assert world.drive("patch", job_id, timeout=90).status == "done"
+    assert enqueue_patches(world.pump.services) == []  # once per window
+    manual, _ = _world(sim, azurite)  # automatic is off by default
+    assert enqueue_patches(manual.pump.services) == []
+
+
+def test_a_dry_run_names_the_order_and_why_each_node_is_left_out(
+    sim: Simulator, azurite: Any
+) -> None:
+    world, watch = _world(sim, azurite, capacity=4)
+    kube = world.pump.services.kube
+    kube.set_unschedulable(f"{VMSS}000003", True)  # an operator's cordon
+    record = world.run("patch", {"dry_run": True})
+    assert record.status == "done"
+    assert record.outcome["order"] == [f"{VMSS}00000{n}" for n in range(3)]
+    assert "cordoned by someone else" in record.outcome["left_out"][f"{VMSS}000003"]
+    assert watch.claimed_order == [] and _restarts(sim) == 0
+    assert {o["running_kernel"] for o in _os(sim).values()} == {OLD_KERNEL}
+
+
+def test_a_worker_killed_during_the_reboot_wait_resumes_without_a_second_restart(
+    sim: Simulator, azurite: Any
+) -> None:
+    from shared.adapters import instances
+
+    world, _ = _world(sim, azurite, capacity=3)
+    killed = {"left": 1}
+    real = instances.Instances.restart_status
+
+    class WorkerKilled(BaseException):
+        pass
+
+    def dies_once(self: Any, vmss_id: str, instance_id: str, token: str) -> Any:
+        if killed["left"]:
+            killed["left"] -= 1
+            raise WorkerKilled("the worker died while waiting for the reboot")
+        return real(self, vmss_id, instance_id, token)
+
+    instances.Instances.restart_status = dies_once  # type: ignore[method-assign]
+    try:
+        job_id = world.send("patch")
+        queue = world.pump.queue("patch")
+        client = world.pump.services.queues._queue(queue)
+        from shared.flows.jobs import handle
+
+        deadline = timedelta(seconds=90).total_seconds()
+        import time
+
+        end = time.monotonic() + deadline
+        while time.monotonic() < end:
+            for message in client.receive_messages(max_messages=4, visibility_timeout=30):
+                try:
+                    handle(world.pump.services, queue, message.content)
+                except WorkerKilled:
+                    client.update_message(message, visibility_timeout=1)
+                    continue
+                client.delete_message(message)
+            record = world.tables.job(job_id)
+            if record is not None and record.status in ("done", "failed"):
+                break
+            time.sleep(0.05)
+    finally:
+        instances.Instances.restart_status = real  # type: ignore[method-assign]
+    assert killed["left"] == 0, (record.status, record.error, record.outcome, record.steps[-3:])
+    assert record.status == "done", record.error
+    assert _restarts(sim) == 3  # one a node, the killed worker's included
