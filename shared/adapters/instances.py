@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from shared.adapters.scaleset import OperationStatus, ScaleSets, _failure, _no_wait_polling, _ref
+from shared.adapters.scaleset import (
+    OperationStatus,
+    ScaleSets,
+    _no_wait_polling,
+    _ref,
+    operation_status_of,
+    poll_once,
+)
 
 MESSAGE_STDOUT = "[stdout]\n"
 MESSAGE_STDERR = "\n[stderr]\n"
@@ -66,10 +73,10 @@ class Instances:
                 continuation_token=token,
                 polling=polling,
             )
-            status = _update(polling)
+            status = poll_once(polling)
             if status == "succeeded":
                 return _script_result(_final_resource(polling, poller))
-        return _status(status, polling)
+        return operation_status_of(status, polling)
 
     def begin_restart(self, vmss_id: str, instance_id: str) -> str:
         """Restart one instance (a graceful OS reboot); the LRO's continuation token."""
@@ -92,22 +99,8 @@ class Instances:
                 continuation_token=token,
                 polling=polling,
             )
-            status = _update(polling)
-        return _status(status, polling)
-
-
-def _update(polling: Any) -> str:
-    from azure.core.exceptions import HttpResponseError
-    from azure.core.polling.base_polling import BadResponse, BadStatus
-
-    try:
-        polling.update_status()
-    except (BadStatus, BadResponse) as error:  # the status GET was not a 2xx status
-        answer = polling.last_response
-        if answer is None:
-            raise
-        raise HttpResponseError(response=answer.http_response) from error
-    return str(polling.status()).lower()
+            status = poll_once(polling)
+        return operation_status_of(status, polling)
 
 
 def _final_resource(polling: Any, poller: Any) -> Any:
@@ -117,17 +110,6 @@ def _final_resource(polling: Any, poller: Any) -> Any:
     if url:
         polling._pipeline_response = polling.request_status(url)
     return poller.result()
-
-
-def _status(status: str, polling: Any) -> OperationStatus:
-    if status == "succeeded":
-        return OperationStatus("Succeeded")
-    if status not in ("failed", "canceled", "cancelled"):
-        return OperationStatus("InProgress")
-    error = _failure(polling.last_response)
-    return OperationStatus(
-        "Failed", error.get("code") or status, error.get("message") or f"operation {status}"
-    )
 
 
 def _script_result(result: Any) -> ScriptResult:

@@ -479,9 +479,6 @@ class ScaleSets:
         self, kind: Literal["update", "delete"], vmss_id: str, token: str
     ) -> OperationStatus:
         """One status GET of the LRO behind `token` (from this or another process); no waiting."""
-        from azure.core.exceptions import HttpResponseError
-        from azure.core.polling.base_polling import BadResponse, BadStatus
-
         if kind not in ("update", "delete"):
             raise ValueError(f"unknown operation kind {kind!r}: 'update' or 'delete'")
         ref = _ref(vmss_id)
@@ -494,22 +491,36 @@ class ScaleSets:
             # No request: rebuilds the poller from the token (a ValueError if it is not one);
             # `polling` picks the status URL from the saved first answer's headers.
             begin(ref.resource_group, ref.name, None, continuation_token=token, polling=polling)
-            try:
-                polling.update_status()
-            except (BadStatus, BadResponse) as error:  # the status GET was not a 2xx status
-                answer = polling.last_response
-                if answer is None:
-                    raise
-                raise HttpResponseError(response=answer.http_response) from error
-            status = str(polling.status())
-        if status.lower() == "succeeded":
-            return OperationStatus("Succeeded")
-        if status.lower() not in ("failed", "canceled", "cancelled"):
-            return OperationStatus("InProgress")
-        error = _failure(polling.last_response)
-        return OperationStatus(
-            "Failed", error.get("code") or status, error.get("message") or f"operation {status}"
-        )
+            status = poll_once(polling)
+        return operation_status_of(status, polling)
+
+
+def poll_once(polling: Any) -> str:
+    """One status GET of an LRO rebuilt with a no-wait polling; its status, lower-cased.
+    A non-2xx status answer becomes the SDK's HttpResponseError (mapped by `_call`)."""
+    from azure.core.exceptions import HttpResponseError
+    from azure.core.polling.base_polling import BadResponse, BadStatus
+
+    try:
+        polling.update_status()
+    except (BadStatus, BadResponse) as error:  # the status GET was not a 2xx status
+        answer = polling.last_response
+        if answer is None:
+            raise
+        raise HttpResponseError(response=answer.http_response) from error
+    return str(polling.status()).lower()
+
+
+def operation_status_of(status: str, polling: Any) -> OperationStatus:
+    """An LRO's status (from `poll_once`) in our words, with the ARM error of a failure."""
+    if status == "succeeded":
+        return OperationStatus("Succeeded")
+    if status not in ("failed", "canceled", "cancelled"):
+        return OperationStatus("InProgress")
+    error = _failure(polling.last_response)
+    return OperationStatus(
+        "Failed", error.get("code") or status, error.get("message") or f"operation {status}"
+    )
 
 
 def _failure(response: Any) -> dict[str, Any]:

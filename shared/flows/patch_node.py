@@ -9,6 +9,7 @@ polls it; it never starts it twice). Every way out gives the node back, or says 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -119,16 +120,34 @@ def _instances(ctx: StepContext) -> Instances:
 
 
 def _install(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
+    return _start(
+        ctx,
+        owner,
+        node,
+        lambda: _instances(ctx).begin_run_script(
+            ctx.pool.vmss_id, node["instance"], INSTALL_SCRIPT.read_text()
+        ),
+        then="installing",
+    )
+
+
+def _start(
+    ctx: StepContext,
+    owner: Owner,
+    node: dict[str, Any],
+    begin: Callable[[], str],
+    *,
+    then: str,
+) -> Progress:
+    """Start an Azure operation on the node; STARTED once its token is in the node's state."""
     ctx.before_write()
     try:
-        node["token"] = _instances(ctx).begin_run_script(
-            ctx.pool.vmss_id, node["instance"], INSTALL_SCRIPT.read_text()
-        )
+        node["token"] = begin()
     except TemporaryAzureError as error:
         return Progress(delay=POLL) if _retry(node, ctx) else _failed(ctx, owner, node, error)
     except AzureCallError as error:
         return _failed(ctx, owner, node, error)
-    node["phase"], node["since"] = "installing", ctx.now.isoformat()
+    node["phase"], node["since"] = then, ctx.now.isoformat()
     return STARTED
 
 
@@ -152,15 +171,13 @@ def _installing(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progres
 
 
 def _restart(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
-    ctx.before_write()
-    try:
-        node["token"] = _instances(ctx).begin_restart(ctx.pool.vmss_id, node["instance"])
-    except TemporaryAzureError as error:
-        return Progress(delay=POLL) if _retry(node, ctx) else _failed(ctx, owner, node, error)
-    except AzureCallError as error:
-        return _failed(ctx, owner, node, error)
-    node["phase"], node["since"] = "restarting", ctx.now.isoformat()
-    return STARTED
+    return _start(
+        ctx,
+        owner,
+        node,
+        lambda: _instances(ctx).begin_restart(ctx.pool.vmss_id, node["instance"]),
+        then="restarting",
+    )
 
 
 def _restarting(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
