@@ -34,7 +34,19 @@ class Azurite:
         )
         return f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};{endpoints};"
 
-    def start(self, timeout: float = 30.0) -> Azurite:
+    def start(self, timeout: float = 30.0, attempts: int = 3) -> Azurite:
+        """Start Azurite; if it exits at once (a port chosen free was taken meanwhile by
+        another process on this machine), try again on fresh ports."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start(timeout)
+            except RuntimeError as error:
+                if attempt == attempts or "exited with code" not in str(error):
+                    raise
+                self.ports = {service: free_port(self.host) for service in self.ports}
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> Azurite:
         binary = ROOT / "node_modules" / ".bin" / "azurite"
         if not binary.exists():
             raise FileNotFoundError(f"{binary} is missing: run `npm ci` in {ROOT}")

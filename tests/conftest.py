@@ -95,7 +95,6 @@ def start_host(tmp_path: Path) -> Iterator[Callable[..., RunningHost]]:
         else:
             shutil.copy(app, root / "function_app.py")
         (root / "host.json").write_text(json.dumps(host_json or DEFAULT_HOST_JSON))
-        port = free_port()
         env = {
             key: value
             for key, value in os.environ.items()
@@ -111,21 +110,32 @@ def start_host(tmp_path: Path) -> Iterator[Callable[..., RunningHost]]:
         )
         env.update(settings or {})
         log = root / "host.log"
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "local.host", "--root", str(root), "--port", str(port)],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        started.append(process)
-        url = f"http://127.0.0.1:{port}"
-        if wait:
+        for attempt in range(3):
+            # A port that was free a moment ago may be taken by another suite on this machine
+            # before the host binds it: the host then exits at once, and gets another port.
+            port = free_port()
+            with open(log, "ab") as out:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "local.host", "--root", str(root), "--port", str(port)],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            started.append(process)
+            url = f"http://127.0.0.1:{port}"
+            if not wait:
+                break
             try:
-                wait_until(lambda: _ping(url), timeout=30, what="local host", process=process)
-            except (RuntimeError, TimeoutError) as error:
+                wait_until(
+                    lambda url=url: _ping(url), timeout=30, what="local host", process=process
+                )
+                break
+            except RuntimeError as error:  # it exited
+                if attempt == 2 or "already in use" not in log.read_text():
+                    raise AssertionError(f"{error}\n{log.read_text()}") from error
+            except TimeoutError as error:
                 raise AssertionError(f"{error}\n{log.read_text()}") from error
         return RunningHost(url, root, "test-function-key", "test-master-key", process, log)
 
