@@ -276,18 +276,25 @@ class Tables:
 
     # -- pool status -----------------------------------------------------------------------------
 
-    def put_patch_status(self, pool: str, nodes: dict[str, Any]) -> None:
-        """The latest patch check of each node of a pool (kernel, reboot pending, updates)."""
+    def put_patch_checks(self, pool: str, nodes: dict[str, Any]) -> None:
+        """The latest patch check of each node of a pool (kernel, reboot pending, updates):
+        one row per node, so a pool of any size fits."""
         from azure.data.tables import UpdateMode
 
-        # Pool names have no dots, so this row never meets a pool's own.
-        self._table(POOLS_TABLE).upsert_entity(
-            {"PartitionKey": "pool", "RowKey": f"{pool}.patch", "status": json.dumps(nodes)},
-            mode=UpdateMode.MERGE,
-        )
+        table = self._table(POOLS_TABLE)
+        for node, check in nodes.items():
+            # Pool names have no dots, so these rows never meet a pool's own.
+            table.upsert_entity(
+                {"PartitionKey": f"{pool}.patch", "RowKey": node, "check": json.dumps(check)},
+                mode=UpdateMode.REPLACE,
+            )
 
     def patch_status(self, pool: str) -> dict[str, Any]:
-        return self.pool_status(f"{pool}.patch") or {}
+        """Every node's latest patch check (see put_patch_checks)."""
+        found = self._table(POOLS_TABLE).query_entities(
+            "PartitionKey eq @pool", parameters={"pool": f"{pool}.patch"}
+        )
+        return {row["RowKey"]: json.loads(row["check"]) for row in found}
 
     def put_pool_status(self, pool: str, status: dict[str, Any]) -> None:
         from azure.data.tables import UpdateMode

@@ -6,6 +6,7 @@ one more node out, and what a node's check output says. The patch flow asks thes
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
@@ -21,7 +22,7 @@ def in_window(window: Window, now: datetime) -> bool:
     """Whether `now` falls inside the window (an end before the start runs past midnight, and
     belongs to the day it started on)."""
     local = now.astimezone(ZoneInfo(window.time_zone))
-    start, end = _clock(window.start), _clock(window.end)
+    start, end = _clock(window.start), _clock(window.end).replace(second=59, microsecond=999999)
     today = DAYS[local.weekday()]
     yesterday = DAYS[(local.weekday() - 1) % 7]
     moment = local.time()
@@ -66,31 +67,42 @@ class CheckUnreadable(ValueError):
 
 
 def parse_check(stdout: str) -> NodeCheck:
-    """Read patch_check.sh's sections (`== name` lines, `== done` last)."""
+    """Read patch_check.sh's sections (`== name` lines, `== done` last). Azure keeps only the
+    output's last 4 KB: a list of updates cut at its start still says that updates are pending,
+    but not reliably which kernel, so then no kernel is expected."""
     sections: dict[str, list[str]] = {}
-    current: list[str] | None = None
+    current = sections.setdefault("upgrades", [])  # lines before any header: a cut list
+    cut = not stdout.lstrip().startswith("== upgrades")
     for raw in stdout.splitlines():
         line = raw.strip()
         if line.startswith("== "):
             current = sections.setdefault(line[3:], [])
-        elif current is not None and line:
+        elif line:
             current.append(line)
-    missing = [s for s in ("kernel", "boot", "reboot", "upgrades", "done") if s not in sections]
+    missing = [s for s in ("kernel", "boot", "reboot", "done") if s not in sections]
     if missing:
         raise CheckUnreadable(f"the check's output lacks {', '.join(missing)}: {stdout[-300:]!r}")
     installs = [line for line in sections["upgrades"] if line.startswith("Inst ")]
     kernels = sorted(
-        line.split()[1].removeprefix("linux-image-")
-        for line in installs
-        if line.split()[1].startswith("linux-image-") and line.split()[1][12:13].isdigit()
+        (
+            package.removeprefix("linux-image-")
+            for package in (line.split()[1] for line in installs)
+            if re.fullmatch(r"linux-image-\d.*", package)
+        ),
+        key=kernel_order,
     )
     return NodeCheck(
         kernel=(sections["kernel"] or [""])[0],
         boot_id=(sections["boot"] or [""])[0],
         reboot_required=(sections["reboot"] or [""])[0] == "required",
-        pending=len(installs),
-        new_kernel=kernels[-1] if kernels else None,
+        pending=max(len(installs), 1 if cut else 0),
+        new_kernel=kernels[-1] if kernels and not cut else None,
     )
+
+
+def kernel_order(version: str) -> tuple[int, ...]:
+    """A kernel version as numbers, for ordering: 5.15.0-100 comes after 5.15.0-99."""
+    return tuple(int(part) for part in re.findall(r"\d+", version))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 from shared import json_input
 from shared.adapters.leases import LeaseLost, Leases, PoolLease
-from shared.adapters.ledger import FINAL, JobRecord, LedgerConflict, Tables
+from shared.adapters.ledger import FINAL, JobRecord, LedgerConflict, StateTooLarge, Tables
 from shared.adapters.queues import Queues
 from shared.adapters.storage import StorageAccount
 from shared.clock import Clock, clock_from_settings, visibility_timeout
@@ -516,6 +516,22 @@ def _run(services: Services, queue: str, job: Job, flow: Flow, lease: PoolLease 
             )
             log.error("Job %s (%s, pool %s) failed: %s", job.id, job.kind, job.pool, outcome.reason)
             return Handled("ran", job.id, "failed", outcome.reason)
+    except StateTooLarge as error:
+        # The job's state outgrew its ledger row: it cannot go on. Undo what it holds and end
+        # it, instead of a message retried into the poison queue and a job "running" for ever.
+        undone = _undo(flow, StepContext(job, pool, services, lease, now), dict(record.state))
+        log.error("Job %s (%s, pool %s) failed: %s", job.id, job.kind, job.pool, error)
+        with contextlib.suppress(LedgerConflict):
+            services.tables.update_job(
+                record,
+                status="failed",
+                state={},
+                error=str(error),
+                outcome={"aborted": undone},
+                updated_at=services.clock.now().isoformat(),
+                continuation=None,
+            )
+        return Handled("ran", job.id, "failed", str(error))
     except LeaseLost as error:
         # The lease expired under a step, which stopped before its write. Nothing newer than this
         # message's continuation was recorded, so the job resumes from it once the pool is free.

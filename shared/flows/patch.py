@@ -44,7 +44,9 @@ log = logging.getLogger("poolkeeper.patch")
 
 CHECK_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "patch_check.sh"
 CHECK_POLL = timedelta(seconds=20)
-CHECK_DEADLINE = timedelta(minutes=10)
+CHECK_DEADLINE = timedelta(minutes=30)
+CHECK_BATCH = 25
+HISTORY = 12  # steps kept per node in the job's state
 BLOCKED_RETRY = timedelta(minutes=1)
 KURED_LOCK = "weave.works/kured-node-lock"
 KURED_REBOOT_NEEDED = "weave.works/kured-most-recent-reboot-needed"
@@ -85,18 +87,34 @@ def _check(ctx: StepContext, state: dict[str, Any]) -> Outcome:
             "unschedulable": view.unschedulable,
             "claimed_by": _holder(view.claim),
         }
-    instances = Instances(ctx.services.scale_sets)
     for node in nodes.values():
-        if not (node["live"] and node["ready"]) or node["claimed_by"] or node["unschedulable"]:
-            continue  # the plan says why; checking it would not change that
+        # A node the plan leaves out anyway (and says why) is not checked.
+        node["to_check"] = bool(
+            node["live"] and node["ready"] and not node["claimed_by"] and not node["unschedulable"]
+        )
+    _start_checks(ctx, nodes)
+    started = {"nodes": nodes, "checks_since": ctx.now.isoformat()}
+    return Wait("await_checks", CHECK_POLL, state | started, reason="checking the nodes")
+
+
+def _start_checks(ctx: StepContext, nodes: dict[str, Any]) -> None:
+    """Start checks until CHECK_BATCH run at once: a large pool is checked in batches, so the
+    job's state (a token of kilobytes per running check) and the step stay small."""
+    instances = Instances(ctx.services.scale_sets)
+    running = sum("check_token" in n for n in nodes.values())
+    for node in nodes.values():
+        if running >= CHECK_BATCH:
+            return
+        if not node.pop("to_check", False):
+            continue
+        ctx.before_write()
         try:
             node["check_token"] = instances.begin_run_script(
                 ctx.pool.vmss_id, node["instance"], CHECK_SCRIPT.read_text()
             )
+            running += 1
         except AzureCallError as error:
             node["check_error"] = f"{error.code}: {error.message}"
-    started = {"nodes": nodes, "checks_since": ctx.now.isoformat()}
-    return Wait("await_checks", CHECK_POLL, state | started, reason="checking the nodes")
 
 
 def _holder(raw: str | None) -> str | None:
@@ -134,8 +152,12 @@ def _await_checks(ctx: StepContext, state: dict[str, Any]) -> Outcome:
             node["check_error"] = f"{found.code}: {found.message}"
         else:
             node["check_error"] = f"no answer within {CHECK_DEADLINE}"
-    if pending:
-        return Wait("await_checks", CHECK_POLL, state, reason=f"{pending} check(s) running")
+    _start_checks(ctx, nodes)
+    waiting = sum(bool(n.get("to_check")) for n in nodes.values())
+    if pending or waiting or any("check_token" in n for n in nodes.values()):
+        return Wait(
+            "await_checks", CHECK_POLL, state, reason=f"{pending} check(s) running, {waiting} to go"
+        )
     return _plan(ctx, state)
 
 
@@ -147,6 +169,9 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     for node in state["nodes"].values():
         found = kube.node(node["name"])
         annotations = found.annotations if found else {}
+        last = _time(annotations.get(patch_node.LAST_PATCHED))
+        # kured never clears its mark: it counts only when newer than our last patch.
+        kured = _time(annotations.get(KURED_REBOOT_NEEDED))
         candidates.append(
             PatchCandidate(
                 name=node["name"],
@@ -155,14 +180,14 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
                 ready=node["ready"] and node["live"],
                 unschedulable=node["unschedulable"],
                 claimed_by=node["claimed_by"],
-                last_patched=_time(annotations.get(patch_node.LAST_PATCHED)),
+                last_patched=last,
                 check=NodeCheck(**node["check"]) if "check" in node else None,
                 check_error=node.get("check_error"),
-                kured_reboot_needed=bool(annotations.get(KURED_REBOOT_NEEDED)),
+                kured_reboot_needed=kured is not None and (last is None or kured > last),
             )
         )
     plan = plan_patch(candidates, mode=ctx.pool.patch.mode, only=_params(ctx).nodes)
-    ctx.services.tables.put_patch_status(
+    ctx.services.tables.put_patch_checks(
         ctx.pool.name,
         {
             n["name"]: {"checked_at": ctx.now.isoformat()} | n.get("check", {})
@@ -175,16 +200,22 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         return Done({"dry_run": True} | described)
     if not plan.order:
         return Done(described | {"patched": {}, "note": "nothing to patch"})
+    # Only the nodes to patch go on in the state (the others' reasons are in the plan).
     return Next(
         "rollout",
         {
-            "nodes": state["nodes"],
+            "nodes": {n: _compact(state["nodes"][n]) for n in plan.order},
             "plan": described,
             "queue": list(plan.order),
             "active": [],
             "results": {},
         },
     )
+
+
+def _compact(node: dict[str, Any]) -> dict[str, Any]:
+    keep = ("name", "instance", "zone", "pending", "new_kernel")
+    return {k: node[k] for k in keep if k in node}
 
 
 def _time(value: str | None) -> datetime | None:
@@ -222,16 +253,21 @@ def _rollout(ctx: StepContext, state: dict[str, Any]) -> Outcome:
             return _report(ctx, state, stop)
         why_not = stop
     else:
-        why_not = _why_not_now(ctx, state)
+        why_not, name = _next_node(ctx, state)
     if why_not is None:
-        name = state["queue"].pop(0)
-        progress = patch_node.begin(ctx, owner, nodes[name])
+        # In `active` before anything is written: a step that raises mid-claim resumes it.
+        state["queue"].remove(name)
         state["active"].append(name)
-        _step(ctx, nodes[name], f"taken down: {nodes[name].get('phase', 'claim')}")
+        nodes[name]["phase"] = "claim"
+        progress = patch_node.advance(ctx, owner, nodes[name])
+        _step(ctx, nodes[name], f"taken down: {nodes[name]['phase']}")
         if progress.outcome is not None:
             results[name] = progress.outcome
             state["active"].remove(name)
             _step(ctx, nodes[name], progress.outcome)
+            if progress.halt:
+                state["halted"] = f"{name}: {progress.outcome}"
+                _notify_halt(ctx, name, progress.outcome)
         return Next("rollout", state)  # record the claim; the next round carries on
     state["waiting_for"] = why_not
     return Wait(
@@ -246,7 +282,9 @@ def _step(ctx: StepContext, node: dict[str, Any], what: str) -> None:
     """A node's step, in the ledger's notes and in the node's own history (kept in the job's
     state, so the ledger lists every node's steps however long the rollout)."""
     ctx.notes.append(f"{node['name']}: {what}")
-    node.setdefault("history", []).append(f"{ctx.now:%Y-%m-%dT%H:%M:%SZ} {what[:160]}")
+    history = node.setdefault("history", [])
+    history.append(f"{ctx.now:%Y-%m-%dT%H:%M:%SZ} {what[:160]}")
+    del history[1:-HISTORY]  # the first (taken down) and the last few
 
 
 def _why_stop(ctx: StepContext, state: dict[str, Any]) -> str | None:
@@ -260,23 +298,52 @@ def _why_stop(ctx: StepContext, state: dict[str, Any]) -> str | None:
     return None
 
 
-def _why_not_now(ctx: StepContext, state: dict[str, Any]) -> str | None:
-    """Why the next node does not go down yet, or None. These wait; they never fail the job."""
-    limit = _params(ctx).max_unavailable or ctx.pool.patch.max_unavailable
-    if len(state["active"]) >= limit:
-        return f"{limit} node(s) already out (max_unavailable)"
+def _next_node(ctx: StepContext, state: dict[str, Any]) -> tuple[str | None, str]:
+    """(why no node goes down now, or None; the node that may). These wait; they never fail
+    the job. A node held by its own pods waits while the nodes behind it go on."""
     nodes = state["nodes"]
-    name = state["queue"][0]
-    zones = {nodes[n]["zone"] for n in state["active"]}
-    if zones and nodes[name]["zone"] not in zones:
-        return f"one zone at a time: waiting for zone {sorted(map(str, zones))[0]} to finish"
-    held = _blockers(ctx, name)
+    out = _nodes_out(ctx, state)
+    # Nodes this rollout quarantined are reported and stay out, but do not stop it (AKS keeps a
+    # surge node for each); min_nodes and headroom below still count them as gone.
+    quarantined = {n for n, r in state["results"].items() if r.startswith("quarantined")}
+    counted = out - quarantined
+    limit = _params(ctx).max_unavailable or ctx.pool.patch.max_unavailable
+    if len(counted) >= limit:
+        names = ", ".join(sorted(counted))
+        return f"{len(counted)} node(s) out of service ({names}; max_unavailable {limit})", ""
+    held = _pool_blockers(ctx)
     if held:
-        return f"{name} held: " + "; ".join(held)
-    return _headroom(ctx, state, name)
+        return "; ".join(held), ""
+    zones = {nodes[n]["zone"] for n in state["active"]}
+    reasons = []
+    for name in state["queue"]:
+        if zones and nodes[name]["zone"] not in zones:
+            reasons.append(f"one zone at a time: {name} waits for its zone's turn")
+            continue
+        pods = ctx.services.kube.pods_matching(name, ctx.pool.patch.blocking_pod_selectors)
+        if pods:
+            reasons.append(f"{name} held: pods matching a blocking selector: {', '.join(pods[:5])}")
+            continue
+        short = _headroom(ctx, state, name, out)
+        return (short, "") if short else (None, name)
+    return "; ".join(reasons[:3]), ""
 
 
-def _blockers(ctx: StepContext, name: str) -> list[str]:
+def _nodes_out(ctx: StepContext, state: dict[str, Any]) -> set[str]:
+    """The pool's nodes out of service now, whoever took them out (this job, another job, an
+    operator, or a fault): cordoned, claimed or not Ready — from a fresh node list."""
+    truth = ctx.services.tables.pool_status(ctx.pool.name) or {}
+    pool_nodes = {v["node"] for v in (truth.get("instances") or {}).values() if v.get("node")}
+    pool_nodes |= set(state["nodes"])
+    out = set(state["active"])
+    for node in ctx.services.kube.nodes():
+        if node.name in pool_nodes and (node.unschedulable or node.claim or not node.ready):
+            out.add(node.name)
+    return out
+
+
+def _pool_blockers(ctx: StepContext) -> list[str]:
+    """What holds every node of the pool: a P1 on the group, kured's lock on one of them."""
     kube = ctx.services.kube
     group_p1 = any(
         a["alert"] == f"P1/group/{ctx.pool.node_group}" and a["state"] == "firing"
@@ -288,7 +355,7 @@ def _blockers(ctx: StepContext, name: str) -> list[str]:
     pool_nodes = {v["node"] for v in (truth.get("instances") or {}).values() if v.get("node")}
     return blockers(
         group_p1=group_p1,
-        blocking_pods=kube.pods_matching(name, ctx.pool.patch.blocking_pod_selectors),
+        blocking_pods=[],
         kured_lock_holders=_lock_holders(lock),
         pool_nodes=pool_nodes,
     )
@@ -308,23 +375,23 @@ def _lock_holders(raw: str | None) -> list[str]:
     ]
 
 
-def _headroom(ctx: StepContext, state: dict[str, Any], name: str) -> str | None:
-    """Can the pool take `name` out too? The live count after it (min_nodes) and its usage."""
+def _headroom(ctx: StepContext, state: dict[str, Any], name: str, out: set[str]) -> str | None:
+    """Can the pool take `name` out too, beside the nodes already `out`? The serving count
+    after it (min_nodes) and the hour's usage over the nodes that stay."""
     truth = ctx.services.tables.pool_status(ctx.pool.name) or {}
     live = (truth.get("counts") or {}).get("live", 0)
-    out = len(state["active"]) + 1
-    if live - out < ctx.pool.min_nodes:
-        return f"{live} live, {out} out would leave fewer than min_nodes {ctx.pool.min_nodes}"
+    serving = live - len(out) - 1
+    if serving < ctx.pool.min_nodes:
+        return (
+            f"{live} live, {len(out)} out: taking {name} too would leave {serving} serving, "
+            f"fewer than min_nodes {ctx.pool.min_nodes}"
+        )
     window, error = hourly_usage(ctx.services, ctx.pool, truth, ctx.now)
     if window is None:
         return f"headroom unknown: {error or 'no usage data'}"
-    instance = {n: v["instance"] for n, v in state["nodes"].items()}
-    return patch_headroom(
-        window.nodes,
-        [instance[n] for n in state["active"]],
-        instance[name],
-        pool_thresholds(ctx.pool),
-    )
+    instance = {v["node"]: k for k, v in (truth.get("instances") or {}).items() if v.get("node")}
+    away = [instance[n] for n in out if n in instance]
+    return patch_headroom(window.nodes, away, instance.get(name, name), pool_thresholds(ctx.pool))
 
 
 def _report(ctx: StepContext, state: dict[str, Any], why_stopped: str) -> Outcome:

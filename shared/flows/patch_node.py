@@ -18,15 +18,16 @@ from typing import Any
 from shared.adapters.instances import Instances, ScriptResult
 from shared.adapters.kube import LAST_PATCHED_ANNOTATION as LAST_PATCHED
 from shared.adapters.kube import SCALE_DOWN_DISABLED
-from shared.adapters.scaleset import AzureCallError, TemporaryAzureError
-from shared.decide.drain import DrainOptions
-from shared.decide.patching import DONE_MARKER
-from shared.flows.claims import Claimed, Owner, claim, release
+from shared.adapters.scaleset import AzureCallError, TemporaryAzureError, ThrottledError
+from shared.decide.drain import DrainOptions, plan_drain
+from shared.decide.patching import DONE_MARKER, kernel_order
+from shared.flows.claims import Claimed, Owner, claim, holds, release
 from shared.flows.drain import Drained, DrainFailed, DrainState, continue_drain, start_drain
 from shared.flows.jobs import StepContext
 
 PATCH_STATUS_LABEL = "poolkeeper.io/patch-status"
 POLL = timedelta(seconds=15)
+INSTALL_DEADLINE = timedelta(minutes=90)  # Azure's own limit for a run command
 INSTALL_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "patch_install.sh"
 
 
@@ -52,6 +53,8 @@ def begin(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
     if not isinstance(claimed, Claimed):
         return Progress(outcome=f"not patched: {claimed.reason}")
     node["boot_id"] = claimed.node.boot_id
+    # What was there before is put back at the end (someone else's "true" stays).
+    node["scale_down_disabled"] = claimed.node.annotations.get(SCALE_DOWN_DISABLED)
     kube.annotate(node["name"], {SCALE_DOWN_DISABLED: "true"})
     step = start_drain(
         kube,
@@ -96,9 +99,12 @@ def _undrainable(
     kube = ctx.services.kube
     why = f"{step.reason}: " + "; ".join(step.remaining[:5])
     ctx.before_write()
+    found = kube.node(node["name"])
+    if found is None or not holds(found, owner):  # someone took it back: theirs, untouched
+        return Progress(outcome=f"not patched: {why}; {release(kube, node['name'], owner)}")
     if ctx.pool.patch.undrainable == "quarantine":
         kube.label(node["name"], {PATCH_STATUS_LABEL: "quarantined"})
-        kube.annotate(node["name"], {SCALE_DOWN_DISABLED: None})
+        kube.annotate(node["name"], {SCALE_DOWN_DISABLED: node.get("scale_down_disabled")})
         released = release(kube, node["name"], owner, keep_cordoned=True)
         return Progress(
             outcome=f"quarantined (cordoned, labelled): drain failed: {why}; {released}"
@@ -108,10 +114,13 @@ def _undrainable(
 
 def _give_back(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> str:
     kube = ctx.services.kube
+    found = kube.node(node["name"])
+    if found is None or not holds(found, owner):
+        return release(kube, node["name"], owner)  # not ours (any more): says so, touches nothing
     try:
-        kube.annotate(node["name"], {SCALE_DOWN_DISABLED: None})
+        kube.annotate(node["name"], {SCALE_DOWN_DISABLED: node.get("scale_down_disabled")})
     except Exception as error:  # noqa: BLE001 - reported with the release
-        return f"annotation not removed ({error}); " + release(kube, node["name"], owner)
+        return f"annotation not restored ({error}); " + release(kube, node["name"], owner)
     return release(kube, node["name"], owner)
 
 
@@ -119,7 +128,23 @@ def _instances(ctx: StepContext) -> Instances:
     return Instances(ctx.services.scale_sets)
 
 
+def _still_ours(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> str | None:
+    """Why the node must not be worked on now: no longer ours, uncordoned, or pods back."""
+    found = ctx.services.kube.node(node["name"])
+    if found is None:
+        return "the node is gone"
+    if not holds(found, owner):
+        return "someone took the node back (its claim is gone)"
+    if not found.unschedulable:
+        return "someone uncordoned the node"
+    left = plan_drain(ctx.services.kube.pods_on(node["name"]), DrainOptions()).left()
+    return f"pods came back: {'; '.join(left[:3])}" if left else None
+
+
 def _install(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
+    if why := _still_ours(ctx, owner, node):
+        return _failed(ctx, owner, node, f"not installed: {why}")
+    node["installed"] = True
     return _start(
         ctx,
         owner,
@@ -143,7 +168,16 @@ def _start(
     ctx.before_write()
     try:
         node["token"] = begin()
+    except ThrottledError as error:  # refused before anything happened: ask again later
+        return Progress(delay=POLL) if _retry(node, ctx) else _failed(ctx, owner, node, error)
     except TemporaryAzureError as error:
+        # The answer was lost: the operation may be running. Never send it twice; a restart is
+        # judged by the node (a new boot, Ready), an install by its retry (Azure refuses a second
+        # script while one runs).
+        if then == "restarting":
+            node["phase"], node["since"] = "ready", ctx.now.isoformat()
+            node["note"] = f"restart answer lost ({error.code}): judged by the node's boot"
+            return STARTED
         return Progress(delay=POLL) if _retry(node, ctx) else _failed(ctx, owner, node, error)
     except AzureCallError as error:
         return _failed(ctx, owner, node, error)
@@ -161,6 +195,8 @@ def _installing(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progres
     if not isinstance(found, ScriptResult):
         if found.state == "Failed":
             return _failed(ctx, owner, node, f"the install failed: {found.code}: {found.message}")
+        if ctx.now - datetime.fromisoformat(node["since"]) > INSTALL_DEADLINE:
+            return _failed(ctx, owner, node, f"the install did not end within {INSTALL_DEADLINE}")
         return Progress(delay=POLL)
     node.pop("token", None)
     if DONE_MARKER not in found.stdout:
@@ -171,6 +207,8 @@ def _installing(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progres
 
 
 def _restart(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
+    if why := _still_ours(ctx, owner, node):
+        return _failed(ctx, owner, node, f"not restarted: {why}")
     return _start(
         ctx,
         owner,
@@ -189,9 +227,13 @@ def _restarting(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progres
         # The restart cannot be asked about: the node itself will tell (new boot, Ready).
         node["phase"], node["note"] = "ready", f"restart status unknown: {error.code}"
         return Progress(delay=POLL)
-    if not status.done:
+    ready_by = timedelta(minutes=ctx.pool.patch.ready_timeout_minutes)
+    if not status.done and ctx.now - datetime.fromisoformat(node["since"]) <= ready_by:
         return Progress(delay=POLL)
     node.pop("token", None)
+    if not status.done:  # the node, not the operation, has the last word (its deadline)
+        node["phase"] = "ready"
+        return Progress(delay=POLL)
     if status.state == "Failed":
         return _failed(ctx, owner, node, f"the restart failed: {status.code}: {status.message}")
     node["phase"] = "ready"
@@ -201,13 +243,13 @@ def _restarting(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progres
 def _ready(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
     """Back: Ready, on a new boot, running the kernel the updates brought (if any)."""
     found = ctx.services.kube.node(node["name"])
-    expected = node.get("new_kernel")
+    expected = node.get("new_kernel") if node.get("installed") else None
     if (
         found is not None
         and found.ready
         and found.boot_id
         and found.boot_id != node.get("boot_id")
-        and (not expected or found.kernel == expected)
+        and (not expected or kernel_order(found.kernel) >= kernel_order(expected))
     ):
         node["kernel"] = found.kernel
         node["phase"] = "soak"
@@ -261,6 +303,7 @@ def _failed(
 
 
 PHASES = {
+    "claim": lambda ctx, owner, node: begin(ctx, owner, node),
     "drain": _drain,
     "install": _install,
     "installing": _installing,

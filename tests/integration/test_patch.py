@@ -165,8 +165,8 @@ def test_a_pool_is_patched_end_to_end_within_its_budgets(sim: Simulator, azurite
     assert _cordoned(world) == []
     for name in after:  # the ledger lists each node's steps
         steps = [entry.split(" ", 1)[1] for entry in record.state["nodes"][name]["history"]]
-        assert steps[0] == "taken down: drain" and steps[-1].startswith("patched"), steps
-        assert steps[1:5] == ["installing", "restarting", "ready", "soak"], steps
+        assert steps[0].startswith("taken down") and steps[-1].startswith("patched"), steps
+        assert steps[-4:-1] == ["restarting", "ready", "soak"], steps
     shown = world.tables.patch_status(world.pool["name"])
     assert set(shown) == set(after) and all(v["kernel"] == OLD_KERNEL for v in shown.values())
     world.assert_truth()
@@ -205,16 +205,17 @@ def test_an_undrainable_node_is_skipped_or_quarantined_and_the_rollout_goes_on(
         ]
     }
     for policy in ("skip", "quarantine"):
+        # Four nodes: with one quarantined (gone, as far as headroom goes) two still serve.
         world, _ = _world(
             sim,
             azurite,
-            capacity=3,
+            capacity=4,
             workloads=workloads,
             patch={"undrainable": policy, "drain_timeout_minutes": 2},
         )
-        record = world.run("patch", timeout=60)
+        record = world.run("patch", timeout=90)
         assert record.status == "done", record.error
-        assert len(record.outcome["patched"]) == 2
+        assert len(record.outcome["patched"]) == 3
         why = record.outcome["not_patched"][stuck]
         node = world.pump.services.kube.node(stuck)
         assert node is not None and CLAIM_ANNOTATION not in node.annotations
@@ -238,7 +239,7 @@ def test_blockers_hold_the_rollout_until_they_clear(sim: Simulator, azurite: Any
     assert len(watch.claimed_order) == 3
 
 
-def test_a_pod_matching_a_blocking_selector_holds_its_node_until_it_is_gone(
+def test_a_pod_matching_a_blocking_selector_holds_its_node_until_it_is_gone_not_the_others(
     sim: Simulator, azurite: Any
 ) -> None:
     first = f"{VMSS}000000"
@@ -251,15 +252,22 @@ def test_a_pod_matching_a_blocking_selector_holds_its_node_until_it_is_gone(
         patch={"blocking_pod_selectors": ["app=database"]},
     )
     job_id = world.send("patch")
+    # The others go on; the held node waits for as long as the pod is there.
     held = world.drive(
-        "patch", job_id, lambda r: "blocking selector" in (r.steps[-1].get("reason") or "")
+        "patch",
+        job_id,
+        lambda r: (
+            "blocking selector" in (r.steps[-1].get("reason") or "") and not r.state["active"]
+        ),
+        timeout=90,
     )
-    assert held.status == "waiting" and watch.claimed_order == []
+    assert held.status == "waiting" and first not in watch.claimed_order
+    assert len(watch.claimed_order) == 2
     # Its owner moves the database away (the pod is deleted): the hold clears.
     world.pump.services.kube._core.delete_namespaced_pod("db", "default", grace_period_seconds=0)
     record = world.drive("patch", job_id, timeout=90)
     assert record.status == "done", record.error
-    assert watch.claimed_order[0] == first
+    assert watch.claimed_order[-1] == first and len(record.outcome["patched"]) == 3
 
 
 def test_a_window_that_closes_mid_rollout_takes_no_node_down_after_it(

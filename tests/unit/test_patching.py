@@ -48,18 +48,18 @@ def test_an_overnight_window_closes_the_next_morning() -> None:
     assert window_end(window, MONDAY_10) is None
 
 
-CHECK = """== kernel
+CHECK = """== upgrades
+Inst openssl [3.0.13-1] (3.0.13-2 Ubuntu:24.04/noble-updates [amd64])
+Inst linux-image-6.8.0-999-azure (6.8.0-999.1 Ubuntu:24.04/noble-updates [amd64])
+Inst linux-image-6.8.0-1017-azure (6.8.0-1017.1 Ubuntu:24.04/noble-updates [amd64])
+Inst linux-image-azure [6.8.0.1015.1] (6.8.0.1017.1 Ubuntu:24.04/noble-updates [amd64])
+2 upgraded, 2 newly installed, 0 to remove and 0 not upgraded.
+== kernel
 6.8.0-1015-azure
 == boot
 8ad2e9e8-16f3-5ff1-a23e-4a56a003b72b
 == reboot
 not-required
-== upgrades
-Reading package lists...
-Inst openssl [3.0.13-1] (3.0.13-2 Ubuntu:24.04/noble-updates [amd64])
-Inst linux-image-6.8.0-1017-azure (6.8.0-1017.1 Ubuntu:24.04/noble-updates [amd64])
-Inst linux-image-azure [6.8.0.1015.1] (6.8.0.1017.1 Ubuntu:24.04/noble-updates [amd64])
-2 upgraded, 1 newly installed, 0 to remove and 0 not upgraded.
 == done
 """
 
@@ -70,9 +70,16 @@ def test_a_check_is_read_by_its_sections() -> None:
         kernel="6.8.0-1015-azure",
         boot_id="8ad2e9e8-16f3-5ff1-a23e-4a56a003b72b",
         reboot_required=False,
-        pending=3,
-        new_kernel="6.8.0-1017-azure",  # the metapackage is not a kernel
+        pending=4,
+        new_kernel="6.8.0-1017-azure",  # by version, not by text; the metapackage is no kernel
     )
+
+
+def test_a_check_cut_to_its_last_4_kb_still_says_updates_are_pending() -> None:
+    cut = CHECK.split("\n", 3)[3]  # the header and the first lines are gone
+    check = parse_check(cut)
+    assert check.pending >= 1 and check.new_kernel is None  # no kernel is then expected
+    assert check.kernel == "6.8.0-1015-azure"
 
 
 def test_a_check_cut_short_is_not_read_as_up_to_date() -> None:
