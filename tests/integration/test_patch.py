@@ -270,6 +270,24 @@ def test_a_pod_matching_a_blocking_selector_holds_its_node_until_it_is_gone_not_
     assert watch.claimed_order[-1] == first and len(record.outcome["patched"]) == 3
 
 
+def test_kureds_lock_on_a_node_of_the_pool_holds_every_node(sim: Simulator, azurite: Any) -> None:
+    lock = json.dumps({"nodeID": f"{VMSS}000002", "metadata": {"unschedulable": False}})
+    workloads = {
+        "daemonsets": [
+            {"name": "kured", "annotations": {"weave.works/kured-node-lock": lock}},
+        ]
+    }
+    world, watch = _world(sim, azurite, capacity=3, workloads=workloads)
+    job_id = world.send("patch")
+    held = world.drive(
+        "patch",
+        job_id,
+        lambda r: "kured holds its reboot lock" in (r.steps[-1].get("reason") or ""),
+    )
+    assert held.status == "waiting" and watch.claimed_order == []
+    assert f"{VMSS}000002" in held.steps[-1]["reason"]
+
+
 def test_a_window_that_closes_mid_rollout_takes_no_node_down_after_it(
     sim: Simulator, azurite: Any
 ) -> None:
