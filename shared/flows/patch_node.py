@@ -54,7 +54,7 @@ def begin(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
         return Progress(outcome=f"not patched: {claimed.reason}")
     node["boot_id"] = claimed.node.boot_id
     # What was there before is put back at the end (someone else's "true" stays).
-    node["scale_down_disabled"] = claimed.node.annotations.get(SCALE_DOWN_DISABLED)
+    node.setdefault("scale_down_disabled", claimed.node.annotations.get(SCALE_DOWN_DISABLED))
     kube.annotate(node["name"], {SCALE_DOWN_DISABLED: "true"})
     step = start_drain(
         kube,
