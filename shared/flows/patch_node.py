@@ -282,6 +282,21 @@ def _soak(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
     ctx.before_write()
     ctx.services.kube.annotate(node["name"], {LAST_PATCHED: ctx.now.isoformat()})
     released = _give_back(ctx, owner, node)
+    # What the pool status shows for the node, until its next check.
+    ctx.services.tables.put_patch_checks(
+        ctx.pool.name,
+        {
+            node["name"]: {
+                "checked_at": ctx.now.isoformat(),
+                "kernel": found.kernel,
+                "boot_id": found.boot_id,
+                "reboot_required": False,
+                "pending": 0 if node.get("installed") else node.get("pending", 0),
+                "new_kernel": None,
+                "patched_at": ctx.now.isoformat(),
+            }
+        },
+    )
     return Progress(outcome=f"patched: kernel {found.kernel}, new boot; {released}")
 
 
