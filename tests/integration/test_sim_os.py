@@ -68,10 +68,11 @@ def test_check_install_restart_boots_the_newest_published_kernel(sim: Simulator)
     assert before.kernel_version == "6.8.0-1015-azure"
 
     check = run(sim, "1", (SCRIPTS / "patch_check.sh").read_text())
-    assert check.startswith("Enable succeeded: \n[stdout]\n== kernel\n6.8.0-1015-azure\n== boot\n")
-    assert f"\n{before.boot_id}\n== reboot\nnot-required\n== upgrades\n" in check
+    assert check.startswith("Enable succeeded: \n[stdout]\n== upgrades\n")
     assert "Inst linux-image-6.8.0-1017-azure (6.8.0-1017.1 Ubuntu:24.04/noble-updates" in check
-    assert "3 upgraded, 1 newly installed, 0 to remove and 0 not upgraded.\n== done\n" in check
+    assert "3 upgraded, 1 newly installed, 0 to remove and 0 not upgraded.\n== kernel\n" in check
+    assert f"== kernel\n6.8.0-1015-azure\n== boot\n{before.boot_id}\n" in check
+    assert "== reboot\nnot-required\n== done\n" in check
     assert check.endswith("\n[stderr]\n\n")
     assert os_of(sim, "1")["pending_updates"] == 4
 
