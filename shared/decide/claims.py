@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,9 +30,15 @@ class Claim:
     kind: str
     at: str
     was_unschedulable: bool  # restored on release: an operator's cordon stays
+    # Annotations the job set while it held the node, with what was there before (None: none);
+    # put back on release, whoever releases (the job, or reconcile after it ended).
+    restore: dict[str, str | None] = field(default_factory=dict)
 
     def encode(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        data = asdict(self)
+        if not self.restore:
+            del data["restore"]
+        return json.dumps(data, separators=(",", ":"))
 
 
 UNREADABLE = Claim(job="?", kind="unreadable", at="", was_unschedulable=True)
@@ -47,11 +53,19 @@ def parse_claim(raw: str | None) -> Claim | None:
         return None
     try:
         data: Any = json.loads(raw)
+        if not isinstance(data, dict):
+            return UNREADABLE
+        restore = data.get("restore") or {}
+        if not isinstance(restore, dict) or not all(
+            isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in restore.items()
+        ):
+            return UNREADABLE
         claim = Claim(
             job=str(data["job"]),
             kind=str(data.get("kind", "")),
             at=str(data.get("at", "")),
             was_unschedulable=bool(data.get("was_unschedulable", False)),
+            restore=dict(restore),
         )
     except (ValueError, TypeError, KeyError):
         return UNREADABLE

@@ -10,7 +10,7 @@ cannot both win a node.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from shared.adapters.kube import CLAIM_ANNOTATION, DRAINING_ANNOTATION, Kube, Node, NodeChanged
@@ -94,7 +94,7 @@ def release(kube: Kube, name: str, owner: Owner, *, keep_cordoned: bool = False)
             try:
                 kube.patch_if_unchanged(
                     node,
-                    annotations={CLAIM_ANNOTATION: None, DRAINING_ANNOTATION: None},
+                    annotations={CLAIM_ANNOTATION: None, DRAINING_ANNOTATION: None} | found.restore,
                     unschedulable=cordoned,
                 )
             except NodeChanged:
@@ -107,6 +107,26 @@ def release(kube: Kube, name: str, owner: Owner, *, keep_cordoned: bool = False)
         return f"node {name} kept changing; claim not released"
     except Exception as error:  # noqa: BLE001 - the caller records why (invariant 9)
         return f"could not release {name}: {type(error).__name__}: {error}"
+
+
+def mark(kube: Kube, name: str, owner: Owner, annotations: dict[str, str]) -> str | None:
+    """Set annotations on a node `owner` holds, remembering in the claim what was there, so that
+    any release puts it back. Why not, if it could not."""
+    for _ in range(ATTEMPTS):
+        node = kube.node(name)
+        found = parse_claim(node.claim) if node is not None else None
+        if node is None or found is None or found.job != owner.job:
+            return f"node {name} is not held by {owner.job}"
+        before = {k: node.annotations.get(k) for k in annotations if k not in found.restore}
+        claim_now = replace(found, restore=found.restore | before)
+        try:
+            kube.patch_if_unchanged(
+                node, annotations={CLAIM_ANNOTATION: claim_now.encode(), **annotations}
+            )
+        except NodeChanged:
+            continue
+        return None
+    return f"node {name} kept changing; not marked"
 
 
 def release_all(kube: Kube, names: list[str], owner: Owner) -> dict[str, str]:

@@ -21,7 +21,7 @@ from shared.adapters.kube import SCALE_DOWN_DISABLED
 from shared.adapters.scaleset import AzureCallError, TemporaryAzureError, ThrottledError
 from shared.decide.drain import DrainOptions, plan_drain
 from shared.decide.patching import DONE_MARKER, kernel_order
-from shared.flows.claims import Claimed, Owner, claim, holds, release
+from shared.flows.claims import Claimed, Owner, claim, holds, mark, release
 from shared.flows.drain import Drained, DrainFailed, DrainState, continue_drain, start_drain
 from shared.flows.jobs import StepContext
 
@@ -53,9 +53,11 @@ def begin(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
     if not isinstance(claimed, Claimed):
         return Progress(outcome=f"not patched: {claimed.reason}")
     node["boot_id"] = claimed.node.boot_id
-    # What was there before is put back at the end (someone else's "true" stays).
-    node.setdefault("scale_down_disabled", claimed.node.annotations.get(SCALE_DOWN_DISABLED))
-    kube.annotate(node["name"], {SCALE_DOWN_DISABLED: "true"})
+    # The claim remembers what was there, and any release puts it back (someone else's "true"
+    # stays; ours goes, even when reconcile releases the node after this job ended).
+    why_not = mark(kube, node["name"], owner, {SCALE_DOWN_DISABLED: "true"})
+    if why_not:
+        return Progress(outcome=f"not patched: {why_not}; {release(kube, node['name'], owner)}")
     step = start_drain(
         kube,
         node["name"],
@@ -104,7 +106,6 @@ def _undrainable(
         return Progress(outcome=f"not patched: {why}; {release(kube, node['name'], owner)}")
     if ctx.pool.patch.undrainable == "quarantine":
         kube.label(node["name"], {PATCH_STATUS_LABEL: "quarantined"})
-        kube.annotate(node["name"], {SCALE_DOWN_DISABLED: node.get("scale_down_disabled")})
         released = release(kube, node["name"], owner, keep_cordoned=True)
         return Progress(
             outcome=f"quarantined (cordoned, labelled): drain failed: {why}; {released}"
@@ -113,15 +114,8 @@ def _undrainable(
 
 
 def _give_back(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> str:
-    kube = ctx.services.kube
-    found = kube.node(node["name"])
-    if found is None or not holds(found, owner):
-        return release(kube, node["name"], owner)  # not ours (any more): says so, touches nothing
-    try:
-        kube.annotate(node["name"], {SCALE_DOWN_DISABLED: node.get("scale_down_disabled")})
-    except Exception as error:  # noqa: BLE001 - reported with the release
-        return f"annotation not restored ({error}); " + release(kube, node["name"], owner)
-    return release(kube, node["name"], owner)
+    # The release puts back what the claim found: cordon and scale-down-disabled alike.
+    return release(ctx.services.kube, node["name"], owner)
 
 
 def _instances(ctx: StepContext) -> Instances:

@@ -237,3 +237,25 @@ def test_a_claim_poolkeeper_did_not_write_is_left_alone_and_does_not_stop_reconc
     assert _claim_of(world, X) == odd
     refused = world.run("drain", {"node": W})
     assert refused.status == "failed" and "claimed by unreadable job ?" in refused.error
+
+
+def test_a_release_puts_back_the_annotations_the_job_set_even_when_reconcile_releases(
+    sim: Simulator, azurite: Any
+) -> None:
+    from shared.adapters.kube import SCALE_DOWN_DISABLED
+    from shared.flows.claims import mark
+
+    world = _world(sim, azurite)
+    kube = world.pump.services.kube
+    now = world.pump.services.clock.now()
+    kube.annotate(Z, {SCALE_DOWN_DISABLED: "true"})  # someone else's, before any job
+    ended = world.run("drain", {"node": W, "dry_run": True})
+    for node in (W, Z):
+        owner = Owner(ended.id, "patch")
+        assert isinstance(claim(kube, node, owner, now), Claimed)
+        assert mark(kube, node, owner, {SCALE_DOWN_DISABLED: "true"}) is None
+        assert kube.node(node).annotations[SCALE_DOWN_DISABLED] == "true"
+    assert world.run("reconcile").status == "done"  # the job has ended: its claims go
+    assert SCALE_DOWN_DISABLED not in kube.node(W).annotations  # ours, removed
+    assert kube.node(Z).annotations[SCALE_DOWN_DISABLED] == "true"  # theirs, kept
+    assert not _unschedulable(world, W) and not _unschedulable(world, Z)

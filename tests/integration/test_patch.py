@@ -56,6 +56,8 @@ class Watch:
         return Watched(kube._core.api_client)
 
     def claimed(self, name: str) -> None:
+        if name in self.out:  # the claim rewritten (e.g. to remember an annotation it set)
+            return
         self.out.add(name)
         self.claimed_order.append(name)
         self.most_out = max(self.most_out, len(self.out))
