@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from shared.adapters.kube import CLAIM_ANNOTATION, DRAINING_ANNOTATION, Kube, Node, NodeChanged
 from shared.decide.claims import Claim, parse_claim
@@ -28,6 +29,11 @@ class Owner:
 
     job: str
     kind: str
+
+    @classmethod
+    def of(cls, job: Any) -> Owner:
+        """The owner a job signs its claims as (a `shared.jobs.Job`)."""
+        return cls(job.id, job.kind.value)
 
 
 @dataclass(frozen=True)

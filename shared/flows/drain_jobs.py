@@ -25,16 +25,12 @@ def _params(ctx: StepContext) -> DrainParams:
     return params
 
 
-def _owner(ctx: StepContext) -> Owner:
-    return Owner(ctx.job.id, ctx.job.kind.value)
-
-
 def _drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     params = _params(ctx)
     kube = ctx.services.kube
     options = DrainOptions(delete_emptydir_data=params.delete_emptydir_data, force=params.force)
     if state:
-        step = continue_drain(kube, DrainState(**state), now=ctx.now, owner=_owner(ctx))
+        step = continue_drain(kube, DrainState(**state), now=ctx.now, owner=Owner.of(ctx.job))
     else:
         node = kube.node(params.node)
         if node is None:
@@ -56,13 +52,13 @@ def _drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
                 }
             )
         ctx.before_write()
-        claimed = claim(kube, params.node, _owner(ctx), ctx.now)
+        claimed = claim(kube, params.node, Owner.of(ctx.job), ctx.now)
         if not isinstance(claimed, Claimed):
             return Fail(f"refused: {claimed.reason}", {"holder": claimed.holder})
         step = start_drain(
             kube,
             params.node,
-            owner=_owner(ctx),
+            owner=Owner.of(ctx.job),
             now=ctx.now,
             timeout=timedelta(seconds=params.timeout_seconds),
             options=options,
@@ -73,7 +69,7 @@ def _drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         return Next("hand_back", {"drained": {"evicted": step.evicted, "skipped": step.skipped}})
     if isinstance(step, DrainFailed):
         ctx.before_write()
-        released = release(kube, params.node, _owner(ctx))
+        released = release(kube, params.node, Owner.of(ctx.job))
         return Fail(
             f"drain of {params.node} failed: {step.reason}",
             {"remaining": step.remaining, "released": released},
@@ -86,7 +82,7 @@ def _hand_back(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     not: a claim left behind would let reconcile restore the node as the claim found it."""
     node = _params(ctx).node
     ctx.before_write()
-    handed = release(ctx.services.kube, node, _owner(ctx), keep_cordoned=True)
+    handed = release(ctx.services.kube, node, Owner.of(ctx.job), keep_cordoned=True)
     if handed.startswith("could not") or "kept changing" in handed:
         return Wait("hand_back", HAND_BACK_RETRY, state, reason=handed, error="NodeWriteFailed")
     return Done(state["drained"] | {"node": handed})
@@ -94,7 +90,7 @@ def _hand_back(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 
 def _abort(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
     node = _params(ctx).node
-    return {node: release(ctx.services.kube, node, _owner(ctx))}
+    return {node: release(ctx.services.kube, node, Owner.of(ctx.job))}
 
 
 register(

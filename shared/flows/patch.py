@@ -24,6 +24,7 @@ from shared.decide.claims import parse_claim
 from shared.decide.counting import InstanceState
 from shared.decide.patching import (
     CheckUnreadable,
+    NodeCheck,
     PatchCandidate,
     blockers,
     in_window,
@@ -34,7 +35,7 @@ from shared.decide.patching import (
 )
 from shared.flows import patch_node
 from shared.flows.capacity import hourly_usage, pool_thresholds
-from shared.flows.claims import Owner
+from shared.flows.claims import Owner, release_all
 from shared.flows.jobs import Flow, StepContext, enqueue, register
 from shared.flows.retries import temporary_wait
 from shared.flows.truth import read_truth
@@ -56,10 +57,6 @@ def _params(ctx: StepContext) -> PatchParams:
     params = ctx.job.typed_params()
     assert isinstance(params, PatchParams)
     return params
-
-
-def _owner(ctx: StepContext) -> Owner:
-    return Owner(ctx.job.id, ctx.job.kind.value)
 
 
 def _check(ctx: StepContext, state: dict[str, Any]) -> Outcome:
@@ -162,8 +159,6 @@ def _await_checks(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 
 
 def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
-    from shared.decide.patching import NodeCheck
-
     kube = ctx.services.kube
     candidates = []
     for node in state["nodes"].values():
@@ -227,7 +222,7 @@ def _time(value: str | None) -> datetime | None:
 
 def _rollout(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """Advance every node in flight; take more nodes down while allowed; report at the end."""
-    owner = _owner(ctx)
+    owner = Owner.of(ctx.job)
     nodes: dict[str, Any] = state["nodes"]
     results: dict[str, str] = state["results"]
     delays: list[timedelta] = []
@@ -302,7 +297,9 @@ def _next_node(ctx: StepContext, state: dict[str, Any]) -> tuple[str | None, str
     """(why no node goes down now, or None; the node that may). These wait; they never fail
     the job. A node held by its own pods waits while the nodes behind it go on."""
     nodes = state["nodes"]
-    out = _nodes_out(ctx, state)
+    truth = ctx.services.tables.pool_status(ctx.pool.name) or {}  # read once for this round
+    pool_nodes = {v["node"] for v in (truth.get("instances") or {}).values() if v.get("node")}
+    out = _nodes_out(ctx, state, pool_nodes | set(nodes))
     # Nodes this rollout quarantined are reported and stay out, but do not stop it (AKS keeps a
     # surge node for each); min_nodes and headroom below still count them as gone.
     quarantined = {n for n, r in state["results"].items() if r.startswith("quarantined")}
@@ -311,7 +308,7 @@ def _next_node(ctx: StepContext, state: dict[str, Any]) -> tuple[str | None, str
     if len(counted) >= limit:
         names = ", ".join(sorted(counted))
         return f"{len(counted)} node(s) out of service ({names}; max_unavailable {limit})", ""
-    held = _pool_blockers(ctx)
+    held = _pool_blockers(ctx, pool_nodes)
     if held:
         return "; ".join(held), ""
     zones = {nodes[n]["zone"] for n in state["active"]}
@@ -324,17 +321,14 @@ def _next_node(ctx: StepContext, state: dict[str, Any]) -> tuple[str | None, str
         if pods:
             reasons.append(f"{name} held: pods matching a blocking selector: {', '.join(pods[:5])}")
             continue
-        short = _headroom(ctx, state, name, out)
+        short = _headroom(ctx, truth, name, out)
         return (short, "") if short else (None, name)
     return "; ".join(reasons[:3]), ""
 
 
-def _nodes_out(ctx: StepContext, state: dict[str, Any]) -> set[str]:
+def _nodes_out(ctx: StepContext, state: dict[str, Any], pool_nodes: set[str]) -> set[str]:
     """The pool's nodes out of service now, whoever took them out (this job, another job, an
     operator, or a fault): cordoned, claimed or not Ready — from a fresh node list."""
-    truth = ctx.services.tables.pool_status(ctx.pool.name) or {}
-    pool_nodes = {v["node"] for v in (truth.get("instances") or {}).values() if v.get("node")}
-    pool_nodes |= set(state["nodes"])
     out = set(state["active"])
     for node in ctx.services.kube.nodes():
         if node.name in pool_nodes and (node.unschedulable or node.claim or not node.ready):
@@ -342,7 +336,7 @@ def _nodes_out(ctx: StepContext, state: dict[str, Any]) -> set[str]:
     return out
 
 
-def _pool_blockers(ctx: StepContext) -> list[str]:
+def _pool_blockers(ctx: StepContext, pool_nodes: set[str]) -> list[str]:
     """What holds every node of the pool: a P1 on the group, kured's lock on one of them."""
     kube = ctx.services.kube
     group_p1 = any(
@@ -351,8 +345,6 @@ def _pool_blockers(ctx: StepContext) -> list[str]:
     )
     namespace, daemonset = ctx.pool.patch.kured_daemonset.split("/", 1)
     lock = kube.daemonset_annotation(namespace, daemonset, KURED_LOCK)
-    truth = ctx.services.tables.pool_status(ctx.pool.name) or {}
-    pool_nodes = {v["node"] for v in (truth.get("instances") or {}).values() if v.get("node")}
     return blockers(
         group_p1=group_p1,
         blocking_pods=[],
@@ -375,10 +367,9 @@ def _lock_holders(raw: str | None) -> list[str]:
     ]
 
 
-def _headroom(ctx: StepContext, state: dict[str, Any], name: str, out: set[str]) -> str | None:
+def _headroom(ctx: StepContext, truth: dict[str, Any], name: str, out: set[str]) -> str | None:
     """Can the pool take `name` out too, beside the nodes already `out`? The serving count
     after it (min_nodes) and the hour's usage over the nodes that stay."""
-    truth = ctx.services.tables.pool_status(ctx.pool.name) or {}
     live = (truth.get("counts") or {}).get("live", 0)
     serving = live - len(out) - 1
     if serving < ctx.pool.min_nodes:
@@ -423,12 +414,8 @@ def _notify_halt(ctx: StepContext, name: str, outcome: str) -> None:
 
 
 def _abort(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
-    """Giving up: every node in flight is given back (uncordoned, annotation removed)."""
-    owner = _owner(ctx)
-    return {
-        name: patch_node._give_back(ctx, owner, state["nodes"][name])
-        for name in state.get("active", [])
-    }
+    """Giving up: every node in flight is given back as its claim found it."""
+    return release_all(ctx.services.kube, list(state.get("active", [])), Owner.of(ctx.job))
 
 
 register(

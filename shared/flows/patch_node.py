@@ -110,12 +110,7 @@ def _undrainable(
         return Progress(
             outcome=f"quarantined (cordoned, labelled): drain failed: {why}; {released}"
         )
-    return Progress(outcome=f"skipped: drain failed: {why}; {_give_back(ctx, owner, node)}")
-
-
-def _give_back(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> str:
-    # The release puts back what the claim found: cordon and scale-down-disabled alike.
-    return release(ctx.services.kube, node["name"], owner)
+    return Progress(outcome=f"skipped: drain failed: {why}; {release(kube, node['name'], owner)}")
 
 
 def _instances(ctx: StepContext) -> Instances:
@@ -275,7 +270,7 @@ def _soak(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
         return Progress(delay=min(POLL * 4, until - ctx.now))
     ctx.before_write()
     ctx.services.kube.annotate(node["name"], {LAST_PATCHED: ctx.now.isoformat()})
-    released = _give_back(ctx, owner, node)
+    released = release(ctx.services.kube, node["name"], owner)
     # What the pool status shows for the node, until its next check.
     ctx.services.tables.put_patch_checks(
         ctx.pool.name,
@@ -306,9 +301,8 @@ def _failed(
     """The node did not make it: give it back, say why, and halt the rollout."""
     why = error if isinstance(error, str) else f"{error.code}: {error.message}"
     ctx.before_write()
-    return Progress(
-        outcome=f"failed in {node['phase']}: {why}; {_give_back(ctx, owner, node)}", halt=True
-    )
+    released = release(ctx.services.kube, node["name"], owner)
+    return Progress(outcome=f"failed in {node['phase']}: {why}; {released}", halt=True)
 
 
 PHASES = {

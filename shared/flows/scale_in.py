@@ -36,10 +36,6 @@ POLL = timedelta(seconds=15)
 DRAIN_TIMEOUT = timedelta(minutes=15)
 
 
-def _owner(ctx: StepContext) -> Owner:
-    return Owner(ctx.job.id, ctx.job.kind.value)
-
-
 def _force(ctx: StepContext) -> bool:
     params = ctx.job.typed_params()
     return isinstance(params, ScaleParams) and params.force_delete
@@ -48,7 +44,7 @@ def _force(ctx: StepContext) -> bool:
 def drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """Claim (which cordons) and drain every victim; resumable round by round."""
     kube = ctx.services.kube
-    owner = _owner(ctx)
+    owner = Owner.of(ctx.job)
     nodes: list[str] = state["plan"]["nodes"]
     claimed: list[str] = list(state.get("claimed", []))
     for node in nodes:
@@ -128,7 +124,7 @@ def _deletable(
     """Of `candidates` (present, steady victims), those that may be deleted now, and why each
     other one may not: its node's claim, cordon and pods, then the min-size guard."""
     by_id = {i.instance_id: i for i in truth.state.instances}
-    owner = _owner(ctx)
+    owner = Owner.of(ctx.job)
     held_back = {
         v: why
         for v in candidates
@@ -192,7 +188,7 @@ def delete(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     names = _names(state)
     present = [v for v in plan["victims"] if v in by_id]
     pending, held_back = _deletable(ctx, truth, present, names)
-    released = release_all(ctx.services.kube, [names[v] for v in held_back], _owner(ctx))
+    released = release_all(ctx.services.kube, [names[v] for v in held_back], Owner.of(ctx.job))
     state = state | {"held_back": held_back, "released": released}
     if not pending:
         if gone:  # someone else deleted them: record how that ended
@@ -295,7 +291,7 @@ def settle_step(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     if found.doubtful:
         before = state
         pending, held_back = _deletable(ctx, truth, found.doubtful, names)
-        released = release_all(ctx.services.kube, [names[v] for v in held_back], _owner(ctx))
+        released = release_all(ctx.services.kube, [names[v] for v in held_back], Owner.of(ctx.job))
         state = state | {
             "resent": True,
             "seen_before_resend": sorted(seen),
@@ -311,7 +307,9 @@ def settle_step(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     if held:
         return Wait("settle", POLL, state, reason=held)
     ctx.before_write()
-    uncordon = release_all(ctx.services.kube, [names[v] for v in found.survivors], _owner(ctx))
+    uncordon = release_all(
+        ctx.services.kube, [names[v] for v in found.survivors], Owner.of(ctx.job)
+    )
     outcome |= {"survivors": found.survivors, "uncordoned": uncordon}
     error = state.get("error")
     if error:
@@ -351,7 +349,7 @@ def abort(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
     if not state.get("deleted"):
         # Every victim, not only those recorded as claimed: a step that raised may have claimed
         # more before it could say so. `release` leaves alone what this job does not hold.
-        return release_all(ctx.services.kube, list(plan.get("nodes", [])), _owner(ctx))
+        return release_all(ctx.services.kube, list(plan.get("nodes", [])), Owner.of(ctx.job))
     try:
         truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
     except Exception as error:  # noqa: BLE001 - reported; reconcile reads it again

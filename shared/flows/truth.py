@@ -89,18 +89,15 @@ def read_truth(
                 "computer_name": i.computer_name,
                 "state": o.state.value,
                 "node": matching.pairs.get(i.instance_id),
-                "kernel": views[matching.pairs[i.instance_id]].kernel
-                if i.instance_id in matching.pairs
-                else None,
-                "last_patched": views[matching.pairs[i.instance_id]].last_patched
-                if i.instance_id in matching.pairs
-                else None,
+                "kernel": view.kernel if view else None,
+                "last_patched": view.last_patched if view else None,
                 "latest_model": i.latest_model,
                 "zone": i.zone,
                 "failure": i.failure,
             }
             for i in state.instances
             for o in [observations[i.instance_id]]
+            for view in [views.get(matching.pairs.get(i.instance_id, ""))]
         },
         "observations": {
             k: {"state": v.state.value, "since": v.since.isoformat()}
