@@ -50,6 +50,11 @@ def job(kind: str, pool: str, params: dict[str, Any] | None = None, **extra: Any
     } | extra
 
 
+class WorkerKilled(BaseException):
+    """A test's way to kill the worker mid-step: no `except Exception` in the product catches
+    it, and the Pump treats the message as a dead worker's."""
+
+
 @dataclass
 class Pump:
     """Delivers queue messages to `handle` like the host: success deletes, failure releases."""
@@ -67,7 +72,13 @@ class Pump:
         client = self.services.queues._queue(self.queue(kind))
         handled = []
         for message in client.receive_messages(max_messages=16, visibility_timeout=60):
-            handled.append(handle(self.services, self.queue(kind), message.content))
+            try:
+                handled.append(handle(self.services, self.queue(kind), message.content))
+            except WorkerKilled:
+                # The worker died: its message is neither deleted nor finished, and comes back
+                # shortly, like one whose visibility ran out.
+                client.update_message(message, visibility_timeout=1)
+                continue
             client.delete_message(message)
         return handled
 

@@ -6,6 +6,7 @@ a capacity write only ever raising), then passes it through unchanged.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -19,7 +20,7 @@ from shared.adapters.scaleset import ScaleSets, ThrottleGate
 from shared.adapters.storage import StorageAccount
 from shared.clock import clock_from_settings
 from shared.config import load_config
-from shared.flows.jobs import Services
+from shared.flows.jobs import Services, handle
 from tests.jobs_support import Pump, job, settings_for
 from tests.simulator import RG, SUBSCRIPTION, Simulator, scale_set, scenario
 
@@ -179,6 +180,14 @@ class World:
                 return record
             time.sleep(0.05)
         raise AssertionError(f"job {job_id} never got there: {self.tables.job(job_id)}")
+
+    def deliver_once(self, kind: str, params: dict[str, Any] | None = None) -> str:
+        """A new job's first delivery straight through the runner (not through the queue): no
+        message of another job is delivered meanwhile, so the order does not depend on timing.
+        Its continuation stays queued until the test drives the queue."""
+        message = job(kind, self.pool["name"], params)
+        handle(self.pump.services, self.pump.queue(kind), json.dumps(message))
+        return str(message["id"])
 
     def run(
         self, kind: str, params: dict[str, Any] | None = None, *, timeout: float = 30

@@ -14,8 +14,6 @@ import pytest
 from shared.adapters.kube import CLAIM_ANNOTATION, NodeChanged
 from shared.decide.claims import Claim
 from shared.flows.claims import Claimed, Owner, Refused, claim, release
-from shared.flows.jobs import handle
-from tests.jobs_support import job
 from tests.simulator import STOPPED, Simulator
 from tests.truth_support import World, make_world
 
@@ -62,14 +60,6 @@ def _world(sim: Simulator, azurite: Any, **extra: Any) -> World:
     )
 
 
-def _deliver_once(world: World, kind: str, params: dict[str, Any]) -> Any:
-    """Run one new job's message straight through the runner (not through the queue), so no
-    message of another job is delivered meanwhile: the order does not depend on timing."""
-    message = job(kind, world.pool["name"], params)
-    handle(world.pump.services, world.pump.queue(kind), json.dumps(message))
-    return world.tables.job(message["id"])
-
-
 def _unschedulable(world: World, name: str) -> bool:
     return bool(world.cluster()[name]["unschedulable"])
 
@@ -90,7 +80,7 @@ def test_a_second_scale_in_naming_a_claimed_node_is_refused_and_the_first_delete
     first = world.drive("scale", a, lambda r: r.status == "waiting" and r.step == "drain")
     assert set(first.state["claimed"]) == {X, Y}
     assert _claim_of(world, X)["job"] == a
-    b = _deliver_once(world, "scale", {"nodes": [X, Z]})
+    b = world.tables.job(world.deliver_once("scale", {"nodes": [X, Z]}))
     assert b.status == "failed" and "claimed" in b.error and a in b.error
     assert _unschedulable(world, X) and _claim_of(world, X)["job"] == a  # untouched by B
     assert not _unschedulable(world, Z)  # B never got as far as touching Z

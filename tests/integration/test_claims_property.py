@@ -19,18 +19,13 @@ from hypothesis import strategies as st
 
 from shared.adapters.kube import CLAIM_ANNOTATION, Kube, Node
 from shared.adapters.ledger import FINAL
-from shared.flows.jobs import handle
-from tests.jobs_support import job
+from tests.jobs_support import WorkerKilled, job
 from tests.simulator import Simulator
 from tests.truth_support import CANNOT_ALLOCATE, DELETE, World, make_world
 
 VMSS = "aks-race-51515151-vmss"
 NODES = [f"{VMSS}{n:06d}" for n in range(7)]
 BARE = NODES[6]  # runs a pod without a controller: every drain of it fails
-
-
-class WorkerKilled(BaseException):
-    """The worker process dies: no `except Exception` in the product catches it."""
 
 
 class KillingKube(Kube):
@@ -97,20 +92,6 @@ def _world(sim: Simulator, azurite: Any) -> World:
         },
         latencies={"delete": 30},
     )
-
-
-def _deliver(world: World, kind: str) -> None:
-    """One round of `kind` messages, as the host delivers them; a killed worker's message is
-    neither deleted nor finished: it comes back shortly, like one whose lease ran out."""
-    queue = world.pump.queue(kind)
-    client = world.pump.services.queues._queue(queue)
-    for message in client.receive_messages(max_messages=8, visibility_timeout=30):
-        try:
-            handle(world.pump.services, queue, message.content)
-        except WorkerKilled:
-            client.update_message(message, visibility_timeout=1)
-            continue
-        client.delete_message(message)
 
 
 @settings(
@@ -186,7 +167,7 @@ def test_claims_hold_under_concurrent_scale_ins_drains_cordons_faults_and_kills(
                 operator.set_unschedulable(found.name, False)
                 cordoned_by_operator.discard(found.name)
             continue
-        _deliver(world, order.choice(["scale", "drain", "reconcile"]))
+        world.pump.once(order.choice(["scale", "drain", "reconcile"]))
         time.sleep(0.02)
     records = {j: world.tables.job(j) for j in jobs}
     unfinished = {

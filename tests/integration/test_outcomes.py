@@ -14,8 +14,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from shared.decide.writes import write_mark
-from shared.flows.jobs import handle
-from tests.jobs_support import job
 from tests.simulator import Simulator
 from tests.truth_support import CANNOT_ALLOCATE, DELETE, UPDATE, World, make_world
 
@@ -39,14 +37,6 @@ def _world(sim: Simulator, azurite: Any, **extra: Any) -> World:
 
 def _fault(world: World, **fault: Any) -> None:
     world.sim.post("faults", {"scale_set": VMSS} | fault)
-
-
-def _deliver_once(world: World, kind: str, params: dict[str, Any]) -> str:
-    """One new job's first delivery straight through the runner; its continuation stays queued
-    until the test drives the queue, so the order of jobs does not depend on timing."""
-    message = job(kind, world.pool["name"], params)
-    handle(world.pump.services, world.pump.queue(kind), json.dumps(message))
-    return str(message["id"])
 
 
 @contextmanager
@@ -188,7 +178,7 @@ def test_a_scale_up_whose_write_failed_adds_its_own_delta_on_top_of_anothers(
     world = _world(sim, azurite)
     assert world.run("reconcile").status == "done"
     _fault(world, operation=UPDATE, kind="error", status=500, count=1)
-    u1 = _deliver_once(world, "scale", {"delta": 2})  # plans 7, its write gets a 500
+    u1 = world.deliver_once("scale", {"delta": 2})  # plans 7, its write gets a 500
     assert world.tables.job(u1).state["sent"]["capacity"] == 7
     with _held(world, u1):
         u2 = world.run("scale", {"delta": 2})  # raises capacity to 7 meanwhile
@@ -209,7 +199,7 @@ def test_a_scale_in_between_a_failed_write_and_its_replan_does_not_overshoot(
     world = _world(sim, azurite)
     assert world.run("reconcile").status == "done"
     _fault(world, operation=UPDATE, kind="error", status=500, count=1)
-    u1 = _deliver_once(world, "scale", {"delta": 2})
+    u1 = world.deliver_once("scale", {"delta": 2})
     with _held(world, u1):
         assert world.run("scale", {"delta": -1}).status == "done"
     assert sim.scale_set_state(VMSS)["capacity"] == 4

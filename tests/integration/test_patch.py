@@ -18,6 +18,7 @@ import requests
 from shared.adapters.kube import CLAIM_ANNOTATION, Kube, Node
 from shared.adapters.ledger import AlertLog
 from shared.patch_config import Window
+from tests.jobs_support import WorkerKilled
 from tests.simulator import Simulator
 from tests.truth_support import World, make_world
 
@@ -371,9 +372,6 @@ def test_a_worker_killed_during_the_reboot_wait_resumes_without_a_second_restart
     killed = {"left": 1}
     real = instances.Instances.restart_status
 
-    class WorkerKilled(BaseException):
-        pass
-
     def dies_once(self: Any, vmss_id: str, instance_id: str, token: str) -> Any:
         if killed["left"]:
             killed["left"] -= 1
@@ -382,27 +380,7 @@ def test_a_worker_killed_during_the_reboot_wait_resumes_without_a_second_restart
 
     instances.Instances.restart_status = dies_once  # type: ignore[method-assign]
     try:
-        job_id = world.send("patch")
-        queue = world.pump.queue("patch")
-        client = world.pump.services.queues._queue(queue)
-        from shared.flows.jobs import handle
-
-        deadline = timedelta(seconds=90).total_seconds()
-        import time
-
-        end = time.monotonic() + deadline
-        while time.monotonic() < end:
-            for message in client.receive_messages(max_messages=4, visibility_timeout=30):
-                try:
-                    handle(world.pump.services, queue, message.content)
-                except WorkerKilled:
-                    client.update_message(message, visibility_timeout=1)
-                    continue
-                client.delete_message(message)
-            record = world.tables.job(job_id)
-            if record is not None and record.status in ("done", "failed"):
-                break
-            time.sleep(0.05)
+        record = world.run("patch", timeout=90)
     finally:
         instances.Instances.restart_status = real  # type: ignore[method-assign]
     assert killed["left"] == 0, (record.status, record.error, record.outcome, record.steps[-3:])
