@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from shared.image_config import IMAGE_ALLOWED, ImageSettings
 from shared.patch_config import PATCH_ALLOWED, PatchSettings, Window
 
 POOLS_SETTING = "POOLKEEPER_POOLS"
@@ -60,6 +61,7 @@ _ALLOWED = {
     "max_nodes": f"a whole number from 1 to {MAX_SCALE_SET_SIZE} (the scale set instance limit)",
     "capacity": "an object with capacity settings (docs/capacity.md)",
     "patch": "an object with patch settings (docs/patching.md)",
+    "image": "an object with image settings (docs/images.md)",
 }
 
 
@@ -118,6 +120,7 @@ class CapacitySettings(BaseModel):
 _SECTIONS: dict[str, tuple[type[BaseModel], Mapping[str, str]]] = {
     "capacity": (CapacitySettings, _CAPACITY_ALLOWED),
     "patch": (PatchSettings, PATCH_ALLOWED),
+    "image": (ImageSettings, IMAGE_ALLOWED),
 }
 
 
@@ -133,6 +136,7 @@ class Pool(BaseModel):
     max_nodes: Annotated[StrictInt, Field(ge=1, le=MAX_SCALE_SET_SIZE)]
     capacity: CapacitySettings = CapacitySettings()
     patch: PatchSettings = PatchSettings()
+    image: ImageSettings = ImageSettings()
 
     @field_validator("name", "vmss_id", "node_group")
     @classmethod

@@ -1,0 +1,246 @@
+"""Pure rules of image jobs: which node is the donor (Kamino's filters, and why each other node is
+not), the name of a new version, which versions may go, whether a scale set may be re-imaged at
+all, and whether a canary proved the new version.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+_VERSION_ID = re.compile(
+    r"^(?P<gallery>/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/"
+    r"galleries/[^/]+)/images/(?P<image>[^/]+)(/versions/(?P<version>[^/]+))?$",
+    re.IGNORECASE,
+)
+AKS_TAG_PREFIX = "aks-managed-"
+
+
+@dataclass(frozen=True)
+class DonorCandidate:
+    """A node of the pool as donor selection sees it."""
+
+    name: str
+    instance_id: str | None
+    live: bool  # its instance is live (Succeeded, running)
+    ready: bool
+    ready_since: datetime | None
+    unschedulable: bool
+    claimed_by: str | None  # a job's claim
+    reboot_pending: bool
+    last_patched: datetime | None
+    ignored: bool  # carries the pool's ignore annotation
+
+
+@dataclass(frozen=True)
+class DonorPlan:
+    """The donor (or None), the candidates longest Ready first, and why every other node is out."""
+
+    donor: str | None
+    candidates: tuple[str, ...]
+    excluded: Mapping[str, str] = field(default_factory=dict)
+    relaxed: bool = False  # the patch-date filter was dropped: the image is older than allowed
+    why_none: str | None = None
+
+
+def _why_not(
+    node: DonorCandidate, *, now: datetime, image_built_at: datetime | None, min_ready: timedelta
+) -> tuple[str | None, str | None]:
+    """(why the node can never be the donor, why only the patch-date filter keeps it out)."""
+    if node.instance_id is None or not node.live:
+        return "its instance is not live in the scale set", None
+    if node.ignored:
+        return "it carries the ignore annotation", None
+    if node.claimed_by:
+        return f"claimed by job {node.claimed_by}", None
+    if node.unschedulable:
+        return "cordoned", None
+    if not node.ready:
+        return "not Ready", None
+    ready_for = now - node.ready_since if node.ready_since else timedelta(0)
+    if ready_for < min_ready:
+        return f"Ready for {_minutes(ready_for)}, less than {_minutes(min_ready)}", None
+    if node.reboot_pending:
+        return "a reboot is pending", None
+    if node.last_patched is None:
+        return None, "never patched by Poolkeeper (no last-patched annotation)"
+    if image_built_at is not None and node.last_patched <= image_built_at:
+        return None, (
+            f"last patched {node.last_patched:%Y-%m-%d %H:%M}Z, not after the current image "
+            f"({image_built_at:%Y-%m-%d %H:%M}Z)"
+        )
+    return None, None
+
+
+def _minutes(span: timedelta) -> str:
+    return f"{int(span.total_seconds() // 60)} min"
+
+
+def choose_donor(
+    nodes: Iterable[DonorCandidate],
+    *,
+    now: datetime,
+    image_built_at: datetime | None,
+    min_ready: timedelta,
+    min_candidates: int,
+    max_image_age: timedelta | None,
+) -> DonorPlan:
+    """Kamino's selection: nodes that pass every filter, longest Ready first; the first is the
+    donor when there are at least `min_candidates`. When too few pass and the current image is
+    older than `max_image_age` (or not ours, so of unknown age), the patch-date filter is
+    dropped. `image_built_at` None means the scale set runs an image Poolkeeper did not make."""
+    nodes = list(nodes)
+    hard: dict[str, str] = {}
+    soft: dict[str, str] = {}
+    for node in nodes:
+        never, patch = _why_not(node, now=now, image_built_at=image_built_at, min_ready=min_ready)
+        if never:
+            hard[node.name] = never
+        elif patch:
+            soft[node.name] = patch
+    by_ready = {n.name: n.ready_since or now for n in nodes}
+    passing = sorted((n for n in by_ready if n not in hard and n not in soft), key=by_ready.get)
+    old = max_image_age is not None and (
+        image_built_at is None or now - image_built_at > max_image_age
+    )
+    relaxed = len(passing) < min_candidates and old and bool(soft)
+    if relaxed:
+        passing = sorted((n for n in by_ready if n not in hard), key=by_ready.get)
+        soft = {}
+    excluded = hard | soft
+    if len(passing) < min_candidates:
+        why = (
+            f"{len(passing)} candidate(s), fewer than min_candidates {min_candidates}"
+            if passing
+            else "no node passes the donor filters"
+        )
+        return DonorPlan(None, tuple(passing), excluded, relaxed, why)
+    return DonorPlan(passing[0], tuple(passing), excluded, relaxed)
+
+
+def version_name(now: datetime, existing: Iterable[str]) -> str:
+    """`YYYY.MMDD.HHMMSS`: three 32-bit integers as Azure requires, sortable by time, and unique
+    even for two runs a day (a clash moves the last part up)."""
+    taken = {version_key(name) for name in existing}
+    patch = now.hour * 10000 + now.minute * 100 + now.second
+    while (now.year, now.month * 100 + now.day, patch) in taken:
+        patch += 1
+    return f"{now.year}.{now.month * 100 + now.day}.{patch}"
+
+
+def version_key(name: str) -> tuple[int, ...]:
+    """A version name as numbers, for ordering (1.10.0 after 1.9.0); unreadable ones first."""
+    try:
+        return tuple(int(part) for part in name.split("."))
+    except ValueError:
+        return ()
+
+
+def versions_to_prune(versions: Sequence[str], *, keep: int, protected: Iterable[str]) -> list[str]:
+    """The oldest versions beyond the `keep` newest, never a `protected` one (the version in use
+    and the one before it, the rollback target)."""
+    ordered = sorted(versions, key=version_key, reverse=True)
+    spare = set(protected)
+    return [v for v in ordered[keep:] if v not in spare]
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A gallery image reference: a pinned version, or a definition (its latest version)."""
+
+    gallery_id: str
+    image: str
+    version: str | None
+
+    @property
+    def definition_id(self) -> str:
+        return f"{self.gallery_id}/images/{self.image}"
+
+
+def parse_image_ref(image_id: str | None) -> ImageRef | None:
+    """The gallery, definition and version of an imageReference id; None for other images."""
+    found = _VERSION_ID.match(image_id or "")
+    if found is None:
+        return None
+    return ImageRef(found["gallery"], found["image"], found["version"])
+
+
+def model_change_refusal(
+    tags: Mapping[str, str], upgrade_mode: str | None, *, allow_upgrade_policy: bool
+) -> str | None:
+    """Why Poolkeeper must not change this scale set's model, or None."""
+    aks = sorted(k for k in tags if k.lower().startswith(AKS_TAG_PREFIX))
+    if aks:
+        return (
+            f"the scale set is managed by AKS (tags {', '.join(aks[:3])}): AKS reverts model "
+            "changes; use AKS's node image upgrade instead (az aks nodepool upgrade "
+            "--node-image-only, or the NodeImage auto-upgrade channel)"
+        )
+    mode = (upgrade_mode or "Manual").lower()
+    if mode in ("automatic", "rolling") and not allow_upgrade_policy:
+        return (
+            f"the scale set's upgrade policy is {upgrade_mode}: Azure would roll every instance "
+            "onto the new image before the canary proves it; set the policy to Manual, or set "
+            "image.allow_upgrade_policy: true in the pool's config to accept that"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class CanaryNode:
+    """The canary's node as the check sees it."""
+
+    name: str
+    ready: bool
+    boot_id: str
+    machine_id: str
+    kernel: str
+
+
+@dataclass(frozen=True)
+class CanaryVerdict:
+    state: Literal["proven", "waiting", "failed"]
+    reason: str
+
+
+def judge_canary(
+    node: CanaryNode | None,
+    *,
+    donor_kernel: str,
+    others: Mapping[str, tuple[str, str]],
+    deadline: datetime,
+    now: datetime,
+) -> CanaryVerdict:
+    """Did the canary boot the new version as a healthy, distinct node? Ready by `deadline`, a
+    boot id and machine-id of its own (`others`: node name -> (boot id, machine-id) of every
+    other node), and the donor's kernel. A shared machine-id fails at once: such a node never
+    settles (Kamino's issue #22)."""
+    if node is None:
+        if now < deadline:
+            return CanaryVerdict("waiting", "the canary's node has not registered yet")
+        return CanaryVerdict("failed", f"the canary's node never registered by {deadline:%H:%M}Z")
+    if node.machine_id:
+        twins = sorted(n for n, (_, mid) in others.items() if mid == node.machine_id)
+        if twins:
+            return CanaryVerdict(
+                "failed",
+                f"machine-id {node.machine_id} is shared with {', '.join(twins[:3])}: the image "
+                "kept its donor's identity",
+            )
+    if not node.ready:
+        if now < deadline:
+            return CanaryVerdict("waiting", f"{node.name} is not Ready yet")
+        return CanaryVerdict("failed", f"{node.name} was not Ready by {deadline:%H:%M}Z")
+    if not node.boot_id or any(boot == node.boot_id for boot, _ in others.values()):
+        return CanaryVerdict("failed", f"{node.name} has no boot id of its own")
+    if not node.machine_id:
+        return CanaryVerdict("failed", f"{node.name} reports no machine-id")
+    if node.kernel != donor_kernel:
+        return CanaryVerdict(
+            "failed",
+            f"{node.name} runs kernel {node.kernel or '?'}, not the donor's {donor_kernel}",
+        )
+    return CanaryVerdict("proven", f"{node.name} Ready on kernel {node.kernel}, its own identity")
