@@ -9,13 +9,14 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
 from shared.adapters.ledger import Tables
 from shared.adapters.queues import Queues
 from shared.adapters.storage import INTAKE_OPTIONS, StorageUnavailable, unavailable_as_error
-from shared.config import PoolNotFound
+from shared.config import Pool, PoolNotFound
 from shared.flows import (  # noqa: F401 - they register their flows
     downscale,
     drain_jobs,
@@ -141,14 +142,31 @@ def pools(name: str | None) -> tuple[int, Any]:
     for pool in names:
         record = svc.tables.pool_status(pool)
         found.append(
-            (
-                public_status(record)
-                if record
-                else {"pool": pool, "read_at": None, "note": "not reconciled yet"}
-            )
+            _configured(svc.config.pool(pool))
+            | (public_status(record) if record else _not_reconciled(svc.settings))
             | {"patch_checks": svc.tables.patch_status(pool)}
         )
     return 200, (found[0] if name is not None else {"pools": found})
+
+
+def _configured(pool: Pool) -> dict[str, Any]:
+    """The pool's allow-list entry, shown whether or not it was reconciled yet."""
+    return {
+        "pool": pool.name,
+        "vmss_id": pool.vmss_id,
+        "node_group": pool.node_group,
+        "min_nodes": pool.min_nodes,
+        "max_nodes": pool.max_nodes,
+    }
+
+
+def _not_reconciled(settings: Mapping[str, str]) -> dict[str, Any]:
+    schedule = settings.get("RECONCILE_SCHEDULE") or "its schedule"
+    return {
+        "read_at": None,
+        "note": f"not reconciled yet: the reconcile timer runs on {schedule} (RECONCILE_SCHEDULE), "
+        "or submit a reconcile job",
+    }
 
 
 def alerts(body: bytes, signature: str | None) -> tuple[int, dict[str, Any]]:

@@ -380,6 +380,26 @@ def test_pools_show_the_truth_recorded_by_the_last_reconcile(
     before = world.get(f"pools/{world.pool}")
     assert before.status_code == 200
     assert before.json()["read_at"] is None and "not reconciled" in before.json()["note"]
+    # Before any reconcile a newcomer already sees the allow-list: what may be touched, and how far.
+    allowed = {
+        p["pool"]: {k: p[k] for k in ("vmss_id", "node_group", "min_nodes", "max_nodes")}
+        for p in world.get("pools").json()["pools"]
+    }
+    assert allowed == {
+        world.pool: {
+            "vmss_id": _vmss_id(VMSS),
+            "node_group": "apps",
+            "min_nodes": 3,
+            "max_nodes": 8,
+        },
+        world.spare: {
+            "vmss_id": _vmss_id(OTHER_VMSS),
+            "node_group": "spare",
+            "min_nodes": 1,
+            "max_nodes": 4,
+        },
+    }
+    assert "RECONCILE_SCHEDULE" in before.json()["note"]
 
     # A scale-up whose instance fails to provision leaves something to report.
     sim.post(
@@ -420,6 +440,7 @@ def test_pools_show_the_truth_recorded_by_the_last_reconcile(
     assert by_name[world.pool]["read_at"] == status["read_at"]
     assert by_name[world.pool]["counts"] == status["counts"]
     assert by_name[world.spare]["read_at"] is None  # never reconciled: said so, not invented
+    assert by_name[world.pool]["min_nodes"] == 3 and by_name[world.pool]["node_group"] == "apps"
 
     missing = world.get("pools/no-such-pool")
     assert missing.status_code == 404
