@@ -1,4 +1,5 @@
-"""Runs Azurite (the npm package pinned in package.json) in memory on loopback free ports.
+"""Runs Azurite (the npm package pinned in package.json) in memory on loopback free ports, or
+on disk in `location` (so a restart comes back with its data, as the chaos suite needs).
 
 Used by `local.stack` and by the test fixtures; always stopped by its context manager.
 """
@@ -20,8 +21,11 @@ KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr
 class Azurite:
     """An Azurite process with blob, queue and table services; use it as a context manager."""
 
-    def __init__(self, host: str = "127.0.0.1", log: Path | None = None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", log: Path | None = None, location: Path | None = None
+    ) -> None:
         self.host = host
+        self.location = location
         self.ports = {"blob": free_port(host), "queue": free_port(host), "table": free_port(host)}
         self._log = log
         self._process: subprocess.Popen[bytes] | None = None
@@ -50,7 +54,10 @@ class Azurite:
         binary = ROOT / "node_modules" / ".bin" / "azurite"
         if not binary.exists():
             raise FileNotFoundError(f"{binary} is missing: run `npm ci` in {ROOT}")
-        args = [str(binary), "--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck"]
+        persistence = (
+            ["--location", str(self.location)] if self.location else ["--inMemoryPersistence"]
+        )
+        args = [str(binary), *persistence, "--disableTelemetry", "--skipApiVersionCheck"]
         for service, port in self.ports.items():
             args += [f"--{service}Host", self.host, f"--{service}Port", str(port)]
         output = open(self._log, "ab") if self._log else subprocess.DEVNULL  # noqa: SIM115
@@ -68,6 +75,14 @@ class Azurite:
             self.stop()
             raise
         return self
+
+    def restart(self, timeout: float = 30.0) -> None:
+        """Stop (SIGTERM: Azurite saves its data) and start again on the same ports, so clients
+        keep their connection string. Only meaningful with a `location`."""
+        if self.location is None:
+            raise ValueError("an in-memory Azurite loses its data on restart; give it a location")
+        self.stop()
+        self._start(timeout)
 
     def stop(self) -> None:
         if self._process is not None:
