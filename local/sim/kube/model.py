@@ -163,7 +163,8 @@ class Cluster:
     def _note_removal(self, scale_set: Any, instance: Any) -> None:
         """Record the node of an instance that goes for good, as it is at that moment: was it
         cordoned, and which pods a drain would have had to move were still on it (a pod whose
-        grace period has ended by now counts as gone, whether or not the loop caught up)."""
+        grace period has ended by now counts as gone, whether or not the loop caught up), and how
+        many active instances the scale set keeps."""
         name = instance.computer_name
         node = self.store["nodes"].get(("", name))
         now = self.world.now()
@@ -185,6 +186,12 @@ class Cluster:
                 "node": name if node is not None else None,
                 "unschedulable": bool(node and node["spec"].get("unschedulable")),
                 "pods": left,
+                # Instances of the scale set that stay, neither going nor failed: no pool may
+                # be taken below its minimum by a delete, wherever that delete lands.
+                "active_after": sum(
+                    other is not instance and other.provisioning not in ("Deleting", "Failed")
+                    for other in scale_set.instances.values()
+                ),
             }
         )
 
