@@ -35,6 +35,7 @@ class JobKind(StrEnum):
     RECONCILE = "reconcile"
     DOWNSCALE_REVIEW = "downscale_review"
     PATCH = "patch"
+    REPAIR = "repair"
 
 
 # Default queue per kind; each can be renamed by the setting named here.
@@ -45,6 +46,8 @@ QUEUES: dict[JobKind, tuple[str, str]] = {
     # Reviews only read and recommend, like reconciles: they share that queue.
     JobKind.DOWNSCALE_REVIEW: ("POOLKEEPER_RECONCILE_QUEUE", "reconcile-jobs"),
     JobKind.PATCH: ("POOLKEEPER_PATCH_QUEUE", "patch-jobs"),
+    # Repairs delete, replace and restart instances under the pool's lease, like scale jobs.
+    JobKind.REPAIR: ("POOLKEEPER_SCALE_QUEUE", "scale-jobs"),
 }
 
 
@@ -109,12 +112,22 @@ class PatchParams(Strict):
     dry_run: StrictBool = False
 
 
+class RepairParams(Strict):
+    """Repair one instance (`instance`) or node (`node`) of the pool, or, naming neither, the
+    pool's most urgent problem; reconcile enqueues these with both set."""
+
+    instance: str | None = Field(default=None, pattern=r"^[0-9]{1,9}$")
+    node: NodeName | None = None
+    dry_run: StrictBool = False
+
+
 PARAMS: dict[JobKind, type[Strict]] = {
     JobKind.SCALE: ScaleParams,
     JobKind.DRAIN: DrainParams,
     JobKind.RECONCILE: ReconcileParams,
     JobKind.DOWNSCALE_REVIEW: ReviewParams,
     JobKind.PATCH: PatchParams,
+    JobKind.REPAIR: RepairParams,
 }
 
 
@@ -213,8 +226,9 @@ def job_schema() -> dict[str, Any]:
     }
     schema["description"] = (
         "One envelope for every job. `params` must match `<kind>_params` in $defs. "
-        "Send each kind to its queue: scale to scale-jobs, drain to drain-jobs, reconcile and "
-        "downscale_review to reconcile-jobs, patch to patch-jobs (names are settings)."
+        "Send each kind to its queue: scale and repair to scale-jobs, drain to drain-jobs, "
+        "reconcile and downscale_review to reconcile-jobs, patch to patch-jobs (names are "
+        "settings)."
     )
     return schema
 
