@@ -27,6 +27,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from shared.image_config import IMAGE_ALLOWED, ImageSettings
 from shared.patch_config import PATCH_ALLOWED, PatchSettings, Window
+from shared.repair_config import REPAIR_ALLOWED, RepairSettings
 
 POOLS_SETTING = "POOLKEEPER_POOLS"
 POOLS_FILE_SETTING = "POOLKEEPER_POOLS_FILE"
@@ -62,6 +63,7 @@ _ALLOWED = {
     "capacity": "an object with capacity settings (docs/capacity.md)",
     "patch": "an object with patch settings (docs/patching.md)",
     "image": "an object with image settings (docs/images.md)",
+    "repair": 'an object with repair settings, or "off" (docs/repair.md)',
 }
 
 
@@ -121,6 +123,7 @@ _SECTIONS: dict[str, tuple[type[BaseModel], Mapping[str, str]]] = {
     "capacity": (CapacitySettings, _CAPACITY_ALLOWED),
     "patch": (PatchSettings, PATCH_ALLOWED),
     "image": (ImageSettings, IMAGE_ALLOWED),
+    "repair": (RepairSettings, REPAIR_ALLOWED),
 }
 
 
@@ -137,6 +140,7 @@ class Pool(BaseModel):
     capacity: CapacitySettings = CapacitySettings()
     patch: PatchSettings = PatchSettings()
     image: ImageSettings = ImageSettings()
+    repair: RepairSettings = RepairSettings()
 
     @field_validator("name", "vmss_id", "node_group")
     @classmethod
