@@ -91,6 +91,22 @@ def get_pools(req: func.HttpRequest) -> func.HttpResponse:
     return _json(body, status)
 
 
+@app.route(route="dashboard/{pool?}", methods=["GET"])
+def dashboard(req: func.HttpRequest) -> func.HttpResponse:
+    """The status page: every pool, or one in full; HTML, `?code=` works for a browser."""
+    from shared.flows import api, dashboard
+
+    page = dashboard.page(
+        api.intake(),
+        req.route_params.get("pool"),
+        key=req.params.get("code"),
+        accept=req.headers.get("accept", ""),
+    )
+    return func.HttpResponse(
+        page.body, status_code=page.status, mimetype=page.content_type, charset="utf-8"
+    )
+
+
 @app.route(route="alerts", methods=["POST"])
 def alerts(req: func.HttpRequest) -> func.HttpResponse:
     """Azure Monitor (common alert schema) and Alertmanager (v4) webhooks."""

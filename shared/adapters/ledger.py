@@ -165,6 +165,9 @@ def _record(entity: Any) -> JobRecord:
     )
 
 
+_LISTED = ("kind", "status", "step", "error", "requested_by", "created_at", "updated_at")
+
+
 class Tables:
     """The three tables, created on first use."""
 
@@ -237,6 +240,28 @@ class Tables:
                 raise LedgerConflict(f"job {record.id} changed under us") from error
             raise
         return replace(updated, etag=metadata["etag"])
+
+    def recent_jobs(
+        self, pool: str, since: datetime, *, except_kind: str = "", limit: int = 20
+    ) -> list[dict[str, Any]]:
+        """The pool's newest jobs created since `since` (of another kind than `except_kind`,
+        unless failed), without their state: what the status page lists."""
+        found = self._table(JOBS_TABLE).query_entities(
+            "PartitionKey eq 'job' and pool eq @pool and created_at ge @since"
+            " and ( kind ne @kind or status eq 'failed' )",
+            parameters={"pool": pool, "since": since.isoformat(), "kind": except_kind},
+            select=[*_LISTED, "RowKey", "steps", "outcome"],
+        )
+        jobs = [
+            {key: e.get(key) for key in _LISTED}
+            | {
+                "id": e["RowKey"],
+                "steps": json.loads(e["steps"]),
+                "outcome": json.loads(e["outcome"]) if e.get("outcome") else None,
+            }
+            for e in found
+        ]
+        return sorted(jobs, key=lambda job: job["created_at"], reverse=True)[:limit]
 
     # -- rejections --------------------------------------------------------------------------------
 
@@ -533,6 +558,10 @@ class DailySummaries:
                 row[f"{name}_sum"] += value
                 row[f"{name}_n"] += 1
                 row[f"{name}_peak"] = max(row[f"{name}_peak"], value)
+                # The hour's latest 1 h average, for the status page's 24 h chart.
+                by_hour = json.loads(row.get(f"{name}_by_hour") or "null") or [None] * 24
+                by_hour[hour] = round(value, 2)
+                row[f"{name}_by_hour"] = json.dumps(by_hour)
         self._table().upsert_entity(row, mode=UpdateMode.REPLACE)
 
     def put(self, pool: str, day: str, summary: dict[str, Any]) -> None:
@@ -566,6 +595,8 @@ class DailySummaries:
                     "memory_avg": avg("memory"),
                     "memory_peak": peak("memory"),
                     "largest_node_share": row["largest_node_share"],
+                    "cpu_by_hour": json.loads(row.get("cpu_by_hour") or "null"),
+                    "memory_by_hour": json.loads(row.get("memory_by_hour") or "null"),
                 }
             )
         return sorted(found, key=lambda d: d["day"])

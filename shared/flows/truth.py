@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.adapters.history import CountHistory
 from shared.config import Pool
 from shared.decide.claims import parse_claim
 from shared.decide.counting import (
@@ -91,6 +92,8 @@ def read_truth(
                 "node": matching.pairs.get(i.instance_id),
                 "kernel": view.kernel if view else None,
                 "last_patched": view.last_patched if view else None,
+                "ready": view.ready if view else None,
+                "cordoned": view.unschedulable if view else None,
                 "latest_model": i.latest_model,
                 "zone": i.zone,
                 "failure": i.failure,
@@ -124,6 +127,7 @@ def read_truth(
     if lease is not None:
         lease.check()  # a step that lost the pool must not overwrite a newer holder's record
     services.tables.put_pool_status(pool.name, record)
+    CountHistory(services.tables).note(pool.name, record, now)
     if drifts:
         log.warning("Pool %s drift: %s", pool.name, "; ".join(d.detail for d in drifts))
     return Truth(state, nodes, record)

@@ -1,0 +1,69 @@
+"""The status page's HTML from the Jinja2 templates in shared/templates/. Pure: views in, text out.
+
+Every value is escaped (autoescape): names, reasons and errors come from Azure, Kubernetes and
+job submitters. Links are absolute under /api and carry the caller's `code` so a browser that
+opened the page with `?code=` can follow them.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from shared.dashboard.view import PoolView
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+ROUTE_PREFIX = "/api"  # host.json's extensions.http.routePrefix
+
+
+@functools.cache
+def _environment() -> Any:
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+    return Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=StrictUndefined,  # a misspelt field is an error in the tests, not a blank
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def _context(now: datetime, pool_names: Sequence[str], key: str | None) -> dict[str, Any]:
+    suffix = f"?code={quote(key, safe='')}" if key else ""
+
+    def link(path: str) -> str:
+        return f"{ROUTE_PREFIX}/{quote(path, safe='/')}{suffix}"
+
+    return {
+        "now": f"{now.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC",
+        "pool_names": list(pool_names),
+        "link": link,
+    }
+
+
+def overview_page(pools: Sequence[PoolView], now: datetime, *, key: str | None = None) -> str:
+    """Every pool's summary: tiles, alerts and the counts chart."""
+    names = [p.name for p in pools]
+    template = _environment().get_template("overview.html.j2")
+    return template.render(pools=pools, **_context(now, names, key))
+
+
+def pool_page(
+    pool: PoolView, now: datetime, pool_names: Sequence[str], *, key: str | None = None
+) -> str:
+    """One pool in full: nodes, jobs, charts and image lineage."""
+    template = _environment().get_template("pool_page.html.j2")
+    return template.render(pool=pool, **_context(now, pool_names, key))
+
+
+def error_page(
+    status: int, message: str, now: datetime, pool_names: Sequence[str], *, key: str | None = None
+) -> str:
+    """A 4xx/5xx answer for a browser, saying what is wrong and linking the pools."""
+    template = _environment().get_template("error.html.j2")
+    return template.render(status=status, message=message, **_context(now, pool_names, key))
