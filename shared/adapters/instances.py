@@ -1,8 +1,9 @@
-"""Compute calls on single scale-set instances: run a shell script (run command v1) and restart
-— each an LRO started without waiting, then asked once per step by its continuation token.
+"""Compute calls on single scale-set instances: run a shell script (run command v1), restart and
+reimage — each an LRO started without waiting, then asked once per step by its continuation token.
 
-The patch flow calls it; it shares the scale-set adapter's clients, Retry-After gate and error
-mapping (`ScaleSets._call`), so throttling is obeyed across every Compute call (invariant 10).
+The patch and repair flows call it; it shares the scale-set adapter's clients, Retry-After gate
+and error mapping (`ScaleSets._call`), so throttling is obeyed across every Compute call
+(invariant 10).
 """
 
 from __future__ import annotations
@@ -80,11 +81,18 @@ class Instances:
 
     def begin_restart(self, vmss_id: str, instance_id: str) -> str:
         """Restart one instance (a graceful OS reboot); the LRO's continuation token."""
+        return self._begin("restart", vmss_id, instance_id)
+
+    def begin_reimage(self, vmss_id: str, instance_id: str) -> str:
+        """Reimage one instance (a new OS disk from its own model, then a boot); the LRO's
+        continuation token."""
+        return self._begin("reimage", vmss_id, instance_id)
+
+    def _begin(self, action: Literal["restart", "reimage"], vmss_id: str, instance_id: str) -> str:
         ref = _ref(vmss_id)
-        with self._scale_sets._call("restart", ref, [instance_id]) as compute:
-            poller = compute.virtual_machine_scale_set_vms.begin_restart(
-                ref.resource_group, ref.name, instance_id, polling=_no_wait_polling()()
-            )
+        with self._scale_sets._call(action, ref, [instance_id]) as compute:
+            begin = getattr(compute.virtual_machine_scale_set_vms, f"begin_{action}")
+            poller = begin(ref.resource_group, ref.name, instance_id, polling=_no_wait_polling()())
         return poller.continuation_token()
 
     def restart_status(self, vmss_id: str, instance_id: str, token: str) -> OperationStatus:

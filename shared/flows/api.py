@@ -15,6 +15,7 @@ from typing import Any
 
 from shared.adapters.ledger import Tables
 from shared.adapters.queues import Queues
+from shared.adapters.repair_log import RepairLog
 from shared.adapters.storage import INTAKE_OPTIONS, StorageUnavailable, unavailable_as_error
 from shared.config import Pool, PoolNotFound
 from shared.flows import (  # noqa: F401 - they register their flows
@@ -22,6 +23,7 @@ from shared.flows import (  # noqa: F401 - they register their flows
     drain_jobs,
     patch,
     reconcile,
+    repair,
     scale,
 )
 from shared.flows.jobs import Handled, Services, handle, submit
@@ -29,6 +31,7 @@ from shared.flows.truth import public_status
 from shared.jobs import Rejection, queue_name
 
 log = logging.getLogger("poolkeeper.api")
+REPAIRS_SHOWN = 20  # the pool's latest repairs in its status (each with its rung)
 
 
 @functools.cache
@@ -145,6 +148,7 @@ def pools(name: str | None) -> tuple[int, Any]:
             _configured(svc.config.pool(pool))
             | (public_status(record) if record else _not_reconciled(svc.settings))
             | {"patch_checks": svc.tables.patch_status(pool)}
+            | {"repairs": RepairLog(svc.tables).entries(pool)[-REPAIRS_SHOWN:]}
         )
     return 200, (found[0] if name is not None else {"pools": found})
 

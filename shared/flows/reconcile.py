@@ -13,11 +13,12 @@ from shared.adapters.scaleset import AzureCallError, TemporaryAzureError
 from shared.config import Pool
 from shared.decide.claims import delete_may_land, parse_claim, stale_claim
 from shared.decide.counting import InstanceState
+from shared.flows import repair
 from shared.flows.claims import Owner, release
 from shared.flows.jobs import Flow, StepContext, enqueue, register
 from shared.flows.retries import temporary_wait
 from shared.flows.truth import Truth, read_truth
-from shared.jobs import Done, JobKind, Outcome
+from shared.jobs import Done, JobKind, Outcome, ReconcileParams
 
 log = logging.getLogger("poolkeeper.reconcile")
 
@@ -33,7 +34,19 @@ def _reconcile(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         "drift": [d["detail"] for d in truth.record["drift"]],
     }
     claims = _release_left_over_claims(ctx, truth)
-    return Done(outcome | ({"claims": claims} if claims else {}))
+    params = ctx.job.typed_params()
+    dry_run = isinstance(params, ReconcileParams) and params.dry_run
+    return Done(outcome | ({"claims": claims} if claims else {}) | _repair(ctx, truth, dry_run))
+
+
+def _repair(ctx: StepContext, truth: Truth, dry_run: bool) -> dict[str, Any]:
+    """The repair this drift gets (shared.flows.repair); a failure to plan one is reported and
+    leaves the reconcile done: its read and record stand."""
+    try:
+        return repair.follow_up(ctx, truth, dry_run=dry_run)
+    except Exception as error:  # noqa: BLE001 - reported in the outcome; the next reconcile retries
+        log.warning("Pool %s: no repair planned: %s", ctx.pool.name, error)
+        return {"repair": f"not planned: {type(error).__name__}: {error}"[:300]}
 
 
 def _release_left_over_claims(ctx: StepContext, truth: Truth) -> dict[str, str]:

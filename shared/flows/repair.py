@@ -1,0 +1,580 @@
+"""Repair jobs (kind `repair`, on the scale queue): reconcile's follow-up on drift, one repair a
+pool at a time, each planned again on its own fresh read (`shared.decide.repair`).
+
+- a failed instance, or one stuck Creating or Deleting: `remove` deletes it (by force when
+  stuck, once; a stuck one that does not go is escalated), a replacement first when the pool
+  would drop below min_nodes; one with a node is claimed first, and drained through scale-in;
+- a node NotReady (or a live instance whose node never registered): the ladder, under a claim —
+  `rung` restarts, then reimages, each followed by `await_rung` (Ready again on a new boot,
+  within ready_timeout_minutes); then replaces: `grow` adds one through a scale job, and the
+  bad one is drained and deleted through the scale-in steps;
+- a node repaired too often today: `quarantine` (cordoned for good, annotated, reported);
+- a node whose instance is gone: `orphan` reports it, and deletes it only when allowed.
+
+Every end is written to the pool's repair log (`GET /api/pools/{name}` shows it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.adapters.instances import Instances
+from shared.adapters.ledger import FINAL
+from shared.adapters.notify import Notifier
+from shared.adapters.repair_log import RepairLog
+from shared.adapters.scaleset import (
+    AzureCallError,
+    PermanentAzureError,
+    TemporaryAzureError,
+    ThrottledError,
+)
+from shared.config import Pool
+from shared.decide.claims import parse_claim
+from shared.decide.counting import InstanceState, classify
+from shared.decide.repair import (
+    LADDER,
+    NO_REPAIR_ANNOTATION,
+    QUARANTINE_ANNOTATION,
+    Member,
+    Problem,
+    Quarantine,
+    RepairPlan,
+    in_flight,
+    next_rung,
+    plan_repair,
+)
+from shared.flows import scale_in
+from shared.flows.claims import Claimed, Owner, claim, holds, release
+from shared.flows.jobs import Flow, Step, StepContext, enqueue, register
+from shared.flows.retries import temporary_wait
+from shared.flows.truth import Truth, read_truth
+from shared.jobs import Done, Fail, JobKind, Next, Outcome, RepairParams, Wait
+
+log = logging.getLogger("poolkeeper.repair")
+
+POLL = timedelta(seconds=20)
+GROW_DEADLINE = timedelta(minutes=40)  # the scale job's own ready wait is 20 minutes
+_EXPECTED = {  # the states in which a removal still has its reason
+    Problem.FAILED: {InstanceState.FAILED},
+    Problem.STUCK_CREATING: {InstanceState.CREATING},
+    Problem.STUCK_DELETING: {InstanceState.DELETING},
+}
+
+
+# -- the plan, shared by reconcile and the job ------------------------------------------------
+
+
+def _member(name: str, instance_id: str | None, state: Any, since: datetime, node: Any) -> Member:
+    found = parse_claim(node.claim) if node is not None else None
+    annotations = node.annotations if node is not None else {}
+    return Member(
+        name=name,
+        instance_id=instance_id,
+        state=state,
+        since=since,
+        has_node=node is not None,
+        ready=bool(node and node.ready),
+        ready_since=node.ready_since if node is not None else None,
+        claim_job=found.job if found else None,
+        claim_kind=found.kind if found else None,
+        no_repair=annotations.get(NO_REPAIR_ANNOTATION, "").lower() == "true",
+        quarantined=QUARANTINE_ANNOTATION in annotations,
+    )
+
+
+def members(truth: Truth, nodes: list[Any], now: datetime) -> list[Member]:
+    """The pool's instances with their nodes, and its nodes without an instance, as the repair
+    decisions see them (from a full read and a fresh node list)."""
+    by_name = {node.name: node for node in nodes}
+    observations = truth.record["observations"]
+    found = [
+        _member(
+            seen["node"] or seen["computer_name"],
+            instance_id,
+            InstanceState(seen["state"]),
+            datetime.fromisoformat(observations[instance_id]["since"]),
+            by_name.get(seen["node"]) if seen["node"] else None,
+        )
+        for instance_id, seen in truth.record["instances"].items()
+    ]
+    for drift in truth.record["drift"]:
+        if drift["kind"] != "node_without_instance":
+            continue
+        for name in drift["nodes"]:
+            node = by_name.get(name)
+            if node is not None:  # NotReady since it lost its VM; a Ready one is not counted
+                since = node.ready_since if not node.ready and node.ready_since else now
+                found.append(_member(name, None, None, since, node))
+    return found
+
+
+def plan_for(
+    services: Any, pool: Pool, truth: Truth, now: datetime, *, target: str | None = None
+) -> RepairPlan:
+    """The repair plan on this full read, with a fresh node list and the pool's repair log."""
+    nodes = services.kube.nodes()
+    return plan_repair(
+        pool.name,
+        members(truth, nodes, now),
+        pool.repair,
+        RepairLog(services.tables).entries(pool.name),
+        now,
+        cluster_nodes=len(nodes),
+        cluster_not_ready=sum(1 for node in nodes if not node.ready),
+        target=target,
+    )
+
+
+def _notify(
+    services: Any, pool: str, kind: str, severity: str, now: datetime, message: str, **values: Any
+) -> None:
+    try:
+        Notifier(services.queues, services.settings).send(
+            pool=pool, kind=kind, severity=severity, at=now, values=values, message=message
+        )
+    except Exception as error:  # noqa: BLE001 - the ledger and the log carry it anyway
+        log.error("Pool %s: notifying %s failed: %s (%s)", pool, kind, error, message)
+
+
+def _brake_notice(services: Any, pool: str, brake: str | None, now: datetime) -> None:
+    """Tell once when the brake comes on (and note when it is off again)."""
+    repair_log = RepairLog(services.tables)
+    noted = repair_log.brake(pool)
+    if brake is None:
+        if noted:
+            repair_log.set_brake(pool, None)
+        return
+    if noted:
+        return
+    repair_log.set_brake(pool, {"since": now.isoformat(), "reason": brake})
+    log.warning("Pool %s: repair brake: %s", pool, brake)
+    _notify(services, pool, "repair_brake", "P1", now, f"no repair in pool {pool}: {brake}")
+
+
+def follow_up(ctx: StepContext, truth: Truth, *, dry_run: bool) -> dict[str, Any]:
+    """Reconcile's follow-up on drift: the repair job it enqueued (one in flight a pool, one id
+    per episode of a problem, so a second reconcile adds nothing), or why none."""
+    services, pool, now = ctx.services, ctx.pool, ctx.now
+    if not pool.repair.enabled or truth.nodes is None:
+        return {}
+    plan = plan_for(services, pool, truth, now)
+    if not dry_run:
+        _brake_notice(services, pool.name, plan.brake, now)
+    if plan.action is None:
+        return {"repair": plan.describe()} if plan.findings else {}
+    described = plan.describe()
+    job_id = plan.action.job_id
+    if dry_run:
+        return {"repair": described | {"dry_run": True}}
+    repair_log = RepairLog(services.tables)
+    entries = repair_log.entries(pool.name)
+    statuses = {
+        str(e["job"]): (record.status if (record := services.tables.job(str(e["job"]))) else None)
+        for e in entries
+        if e.get("status") in ("queued", "running")
+    }
+    busy = in_flight(entries, statuses, now)
+    if busy is not None:
+        return {"repair": described | {"waits_for": busy}}
+    earlier = services.tables.job(job_id)
+    if earlier is not None:  # this episode was repaired once: it is not tried again
+        return {"repair": described | {"already": f"{job_id} {earlier.status}"}}
+    member = plan.action.finding.member
+    params = {"instance": member.instance_id} if member.instance_id else {}
+    if member.has_node:
+        params["node"] = member.name
+    enqueue(
+        services,
+        JobKind.REPAIR,
+        pool.name,
+        params,
+        job_id=job_id,
+        requested_by=f"reconcile:{ctx.job.id}",
+        now=now,
+    )
+    finding = plan.action.finding
+    repair_log.put(
+        pool.name,
+        {
+            "job": job_id,
+            "at": now.isoformat(),
+            "status": "queued",
+            "problem": finding.problem.value,
+            "node": member.name,
+            "instance": member.instance_id,
+            "detail": finding.detail,
+            "acted": False,
+        },
+        now,
+    )
+    return {"repair": described | {"enqueued": job_id}}
+
+
+# -- the job ----------------------------------------------------------------------------------
+
+
+def _params(ctx: StepContext) -> RepairParams:
+    params = ctx.job.typed_params()
+    assert isinstance(params, RepairParams)
+    return params
+
+
+def _owner(ctx: StepContext) -> Owner:
+    return Owner.of(ctx.job)
+
+
+def _end(
+    ctx: StepContext, state: dict[str, Any], outcome: Done | Fail, status: str = ""
+) -> Outcome:
+    """Write how the repair ended to the pool's repair log; escalate what a person must see."""
+    repair = state.get("repair") or {}
+    ended = status or ("done" if isinstance(outcome, Done) else "failed")
+    result = outcome.reason if isinstance(outcome, Fail) else outcome.outcome.get("note", "")
+    entry = {
+        "job": ctx.job.id,
+        "at": state.get("started_at") or ctx.now.isoformat(),
+        "ended_at": ctx.now.isoformat(),
+        "status": ended,
+        "problem": repair.get("problem"),
+        "node": repair.get("name"),
+        "instance": repair.get("instance"),
+        "detail": repair.get("detail"),
+        "rung": state.get("rung"),
+        "rungs": state.get("rungs", []),
+        "acted": bool(state.get("acted")),
+        "result": str(result)[:300],
+    }
+    RepairLog(ctx.services.tables).put(ctx.pool.name, entry, ctx.now)
+    if isinstance(outcome, Fail) and state.get("acted"):
+        _notify(
+            ctx.services,
+            ctx.pool.name,
+            "repair_failed",
+            "P2",
+            ctx.now,
+            f"repair of {repair.get('name')} in pool {ctx.pool.name} did not fix it "
+            f"({repair.get('detail')}): {outcome.reason}; it needs a person",
+            job=ctx.job.id,
+            node=repair.get("name"),
+            instance=repair.get("instance"),
+        )
+    summary = {"repair": {k: entry[k] for k in ("problem", "node", "instance", "rung", "rungs")}}
+    if isinstance(outcome, Done):
+        return Done(outcome.outcome | summary)
+    return Fail(outcome.reason, outcome.outcome | summary)
+
+
+def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+    """Fresh read, then the repair to do (or why none), planned again from scratch."""
+    params = _params(ctx)
+    try:
+        truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
+    except TemporaryAzureError as error:
+        return temporary_wait("plan", state, error, ctx)
+    if truth.nodes is None:
+        return Fail("cannot repair: the cluster's nodes could not be read (fail safe)")
+    plan = plan_for(ctx.services, ctx.pool, truth, ctx.now, target=params.node or params.instance)
+    described = plan.describe()
+    if params.dry_run:
+        return Done({"dry_run": True, "plan": described})
+    state = {"started_at": ctx.now.isoformat(), "plan": described}
+    if plan.brake is not None:
+        _brake_notice(ctx.services, ctx.pool.name, plan.brake, ctx.now)
+        return _end(ctx, state, Fail(f"refused (brake): {plan.brake}", {"plan": described}))
+    if plan.action is None:
+        why = described["left_out"] or "nothing to repair now"
+        return _end(ctx, state, Done({"note": f"no repair: {why}", "plan": described}))
+    finding = plan.action.finding
+    member = finding.member
+    state = {
+        "started_at": ctx.now.isoformat(),
+        "repair": {
+            "problem": finding.problem.value,
+            "name": member.name,
+            "node": member.name if member.has_node else None,
+            "instance": member.instance_id,
+            "detail": finding.detail,
+            "force": getattr(plan.action, "force", False),
+        },
+    }
+    RepairLog(ctx.services.tables).put(
+        ctx.pool.name,
+        {
+            "job": ctx.job.id,
+            "at": state["started_at"],
+            "status": "running",
+            "problem": finding.problem.value,
+            "node": member.name,
+            "instance": member.instance_id,
+            "detail": finding.detail,
+            "acted": False,
+        },
+        ctx.now,
+    )
+    ctx.notes.append(finding.detail)
+    if isinstance(plan.action, Quarantine):
+        return Next("quarantine", state | {"reason": plan.action.reason})
+    if finding.problem is Problem.ORPHAN_NODE:
+        return Next("orphan", state)
+    if finding.problem in LADDER:
+        return Next("claim", state | {"rung": plan.action.first_rung, "rungs": []})
+    if (
+        finding.problem is Problem.FAILED
+        and truth.record["counts"]["active"] - 1 < ctx.pool.min_nodes
+    ):
+        ctx.notes.append(f"a replacement first: the pool keeps min_nodes {ctx.pool.min_nodes}")
+        return Next("grow", state)
+    return _removal(state)
+
+
+def _removal(state: dict[str, Any]) -> Outcome:
+    """A victim with a node goes through scale-in (claim, drain, checked delete, settle); one
+    without a node, or stuck, is deleted directly."""
+    repair = state["repair"]
+    if repair["node"] and not repair["force"]:
+        plan = {"victims": [repair["instance"]], "nodes": [repair["node"]]}
+        return Next("drain", state | {"plan": plan, "drains": {}, "acted": True})
+    return Next("remove", state)
+
+
+def _remove(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+    """Delete the instance (by force when stuck), if it still has the reason it is removed for:
+    failed or stuck, or live with no node at all; a node it has is claimed first."""
+    repair = state["repair"]
+    try:
+        truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
+    except TemporaryAzureError as error:
+        return temporary_wait("remove", state, error, ctx)
+    victim = next((i for i in truth.state.instances if i.instance_id == repair["instance"]), None)
+    if victim is None:
+        return _end(ctx, state, Done({"note": "the instance is gone already"}))
+    seen = truth.record["instances"][victim.instance_id]
+    expected = _EXPECTED.get(Problem(repair["problem"]))
+    if expected is not None and classify(victim) not in expected:
+        return _end(ctx, state, Done({"note": f"the instance is {classify(victim)} now: left"}))
+    if expected is None and seen["node"] is not None:
+        return _end(
+            ctx, state, Fail(f"refused: instance {victim.instance_id} has node {seen['node']} now")
+        )
+    if seen["node"] is not None:
+        ctx.before_write()
+        held = claim(ctx.services.kube, seen["node"], _owner(ctx), ctx.now)
+        if not isinstance(held, Claimed):
+            return _end(ctx, state, Fail(f"refused: {held.reason}"))
+    name = seen["node"] or victim.computer_name
+    sent = {
+        "plan": {"victims": [victim.instance_id], "nodes": [name]},
+        "deleted": [victim.instance_id],
+        "sent_at": ctx.now.isoformat(),
+        "acted": True,
+    }
+    ctx.before_write()
+    try:
+        token = ctx.services.scale_sets.begin_delete(
+            ctx.pool.vmss_id, [victim.instance_id], force=bool(repair["force"])
+        )
+    except ThrottledError as error:  # refused before anything happened
+        return temporary_wait("remove", state, error, ctx)
+    except PermanentAzureError as error:  # refused: Azure did nothing
+        return Next("settle", state | sent | {"definitive": True} | _error(error))
+    except AzureCallError as error:  # no answer: it may be happening anyway
+        lost = {"definitive": False, "lost_at": ctx.now.isoformat()}
+        return Next("settle", state | sent | lost | _error(error))
+    return Next("await_delete", state | sent | {"definitive": False, "token": token})
+
+
+def _error(error: AzureCallError) -> dict[str, Any]:
+    return {"error": {"code": error.code, "message": error.message, "status": error.status}}
+
+
+def _claim(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+    """Claim (which cordons) the NotReady node before the ladder touches it."""
+    node = state["repair"]["node"]
+    if node:
+        ctx.before_write()
+        held = claim(ctx.services.kube, node, _owner(ctx), ctx.now)
+        if not isinstance(held, Claimed):
+            return _end(ctx, state, Fail(f"refused: {held.reason}"))
+    return Next("rung", state)
+
+
+def _rung(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+    """Start the ladder's current rung: restart or reimage (or, last, replace)."""
+    repair, rung = state["repair"], state["rung"]
+    if rung == "replace":
+        return Next("grow", state)
+    boot = ""
+    if repair["node"]:
+        node = ctx.services.kube.node(repair["node"])
+        if node is None or not holds(node, _owner(ctx)):
+            return _end(ctx, state, Fail(f"{repair['node']} was taken back or is gone: left"))
+        boot = node.boot_id
+    instances = Instances(ctx.services.scale_sets)
+    begin = instances.begin_restart if rung == "restart" else instances.begin_reimage
+    ctx.before_write()
+    try:
+        begin(ctx.pool.vmss_id, repair["instance"])
+    except ThrottledError as error:
+        return temporary_wait("rung", state, error, ctx)
+    except TemporaryAzureError as error:  # the answer was lost: the node will tell
+        ctx.notes.append(f"{rung} answer lost ({error.code}): judged by the node")
+    except AzureCallError as error:
+        return _climb(state, f"{rung} refused: {error.code}: {error.message}")
+    ctx.notes.append(f"{rung} of {repair['name']} started")
+    started = {"rung_since": ctx.now.isoformat(), "boot_id": boot, "acted": True}
+    return Wait("await_rung", POLL, state | started, reason=f"{rung} started")
+
+
+def _climb(state: dict[str, Any], why: str) -> Outcome:
+    """The rung did not bring the node back: the next one."""
+    rungs = [*state.get("rungs", []), {"rung": state["rung"], "result": why[:200]}]
+    return Next("rung", state | {"rung": next_rung(state["rung"]), "rungs": rungs})
+
+
+def _back(ctx: StepContext, state: dict[str, Any]) -> str | None:
+    """The node that is back Ready on a new boot, or None."""
+    repair = state["repair"]
+    if repair["node"]:
+        node = ctx.services.kube.node(repair["node"])
+        if node and node.ready and node.boot_id != state.get("boot_id"):
+            return node.name
+        return None
+    wanted = (ctx.pool.vmss_id.lower(), repair["instance"])
+    for node in ctx.services.kube.nodes():  # a node that never registered: has it now?
+        if node.scale_set_instance == wanted and node.ready:
+            return node.name
+    return None
+
+
+def _await_rung(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+    repair, rung = state["repair"], state["rung"]
+    back = _back(ctx, state)
+    if back is not None:
+        released = (
+            release(ctx.services.kube, repair["node"], _owner(ctx)) if repair["node"] else "-"
+        )
+        rungs = [*state.get("rungs", []), {"rung": rung, "result": "back Ready"}]
+        state = state | {"rungs": rungs}
+        note = f"{back} back Ready after the {rung}"
+        return _end(ctx, state, Done({"note": note, "rung": rung, "released": released}))
+    timeout = timedelta(minutes=ctx.pool.repair.ready_timeout_minutes)
+    if ctx.now - datetime.fromisoformat(state["rung_since"]) <= timeout:
+        return Wait("await_rung", POLL, state, reason=f"waiting for {repair['name']} after {rung}")
+    return _climb(state, f"not back Ready within {timeout} of the {rung}")
+
+
+def _grow(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+    """A replacement through the scale-up path: a scale job of +1, its id derived from ours."""
+    grow = f"{ctx.job.id}-grow"[:128]
+    if ctx.services.tables.job(grow) is None:
+        enqueue(
+            ctx.services,
+            JobKind.SCALE,
+            ctx.pool.name,
+            {"delta": 1},
+            job_id=grow,
+            requested_by=f"repair:{ctx.job.id}",
+            now=ctx.job.created_at,  # the same envelope if this step runs twice
+        )
+    since = {"grow": grow, "grow_since": ctx.now.isoformat(), "acted": True}
+    return Wait("await_grow", POLL, state | since, reason=f"replacement requested ({grow})")
+
+
+def _await_grow(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+    record = ctx.services.tables.job(state["grow"])
+    if record is None or record.status not in FINAL:
+        if ctx.now - datetime.fromisoformat(state["grow_since"]) > GROW_DEADLINE:
+            return _end(ctx, state, Fail(f"the replacement {state['grow']} did not come in time"))
+        return Wait("await_grow", POLL, state, reason=f"waiting for {state['grow']}")
+    if record.status == "failed":
+        released = (
+            release(ctx.services.kube, state["repair"]["node"], _owner(ctx))
+            if state["repair"]["node"]
+            else "-"
+        )
+        why = f"the replacement {state['grow']} failed: {record.error}"
+        return _end(ctx, state, Fail(why, {"released": released}))
+    ctx.notes.append(f"replacement {state['grow']} is live and Ready")
+    return _removal(state)
+
+
+def _quarantine(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+    """Cordon the node for good (no claim: nothing releases it), say why on it, report it."""
+    kube, repair = ctx.services.kube, state["repair"]
+    ctx.before_write()
+    held = claim(kube, repair["node"], _owner(ctx), ctx.now)
+    if not isinstance(held, Claimed):
+        return _end(ctx, state, Fail(f"refused: {held.reason}"))
+    mark = {"reason": state["reason"], "at": ctx.now.isoformat(), "job": ctx.job.id}
+    kube.annotate(repair["node"], {QUARANTINE_ANNOTATION: json.dumps(mark)})
+    released = release(kube, repair["node"], _owner(ctx), keep_cordoned=True)
+    _notify(
+        ctx.services,
+        ctx.pool.name,
+        "repair_quarantined",
+        "P2",
+        ctx.now,
+        f"node {repair['node']} of pool {ctx.pool.name} is quarantined: {state['reason']}. It "
+        f"stays cordoned; lift it by removing {QUARANTINE_ANNOTATION} and uncordoning it",
+        node=repair["node"],
+        job=ctx.job.id,
+    )
+    done = Done({"quarantined": repair["node"], "reason": state["reason"], "released": released})
+    return _end(ctx, state, done, status="quarantined")
+
+
+def _orphan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+    """A node whose instance is gone: reported (the cloud node controller normally removes it);
+    deleted only when the pool allows it."""
+    name = state["repair"]["name"]
+    message = f"node {name} of pool {ctx.pool.name} has no instance in its scale set: " + (
+        "deleting the Node object"
+        if ctx.pool.repair.delete_orphan_nodes
+        else "reported only (repair.delete_orphan_nodes is false); the cloud node "
+        "controller normally removes it"
+    )
+    _notify(ctx.services, ctx.pool.name, "repair_orphan_node", "P3", ctx.now, message, node=name)
+    if not ctx.pool.repair.delete_orphan_nodes:
+        return _end(ctx, state, Done({"note": message}))
+    ctx.before_write()
+    ctx.services.kube.delete_node(name)
+    return _end(ctx, state | {"acted": True}, Done({"note": message, "deleted_node": name}))
+
+
+def _ending(step: Step) -> Step:
+    """A scale-in step whose end is also the repair's end (written to the repair log)."""
+
+    def run(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+        outcome = step(ctx, state)
+        return _end(ctx, state, outcome) if isinstance(outcome, Done | Fail) else outcome
+
+    return run
+
+
+def _abort(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
+    """Giving up: a removal under way is scale-in's to undo; else the node is given back."""
+    if state.get("plan", {}).get("victims"):
+        return scale_in.abort(ctx, state)
+    node = (state.get("repair") or {}).get("node")
+    return {"released": release(ctx.services.kube, node, _owner(ctx))} if node else {}
+
+
+STEPS: dict[str, Step] = {
+    "plan": _plan,
+    "claim": _claim,
+    "rung": _rung,
+    "await_rung": _await_rung,
+    "grow": _grow,
+    "await_grow": _await_grow,
+    "remove": _remove,
+    "quarantine": _quarantine,
+    "orphan": _orphan,
+    "drain": _ending(scale_in.drain),
+    "delete": _ending(scale_in.delete),
+    "await_delete": _ending(scale_in.await_delete),
+    "settle": _ending(scale_in.settle_step),
+}
+register(JobKind.REPAIR, Flow(first_step="plan", steps=STEPS, abort=_abort))
