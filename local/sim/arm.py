@@ -13,10 +13,12 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
+from local.sim import images
 from local.sim.scenario import Fault
 from local.sim.world import ArmError, Instance, Operation, ScaleSet, World, fault_message, guest_up
 
@@ -159,6 +161,12 @@ def instance_view(world: World, scale_set: ScaleSet, instance: Instance) -> dict
     }
 
 
+def image_reference(instance: Instance) -> dict[str, Any]:
+    """The instance's model reference and, as Azure shows it, the exact version it runs."""
+    exact = instance.source.exact_version
+    return dict(instance.image) | ({"exactVersion": exact} if exact else {})
+
+
 def vm_body(
     world: World, scale_set: ScaleSet, instance: Instance, *, expand: bool
 ) -> dict[str, Any]:
@@ -170,7 +178,7 @@ def vm_body(
         "hardwareProfile": {"vmSize": scale_set.spec.sku},
         "osProfile": {"computerName": instance.computer_name, "adminUsername": "azureuser"},
         "storageProfile": {
-            "imageReference": dict(instance.image),
+            "imageReference": image_reference(instance),
             "osDisk": {
                 "osType": "Linux",
                 "name": instance.os_disk,
@@ -214,6 +222,7 @@ def vm_json(world: World, scale_set: ScaleSet, instance: Instance, *, expand: bo
         instance.model_version == scale_set.model_version,
         instance.os_disk,
         tuple(sorted(instance.image.items())),
+        instance.source,
         instance.zone,
     )
     key = (scale_set.id, instance.instance_id, expand)
@@ -313,15 +322,7 @@ async def write_scale_set(call: Call) -> web.Response:
     image = (profile.get("storageProfile") or {}).get("imageReference")
     if image is not None and not isinstance(image, dict):
         raise ArmError(400, "InvalidParameter", "imageReference must be an object.")
-    if image is not None:
-        if image.get("id") and call.world.resource(image["id"]) is None:
-            raise ArmError(
-                404,
-                "GalleryImageNotFound",
-                f"The gallery image {image['id']} is not available in {scale_set.location} "
-                "region. Please contact image owner to replicate to this region, or change "
-                "your requested region.",
-            )
+    if image is not None:  # the world checks that it resolves
         image = {
             k: v
             for k, v in image.items()
@@ -470,14 +471,19 @@ async def operation_status(call: Call) -> web.Response:
     return _json(body)
 
 
-async def get_resource(call: Call) -> web.Response:
+def _found(call: Call) -> dict[str, Any]:
+    """The resource at the request's path, or ARM's 404."""
     found = call.world.resource(call.request.path)
     if found is None:
         kind = call.operation.split("_")[0]
         raise ArmError(
             404, "ResourceNotFound", f"The {kind} resource '{call.request.path}' was not found."
         )
-    return _json(found)
+    return found
+
+
+async def get_resource(call: Call) -> web.Response:
+    return _json(_found(call))
 
 
 def _list_children(type_name: str, parent_group: str) -> Handler:
@@ -563,6 +569,7 @@ async def put_snapshot(call: Call) -> web.Response:
     op = call.world.put_resource(
         resource, latency=call.world.latency.snapshot, fault=call.fault, operation=call.operation
     )
+    call.world.copy_content(source["id"], resource["id"])  # the disk as it is at this moment
     return _json(resource, 202, headers=_operation_urls(call, op))
 
 
@@ -640,6 +647,7 @@ async def put_image(call: Call) -> web.Response:
 
 
 async def put_image_version(call: Call) -> web.Response:
+    """Create a version from a snapshot or disk (its OS content copied now), or update one."""
     image_id = _resource_id(call).rsplit("/versions/", 1)[0]
     _require_parent(call, image_id, call.match["image"])
     if not re.fullmatch(r"\d+\.\d+\.\d+", call.match["version"]):
@@ -649,11 +657,10 @@ async def put_image_version(call: Call) -> web.Response:
             "Gallery image version names are MajorVersion.MinorVersion.Patch, e.g. 1.0.0.",
         )
     body = call.body if isinstance(call.body, dict) else {}
-    properties = body.get("properties") or {}
-    storage = properties.get("storageProfile") or {}
-    source_id = (storage.get("source") or {}).get("id") or (
-        (storage.get("osDiskImage") or {}).get("source") or {}
-    ).get("id")
+    existing = call.world.resource(call.request.path)
+    if existing is not None:
+        return await _update_version(call, existing, body)
+    source_id = images.source_of(body.get("properties") or {})
     source = call.world.resource(source_id) if source_id else None
     if source is None or source["type"] not in (
         "Microsoft.Compute/snapshots",
@@ -662,57 +669,52 @@ async def put_image_version(call: Call) -> web.Response:
         raise ArmError(
             404, "NotFound", f"The source '{source_id}' of the image version was not found."
         )
-    regions = (properties.get("publishingProfile") or {}).get("targetRegions") or [
-        {"name": call.world.scenario.location, "regionalReplicaCount": 1}
-    ]
-    resource = {
-        "id": _resource_id(call),
-        "name": call.match["version"],
-        "type": "Microsoft.Compute/galleries/images/versions",
-        "location": body.get("location", call.world.scenario.location),
-        "tags": body.get("tags", {}),
-        "properties": {
-            "publishingProfile": {
-                "targetRegions": regions,
-                "replicaCount": 1,
-                "excludeFromLatest": False,
-                "publishedDate": call.world.now().isoformat(),
-                "storageAccountType": "Standard_LRS",
-            },
-            "storageProfile": {
-                "osDiskImage": {
-                    "source": {"id": source["id"]},
-                    "sizeInGB": 128,
-                    "hostCaching": "ReadOnly",
-                }
-            },
-            "replicationStatus": {
-                "aggregatedState": "InProgress",
-                "summary": [
-                    {"region": r.get("name"), "state": "Replicating", "progress": 0}
-                    for r in regions
-                ],
-            },
-        },
-    }
+    body = {"location": call.world.scenario.location} | body
+    resource = images.version_body(_resource_id(call), body, source, call.world.now())
+    op = call.world.put_version(resource, source["id"], fault=call.fault, operation=call.operation)
+    return _json(resource, 201, headers=_async_only(call, op))
 
-    def replicated(ready: dict[str, Any]) -> None:
-        ready["properties"]["replicationStatus"] = {
-            "aggregatedState": "Completed",
-            "summary": [
-                {"region": r.get("name"), "state": "Completed", "progress": 100} for r in regions
-            ],
-        }
 
-    status = _created(call)
+async def _update_version(
+    call: Call, existing: dict[str, Any], body: dict[str, Any]
+) -> web.Response:
+    refused = images.recreate_refusal(existing)
+    if refused is not None:
+        raise ArmError(refused.status, refused.code, refused.message)
+    if existing["properties"].get("provisioningState") not in ("Succeeded", "Failed"):
+        raise ArmError(
+            409,
+            "OperationNotAllowed",
+            f"Gallery image version '{existing['name']}' has an operation in progress "
+            f"({existing['properties'].get('provisioningState')}); retry when it has ended.",
+        )
+    try:
+        resource = images.version_update(existing, body)
+    except images.ImageError as error:
+        raise ArmError(error.status, error.code, error.message) from None
     op = call.world.put_resource(
         resource,
-        latency=call.world.latency.image_version,
+        latency=call.world.latency.image_version_update,
         fault=call.fault,
         operation=call.operation,
-        on_ready=replicated,
     )
-    return _json(resource, status, headers=_async_only(call, op))
+    return _json(resource, 200, headers=_async_only(call, op))
+
+
+async def patch_image_version(call: Call) -> web.Response:
+    body = call.body if isinstance(call.body, dict) else {}
+    return await _update_version(call, _found(call), body)
+
+
+async def get_image_version(call: Call) -> web.Response:
+    """A version; `$expand=ReplicationStatus` adds each region's replication progress."""
+    found = _found(call)
+    if call.request.query.get("$expand", "").lower() != "replicationstatus":
+        return _json(found)
+    started = datetime.fromisoformat(found["properties"]["publishingProfile"]["publishedDate"])
+    status = images.replication(found, started, call.world.now(), call.world.latency.image_version)
+    properties = found["properties"] | {"replicationStatus": status}
+    return _json(found | {"properties": properties})
 
 
 # (method, path regex, REST operationId, handler); matched in order, case-insensitively like ARM.
@@ -808,7 +810,13 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
         "GalleryImageVersions_CreateOrUpdate",
         put_image_version,
     ),
-    ("GET", IMAGE + r"/versions/(?P<version>[^/]+)", "GalleryImageVersions_Get", get_resource),
+    (
+        "PATCH",
+        IMAGE + r"/versions/(?P<version>[^/]+)",
+        "GalleryImageVersions_Update",
+        patch_image_version,
+    ),
+    ("GET", IMAGE + r"/versions/(?P<version>[^/]+)", "GalleryImageVersions_Get", get_image_version),
     (
         "DELETE",
         IMAGE + r"/versions/(?P<version>[^/]+)",
@@ -857,7 +865,13 @@ async def handle(
             )
         body = await _read_body(request)
         rate_headers = world.check_throttle(operation)
-        fault = world.take_fault(operation, match.get("vmss"), match.get("instance"))
+        script = body.get("script") if isinstance(body, dict) else None
+        fault = world.take_fault(
+            operation,
+            match.get("vmss"),
+            match.get("instance"),
+            script="\n".join(str(s) for s in script) if isinstance(script, list) else None,
+        )
         if fault is not None and fault.kind == "error":
             first = _ids(body, required=False) if isinstance(body, dict) else None
             instance = match.get("instance") or (first[0] if first else None)

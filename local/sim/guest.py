@@ -29,6 +29,8 @@ SENTINEL_PACKAGES = "/run/reboot-required.pkgs"
 MACHINE_ID = "/etc/machine-id"
 HOSTNAME = "/etc/hostname"
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
+CLOUD_INSTANCE_ID = "/var/lib/cloud/data/instance-id"
+WAAGENT_PROVISIONED = "/var/lib/waagent/provisioned"
 # Package names an update covers after the image's named ones (then `libupdate<N>`).
 EXTRA_PACKAGES = (
     "libssl3t64",
@@ -127,7 +129,8 @@ class Disk:
 
 @dataclass
 class Guest:
-    """The running OS of an instance; `state` is `down` or `up`."""
+    """The running OS of an instance; `state` is `down`, `up` or `hung` (a boot that never
+    got anywhere)."""
 
     state: str = "down"
     boot_id: str = ""
@@ -213,17 +216,24 @@ def base_disk(base: BaseOs, names: tuple[str, ...], vm_id: str) -> Disk:
         ),
         "/var/lib/cloud/instance": f"/var/lib/cloud/instances/{vm_id}\n",
         f"/var/lib/cloud/instances/{vm_id}/obj.pkl": "",
-        "/var/lib/cloud/data/instance-id": f"{vm_id}\n",
+        CLOUD_INSTANCE_ID: f"{vm_id}\n",
         "/var/lib/waagent/history/2026-01-01-00-00-00.zip": "",
         "/var/lib/waagent/events/1.tld": "",
+        WAAGENT_PROVISIONED: f"{vm_id}\n",
+        "/var/log/journal/system.journal": "",
     }
     return Disk(packages, files)
 
 
-def boot(disk: Disk, guest: Guest, *, boot_id: str, hostname: str, machine_id: str) -> None:
+def boot(
+    disk: Disk, guest: Guest, *, boot_id: str, hostname: str, machine_id: str, vm_id: str = ""
+) -> None:
     """Boot the newest installed kernel. `/run` starts empty; systemd writes a fresh machine-id
-    when `/etc/machine-id` is empty or missing; cloud-init sets the hostname to the VM's
-    computer name (Azure gives it at every boot)."""
+    when `/etc/machine-id` is empty or missing (one that is present, e.g. copied from another
+    VM's disk, is kept); cloud-init sets the hostname to the VM's computer name (Azure gives it
+    at every boot). On a VM it has not seen (`vm_id` differs from the disk's cloud-init
+    instance id: a disk made from another VM's image) cloud-init runs as a new instance and the
+    Azure agent provisions again, so their per-instance state names this VM."""
     kernels = disk.kernels()
     guest.kernel = kernels[-1] if kernels else guest.kernel
     guest.state, guest.boot_id, guest.hostname = "up", boot_id, hostname
@@ -233,6 +243,18 @@ def boot(disk: Disk, guest: Guest, *, boot_id: str, hostname: str, machine_id: s
     disk.files[HOSTNAME] = f"{hostname}\n"
     if not disk.machine_id():
         disk.files[MACHINE_ID] = f"{machine_id}\n"
+    if vm_id and disk.files.get(CLOUD_INSTANCE_ID, "").strip() != vm_id:
+        disk.files[CLOUD_INSTANCE_ID] = f"{vm_id}\n"
+        disk.files["/var/lib/cloud/instance"] = f"/var/lib/cloud/instances/{vm_id}\n"
+        disk.files[f"/var/lib/cloud/instances/{vm_id}/obj.pkl"] = ""
+    if vm_id:
+        disk.files[WAAGENT_PROVISIONED] = f"{vm_id}\n"
+
+
+def hang(guest: Guest) -> None:
+    """The guest never gets past its boot: nothing runs, no agent, no kubelet."""
+    guest.state = "hung"
+    guest.run = {}
 
 
 def shut_down(guest: Guest) -> None:

@@ -6,12 +6,14 @@ Parsed strictly (unknown keys are errors) so a typo in a scenario fails loudly, 
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from local.sim.images import ZONAL_REGIONS
 from local.sim.kube.workloads import Workloads
 
 VM_SIZES: dict[str, tuple[int, int]] = {  # vCPUs, memory GiB
@@ -61,7 +63,9 @@ class Latencies(Strict):
     snapshot: float = 15
     gallery: float = 10
     image_definition: float = 10
-    image_version: float = 1800
+    image_version: float = 1800  # creation with replication to every target region
+    image_version_update: float = 60  # a change of publishing profile (excludeFromLatest)
+    model_update: float = 10  # a scale-set model write that changes the image
     resource_delete: float = 10
 
 
@@ -124,8 +128,17 @@ class Fault(Strict):
     scale_set: str | None = None
     instance: str | None = None  # an instance id: the fault covers only that instance
     kind: Literal[
-        "error", "lro_failed", "partial_delete", "timeout", "lost_answer", "never_ready"
+        "error",
+        "lro_failed",
+        "partial_delete",
+        "timeout",
+        "lost_answer",
+        "never_ready",
+        "never_boots",
+        "lost_writes",
     ] = "error"
+    image: str | None = None  # Boot: an image version id; the fault covers boots from it
+    match: str | None = None  # run command: a regular expression searched in the script
     error: str = "InternalExecutionError"
     message: str | None = None
     status: int = Field(default=409, ge=400, le=599)
@@ -141,8 +154,20 @@ class Fault(Strict):
 
     @model_validator(mode="after")
     def _boot_faults(self) -> Fault:
-        if (self.operation == "Boot") != (self.kind == "never_ready"):
-            raise ValueError("operation Boot takes kind never_ready, and only it does")
+        if (self.operation == "Boot") != (self.kind in ("never_ready", "never_boots")):
+            raise ValueError(
+                "operation Boot takes kind never_ready or never_boots, and only it does"
+            )
+        if self.image and self.operation != "Boot":
+            raise ValueError("image selects boots: it needs operation Boot")
+        run_command = "VirtualMachineScaleSetVMs_RunCommand"
+        if (self.kind == "lost_writes") and self.operation != run_command:
+            raise ValueError(f"kind lost_writes needs operation {run_command}")
+        if self.match is not None:
+            try:
+                re.compile(self.match)
+            except re.error as error:
+                raise ValueError(f"match is not a regular expression: {error}") from None
         return self
 
 
@@ -205,6 +230,8 @@ class Scenario(Strict):
     run_command: list[RunCommandReply] = []  # fixed replies, matched before the shell runs
     os: BaseOs = BaseOs()
     os_updates: list[OsUpdate] = []
+    # Regions with availability zones: a Standard_ZRS image replica elsewhere fails its version.
+    zonal_regions: list[str] = list(ZONAL_REGIONS)
     seed: int = 7
     workloads: Workloads = Workloads()  # the cluster's pods (local/sim/kube/__init__.py)
     pools: dict[str, Any] | None = None  # Poolkeeper's configuration for this world, verbatim

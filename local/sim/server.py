@@ -219,6 +219,7 @@ class Simulator:
                             "provisioning_state": i.provisioning,
                             "power_state": i.power,
                             "image": i.image,
+                            "image_version": i.source.version_id,
                             "latest_model_applied": i.model_version == s.model_version,
                             "os": os_view(world, s, i),
                         }

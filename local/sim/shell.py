@@ -94,8 +94,9 @@ class Outcome:
     exit: int
     stdout: str
     stderr: str
-    power: str | None = None  # None, "reboot" or "poweroff" (the script ended there)
+    power: str | None = None  # None, "reboot" or "poweroff"
     seconds: float = 0.0  # simulated time the script's `sleep`s took
+    power_delay: float = 0.0  # a power action scheduled (systemd-run) this long after the answer
 
 
 class _Exit(Exception):

@@ -15,12 +15,12 @@ import re
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from local.sim import guest as guestos
-from local.sim import shell
+from local.sim import images, shell
 from local.sim.clock import SimClock
 from local.sim.scenario import Fault, ScaleSetSpec, Scenario, Throttle
 
@@ -80,6 +80,8 @@ class Instance:
     failure: str | None = None  # the error code of a failed provisioning
     booted_at: datetime | None = None  # the start of the current (or last) boot
     guest: guestos.Guest = field(default_factory=guestos.Guest)
+    # What its OS disk was made from: a gallery version, or the base image (exactVersion).
+    source: images.Source = field(default_factory=lambda: images.Source(None, None))
 
 
 def guest_up(instance: Instance) -> bool:
@@ -161,14 +163,25 @@ class CallRecord:
 
 
 def fault_applies(
-    spec: Fault, operation: str, scale_set: str | None, now: datetime, instance: str | None = None
+    spec: Fault,
+    operation: str,
+    scale_set: str | None,
+    now: datetime,
+    instance: str | None = None,
+    image: str | None = None,
+    script: str | None = None,
 ) -> bool:
-    """Whether a fault covers this operation, scale set, instance and moment (count aside)."""
+    """Whether a fault covers this operation, scale set, instance, image version (a boot's),
+    script (a run command's) and moment (count aside)."""
     if spec.operation.lower() != operation.lower():
         return False
     if spec.scale_set and (scale_set or "").lower() != spec.scale_set.lower():
         return False
     if spec.instance is not None and spec.instance != instance:
+        return False
+    if spec.image and (image or "").lower().rstrip("/") != spec.image.lower().rstrip("/"):
+        return False
+    if spec.match and (script is None or not re.search(spec.match, script)):
         return False
     return not ((spec.start and now < spec.start) or (spec.end and now >= spec.end))
 
@@ -298,12 +311,19 @@ class World:
     # -- faults and throttling ------------------------------------------------------------------
 
     def take_fault(
-        self, operation: str, scale_set: str | None, instance: str | None = None
+        self,
+        operation: str,
+        scale_set: str | None,
+        instance: str | None = None,
+        *,
+        image: str | None = None,
+        script: str | None = None,
     ) -> Fault | None:
-        """The first active fault for this operation (scale set, instance), consuming one use."""
+        """The first active fault for this call (scale set, instance, image, script), consuming
+        one use."""
         now = self.now()
         for active in self.faults:
-            if not fault_applies(active.spec, operation, scale_set, now, instance):
+            if not fault_applies(active.spec, operation, scale_set, now, instance, image, script):
                 continue
             if active.remaining is not None:
                 if active.remaining <= 0:
@@ -397,7 +417,11 @@ class World:
             created=now,
         )
         scale_set.instances[instance_id] = instance
-        self._new_os_disk(scale_set, instance)
+        try:
+            self._new_os_disk(scale_set, instance)
+        except images.ImageError as error:  # e.g. the version was deleted after the model write
+            instance.failure = error.code
+            self._new_os_disk(scale_set, instance, source=images.Source(None, None))
         return instance
 
     def disk_id(self, scale_set: ScaleSet, disk: str) -> str:
@@ -406,22 +430,30 @@ class World:
             f"/providers/Microsoft.Compute/disks/{disk}"
         )
 
-    def _new_os_disk(self, scale_set: ScaleSet, instance: Instance) -> None:
-        """A fresh OS disk from the instance's image (creation, reimage, model upgrade)."""
+    def _new_os_disk(
+        self, scale_set: ScaleSet, instance: Instance, source: images.Source | None = None
+    ) -> None:
+        """A fresh OS disk from the instance's image reference, resolved now (creation, reimage,
+        model upgrade): a copy of a gallery version's content, or the base image. Raises
+        `images.ImageError` (and changes nothing) when the reference cannot be resolved."""
+        if source is None:
+            source = images.resolve(instance.image, scale_set.location, self.resources)
+        if source.version_id:
+            content = self.disks[source.version_id.lower()].copy()
+        else:
+            content = guestos.base_disk(self.scenario.os, self.package_names, instance.vm_id)
         if instance.os_disk:
             self.resources.pop(self.disk_id(scale_set, instance.os_disk).lower(), None)
             self.disks.pop(self.disk_id(scale_set, instance.os_disk).lower(), None)
         name = f"{scale_set.name}_{instance.instance_id}_OsDisk_1_{uuid.uuid4().hex}"
-        instance.os_disk = name
+        instance.os_disk, instance.source = name, source
         disk_id = self.disk_id(scale_set, name)
-        self.disks[disk_id.lower()] = guestos.base_disk(
-            self.scenario.os, self.package_names, instance.vm_id
-        )
+        self.disks[disk_id.lower()] = content
         image = instance.image
-        if image.get("id"):
-            source = {"galleryImageReference": {"id": image["id"]}}
+        if source.version_id:
+            disk_source: dict[str, Any] = {"galleryImageReference": {"id": source.version_id}}
         else:  # a marketplace image, by the id Azure gives its version
-            source = {
+            disk_source = {
                 "imageReference": {
                     "id": f"/Subscriptions/{scale_set.subscription}/Providers/Microsoft.Compute"
                     f"/Locations/{scale_set.location}/Publishers/{image.get('publisher')}"
@@ -440,7 +472,7 @@ class World:
             "properties": {
                 "osType": "Linux",
                 "hyperVGeneration": "V2",
-                "creationData": {"createOption": "FromImage", **source},
+                "creationData": {"createOption": "FromImage", **disk_source},
                 "diskSizeGB": 128,
                 "diskState": "Attached",
                 "provisioningState": "Succeeded",
@@ -515,11 +547,17 @@ class World:
                 400, "InvalidParameter", "The value of parameter sku.capacity must be at most 1000."
             )
         now = self.now()
+        remodel = image is not None and _image_ref(image) != _image_ref(scale_set.image)
+        if image is not None and remodel:
+            try:  # Azure checks the image when the model is written, before anything changes
+                images.resolve(image, scale_set.location, self.resources)
+            except images.ImageError as error:
+                raise ArmError(error.status, error.code, error.message) from None
         op = self.new_operation(operation)
         changed = False
         if tags is not None and tags != scale_set.tags:
             scale_set.tags, changed = dict(tags), True
-        if image is not None and _image_ref(image) != _image_ref(scale_set.image):
+        if image is not None and remodel:
             scale_set.image = dict(image)
             scale_set.model_version += 1
             changed = True
@@ -552,9 +590,9 @@ class World:
                     continue
                 if instance.provisioning != "Creating":
                     continue  # scaled in or deleted meanwhile
-                if error:
+                if error or instance.failure:
                     instance.provisioning, instance.power = "Failed", "stopped"
-                    instance.failure = error[0]
+                    instance.failure = error[0] if error else instance.failure
                 else:
                     instance.provisioning, instance.power = "Succeeded", "running"
                     self._boot(scale_set, instance)
@@ -567,7 +605,11 @@ class World:
             self.finish(op, error)
 
         scale_set.updating_ops += 1
-        latency = max(self.latency.create if created else 0, self.latency.delete if removed else 0)
+        latency = max(
+            self.latency.create if created else 0,
+            self.latency.delete if removed else 0,
+            self.latency.model_update if remodel else 0,
+        )
         if latency:
             self.after(latency, done)
         else:
@@ -696,6 +738,7 @@ class World:
                 target.power = "starting" if during == "running" else during
 
         def done() -> None:
+            error = None
             for target in targets:
                 if scale_set.instances.get(target.instance_id) is not target:
                     continue
@@ -705,21 +748,31 @@ class World:
                     target.provisioning, target.power = before[target.instance_id]
                     continue
                 target.provisioning, target.power = "Succeeded", after
-                if action == "manualUpgrade" and target.model_version != scale_set.model_version:
-                    target.image = dict(scale_set.image)
-                    target.model_version = scale_set.model_version
-                    self._new_os_disk(scale_set, target)
-                elif action == "reimage":
-                    self._new_os_disk(scale_set, target)
+                try:
+                    self._new_image(scale_set, target, action)
+                except images.ImageError as refused:  # the old disk stays; the VM shows Failed
+                    target.provisioning, target.failure = "Failed", refused.code
+                    error = (refused.code, refused.message)
                 if after == "running" and target not in rebooting:
                     self._boot(scale_set, target)
-            error = None
             if fault is not None and failed:
                 error = (fault.error, fault_message(fault, scale_set.name))
             self.finish(op, error)
 
         self.after(latency, done)
         return op
+
+    def _new_image(self, scale_set: ScaleSet, target: Instance, action: str) -> None:
+        """Reimage rebuilds the OS disk from the instance's own image reference (a definition
+        resolves to its latest version now, as Azure does; a version id stays that version);
+        manualUpgrade first moves the instance to the scale set's model, if it is not on it."""
+        if action == "manualUpgrade" and target.model_version != scale_set.model_version:
+            source = images.resolve(scale_set.image, scale_set.location, self.resources)
+            target.image = dict(scale_set.image)
+            target.model_version = scale_set.model_version
+            self._new_os_disk(scale_set, target, source)
+        elif action == "reimage":
+            self._new_os_disk(scale_set, target)
 
     def run_command(
         self,
@@ -771,6 +824,11 @@ class World:
             reply = next((r for r in self.scenario.run_command if re.search(r.match, text)), None)
             if reply is not None:
                 outcome = shell.Outcome(0, reply.stdout, reply.stderr)
+            elif fault is not None and fault.kind == "lost_writes":
+                # It runs and answers as usual, but what it wrote never reaches the disk.
+                disk = self.disk_of(scale_set, instance).copy()
+                scratch = replace(instance.guest, run=dict(instance.guest.run))
+                outcome = shell.run(text, disk, scratch, self.repo())
             else:
                 disk = self.disk_of(scale_set, instance)
                 outcome = shell.run(text, disk, instance.guest, self.repo())
@@ -794,14 +852,25 @@ class World:
                 }
             )
 
-            def answer() -> None:
-                self.finish(op, result={"value": [status]})
+            def power() -> None:
+                if scale_set.instances.get(instance.instance_id) is not instance:
+                    return
+                if not guest_up(instance) or instance.guest.boots != boots:
+                    return  # went down or rebooted before a scheduled power action fell due
                 if outcome.power == "reboot":
                     self.reboot(scale_set, instance)
                 elif outcome.power == "poweroff":
                     guestos.shut_down(instance.guest)
                     instance.power = "stopped"
 
+            def answer() -> None:
+                self.finish(op, result={"value": [status]})
+                if outcome.power and outcome.power_delay:
+                    self.after(outcome.power_delay, power)
+                elif outcome.power:
+                    power()
+
+            boots = instance.guest.boots
             if outcome.seconds:
                 self.after(outcome.seconds, answer)
             else:
@@ -830,27 +899,55 @@ class World:
         self, scale_set: ScaleSet, instance: Instance, *, initial: datetime | None = None
     ) -> None:
         """The only boot path (creation, start, restart, reimage, upgrade): the guest boots
-        the newest installed kernel with a new boot id. A kernel published with `breaks`, or a
-        `Boot` fault (not on the scenario's first boots, which happen at `initial`), leaves the
-        kubelet never Ready."""
+        the newest installed kernel with a new boot id. A kernel published with `breaks`, a
+        `never_ready` Boot fault, or a machine-id that another running guest already has leaves
+        the kubelet never Ready; a `never_boots` Boot fault leaves the guest hung before it
+        starts anything. Boot faults skip the scenario's first boots (which happen at
+        `initial`); they select by scale set, instance and the image version booted."""
         now = initial or self.now()
+        fault = None
+        if initial is None:
+            fault = self.take_fault(
+                "Boot",
+                scale_set.name,
+                str(instance.instance_id),
+                image=instance.source.version_id,
+            )
+        if fault is not None and fault.kind == "never_boots":
+            guestos.hang(instance.guest)
+            return
         instance.booted_at = now
         disk = self.disk_of(scale_set, instance)
         number = instance.guest.boots + 1
         boot_id = uuid.uuid5(uuid.NAMESPACE_OID, f"{instance.vm_id}/{number}/{now.isoformat()}")
-        machine = uuid.uuid5(uuid.NAMESPACE_OID, f"{instance.vm_id}/{instance.os_disk}/machine-id")
+        # systemd's new machine-id is random; this one is fixed by the VM, disk and boot.
+        machine = uuid.uuid5(uuid.NAMESPACE_OID, f"{instance.vm_id}/{instance.os_disk}/{number}")
         guestos.boot(
             disk,
             instance.guest,
             boot_id=str(boot_id),
             hostname=instance.computer_name,
             machine_id=machine.hex,
+            vm_id=instance.vm_id,
         )
-        never_ready = self.repo().breaks(instance.guest.kernel)
-        if initial is None:
-            fault = self.take_fault("Boot", scale_set.name, str(instance.instance_id))
-            never_ready = never_ready or (fault is not None and fault.kind == "never_ready")
-        instance.guest.never_ready = never_ready
+        instance.guest.never_ready = (
+            self.repo().breaks(instance.guest.kernel)
+            or (fault is not None and fault.kind == "never_ready")
+            or (initial is None and self._machine_id_taken(instance, disk.machine_id()))
+        )
+
+    def _machine_id_taken(self, booting: Instance, machine_id: str) -> bool:
+        """Two nodes with one machine-id: the one that boots while the other runs never gets
+        Ready. The simulator's rule, after what clones of an uncleaned image do: the CNI names
+        its node after the machine-id (as weave's peer name does), so the second node's network
+        never comes up and its kubelet reports NetworkPluginNotReady."""
+        for scale_set in self.scale_sets.values():
+            for other in scale_set.instances.values():
+                if other is booting or not guest_up(other):
+                    continue
+                if self.disk_of(scale_set, other).machine_id() == machine_id:
+                    return True
+        return False
 
     def reboot(self, scale_set: ScaleSet, instance: Instance) -> None:
         """The guest goes down now and boots after the reboot latency (power stays running)."""
@@ -899,10 +996,31 @@ class World:
             body["properties"]["provisioningState"] = "Succeeded"
             if on_ready:
                 on_ready(body)
-            self.finish(op)
+            # Location answers the resource once done (the disk RP's final-state-via: location).
+            self.finish(op, result=body)
 
         self.after(latency, ready)
         return op
+
+    def copy_content(self, source_id: str, target_id: str) -> None:
+        """A snapshot or image version holds its source's OS content as it is at this moment
+        (Azure snapshots a running VM's disk too; a powered-off guest gives a clean copy)."""
+        self.disks[target_id.lower().rstrip("/")] = self.disks[source_id.lower()].copy()
+
+    def put_version(
+        self, body: dict[str, Any], source_id: str, *, fault: Fault | None, operation: str
+    ) -> Operation:
+        """Create an image version: `Creating` while it replicates (the `image_version`
+        latency), then `Succeeded`. A Standard_ZRS replica in a region without zones fails it
+        early; a failed version stays, `Failed`, until deleted."""
+        self.copy_content(source_id, body["id"])
+        refusal = images.zrs_refusal(body, self.scenario.zonal_regions)
+        latency = self.latency.image_version
+        if refusal is not None and fault is None:
+            fault = Fault(operation=operation, kind="lro_failed", error="InvalidParameter")
+            fault = fault.model_copy(update={"message": refusal})
+            latency = self.latency.gallery
+        return self.put_resource(body, latency=latency, fault=fault, operation=operation)
 
     def delete_resource(
         self, resource_id: str, *, fault: Fault | None, operation: str
@@ -935,6 +1053,7 @@ class World:
                 return
             if self.resources.get(key) is body:
                 del self.resources[key]
+                self.disks.pop(key, None)
             self.finish(op)
 
         self.after(self.latency.resource_delete, gone)

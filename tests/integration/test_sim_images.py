@@ -5,10 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.mgmt.compute.models import CreationData, Snapshot, SnapshotProperties
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.mgmt.compute.models import (
+    CreationData,
+    RunCommandInput,
+    Snapshot,
+    SnapshotProperties,
+)
+from kubernetes import client, config
 
-from tests.simulator import RG, STOPPED, Simulator, scale_set, scenario
+from tests.simulator import RG, STOPPED, SUBSCRIPTION, Simulator, scale_set, scenario
 
 pytestmark = pytest.mark.integration
 
@@ -187,3 +194,165 @@ def test_a_scale_set_model_on_an_image_version_upgrades_old_and_boots_new_instan
     new = compute.virtual_machine_scale_set_vms.get(RG, VMSS, "2").properties
     assert (new.latest_model_applied, new.storage_profile.image_reference.id) == (True, version_id)
     assert sim.scale_set_state(VMSS)["instances"][2]["image"] == {"id": version_id}
+
+
+KERNEL = "6.8.0-1017-azure"
+DEFINITION = (
+    f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/Microsoft.Compute"
+    f"/galleries/{GALLERY}/images/{IMAGE}"
+)
+
+
+def patched_world(sim: Simulator) -> Any:
+    """Two nodes on the base image; a kernel and three package updates published yesterday;
+    instance 0 patched and rebooted onto the new kernel."""
+    sim.load(
+        scenario(
+            scale_set(VMSS, 2),
+            speed=STOPPED,
+            latencies={"reboot": 60},
+            os_updates=[{"date": "2026-11-01T06:00:00Z", "kernel": KERNEL, "packages": 3}],
+        )
+    )
+    compute = sim.compute()
+    run(sim, compute, "0", "apt-get -y dist-upgrade\nsystemctl reboot")
+    sim.advance(60)
+    assert os_of(sim, "0")["running_kernel"] == KERNEL
+    return compute
+
+
+def finish(sim: Simulator, poller: Any, seconds: float) -> Any:
+    sim.advance(seconds)
+    return poller.result()
+
+
+def run(sim: Simulator, compute: Any, instance: str, script: str) -> str:
+    body = RunCommandInput(command_id="RunShellScript", script=script.splitlines())
+    poller = compute.virtual_machine_scale_set_vms.begin_run_command(RG, VMSS, instance, body)
+    return str(finish(sim, poller, 20).value[0].message)
+
+
+def os_of(sim: Simulator, instance: str) -> dict[str, Any]:
+    found = sim.scale_set_state(VMSS)["instances"]
+    return next(i["os"] for i in found if i["instance_id"] == instance)
+
+
+def node(sim: Simulator, instance: str) -> Any:
+    api = client.CoreV1Api(config.new_client_from_config(config_file=sim.info["kubeconfig"]))
+    name = f"{VMSS.removesuffix('-vmss')}-vmss{int(instance):06d}"
+    found = api.read_node(name)
+    ready = next(c.status for c in found.status.conditions if c.type == "Ready")
+    return found.status.node_info, ready
+
+
+def publish(sim: Simulator, compute: Any, version: str = "1.0.0", **publishing: Any) -> str:
+    """Snapshot instance 0's OS disk now, and a version of it in the gallery (created here)."""
+    disk_id = os_disk(compute).os_disk.managed_disk.id
+    body = {"location": "westeurope", "properties": {"creationData": {"createOption": "Copy"}}}
+    body["properties"]["creationData"]["sourceResourceId"] = disk_id
+    taken = finish(sim, compute.snapshots.begin_create_or_update(RG, f"snap-{version}", body), 15)
+    gallery = compute.galleries.begin_create_or_update(RG, GALLERY, {"location": "westeurope"})
+    finish(sim, gallery, 10)
+    identifier = {"publisher": "poolkeeper", "offer": "aks-workers", "sku": "ubuntu-2404"}
+    properties = {"osType": "Linux", "osState": "Specialized", "identifier": identifier}
+    definition = compute.gallery_images.begin_create_or_update(
+        RG, GALLERY, IMAGE, {"location": "westeurope", "properties": properties}
+    )
+    finish(sim, definition, 10)
+    storage = {"osDiskImage": {"source": {"id": taken.id}}}
+    properties = {"storageProfile": storage, "publishingProfile": publishing}
+    poller = compute.gallery_image_versions.begin_create_or_update(
+        RG, GALLERY, IMAGE, version, {"location": "westeurope", "properties": properties}
+    )
+    return str(finish(sim, poller, 1800).id)
+
+
+def point_model_at(sim: Simulator, compute: Any, image_id: str) -> Any:
+    profile = {"storageProfile": {"imageReference": {"id": image_id}}}
+    body = {"properties": {"virtualMachineProfile": profile}}
+    return finish(sim, compute.virtual_machine_scale_sets.begin_update(RG, VMSS, body), 10)
+
+
+def test_a_cleaned_capture_boots_new_and_upgraded_instances_patched_with_their_own_identity(
+    sim: Simulator,
+) -> None:
+    compute = patched_world(sim)
+    donor = node(sim, "0")[0]
+    clean = "cp /dev/null /etc/machine-id\nrm -f /etc/hostname\nsystemctl poweroff"
+    run(sim, compute, "0", clean)
+    assert sim.scale_set_state(VMSS)["instances"][0]["power_state"] == "stopped"
+    publish(sim, compute)
+    finish(sim, compute.virtual_machine_scale_set_vms.begin_start(RG, VMSS, "0"), 45)
+    restarted, ready = node(sim, "0")
+    assert ready == "True" and restarted.machine_id not in ("", donor.machine_id)
+    assert os_of(sim, "0")["hostname"] == f"{VMSS.removesuffix('-vmss')}-vmss000000"
+
+    vmss = point_model_at(sim, compute, DEFINITION)  # "latest" of the definition
+    assert vmss.properties.virtual_machine_profile.storage_profile.image_reference.id == DEFINITION
+    stale = compute.virtual_machine_scale_set_vms.get(RG, VMSS, "1").properties
+    assert not stale.latest_model_applied
+    assert stale.storage_profile.image_reference.exact_version == "2026.11.01"
+    grow = compute.virtual_machine_scale_sets.begin_update(RG, VMSS, {"sku": {"capacity": 3}})
+    finish(sim, grow, 90)
+    old_boot = node(sim, "1")[0].boot_id
+    upgrade = compute.virtual_machine_scale_sets.begin_update_instances(
+        RG, VMSS, {"instanceIds": ["1"]}
+    )
+    finish(sim, upgrade, 60)
+
+    for instance in ("1", "2"):
+        info, ready = node(sim, instance)
+        truth = os_of(sim, instance)
+        assert (ready, info.kernel_version, truth["reboot_required"]) == ("True", KERNEL, False)
+        assert truth["pending_updates"] == 0, "the donor's packages came with the image"
+        assert info.machine_id not in ("", donor.machine_id, restarted.machine_id)
+        assert truth["hostname"] == f"{VMSS.removesuffix('-vmss')}-vmss00000{instance}"
+        vm = compute.virtual_machine_scale_set_vms.get(RG, VMSS, instance).properties
+        reference = vm.storage_profile.image_reference
+        assert (vm.latest_model_applied, reference.id, reference.exact_version) == (
+            True,
+            DEFINITION,
+            "1.0.0",
+        )
+    assert node(sim, "1")[0].boot_id != old_boot
+    assert node(sim, "1")[0].machine_id != node(sim, "2")[0].machine_id
+
+
+def test_an_uncleaned_capture_keeps_the_donor_machine_id_and_its_clones_never_get_ready(
+    sim: Simulator,
+) -> None:
+    compute = patched_world(sim)
+    version_id = publish(sim, compute)  # a running, uncleaned donor
+    run(sim, compute, "0", "touch /etc/written-after-the-snapshot")
+    vmss = compute.virtual_machine_scale_sets.get(RG, VMSS)
+    profile = {"storageProfile": {"imageReference": {"id": version_id}}}
+    body = {"properties": {"virtualMachineProfile": profile}}
+    patch = compute.virtual_machine_scale_sets.begin_update(
+        RG, VMSS, body, etag=vmss.etag, match_condition=MatchConditions.IfNotModified
+    )
+    updating = compute.virtual_machine_scale_sets.get(RG, VMSS)
+    assert (patch.done(), updating.properties.provisioning_state) == (False, "Updating")
+    assert updating.etag != vmss.etag
+    with pytest.raises(ResourceModifiedError):  # a write on the old ETag
+        compute.virtual_machine_scale_sets.begin_update(
+            RG, VMSS, {"tags": {}}, etag=vmss.etag, match_condition=MatchConditions.IfNotModified
+        )
+    finish(sim, patch, 10)
+    grow = compute.virtual_machine_scale_sets.begin_update(RG, VMSS, {"sku": {"capacity": 3}})
+    finish(sim, grow, 90)
+
+    donor, donor_ready = node(sim, "0")
+    clone, clone_ready = node(sim, "2")
+    assert clone.machine_id == donor.machine_id and (donor_ready, clone_ready) == ("True", "False")
+    assert clone.kernel_version == KERNEL
+    assert os_of(sim, "2")["guest"] == "up", "the VM runs; only its node stays NotReady"
+    answer = run(sim, compute, "2", "[ -f /etc/written-after-the-snapshot ] && echo yes || echo no")
+    assert "\nno\n" in answer, "the snapshot holds the disk as it was when it was taken"
+    vm = compute.virtual_machine_scale_set_vms.get(RG, VMSS, "2").properties
+    assert (
+        vm.storage_profile.image_reference.id,
+        vm.storage_profile.image_reference.exact_version,
+    ) == (
+        version_id,
+        "1.0.0",
+    )
