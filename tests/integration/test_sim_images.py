@@ -6,7 +6,12 @@ from typing import Any
 
 import pytest
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
 from azure.mgmt.compute.models import (
     CreationData,
     RunCommandInput,
@@ -356,3 +361,90 @@ def test_an_uncleaned_capture_keeps_the_donor_machine_id_and_its_clones_never_ge
         version_id,
         "1.0.0",
     )
+
+
+def test_replication_progress_zrs_without_zones_and_a_failed_version_that_blocks_its_name(
+    sim: Simulator,
+) -> None:
+    sim.load(
+        scenario(scale_set(VMSS, 1), speed=STOPPED, zonal_regions=["westeurope", "northeurope"])
+    )
+    compute = sim.compute()
+    versions = compute.gallery_image_versions
+    publish(sim, compute, "1.0.0")
+    snapshot_id = versions.get(RG, GALLERY, IMAGE, "1.0.0").properties.storage_profile
+    snapshot_id = snapshot_id.os_disk_image.source.id
+
+    def begin(version: str, storage: str, regions: list[str]) -> Any:
+        targets = [{"name": r, "storageAccountType": storage} for r in regions]
+        properties = {
+            "storageProfile": {"osDiskImage": {"source": {"id": snapshot_id}}},
+            "publishingProfile": {"targetRegions": targets, "excludeFromLatest": True},
+        }
+        body = {"location": "westeurope", "properties": properties}
+        return versions.begin_create_or_update(RG, GALLERY, IMAGE, version, body)
+
+    replicating = begin("1.1.0", "Standard_ZRS", ["westeurope", "northeurope"])
+    sim.advance(900)
+    status = versions.get(RG, GALLERY, IMAGE, "1.1.0", expand="ReplicationStatus").properties
+    assert status.provisioning_state == "Creating" and not replicating.done()
+    assert status.replication_status.aggregated_state == "InProgress"
+    assert [(s.region, s.state, s.progress) for s in status.replication_status.summary] == [
+        ("westeurope", "Replicating", 50),
+        ("northeurope", "Replicating", 50),
+    ]
+    assert versions.get(RG, GALLERY, IMAGE, "1.1.0").properties.replication_status is None
+    with pytest.raises(HttpResponseError) as failed:
+        finish(sim, begin("1.2.0", "Standard_ZRS", ["westeurope", "westus"]), 10)
+    assert failed.value.error.code == "InvalidParameter"
+    assert "ZRS is not supported" in failed.value.error.message
+    finish(sim, replicating, 900)
+    listed = {
+        v.name: v.properties.provisioning_state
+        for v in versions.list_by_gallery_image(RG, GALLERY, IMAGE)
+    }
+    assert listed == {"1.0.0": "Succeeded", "1.1.0": "Succeeded", "1.2.0": "Failed"}
+    with pytest.raises(ResourceExistsError) as blocked:
+        begin("1.2.0", "Standard_LRS", ["westeurope", "westus"])
+    assert blocked.value.error.code == "OperationNotAllowed"
+
+    finish(sim, versions.begin_delete(RG, GALLERY, IMAGE, "1.2.0"), 10)
+    finish(sim, begin("1.2.0", "Standard_LRS", ["westeurope", "westus"]), 1800)
+    point_model_at(sim, compute, DEFINITION)
+    finish(
+        sim, compute.virtual_machine_scale_sets.begin_update(RG, VMSS, {"sku": {"capacity": 2}}), 90
+    )
+    vm = compute.virtual_machine_scale_set_vms.get(RG, VMSS, "1").properties
+    assert vm.storage_profile.image_reference.exact_version == "1.0.0", "the others are excluded"
+    include = {"properties": {"publishingProfile": {"excludeFromLatest": False}}}
+    update = versions.begin_update(RG, GALLERY, IMAGE, "1.2.0", include)
+    assert versions.get(RG, GALLERY, IMAGE, "1.2.0").properties.provisioning_state == "Updating"
+    finish(sim, update, 60)
+    finish(sim, compute.virtual_machine_scale_set_vms.begin_reimage(RG, VMSS, "1"), 120)
+    vm = compute.virtual_machine_scale_set_vms.get(RG, VMSS, "1").properties
+    assert vm.storage_profile.image_reference.exact_version == "1.2.0", "latest, now included"
+
+
+def test_a_version_that_never_boots_hangs_the_instances_that_boot_it(sim: Simulator) -> None:
+    compute = patched_world(sim)
+    version_id = publish(sim, compute)
+    sim.post("faults", {"operation": "Boot", "kind": "never_boots", "image": version_id.upper()})
+    point_model_at(sim, compute, version_id)
+    finish(
+        sim, compute.virtual_machine_scale_sets.begin_update(RG, VMSS, {"sku": {"capacity": 3}}), 90
+    )
+    sim.advance(600)
+
+    view = compute.virtual_machine_scale_set_vms.get_instance_view(RG, VMSS, "2")
+    assert [s.code for s in view.statuses] == ["ProvisioningState/succeeded", "PowerState/running"]
+    assert not view.vm_agent.statuses, "no agent reports from a guest that never booted"
+    assert os_of(sim, "2")["guest"] == "hung"
+    api = client.CoreV1Api(config.new_client_from_config(config_file=sim.info["kubeconfig"]))
+    assert f"{VMSS.removesuffix('-vmss')}-vmss000002" not in [
+        n.metadata.name for n in api.list_node().items
+    ]
+    body = RunCommandInput(command_id="RunShellScript", script=["true"])
+    with pytest.raises(HttpResponseError) as refused:
+        compute.virtual_machine_scale_set_vms.begin_run_command(RG, VMSS, "2", body)
+    assert refused.value.error.code == "VMAgentStatusCommunicationError"
+    assert node(sim, "1")[1] == "True", "an instance still on the old image is untouched"
