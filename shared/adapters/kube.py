@@ -63,6 +63,7 @@ class Node:
     resource_version: str = ""  # for writes that must not land on a node changed since
     kernel: str = ""  # status.nodeInfo.kernelVersion
     boot_id: str = ""  # status.nodeInfo.bootID: changes with every boot
+    machine_id: str = ""  # status.nodeInfo.machineID: clones of one image may share it
 
     @property
     def claim(self) -> str | None:
@@ -128,6 +129,7 @@ def _node(raw: Any) -> Node:
         resource_version=raw.metadata.resource_version or "",
         kernel=(raw.status.node_info.kernel_version if raw.status.node_info else "") or "",
         boot_id=(raw.status.node_info.boot_id if raw.status.node_info else "") or "",
+        machine_id=(raw.status.node_info.machine_id if raw.status.node_info else "") or "",
     )
 
 
@@ -243,6 +245,16 @@ class Kube:
     def label(self, name: str, labels: Mapping[str, str | None]) -> None:
         """Set labels on a node; None removes one."""
         self._core.patch_node(name, {"metadata": {"labels": dict(labels)}})
+
+    def delete_node(self, name: str) -> None:
+        """Delete a Node object (one whose VM is gone); a gone node is fine."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            self._core.delete_node(name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
 
     def pods_on(self, node: str) -> list[Pod]:
         """All pods bound to `node`, across namespaces, following the API's paging."""

@@ -16,6 +16,7 @@ from typing import Any
 
 from shared.adapters.kube import CLAIM_ANNOTATION, DRAINING_ANNOTATION, Kube, Node, NodeChanged
 from shared.decide.claims import Claim, parse_claim
+from shared.decide.drain import DrainOptions, plan_drain
 
 log = logging.getLogger("poolkeeper.claims")
 
@@ -52,6 +53,23 @@ def holds(node: Node, owner: Owner) -> bool:
     """Whether `owner` holds the claim on `node`."""
     claim = parse_claim(node.claim)
     return claim is not None and claim.job == owner.job
+
+
+def why_not_idle(kube: Kube, name: str, owner: Owner) -> str | None:
+    """Why work that needs the node drained (delete, reboot, capture) must not start on it now,
+    from a fresh read, or None: it is still claimed by `owner`, cordoned, and holds no pod a
+    drain would have to move."""
+    found = kube.node(name)
+    if found is None:
+        return f"node {name} is gone: nothing shows it was drained"
+    if not holds(found, owner):
+        return f"node {name} is no longer claimed by this job"
+    if not found.unschedulable:
+        return f"node {name} is schedulable again (someone uncordoned it)"
+    left = plan_drain(kube.pods_on(name), DrainOptions()).left()
+    if left:
+        return f"node {name} still has pods: " + "; ".join(left[:5])
+    return None
 
 
 def claim(kube: Kube, name: str, owner: Owner, now: datetime) -> Claimed | Refused:

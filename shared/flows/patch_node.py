@@ -19,9 +19,9 @@ from shared.adapters.instances import Instances, ScriptResult
 from shared.adapters.kube import LAST_PATCHED_ANNOTATION as LAST_PATCHED
 from shared.adapters.kube import SCALE_DOWN_DISABLED
 from shared.adapters.scaleset import AzureCallError, TemporaryAzureError, ThrottledError
-from shared.decide.drain import DrainOptions, plan_drain
+from shared.decide.drain import DrainOptions
 from shared.decide.patching import DONE_MARKER, kernel_order
-from shared.flows.claims import Claimed, Owner, claim, holds, mark, release
+from shared.flows.claims import Claimed, Owner, claim, holds, mark, release, why_not_idle
 from shared.flows.drain import Drained, DrainFailed, DrainState, continue_drain, start_drain
 from shared.flows.jobs import StepContext
 
@@ -119,15 +119,7 @@ def _instances(ctx: StepContext) -> Instances:
 
 def _still_ours(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> str | None:
     """Why the node must not be worked on now: no longer ours, uncordoned, or pods back."""
-    found = ctx.services.kube.node(node["name"])
-    if found is None:
-        return "the node is gone"
-    if not holds(found, owner):
-        return "someone took the node back (its claim is gone)"
-    if not found.unschedulable:
-        return "someone uncordoned the node"
-    left = plan_drain(ctx.services.kube.pods_on(node["name"]), DrainOptions()).left()
-    return f"pods came back: {'; '.join(left[:3])}" if left else None
+    return why_not_idle(ctx.services.kube, node["name"], owner)
 
 
 def _install(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:

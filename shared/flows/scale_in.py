@@ -16,9 +16,9 @@ from shared.adapters.scaleset import (
 )
 from shared.decide.claims import SETTLE_DEADLINE
 from shared.decide.counting import InstanceState, classify
-from shared.decide.drain import DrainOptions, plan_drain
+from shared.decide.drain import DrainOptions
 from shared.decide.settle import settle
-from shared.flows.claims import Claimed, Owner, claim, holds, release_all
+from shared.flows.claims import Claimed, Owner, claim, release_all, why_not_idle
 from shared.flows.drain import (
     Drained,
     DrainFailed,
@@ -97,22 +97,6 @@ def drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     return Next("delete", state)
 
 
-def _not_ready_to_delete(kube: Any, node: str, owner: Owner) -> str | None:
-    """Why this victim's node must not be deleted now (a fresh read), or None: it must still be
-    claimed by this job, cordoned, and hold no pod a drain would have to move."""
-    found = kube.node(node)
-    if found is None:
-        return f"node {node} is gone: nothing shows it was drained"
-    if not holds(found, owner):
-        return f"node {node} is no longer claimed by this job"
-    if not found.unschedulable:
-        return f"node {node} is schedulable again (someone uncordoned it)"
-    left = plan_drain(kube.pods_on(node), DrainOptions()).left()
-    if left:
-        return f"node {node} still has pods: " + "; ".join(left[:5])
-    return None
-
-
 def _names(state: dict[str, Any]) -> dict[str, str]:
     """Victim instance id -> node name, from the plan."""
     return dict(zip(state["plan"]["victims"], state["plan"]["nodes"], strict=True))
@@ -126,9 +110,7 @@ def _deletable(
     by_id = {i.instance_id: i for i in truth.state.instances}
     owner = Owner.of(ctx.job)
     held_back = {
-        v: why
-        for v in candidates
-        if (why := _not_ready_to_delete(ctx.services.kube, names[v], owner))
+        v: why for v in candidates if (why := why_not_idle(ctx.services.kube, names[v], owner))
     }
     pending = [v for v in candidates if v not in held_back]
     live = truth.record["counts"]["live"]
