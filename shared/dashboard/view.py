@@ -369,7 +369,7 @@ def counts_chart(data: PoolData, now: datetime) -> Chart:
         ],
         start=start,
         end=now,
-        y_max=peak,
+        y_max=-(-peak // 4) * 4,  # a multiple of the 4 tick steps: whole numbers on the axis
         x_ticks=_hour_ticks(start, now),
         rules=[
             Rule("max_nodes", data.max_nodes, "r-limit"),

@@ -13,10 +13,15 @@ import requests
 from shared.adapters.history import HISTORY_TABLE, CountHistory
 from shared.adapters.ledger import DailySummaries, Tables
 from shared.adapters.storage import StorageAccount
+from shared.clock import clock_from_settings
+from shared.config import load_config
 from shared.dashboard.view import NOT_RECONCILED
+from shared.flows.jobs import Services
+from shared.flows.truth import read_truth
 from shared.jobs import Job
-from tests.integration.test_operator_api import _world
-from tests.jobs_support import job
+from tests.integration.test_operator_api import _vmss_id, _world
+from tests.jobs_support import job, settings_for
+from tests.simulator import scale_set, scenario
 
 pytestmark = pytest.mark.integration
 
@@ -130,3 +135,34 @@ def test_routes_need_the_key_answer_unknown_pools_with_404_and_show_the_empty_st
     )
     assert as_html.status_code == 404 and as_html.headers["Content-Type"].startswith("text/html")
     assert "<script>" not in as_html.text and "&lt;script&gt;x" in as_html.text
+
+
+def test_a_full_read_records_its_counts_and_keeps_the_image_lineage(sim, azurite) -> None:
+    sim.load(scenario(scale_set("aks-img-66666666-vmss", 2, zones=[])))
+    pool = f"img-{uuid.uuid4().hex[:6]}"
+    pools = [
+        {
+            "name": pool,
+            "vmss_id": _vmss_id("aks-img-66666666-vmss"),
+            "node_group": "img",
+            "min_nodes": 1,
+            "max_nodes": 4,
+        }
+    ]
+    settings = settings_for(sim, azurite.connection_string, pools)
+    services = Services(
+        settings,
+        clock_from_settings(settings),
+        load_config(settings),
+        StorageAccount.from_settings(settings),
+    )
+    lineage = [{"version": "2026.1102.1", "status": "in use"}]
+    services.tables.put_pool_status(pool, {"images": lineage})
+    now = services.clock.now()
+
+    truth = read_truth(services, services.config.pool(pool), now)
+
+    assert truth.record["images"] == lineage
+    assert [i["ready"] for i in truth.record["instances"].values()] == [True, True]
+    (row,) = CountHistory(services.tables).since(pool, now - timedelta(hours=1))
+    assert (row["counts"]["live"], row["capacity"], row["ready"]) == (2, 2, 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -300,3 +301,21 @@ def test_the_page_fetches_nothing_from_elsewhere_and_has_its_charts() -> None:
 def test_error_page_escapes_the_message() -> None:
     html = error_page(404, "no pool named '<x>'", NOW, ["apps"])
     assert "no pool named &#39;&lt;x&gt;&#39;" in html and 'data-error="404"' in html
+
+
+def test_the_instance_chart_has_whole_numbers_on_its_axis_and_steps_through_the_reads() -> None:
+    history = [
+        {"at": _at(hours=3), "counts": {"live": 4}, "capacity": 4, "ready": 3},
+        {"at": _at(hours=1), "counts": {"live": 5, "creating": 1}, "capacity": 6, "ready": 5},
+    ]
+    chart = pool_view(replace(_data(history=history), max_nodes=5), NOW).charts[0]
+    assert [label for _, label in chart.y_ticks] == ["0", "2", "4", "6", "8"]
+    latest = {path.label: path.latest for path in chart.paths}
+    assert latest == {
+        "capacity": "6",
+        "live": "5",
+        "ready": "5",
+        "failed": "0",
+        "creating + deleting": "1",
+    }
+    assert all(len(path.segments) == 1 for path in chart.paths)
