@@ -321,6 +321,23 @@ class Tables:
         )
         return {row["RowKey"]: json.loads(row["check"]) for row in found}
 
+    def put_image_version(self, pool: str, version: str, record: dict[str, Any]) -> None:
+        """What an image job made of one version (donor, kernel, canary, rollback): the pool's
+        image lineage, one row per version."""
+        from azure.data.tables import UpdateMode
+
+        self._table(POOLS_TABLE).upsert_entity(
+            {"PartitionKey": f"{pool}.image", "RowKey": version, "record": json.dumps(record)},
+            mode=UpdateMode.REPLACE,
+        )
+
+    def image_lineage(self, pool: str) -> dict[str, Any]:
+        """Every version an image job recorded for the pool (see put_image_version)."""
+        found = self._table(POOLS_TABLE).query_entities(
+            "PartitionKey eq @pool", parameters={"pool": f"{pool}.image"}
+        )
+        return {row["RowKey"]: json.loads(row["record"]) for row in found}
+
     def put_pool_status(self, pool: str, status: dict[str, Any]) -> None:
         from azure.data.tables import UpdateMode
 
