@@ -2,28 +2,36 @@
 into plain `AlertEvent`s and mapped to configured pools. Called by `POST /api/alerts`.
 
 A body that is not one of the two formats is refused with what is wrong; an alert that matches
-no configured pool is reported as such, never guessed.
+no configured pool is reported as such, never guessed. An alert is a P1 or a P2 by the rule it
+comes from (`RULES`, the conditions that infra/ and deploy/prometheus/ ship), never by the
+severity its sender gave it: any other rule's alert is unrecognised (docs/alerts.md).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared import json_input
+from shared.adapters.usage import CPU_METRIC, MEMORY_METRIC, VM_DIMENSION
 from shared.config import Config, Pool
+from shared.decide.capacity import DEFAULT_THRESHOLDS
 
 # A realistic Alertmanager payload of 1000 alerts (its most: AlertmanagerPayload) weighs about
 # 1 MB (bench/results/alert_intake.md); 4 MiB leaves room for alerts with four times the labels.
 MAX_BODY_BYTES = 4 * 1024 * 1024
 SIGNATURE_HEADER = "x-poolkeeper-signature"
 NODE_GROUP_LABELS = ("elastisys.io/node-group", "node_group", "label_elastisys_io_node_group")
+# The labels a Prometheus rule carries to be one of Poolkeeper's (deploy/prometheus/).
+RULE_LABEL = "poolkeeper_rule"
+THRESHOLD_LABEL = "poolkeeper_threshold"
 
 
 class AlertError(ValueError):
@@ -45,18 +53,61 @@ class Scope(StrEnum):
 
 
 @dataclass(frozen=True)
+class Rule:
+    """One P1/P2 condition Poolkeeper ships alert rules for, in the words of both senders."""
+
+    name: str  # the Azure rule's suffix and the Prometheus `poolkeeper_rule` label
+    severity: Severity
+    scope: Scope  # node rules are split per VM (Azure) or keep the `node` label (Prometheus)
+    setting: str  # the pool's capacity setting that holds the threshold, in percent used
+    window: timedelta
+
+    def threshold(self, pool: Pool) -> float:
+        """The pool's threshold for this rule, in percent used."""
+        return float(getattr(pool.capacity, self.setting))
+
+    def azure_criterion(self, pool: Pool) -> tuple[str, str, float]:
+        """(metric, operator, threshold) of the scale set's metric rule: Azure reports memory as
+        percent free, so a memory rule fires below 100 - the threshold."""
+        if self.setting.endswith("memory"):
+            return MEMORY_METRIC, "LessThan", 100 - self.threshold(pool)
+        return CPU_METRIC, "GreaterThan", self.threshold(pool)
+
+
+P1_WINDOW, P2_WINDOW = DEFAULT_THRESHOLDS.p1_window, DEFAULT_THRESHOLDS.p2_window
+RULES = (
+    Rule("p1-node-cpu", Severity.P1, Scope.NODE, "p1_cpu", P1_WINDOW),
+    Rule("p1-node-memory", Severity.P1, Scope.NODE, "p1_memory", P1_WINDOW),
+    Rule("p1-group-cpu", Severity.P1, Scope.GROUP, "p1_cpu", P1_WINDOW),
+    Rule("p1-group-memory", Severity.P1, Scope.GROUP, "p1_memory", P1_WINDOW),
+    Rule("p2-group-cpu", Severity.P2, Scope.GROUP, "p2_cpu", P2_WINDOW),
+    Rule("p2-group-memory", Severity.P2, Scope.GROUP, "p2_memory", P2_WINDOW),
+)
+RULES_BY_NAME = {rule.name: rule for rule in RULES}
+
+
+@dataclass(frozen=True)
 class AlertEvent:
-    """One alert about one pool: firing or resolved, and what it is about."""
+    """One alert about one pool: firing or resolved, what it is about, and its rule (None: an
+    unrecognised rule, recorded and notified but never acted on, `unrecognised` saying why)."""
 
     key: str  # deduplication key: the same delivery twice has the same key
     source: str  # azure-monitor or alertmanager
     name: str
     pool: str
     firing: bool
-    severity: Severity
-    scope: Scope
+    rule: Rule | None
     node: str | None
     at: datetime | None
+    unrecognised: str = ""
+
+    @property
+    def severity(self) -> Severity | None:
+        return self.rule.severity if self.rule else None
+
+    @property
+    def scope(self) -> Scope | None:
+        return self.rule.scope if self.rule else None
 
 
 class Loose(BaseModel):
@@ -72,6 +123,27 @@ class Essentials(Loose):
     configurationItems: list[str] = []
     firedDateTime: datetime | None = None
     resolvedDateTime: datetime | None = None
+
+
+class Dimension(Loose):
+    name: str
+    value: str = ""
+
+
+class Criterion(Loose):
+    metricName: str
+    operator: str
+    threshold: float  # the schema sends it as a string: "95"
+    dimensions: list[Dimension] | None = None
+
+
+class MetricCondition(Loose):
+    windowSize: timedelta  # ISO 8601: PT1H, PT24H or P1D
+    allOf: list[Criterion] = Field(min_length=1, max_length=1)
+
+
+class MetricContext(Loose):
+    condition: MetricCondition
 
 
 class AzureData(Loose):
@@ -141,12 +213,54 @@ def _pool_for(config: Config, *, targets: list[str], labels: dict[str, Any]) -> 
     return None
 
 
-def _scope(declared: Any, *, single_node: bool) -> Scope:
-    """Node scope for alerts about one VM or node, unless the alert says `scope: group`."""
-    declared = str(declared or "").lower()
-    if declared in ("node", "group"):
-        return Scope(declared)
-    return Scope.NODE if single_node else Scope.GROUP
+def _azure_rule(
+    context: dict[str, Any] | None, pool: Pool, *, per_vm: bool
+) -> tuple[Rule | None, str, str | None]:
+    """The rule a metric alert's criterion is (metric, operator, threshold, window, split per
+    VM or not), or why none; and the VM it names."""
+    try:
+        condition = MetricContext.model_validate(context or {}).condition
+    except ValidationError:
+        return None, "not a metric alert with one criterion", None
+    (criterion,) = condition.allOf
+    vms = [d.value for d in criterion.dimensions or [] if d.name.lower() == VM_DIMENSION.lower()]
+    scope = Scope.NODE if per_vm or vms else Scope.GROUP
+    for rule in RULES:
+        metric, operator, threshold = rule.azure_criterion(pool)
+        if (
+            (rule.scope, rule.window, operator) == (scope, condition.windowSize, criterion.operator)
+            and criterion.metricName.lower() == metric.lower()
+            and math.isclose(criterion.threshold, threshold, abs_tol=1e-6)
+        ):
+            return rule, "", vms[0] if vms else None
+    what = (
+        f"{criterion.metricName} {criterion.operator} {criterion.threshold:g} over "
+        f"{_span(condition.windowSize)}{' per VM' if scope is Scope.NODE else ''}"
+    )
+    return None, f"{what} is not one of pool {pool.name}'s P1/P2 rules", vms[0] if vms else None
+
+
+def _prometheus_rule(labels: dict[str, str], pool: Pool) -> tuple[Rule | None, str]:
+    """The rule an alert's `poolkeeper_rule` label names, if its threshold is the pool's."""
+    rule = RULES_BY_NAME.get(labels.get(RULE_LABEL, ""))
+    if rule is None:
+        return None, f"no {RULE_LABEL} label naming one of {', '.join(RULES_BY_NAME)}"
+    given = labels.get(THRESHOLD_LABEL, "")
+    try:
+        threshold = float(given)
+    except ValueError:
+        return None, f"{THRESHOLD_LABEL} {given!r} is not a number"
+    if not math.isclose(threshold, rule.threshold(pool), abs_tol=1e-6):
+        return None, (
+            f"{rule.name} fires above {threshold:g} but pool {pool.name}'s {rule.setting} is "
+            f"{rule.threshold(pool):g}"
+        )
+    return rule, ""
+
+
+def _span(window: timedelta) -> str:
+    hours = window / timedelta(hours=1)
+    return f"{hours:g} h" if hours >= 1 else f"{window / timedelta(minutes=1):g} min"
 
 
 def _azure(data: dict[str, Any], config: Config) -> list[AlertEvent | str]:
@@ -164,6 +278,11 @@ def _azure(data: dict[str, Any], config: Config) -> list[AlertEvent | str]:
             f"{essentials.alertRule}: targets {essentials.alertTargetIDs} match no configured pool"
         ]
     firing = essentials.monitorCondition == "Fired"
+    rule, why, vm = _azure_rule(
+        alert.data.alertContext,
+        pool,
+        per_vm=any("/virtualmachines/" in t.lower() for t in essentials.alertTargetIDs),
+    )
     return [
         AlertEvent(
             key=f"azure:{essentials.alertId}:{essentials.monitorCondition}",
@@ -171,15 +290,10 @@ def _azure(data: dict[str, Any], config: Config) -> list[AlertEvent | str]:
             name=essentials.alertRule,
             pool=pool.name,
             firing=firing,
-            severity=Severity.P1 if essentials.severity in ("Sev0", "Sev1") else Severity.P2,
-            scope=_scope(
-                custom.get("scope"),
-                single_node=any(
-                    "/virtualmachines/" in t.lower() for t in essentials.alertTargetIDs
-                ),
-            ),
-            node=custom.get("node"),
+            rule=rule,
+            node=vm or custom.get("node"),
             at=essentials.firedDateTime if firing else essentials.resolvedDateTime,
+            unrecognised=why,
         )
     ]
 
@@ -198,7 +312,7 @@ def _alertmanager(data: dict[str, Any], config: Config) -> list[AlertEvent | str
         if pool is None:
             found.append(f"{name}: labels {sorted(alert.labels)} name no configured node group")
             continue
-        severity = alert.labels.get("severity", "").upper()
+        rule, why = _prometheus_rule(alert.labels, pool)
         found.append(
             AlertEvent(
                 key=f"alertmanager:{alert.fingerprint}:{alert.status}:{alert.startsAt.isoformat()}",
@@ -206,10 +320,10 @@ def _alertmanager(data: dict[str, Any], config: Config) -> list[AlertEvent | str
                 name=name,
                 pool=pool.name,
                 firing=alert.status == "firing",
-                severity=Severity.P1 if severity in ("P1", "CRITICAL") else Severity.P2,
-                scope=_scope(alert.labels.get("scope"), single_node="node" in alert.labels),
+                rule=rule,
                 node=alert.labels.get("node") or alert.labels.get("instance"),
                 at=alert.startsAt if alert.status == "firing" else alert.endsAt,
+                unrecognised=why,
             )
         )
     return found

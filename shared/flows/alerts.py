@@ -2,7 +2,8 @@
 
 A firing group P1 asks for one more node through the same policy as the capacity timer (the
 pool's cooldown, `max_nodes`, hold for a human when a step would double the group); a node P1
-is a rebalancing notification; a P2 is a notification; a resolved alert is recorded.
+is a rebalancing notification; a P2 is a notification; a resolved alert is recorded. An alert
+from a rule that is not one of the pool's P1/P2 rules is recorded and notified, never acted on.
 Replayed deliveries change nothing.
 """
 
@@ -107,9 +108,12 @@ def _nodes_text(summary: dict[str, Any]) -> str:
 
 
 def _kind(event: AlertEvent, pool: Pool) -> str | None:
-    """What a firing alert asks for: "scale_up", "rebalance" or "p2" (None when resolved)."""
+    """What a firing alert asks for: "scale_up", "rebalance", "p2" or "unrecognised" (None when
+    resolved)."""
     if not event.firing:
         return None
+    if event.rule is None:
+        return "unrecognised"
     scale_on_p2 = event.severity is Severity.P2 and pool.capacity.auto_scale_up_on_p2
     if event.scope is Scope.GROUP and (event.severity is Severity.P1 or scale_on_p2):
         return "scale_up"
@@ -142,7 +146,12 @@ def _act(services: Any, events: list[AlertEvent], now: datetime) -> list[str]:
         if kind is None:
             continue  # resolved: recorded above, nothing to say
         summary = _summary(same)
-        if kind == "rebalance":
+        if kind == "unrecognised":
+            why = _short(same[0].unrecognised)
+            # Logged here, once per (pool, alert name): the sender chose the rule, not Poolkeeper.
+            log.info("Pool %s: alert %s is unrecognised (%s); not acted on", pool_name, name, why)
+            severity, text = "info", f"not one of the pool's P1/P2 rules ({why}); not acted on"
+        elif kind == "rebalance":
             severity, text = (
                 "P1",
                 (
@@ -205,4 +214,5 @@ def receive(services: Any, body: bytes, signature: str | None) -> tuple[int, dic
         "alerts": len(events),
         "duplicates": len(events) - len(fresh),
         "unmatched": unmatched,
+        "unrecognised": sorted({_short(e.name) for e in events if e.rule is None})[:MAX_LISTED],
     }

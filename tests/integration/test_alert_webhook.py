@@ -19,6 +19,8 @@ from shared.clock import clock_from_settings
 from shared.config import load_config
 from shared.flows.alerts import receive
 from shared.flows.jobs import Services
+from tests.alert_payloads import azure_alert as rule_alert
+from tests.alert_payloads import azure_rules, prom_alert, prometheus_alerts, webhook
 from tests.jobs_support import Pump, settings_for
 from tests.simulator import RG, STOPPED, SUBSCRIPTION, Simulator, scale_set, scenario
 
@@ -57,82 +59,29 @@ def azure_alert(
     severity: str = "Sev1",
     alert_id: str | None = None,
 ) -> dict[str, Any]:
-    """The common alert schema as Azure Monitor sends it for a metric alert."""
-    return {
-        "schemaId": "azureMonitorCommonAlertSchema",
-        "data": {
-            "essentials": {
-                "alertId": alert_id
-                or f"/subscriptions/{SUBSCRIPTION}/providers/"
-                f"Microsoft.AlertsManagement/alerts/{uuid.uuid4()}",
-                "alertRule": "web-cpu-p1",
-                "severity": severity,
-                "signalType": "Metric",
-                "monitorCondition": condition,
-                "monitoringService": "Platform",
-                "alertTargetIDs": [target.lower()],
-                "configurationItems": [VMSS],
-                "originAlertId": str(uuid.uuid4()),
-                "firedDateTime": "2026-11-02T09:00:00.000Z",
-                "resolvedDateTime": "2026-11-02T10:00:00.000Z" if condition == "Resolved" else None,
-                "description": "Group CPU above 95 % for an hour",
-                "essentialsVersion": "1.0",
-                "alertContextVersion": "1.0",
-            },
-            "alertContext": {
-                "properties": None,
-                "conditionType": "SingleResourceMultipleMetricCriteria",
-                "condition": {
-                    "windowSize": "PT1H",
-                    "allOf": [
-                        {
-                            "metricName": "Percentage CPU",
-                            "operator": "GreaterThan",
-                            "threshold": "95",
-                            "timeAggregation": "Average",
-                            "metricValue": 97.2,
-                        }
-                    ],
-                },
-            },
-            "customProperties": None,
-        },
-    }
+    """What the shipped P1 group CPU rule sends (the common alert schema), about `target`."""
+    rule = next(r for r in azure_rules() if r["name"] == "p1-group-cpu")
+    body = rule_alert(rule, target, condition=condition, rule_name="web-cpu-p1")
+    body["data"]["essentials"]["severity"] = severity
+    if alert_id:
+        body["data"]["essentials"]["alertId"] = alert_id
+    return body
 
 
 def alertmanager(
     *,
     status: str = "firing",
     group: str = "web",
-    severity: str = "P1",
+    rule: str = "PoolkeeperGroupCPUP1",
     fingerprint: str | None = None,
 ) -> dict[str, Any]:
-    return {
-        "version": "4",
-        "groupKey": '{}:{alertname="NodeGroupCPUHigh"}',
-        "truncatedAlerts": 0,
-        "status": status,
-        "receiver": "poolkeeper",
-        "groupLabels": {"alertname": "NodeGroupCPUHigh"},
-        "commonLabels": {},
-        "commonAnnotations": {},
-        "externalURL": "http://alertmanager:9093",
-        "alerts": [
-            {
-                "status": status,
-                "labels": {
-                    "alertname": "NodeGroupCPUHigh",
-                    "elastisys.io/node-group": group,
-                    "severity": severity,
-                },
-                "annotations": {"summary": "node group CPU above 95 % for 1 h"},
-                "startsAt": "2026-11-02T09:00:00Z",
-                "endsAt": "0001-01-01T00:00:00Z",
-                "generatorURL": "http://prometheus:9090/graph",
-                "fingerprint": fingerprint or uuid.uuid4().hex[:16],
-            }
-        ],
-    }
+    """A webhook with one alert of the shipped Prometheus `rule` (a group P1 by default)."""
+    alert = prom_alert(prometheus_alerts()[rule], group=group, index=0, status=status)
+    alert["fingerprint"] = fingerprint or uuid.uuid4().hex[:16]
+    return webhook([alert], group=group)
+
+
+P2 = "PoolkeeperGroupCPUP2"
 
 
 def _queued(services: Services, queue: str) -> int:
@@ -169,7 +118,7 @@ def test_alertmanager_p1_enqueues_and_a_second_episode_within_cooldown_does_not(
 def test_resolved_and_p2_alerts_notify_and_record_without_scaling(sim, azurite) -> None:
     services = _services(sim, azurite)
     receive(services, json.dumps(azure_alert(condition="Resolved")).encode(), None)
-    receive(services, json.dumps(alertmanager(severity="P2")).encode(), None)
+    receive(services, json.dumps(alertmanager(rule=P2)).encode(), None)
     assert _queued(services, services.settings["POOLKEEPER_SCALE_QUEUE"]) == 0
     assert _queued(services, services.settings["POOLKEEPER_NOTIFICATIONS_QUEUE"]) == 1
 
@@ -299,7 +248,7 @@ def test_notifications_also_go_to_the_outbound_webhook(sim, azurite) -> None:
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/hook"
         services = _services(sim, azurite, POOLKEEPER_NOTIFY_WEBHOOK=url)
-        receive(services, json.dumps(alertmanager(severity="P2")).encode(), None)
+        receive(services, json.dumps(alertmanager(rule=P2)).encode(), None)
     finally:
         server.shutdown()
     assert [(n["schema"], n["pool"], n["kind"], n["severity"]) for n in received] == [
@@ -329,7 +278,7 @@ def test_p2_scales_up_when_the_pool_asks_for_it(sim, azurite) -> None:
     config["pools"][0]["capacity"] = {"auto_scale_up_on_p2": True}
     services.settings["POOLKEEPER_POOLS"] = json.dumps(config)
     services.config = load_config(services.settings)
-    status, answer = receive(services, json.dumps(alertmanager(severity="P2")).encode(), None)
+    status, answer = receive(services, json.dumps(alertmanager(rule=P2)).encode(), None)
     assert status == 202 and len(answer["jobs"]) == 1
 
 
@@ -353,7 +302,7 @@ def test_an_alert_name_any_sender_may_choose_is_recorded_and_acted_on_once(
     sim: Simulator, azurite, name: str
 ) -> None:
     services = _services(sim, azurite)
-    body = alertmanager(severity="P2")
+    body = alertmanager(rule=P2)
     body["alerts"][0]["labels"]["alertname"] = name
     status, answer = receive(services, json.dumps(body).encode(), None)
     assert status == 202, answer
@@ -371,7 +320,7 @@ def test_a_delivery_that_failed_while_acting_is_acted_on_when_it_is_resent(
     # The notification cannot be sent (no such queue can exist), so acting fails after the
     # alert was parsed; the sender sees an error and resends once the queue is fixed.
     services = _services(sim, azurite, POOLKEEPER_NOTIFICATIONS_QUEUE="Not_A_Queue!")
-    body = json.dumps(alertmanager(severity="P2")).encode()
+    body = json.dumps(alertmanager(rule=P2)).encode()
     with pytest.raises(HttpResponseError):
         receive(services, body, None)
     fixed = _services(sim, azurite)
@@ -396,9 +345,9 @@ def test_a_thousand_alerts_in_one_payload_are_all_recorded_with_one_notice_per_r
     counts = rule_counts(1000)
     by_kind = {n["kind"]: n for n in notices}
     assert sorted(by_kind) == ["p2", "rebalance", "scale_up"] and len(notices) == 3
-    assert by_kind["rebalance"]["values"]["count"] == counts["NodeCPUHigh"]
-    assert by_kind["p2"]["values"]["count"] == counts["NodeMemoryHigh"]
-    assert f"and {counts['NodeCPUHigh'] - 20} more" in by_kind["rebalance"]["message"]
+    assert by_kind["rebalance"]["values"]["count"] == counts["PoolkeeperNodeCPUP1"]
+    assert by_kind["p2"]["values"]["count"] == counts["PoolkeeperGroupCPUP2"]
+    assert f"and {counts['PoolkeeperNodeCPUP1'] - 20} more" in by_kind["rebalance"]["message"]
     # Every delivery is recorded: the same payload again is all duplicates and does nothing.
     status, again = receive(services, body, None)
     assert status == 202 and again["duplicates"] == 1000 and again["jobs"] == []
