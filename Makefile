@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 7071
 
-.PHONY: deps run test lint bench clean
+.PHONY: deps run test lint checkov bench clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Poolkeeper needs Python 3.11 (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
@@ -26,11 +26,23 @@ deps: $(VENV)/.installed node_modules/.installed
 run: deps
 	$(BIN)/python -m local.stack --scenario local/scenarios/small.json --port $(PORT)
 
+# checkov has its own virtualenv: its pins clash with requirements-dev.txt (pycep-parser).
+CHECKOV_VENV := .venv-checkov
+
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt | $(BIN)/python
+	$(BIN)/python -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt
+	touch $@
+
+# Infra security scan; every skip is inline in infra/ with its reason. --skip-download: offline.
+checkov: $(CHECKOV_VENV)/.installed
+	$(CHECKOV_VENV)/bin/checkov --directory infra --compact --quiet --skip-download
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: deps lint
+test: deps lint checkov
 	$(BIN)/python -m pytest
 
 bench: deps
