@@ -38,6 +38,7 @@ class PoolData:
     jobs: list[dict[str, Any]] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
     days: list[dict[str, Any]] = field(default_factory=list)
+    images: dict[str, dict[str, Any]] = field(default_factory=dict)  # version -> image job's record
 
 
 @dataclass(frozen=True)
@@ -289,18 +290,24 @@ def _job_rows(jobs: list[dict[str, Any]], now: datetime) -> tuple[JobRow, ...]:
     )
 
 
-def _image_rows(record: dict[str, Any], now: datetime) -> tuple[ImageRow, ...]:
-    """The hook for image jobs: a pool record's `images` list, newest first (docs/dashboard.md)."""
+def _image_rows(lineage: dict[str, dict[str, Any]], now: datetime) -> tuple[ImageRow, ...]:
+    """The pool's image lineage (the ledger's `image_lineage`: version -> what the image job
+    recorded), newest version first; missing fields show as "—" (docs/dashboard.md)."""
     rows = []
-    for image in record.get("images") or []:
-        canary = image.get("canary")
+    for version, image in sorted(lineage.items(), reverse=True):
+        canary, rollback = image.get("canary"), image.get("rollback")
+        status = _text(image.get("status"))
+        if rollback:
+            status += (
+                f"; rolled back: {_outcome(rollback) if isinstance(rollback, dict) else rollback}"
+            )
         rows.append(
             ImageRow(
-                version=_text(image.get("version")),
+                version=version,
                 created=when(image.get("created_at"), now),
-                source=_text(image.get("source_node")),
+                source=_text(image.get("donor")),
                 kernel=_text(image.get("kernel")),
-                status=_text(image.get("status")),
+                status=status,
                 canary=_outcome(canary) if isinstance(canary, dict) else _text(canary),
                 job=_text(image.get("job"), ""),
             )
@@ -458,7 +465,7 @@ def pool_view(data: PoolData, now: datetime) -> PoolView:
         nodes=_node_rows(data, now),
         jobs=_job_rows(data.jobs, now),
         model_image=_model_image(record),
-        images=_image_rows(record, now),
+        images=_image_rows(data.images, now),
         charts=(counts_chart(data, now), *usage_charts(data, now)),
         empty="" if record else NOT_RECONCILED,
     )

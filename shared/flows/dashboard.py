@@ -51,6 +51,7 @@ def _data(
         if full
         else [],
         days=DailySummaries(tables).days(pool.name) if full else [],
+        images=tables.image_lineage(pool.name) if full else {},
     )
 
 

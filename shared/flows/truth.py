@@ -121,8 +121,6 @@ def read_truth(
             if node.claim and node.name in matching.pairs.values()
         },
         "cluster_error": cluster_error,
-        # Image jobs record the pool's image lineage here; a read keeps it (docs/dashboard.md).
-        **({"images": previous_record["images"]} if previous_record.get("images") else {}),
         "read_at": now.isoformat(),
         "by_job": job_id,
     }

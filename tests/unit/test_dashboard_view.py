@@ -223,27 +223,28 @@ def test_jobs_list_steps_with_repeats_and_the_outcome() -> None:
     assert row.steps[0].result == "wait x3"
 
 
-def test_image_lineage_comes_from_the_records_images_and_says_what_to_do_without() -> None:
-    images = [
-        {
-            "version": "2026.1102.1",
+def test_image_lineage_lists_the_ledgers_versions_newest_first() -> None:
+    lineage = {
+        "2026.1101.1": {"status": "excluded", "rollback": {"reason": "canary never Ready"}},
+        "2026.1102.1": {
             "created_at": _at(hours=2),
-            "source_node": "n2",
+            "donor": "n2",
             "kernel": "6.8.0-1016-azure",
             "status": "in use",
             "canary": {"result": "passed", "node": "n9"},
             "job": "image-1",
-        }
-    ]
-    view = pool_view(_data(RECORD | {"images": images, "model_image": {"id": "/g/v"}}), NOW)
-    (row,) = view.images
-    assert (row.version, row.source, row.status, row.job) == (
+        },
+    }
+    view = pool_view(_data(RECORD | {"model_image": {"id": "/g/v"}}, images=lineage), NOW)
+    new, old = view.images
+    assert (new.version, new.source, new.status, new.job) == (
         "2026.1102.1",
         "n2",
         "in use",
         "image-1",
     )
-    assert row.canary == "result: passed, node: n9" and view.model_image == "/g/v"
+    assert new.canary == "result: passed, node: n9" and view.model_image == "/g/v"
+    assert (old.source, old.status) == ("—", "excluded; rolled back: reason: canary never Ready")
     html = pool_page(pool_view(_data(), NOW), NOW, ["apps"])
     assert 'data-empty="images"' in html and "no prototype images yet" in html
 
