@@ -359,7 +359,7 @@ def _remove(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         return _end(
             ctx, state, Fail(f"refused: instance {victim.instance_id} has node {seen['node']} now")
         )
-    if seen["node"] is not None:
+    if seen["node"] is not None and repair["problem"] != Problem.STUCK_DELETING.value:
         ctx.before_write()
         held = claim(ctx.services.kube, seen["node"], _owner(ctx), ctx.now)
         if not isinstance(held, Claimed):

@@ -1,0 +1,295 @@
+"""Self-healing pools (issue 12) end to end: drift set up in the simulator, reconcile enqueues a
+repair job, the job repairs it through the real SDK clients — or the brake refuses, and says why.
+
+The Witness checks every delete where it is sent (a node cordoned and emptied; min size) and
+`assert_truth` where it lands; instances that never had a node are checked nodeless instead.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import requests
+
+from shared.adapters.instances import Instances
+from shared.adapters.repair_log import RepairLog
+from shared.decide.repair import QUARANTINE_ANNOTATION
+from shared.flows.jobs import submit
+from shared.jobs import SCHEMA
+from tests.simulator import Simulator
+from tests.truth_support import Witness, World, make_world, vmss_id_of
+
+VMSS = "aks-heal-71717171-vmss"
+NODE = f"{VMSS}000001"
+
+
+class NodelessWitness(Witness):
+    """The Witness's checks for instances with a node; one without a node (never booted, or
+    never registered) has nothing to drain, and is recorded as such."""
+
+    nodeless: set[str]
+
+    def _check_delete(self, instance_ids: Sequence[str]) -> None:
+        cluster = requests.get(f"{self.sim.admin}/kube/pods", timeout=10).json()["nodes"]
+        names = {
+            i["instance_id"]: i["computer_name"]
+            for i in self.sim.scale_set_state(self.vmss)["instances"]
+        }
+        with_node = [i for i in instance_ids if names[str(i)] in cluster]
+        self.nodeless = getattr(self, "nodeless", set()) | (set(instance_ids) - set(with_node))
+        if with_node:
+            super()._check_delete(with_node)
+        if set(instance_ids) - set(with_node):
+            self.deletes.append([i for i in instance_ids if i not in with_node])
+
+
+def _world(
+    sim: Simulator,
+    azurite: Any,
+    *,
+    repair: dict[str, Any] | None = None,
+    faults: list[dict[str, Any]] | None = None,
+    **extra: Any,
+) -> World:
+    world = make_world(
+        sim,
+        azurite,
+        vmss=VMSS,
+        capacity=6,
+        min_nodes=2,
+        max_nodes=8,
+        replicas=6,
+        max_unavailable=1,
+        grace=10,
+        pool_extra={"repair": {"ready_timeout_minutes": 3} | (repair or {})},
+        settings={"POOLKEEPER_NOTIFICATIONS_QUEUE": f"notify-{uuid.uuid4().hex[:8]}"},
+        faults=faults or [],
+        **extra,
+    )
+    services = world.pump.services
+    witness = NodelessWitness(sim, VMSS, 2)
+    services.scale_sets = witness.adapter(dict(services.settings), services)
+    world.witness = witness
+    assert world.run("reconcile").status == "done"
+    return world
+
+
+def _not_ready(world: World, instance: str, boots: int | None) -> None:
+    """The instance's next `boots` boots (None: every one) leave its node NotReady; restart it."""
+    fault = {"operation": "Boot", "kind": "never_ready", "scale_set": VMSS, "instance": instance}
+    world.sim.post("faults", fault | ({"count": boots} if boots else {}))
+    services = world.pump.services
+    Instances(services.scale_sets).begin_restart(vmss_id_of(VMSS), instance)
+
+
+def _reconcile_and_repair(world: World, *, timeout: float = 60) -> Any:
+    """Reconcile (it enqueues the repair), then drive the scale queue until the repair ends."""
+    record = world.run("reconcile")
+    assert record.status == "done", record.error
+    job_id = record.outcome["repair"]["enqueued"]
+    return world.drive("scale", job_id, timeout=timeout)
+
+
+def _notifications(world: World, kind: str) -> list[dict[str, Any]]:
+    queue = world.pump.services.settings["POOLKEEPER_NOTIFICATIONS_QUEUE"]
+    client = world.pump.services.queues._queue(queue)
+    found = [json.loads(m.content) for m in client.peek_messages(max_messages=32)]
+    return [n for n in found if n["kind"] == kind]
+
+
+def _repairs(world: World) -> list[dict[str, Any]]:
+    return RepairLog(world.tables).entries(world.pool["name"])
+
+
+def test_a_not_ready_node_is_restarted_and_back_then_given_back(
+    sim: Simulator, azurite: Any
+) -> None:
+    world = _world(sim, azurite)
+    _not_ready(world, "1", boots=1)
+    sim.advance(11 * 60)
+    record = _reconcile_and_repair(world)
+    assert record.status == "done", (record.error, record.outcome)
+    assert record.outcome["repair"]["rung"] == "restart"
+    assert record.outcome["repair"]["rungs"] == [{"rung": "restart", "result": "back Ready"}]
+    node = world.pump.services.kube.node(NODE)
+    assert node is not None and node.ready and not node.unschedulable and not node.claim
+    assert world.witness.deletes == [] and world.witness.raises == []
+    (entry,) = _repairs(world)
+    assert (entry["status"], entry["rung"], entry["problem"], entry["acted"]) == (
+        "done",
+        "restart",
+        "not_ready",
+        True,
+    )
+    # The same episode is not repaired twice, and a healthy pool enqueues nothing.
+    assert "repair" not in world.run("reconcile").outcome
+    world.assert_truth()
+
+
+def test_the_ladder_climbs_restart_reimage_replace_and_a_node_that_cannot_be_drained_stays(
+    sim: Simulator, azurite: Any
+) -> None:
+    # A budget that allows one more disruption beside the NotReady node's pod: the simulator
+    # blocks the eviction of an unready pod while the budget is at its floor.
+    web = {"name": "web", "replicas": 6, "node_selector": {"elastisys.io/node-group": "heal"}}
+    pdb = {"termination_grace_seconds": 10, "pdb": {"max_unavailable": 2}}
+    world = _world(sim, azurite, workloads={"deployments": [web | pdb]})
+    _not_ready(world, "1", boots=None)  # no boot of instance 1 ever gets Ready again
+    sim.advance(11 * 60)
+    record = _reconcile_and_repair(world, timeout=120)
+    assert [r["rung"] for r in record.outcome["repair"]["rungs"]] == ["restart", "reimage"]
+    assert record.outcome["repair"]["rung"] == "replace"
+    calls = [c["operation"] for c in sim.calls()["calls"]]
+    assert calls.count("VirtualMachineScaleSetVMs_Reimage") == 1
+    assert len(world.witness.raises) == 1  # the replacement, through a scale job
+    # Its evicted pod stays Terminating on a node whose kubelet is down, so the drain never
+    # empties it: it is not deleted, the repair fails and a person is told.
+    assert record.status == "failed" and "drain" in record.error
+    assert world.witness.deletes == []
+    (told,) = _notifications(world, "repair_failed")
+    assert NODE in told["message"]
+    world.assert_truth()
+
+
+def test_a_failed_instance_is_deleted_with_no_node_to_drain(sim: Simulator, azurite: Any) -> None:
+    world = _world(
+        sim,
+        azurite,
+        faults=[{"operation": "VirtualMachineScaleSets_Update", "kind": "lro_failed", "count": 1}],
+    )
+    up = world.run("scale", {"delta": 1})
+    assert up.status == "failed" and "InternalExecutionError" in up.error
+    record = _reconcile_and_repair(world)
+    assert record.status == "done", (record.error, record.outcome)
+    assert record.outcome["repair"]["problem"] == "failed_instance"
+    assert world.witness.deletes == [["6"]] and world.witness.nodeless == {"6"}
+    scale_set = sim.scale_set_state(VMSS)
+    assert len(scale_set["instances"]) == 6 and scale_set["capacity"] == 6
+    assert "repair" not in world.run("reconcile").outcome
+    _assert_counts(world)
+
+
+def test_an_instance_stuck_deleting_is_force_deleted_once(sim: Simulator, azurite: Any) -> None:
+    world = _world(sim, azurite, latencies={"delete": 6 * 3600, "force_delete": 30})
+    going = world.run("scale", {"nodes": [NODE]}, timeout=60)
+    assert going.status == "failed" and "still unknown" in going.error
+    sim.advance(21 * 60)
+    record = _reconcile_and_repair(world)
+    assert record.status == "done", (record.error, record.outcome)
+    assert record.outcome["repair"]["problem"] == "stuck_deleting"
+    assert world.witness.deletes == [["1"], ["1"]]
+    # Gone within the force delete's 30 s, not the 6 h of the first delete.
+    assert "1" not in {i["instance_id"] for i in sim.scale_set_state(VMSS)["instances"]}
+    world.assert_truth()
+
+
+def test_half_a_pool_not_ready_at_once_is_an_outage_refused_with_the_brakes_reason(
+    sim: Simulator, azurite: Any
+) -> None:
+    world = _world(sim, azurite)
+    for instance in ("0", "1", "2"):
+        _not_ready(world, instance, boots=None)
+    sim.advance(11 * 60)
+    record = world.run("reconcile")
+    brake = record.outcome["repair"]["brake"]
+    assert "3 of 6 instances of the pool are unhealthy" in brake and "outage" in brake
+    assert record.outcome["repair"]["action"] is None
+    (told,) = _notifications(world, "repair_brake")
+    assert told["severity"] == "P1" and "outage" in told["message"]
+    world.run("reconcile")
+    assert len(_notifications(world, "repair_brake")) == 1  # told once while it lasts
+    # A repair asked for by hand is refused the same way, and touches nothing.
+    asked = _submit(world, {"node": NODE})
+    refused = world.drive("scale", asked)
+    assert refused.status == "failed" and refused.error.startswith("refused (brake)")
+    calls = {c["operation"] for c in sim.calls()["calls"]}
+    assert not calls & {
+        "VirtualMachineScaleSetVMs_Reimage",
+        "VirtualMachineScaleSets_DeleteInstances",
+    }
+    assert not any(v["unschedulable"] for v in world.cluster().values())
+
+
+def test_a_flapping_node_is_repaired_at_most_n_times_then_quarantined_and_reported(
+    sim: Simulator, azurite: Any
+) -> None:
+    world = _world(sim, azurite, repair={"max_repairs_per_node_per_day": 2})
+    for _ in range(2):
+        _not_ready(world, "1", boots=1)
+        sim.advance(11 * 60)
+        assert _reconcile_and_repair(world).outcome["repair"]["rung"] == "restart"
+    _not_ready(world, "1", boots=1)
+    sim.advance(11 * 60)
+    record = _reconcile_and_repair(world)
+    assert record.status == "done" and record.outcome["quarantined"] == NODE
+    assert "repaired 2 times in the last day" in record.outcome["reason"]
+    node = world.pump.services.kube.node(NODE)
+    assert node is not None and node.unschedulable and not node.claim
+    assert "repaired 2 times" in json.loads(node.annotations[QUARANTINE_ANNOTATION])["reason"]
+    (told,) = _notifications(world, "repair_quarantined")
+    assert NODE in told["message"]
+    assert [e["status"] for e in _repairs(world)] == ["done", "done", "quarantined"]
+    # Quarantined: not repaired again, and reconcile's stale-claim release leaves it cordoned.
+    sim.advance(3 * 3600)
+    again = world.run("reconcile").outcome
+    assert again["repair"]["action"] is None and "quarantined" in again["repair"]["left_out"][NODE]
+    assert world.pump.services.kube.node(NODE).unschedulable
+    restarts = [c for c in sim.calls()["calls"] if c["operation"].endswith("VMs_Restart")]
+    assert len(restarts) == 5  # three flaps set up by the test, two repairs
+
+
+def test_dry_runs_plan_and_change_nothing(sim: Simulator, azurite: Any) -> None:
+    world = _world(sim, azurite)
+    _not_ready(world, "1", boots=None)
+    sim.advance(11 * 60)
+    before = sim.calls()["counters"]
+    plan = world.run("reconcile", {"dry_run": True}).outcome["repair"]
+    assert plan["dry_run"] and plan["action"]["first_rung"] == "restart"
+    asked = _submit(world, {"node": NODE, "dry_run": True})
+    record = world.drive("scale", asked)
+    assert record.status == "done" and record.outcome["dry_run"]
+    assert record.outcome["plan"]["action"]["node"] == NODE
+    after = sim.calls()["counters"]
+    writes = ("Restart", "Reimage", "DeleteInstances", "VirtualMachineScaleSets_Update")
+    assert {k: v for k, v in after.items() if k.endswith(writes)} == {
+        k: v for k, v in before.items() if k.endswith(writes)
+    }
+    assert _repairs(world) == [] and not world.pump.services.kube.node(NODE).unschedulable
+
+
+def _submit(world: World, params: dict[str, Any]) -> str:
+    job_id = f"repair-by-hand-{uuid.uuid4().hex[:8]}"
+    body = {
+        "schema": SCHEMA,
+        "id": job_id,
+        "kind": "repair",
+        "pool": world.pool["name"],
+        "params": params,
+        "requested_by": "tests",
+        "created_at": "2026-11-02T08:00:00Z",
+    }
+    submit(world.pump.services, json.dumps(body))
+    return job_id
+
+
+def _assert_counts(world: World) -> None:
+    """assert_truth's count checks, for a pool whose deleted instances never had a node."""
+    scale_set = world.sim.scale_set_state(VMSS)
+    recorded = world.tables.pool_status(world.pool["name"])
+    assert recorded is not None and recorded["capacity"] == scale_set["capacity"]
+    live = sum(
+        i["provisioning_state"] == "Succeeded" and i["power_state"] == "running"
+        for i in scale_set["instances"]
+    )
+    assert recorded["counts"]["live"] == live >= world.pool["min_nodes"]
+    history = [h for h in world.sim.state()["history"] if h["scale_set"] == VMSS]
+    assert all(h["operation"] == "VirtualMachineScaleSets_DeleteInstances" for h in history)
+    removals = requests.get(f"{world.sim.admin}/kube/removals", timeout=10).json()["removals"]
+    for gone in removals:
+        if gone["node"] is not None:
+            assert gone["unschedulable"] and not gone["pods"], gone
+        else:
+            assert gone["instance"] in world.witness.nodeless  # type: ignore[attr-defined]
