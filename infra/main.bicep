@@ -186,6 +186,7 @@ var nodePoolActions = [
   'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/read'
   'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/instanceView/read'
   'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/restart/action' // patch reboots
+  'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/reimage/action' // repair ladder
   'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/start/action' // donor back after capture
   'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/runCommand/action' // patch, clean-up
   'Microsoft.Compute/locations/operations/read' // long-running operations' status

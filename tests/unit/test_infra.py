@@ -106,6 +106,10 @@ SDK_ACTIONS = {
         "node",
         f"{VMSS}/virtualMachines/restart/action",
     ),
+    "virtual_machine_scale_set_vms.begin_reimage": (
+        "node",
+        f"{VMSS}/virtualMachines/reimage/action",
+    ),
     "virtual_machine_scale_set_vms.begin_start": ("node", f"{VMSS}/virtualMachines/start/action"),
     "virtual_machine_scale_set_vms.begin_run_command": (
         "node",
