@@ -120,7 +120,10 @@ class Disk:
         return sorted(found, key=kernel_key)
 
     def machine_id(self) -> str:
-        return self.files.get(MACHINE_ID, "").strip()
+        """The id in `/etc/machine-id`; "" when empty, missing or `uninitialized` (all three
+        make systemd generate one at boot)."""
+        found = self.files.get(MACHINE_ID, "").strip()
+        return "" if found == "uninitialized" else found
 
     def copy(self) -> Disk:
         """An independent copy (a snapshot, an image version, a disk made from one)."""
@@ -214,15 +217,25 @@ def base_disk(base: BaseOs, names: tuple[str, ...], vm_id: str) -> Disk:
             f'PRETTY_NAME="{base.name}"\nNAME="Ubuntu"\nVERSION_ID="{base.release}"\n'
             f"VERSION_CODENAME={base.codename}\nID=ubuntu\n"
         ),
-        "/var/lib/cloud/instance": f"/var/lib/cloud/instances/{vm_id}\n",
-        f"/var/lib/cloud/instances/{vm_id}/obj.pkl": "",
-        CLOUD_INSTANCE_ID: f"{vm_id}\n",
         "/var/lib/waagent/history/2026-01-01-00-00-00.zip": "",
         "/var/lib/waagent/events/1.tld": "",
         WAAGENT_PROVISIONED: f"{vm_id}\n",
         "/var/log/journal/system.journal": "",
-    }
+    } | cloud_init_files(vm_id)
     return Disk(packages, files)
+
+
+def cloud_init_files(vm_id: str) -> dict[str, str]:
+    """What cloud-init writes when it first runs on a VM: its per-instance state, the Azure
+    seed it read, its logs."""
+    return {
+        CLOUD_INSTANCE_ID: f"{vm_id}\n",
+        "/var/lib/cloud/instance": f"/var/lib/cloud/instances/{vm_id}\n",
+        f"/var/lib/cloud/instances/{vm_id}/obj.pkl": "",
+        "/var/lib/cloud/seed/azure/ovf-env.xml": "",
+        "/var/log/cloud-init.log": f"new instance {vm_id}\n",
+        "/var/log/cloud-init-output.log": "",
+    }
 
 
 def boot(
@@ -244,9 +257,7 @@ def boot(
     if not disk.machine_id():
         disk.files[MACHINE_ID] = f"{machine_id}\n"
     if vm_id and disk.files.get(CLOUD_INSTANCE_ID, "").strip() != vm_id:
-        disk.files[CLOUD_INSTANCE_ID] = f"{vm_id}\n"
-        disk.files["/var/lib/cloud/instance"] = f"/var/lib/cloud/instances/{vm_id}\n"
-        disk.files[f"/var/lib/cloud/instances/{vm_id}/obj.pkl"] = ""
+        disk.files.update(cloud_init_files(vm_id))
     if vm_id:
         disk.files[WAAGENT_PROVISIONED] = f"{vm_id}\n"
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from local.sim.guest import (
     BOOT_ID,
     KERNEL_PACKAGE,
+    MACHINE_ID,
     Disk,
     Guest,
     Plan,
@@ -76,6 +77,8 @@ KNOWN_DIRS = {
     "/var/lib/waagent",
     "/var/lib/waagent/history",
     "/var/lib/waagent/events",
+    "/var/lib/dbus",
+    "/var/lib/cloud/seed",
     "/run",
     "/tmp",
     "/proc",
@@ -117,6 +120,7 @@ class _Shell:
     line: int = 0
     power: str | None = None
     seconds: float = 0.0
+    power_delay: float = 0.0
 
     # -- the file system: the disk, /run from the guest, and a few kernel files ----------------
 
@@ -189,7 +193,9 @@ def run(script: str, disk: Disk, guest: Guest, repo: Repo) -> Outcome:
         code = shell.status
     except _Exit as stop:
         code = stop.code
-    return Outcome(code, "".join(shell.out), "".join(shell.err), shell.power, shell.seconds)
+    return Outcome(
+        code, "".join(shell.out), "".join(shell.err), shell.power, shell.seconds, shell.power_delay
+    )
 
 
 def _script(shell: _Shell, script: str) -> None:
@@ -674,7 +680,7 @@ def _unattended_upgrade(shell: _Shell, args: list[str]) -> int:
 
 
 def _power(shell: _Shell, what: str) -> int:
-    shell.power = what
+    shell.power, shell.power_delay = what, 0.0
     raise _Exit(0)
 
 
@@ -709,6 +715,165 @@ def _shutdown(shell: _Shell, args: list[str]) -> int:
     return _power(shell, "reboot" if "r" in flags or "--reboot" in flags else "poweroff")
 
 
+def _power_of(shell: _Shell, command: list[str]) -> str | None:
+    """What a command line does to the machine, if it is a power command."""
+    name = next((command[0][len(d) :] for d in BIN_DIRS if command[0].startswith(d)), command[0])
+    flags, words = _flags(command[1:])
+    if name in ("poweroff", "halt"):
+        return "poweroff"
+    if name == "reboot":
+        return "reboot"
+    if name == "shutdown" and "c" not in flags:
+        return "reboot" if "r" in flags or "--reboot" in flags else "poweroff"
+    if name == "systemctl" and words and words[0] in ("poweroff", "halt", "reboot"):
+        return "reboot" if words[0] == "reboot" else "poweroff"
+    return None
+
+
+def _time_span(text: str) -> float | None:
+    """A systemd time span such as `5`, `5s`, `2min`, `1h` in seconds."""
+    match = re.match(r"^(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr)?$", text)
+    if match is None:
+        return None
+    return (
+        float(match[1])
+        * {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}[match[2] or ""]
+    )
+
+
+OPTION_VALUES = ("--unit=", "--description=", "--timer-property=", "--property=")
+
+
+def _systemd_run(shell: _Shell, args: list[str]) -> int:
+    """A transient unit: here only a power command, now or `--on-active` later. It runs after
+    the script has answered, so the script goes on."""
+    delay: float | None = 0.0
+    quiet = False
+    index = 0
+    while index < len(args) and args[index].startswith("-"):
+        arg = args[index]
+        index += 1
+        if arg.startswith("--on-active="):
+            delay = _time_span(arg.split("=", 1)[1])
+        elif arg == "--on-active" and index < len(args):
+            delay, index = _time_span(args[index]), index + 1
+        elif arg in ("--quiet", "-q"):
+            quiet = True
+        elif arg in ("--no-block", "--collect", "-G") or arg.startswith(OPTION_VALUES):
+            continue
+        elif arg in ("--unit", "-u", "--description", "--timer-property", "--property", "-p"):
+            index += 1
+        else:
+            _not_simulated(shell, f"systemd-run {arg}")
+    command = args[index:]
+    if delay is None:
+        shell.fail("Failed to parse timer value\n")
+        return 1
+    if not command:
+        shell.fail("systemd-run: Command line to execute required.\n")
+        return 1
+    power = _power_of(shell, command)
+    if power is None:
+        _not_simulated(shell, "systemd-run of a command other than a power-off or reboot")
+    shell.power, shell.power_delay = power, delay
+    if not quiet:
+        units = "Running timer as unit: run-u1.timer\nWill run service as unit: run-u1.service\n"
+        shell.fail(units if delay else "Running as unit: run-u1.service\n")
+    return 0
+
+
+def _truncate(shell: _Shell, args: list[str]) -> int:
+    """`truncate -s 0 FILE...` (other sizes are not simulated: files hold text here)."""
+    size: str | None = None
+    create = True
+    files: list[str] = []
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        index += 1
+        if arg in ("-s", "--size") and index < len(args):
+            size, index = args[index], index + 1
+        elif arg.startswith("--size="):
+            size = arg.split("=", 1)[1]
+        elif arg.startswith("-s") and len(arg) > 2:
+            size = arg[2:]
+        elif arg in ("-c", "--no-create"):
+            create = False
+        elif arg.startswith("-"):
+            _not_simulated(shell, f"truncate {arg}")
+        else:
+            files.append(arg)
+    if size is None:
+        shell.fail("truncate: you must specify either '--size' or '--reference'\n")
+        return 1
+    if size != "0":
+        _not_simulated(shell, f"truncate to size {size}")
+    if not files:
+        shell.fail("truncate: missing file operand\n")
+        return 1
+    code = 0
+    for path in files:
+        parent = resolve(path).rsplit("/", 1)[0] or "/"
+        if shell.is_dir(path):
+            shell.fail(f"truncate: cannot open '{path}' for writing: Is a directory\n")
+            code = 1
+        elif shell.is_file(path) or (create and shell.is_dir(parent)):
+            shell.write(path, "")
+        elif create:
+            shell.fail(f"truncate: cannot open '{path}' for writing: No such file or directory\n")
+            code = 1
+    return code
+
+
+def _cloud_init(shell: _Shell, args: list[str]) -> int:
+    """`cloud-init clean [--logs] [--seed] [--machine-id] [--reboot]`: the next boot runs it as
+    a new instance. Everything under /var/lib/cloud goes (the seed only with --seed)."""
+    flags, words = _flags(args)
+    if words[:1] != ["clean"] or len(words) > 1:
+        _not_simulated(shell, f"cloud-init {' '.join(words) or '(no subcommand)'}")
+    known = {"l", "--logs", "s", "--seed", "r", "--reboot", "--machine-id"}
+    if flags - known:
+        _not_simulated(shell, f"cloud-init clean {' '.join(sorted(flags - known))}")
+    seed = bool({"s", "--seed"} & flags)
+    for path in [p for p in shell.paths() if p.startswith("/var/lib/cloud/")]:
+        if seed or not path.startswith("/var/lib/cloud/seed/"):
+            shell.delete(path)
+    if {"l", "--logs"} & flags:
+        for log in ("/var/log/cloud-init.log", "/var/log/cloud-init-output.log"):
+            shell.delete(log)
+    if "--machine-id" in flags:
+        shell.write(MACHINE_ID, "uninitialized\n")
+    if {"r", "--reboot"} & flags:
+        return _power(shell, "reboot")
+    return 0
+
+
+def _journalctl(shell: _Shell, args: list[str]) -> int:
+    """`journalctl --rotate` (the active files become archived, new empty ones start) and
+    `--vacuum-time=/--vacuum-size=/--vacuum-files=` (archived files go)."""
+    rotate, vacuum = False, False
+    for arg in args:
+        if arg == "--rotate":
+            rotate = True
+        elif arg.startswith(("--vacuum-time=", "--vacuum-size=", "--vacuum-files=")):
+            vacuum = True
+        elif arg not in ("-q", "--quiet"):
+            _not_simulated(shell, f"journalctl {arg}")
+    if not (rotate or vacuum):
+        _not_simulated(shell, "journalctl without --rotate or --vacuum-*")
+    journal = [p for p in shell.paths() if p.startswith("/var/log/journal/")]
+    if rotate:
+        for path in [p for p in journal if "@" not in p]:
+            shell.write(path.removesuffix(".journal") + "@rotated.journal", shell.read(path) or "")
+            shell.write(path, "")
+    if vacuum:
+        for path in [p for p in shell.paths() if p.startswith("/var/log/journal/") and "@" in p]:
+            shell.delete(path)
+            shell.fail(f"Deleted archived journal {path} (0B).\n")
+        shell.fail("Vacuuming done, freed 0B of archived journals from /var/log/journal.\n")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[_Shell, list[str]], int]] = {
     "true": _true,
     ":": _true,
@@ -735,4 +900,9 @@ COMMANDS: dict[str, Callable[[_Shell, list[str]], int]] = {
     "poweroff": _poweroff,
     "halt": _poweroff,
     "shutdown": _shutdown,
+    "systemd-run": _systemd_run,
+    "truncate": _truncate,
+    "cloud-init": _cloud_init,
+    "journalctl": _journalctl,
+    "sync": _true,
 }

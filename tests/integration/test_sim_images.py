@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from tests.simulator import RG, STOPPED, SUBSCRIPTION, Simulator, scale_set, sce
 pytestmark = pytest.mark.integration
 
 VMSS = "aks-workers-11111111-vmss"
+SCRIPTS = Path(__file__).resolve().parents[2] / "shared" / "scripts"
 GALLERY = "poolkeeper_gallery"
 IMAGE = "aks-workers"
 
@@ -448,3 +450,38 @@ def test_a_version_that_never_boots_hangs_the_instances_that_boot_it(sim: Simula
         compute.virtual_machine_scale_set_vms.begin_run_command(RG, VMSS, "2", body)
     assert refused.value.error.code == "VMAgentStatusCommunicationError"
     assert node(sim, "1")[1] == "True", "an instance still on the old image is untouched"
+
+
+def test_the_clean_up_script_answers_then_powers_off_and_a_fault_can_lose_its_writes(
+    sim: Simulator,
+) -> None:
+    compute = patched_world(sim)
+    vms = compute.virtual_machine_scale_set_vms
+    script = (SCRIPTS / "image_clean.sh").read_text()
+    fault = {"operation": "VirtualMachineScaleSetVMs_RunCommand", "kind": "lost_writes"}
+    sim.post("faults", fault | {"instance": "1", "match": r"truncate -s 0 /etc/machine-id"})
+    before = {i: os_of(sim, i)["machine_id"] for i in "01"}
+    body = RunCommandInput(command_id="RunShellScript", script=script.splitlines())
+    pollers = {i: vms.begin_run_command(RG, VMSS, i, body) for i in "01"}
+    sim.advance(20)
+    answers = {i: p.result().value[0].message for i, p in pollers.items()}
+
+    assert answers["0"] == answers["1"], "a lost write answers exactly like a real one"
+    assert "[stdout]\n== agent\n" in answers["0"] and "== poweroff\n== done\n" in answers["0"]
+    assert [power(vms.get_instance_view(RG, VMSS, i)) for i in "01"] == ["running"] * 2
+    sim.advance(5)
+    assert [power(vms.get_instance_view(RG, VMSS, i)) for i in "01"] == ["stopped"] * 2
+    assert [node(sim, i)[1] for i in "01"] == ["False", "False"]
+    assert os_of(sim, "0")["machine_id"] == "" and os_of(sim, "1")["machine_id"] == before["1"]
+
+    for instance in "01":
+        finish(sim, vms.begin_start(RG, VMSS, instance), 45)
+        assert node(sim, instance)[1] == "True" and os_of(sim, instance)["hostname"].endswith(
+            f"00000{instance}"
+        )
+    assert node(sim, "0")[0].machine_id not in ("", before["0"]), "a new one for the emptied id"
+    assert node(sim, "1")[0].machine_id == before["1"]
+
+
+def power(view: Any) -> str:
+    return next(s.code for s in view.statuses if s.code.startswith("PowerState/")).split("/")[1]

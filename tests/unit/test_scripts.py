@@ -27,7 +27,7 @@ def _shellcheck() -> str:
 
 
 def test_there_are_scripts_to_check() -> None:
-    assert {p.name for p in SCRIPTS} >= {"patch_check.sh", "patch_install.sh"}
+    assert {p.name for p in SCRIPTS} >= {"patch_check.sh", "patch_install.sh", "image_clean.sh"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)

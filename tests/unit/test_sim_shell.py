@@ -199,7 +199,8 @@ def test_image_cleanup_then_poweroff() -> None:
     assert (outcome.exit, outcome.stdout, outcome.power) == (0, "", "poweroff")
     assert disk.files["/etc/machine-id"] == ""
     assert "/etc/hostname" not in disk.files
-    assert not any(p.startswith("/var/lib/cloud/") for p in disk.files)
+    cloud = [p for p in disk.files if p.startswith("/var/lib/cloud/")]
+    assert cloud == ["/var/lib/cloud/seed/azure/ovf-env.xml"], "Kamino keeps the seed"
     assert not any(p.startswith("/var/lib/waagent/history/") for p in disk.files)
     assert "/var/lib/waagent/events/1.tld" in disk.files
 
@@ -219,3 +220,66 @@ def test_reboot_ends_the_script() -> None:
     outcome = run("echo a; systemctl reboot; echo b", *machine())
     assert (outcome.stdout, outcome.power) == ("a\n", "reboot")
     assert run("sleep 30; sleep 1m", *machine()).seconds == 90
+
+
+def test_image_clean_empties_the_identity_and_powers_off_after_answering() -> None:
+    disk, running, repo = machine()
+    assert disk.machine_id() == "m1" and "/var/lib/waagent/provisioned" in disk.files
+    outcome = run((SCRIPTS / "image_clean.sh").read_text(), disk, running, repo)
+    assert (outcome.exit, outcome.power, outcome.power_delay) == (0, "poweroff", 5)
+    assert outcome.stdout.endswith("== poweroff\n== done\n"), "the script goes on after systemd-run"
+    assert outcome.stderr.endswith(
+        "Vacuuming done, freed 0B of archived journals from /var/log/journal.\n"
+    )
+    assert disk.files["/etc/machine-id"] == "", "emptied, not deleted"
+    assert sorted(disk.files) == [
+        "/etc/machine-id",
+        "/etc/os-release",
+        "/var/log/journal/system.journal",
+    ]
+    assert disk.kernels() == ["6.8.0-1015-azure"] and running.up, "up until the power-off"
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        ("truncate -s 0 /etc/machine-id; cat /etc/machine-id", (0, "", "")),
+        ("truncate -s 0 /etc/new-file && echo made", (0, "made\n", "")),
+        ("truncate -c -s 0 /etc/nothing; [ -f /etc/nothing ] || echo absent", (0, "absent\n", "")),
+        (
+            "truncate /etc/machine-id",
+            (1, "", "truncate: you must specify either '--size' or '--reference'\n"),
+        ),
+        ("cloud-init clean --machine-id; cat /etc/machine-id", (0, "uninitialized\n", "")),
+        (
+            "cloud-init clean; [ -f /var/lib/cloud/seed/azure/ovf-env.xml ] && echo seed",
+            (0, "seed\n", ""),
+        ),
+        (
+            "systemd-run --on-active=1min /sbin/reboot; echo on",
+            (
+                0,
+                "on\n",
+                "Running timer as unit: run-u1.timer\nWill run service as unit: run-u1.service\n",
+            ),
+        ),
+        ("systemd-run --on-active=soon poweroff", (1, "", "Failed to parse timer value\n")),
+    ],
+)
+def test_image_commands(script: str, expected: tuple[int, str, str]) -> None:
+    assert sh(script) == expected
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "truncate -s 10 /etc/machine-id",
+        "systemd-run /usr/bin/apt-get -y dist-upgrade",
+        "cloud-init status --wait",
+        "cloud-init clean --configs all",
+        "journalctl -u kubelet",
+    ],
+)
+def test_image_commands_say_what_they_do_not_simulate(script: str) -> None:
+    code, _, err = sh(script)
+    assert code == 2 and "not simulated" in err
