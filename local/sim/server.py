@@ -65,6 +65,7 @@ class Simulator:
                 status=status,
                 sim_time=self.world.now().isoformat(),
                 wall_time=time.time(),
+                api_version=request.query.get("api-version", ""),
             )
         )
 

@@ -160,6 +160,7 @@ class CallRecord:
     status: int
     sim_time: str
     wall_time: float
+    api_version: str = ""  # as the client sent it (any is accepted, as ARM does per route)
 
 
 def fault_applies(

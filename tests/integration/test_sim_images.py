@@ -485,3 +485,22 @@ def test_the_clean_up_script_answers_then_powers_off_and_a_fault_can_lose_its_wr
 
 def power(view: Any) -> str:
     return next(s.code for s in view.statuses if s.code.startswith("PowerState/")).split("/")[1]
+
+
+def test_the_api_versions_the_installed_sdk_sends_are_the_researched_ones(sim: Simulator) -> None:
+    compute = patched_world(sim)
+    publish(sim, compute)
+    point_model_at(sim, compute, DEFINITION)
+    sent: dict[str, set[str]] = {}
+    for call in sim.calls()["calls"]:
+        assert call["status"] < 400, call
+        family = call["operation"].split("_")[0].removeprefix("GalleryImageVersions")
+        family = family.removeprefix("GalleryImages") or "Galleries"
+        sent.setdefault(family, set()).add(call["api_version"])
+    assert sent == {
+        "VirtualMachineScaleSetVMs": {"2026-04-01"},
+        "VirtualMachineScaleSets": {"2026-04-01"},
+        "Snapshots": {"2026-03-02"},
+        "Galleries": {"2026-03-03"},
+        "OperationStatus": {"2026-04-01", "2026-03-02", "2026-03-03"},  # each LRO's own
+    }
