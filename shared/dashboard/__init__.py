@@ -1,0 +1,1 @@
+"""The status page's pure parts: the pool view, its charts, times and HTML."""

@@ -16,8 +16,9 @@ from shared.adapters.history import CountHistory
 from shared.adapters.ledger import AlertLog, DailySummaries
 from shared.adapters.storage import StorageUnavailable, unavailable_as_error
 from shared.config import Pool, PoolNotFound
+from shared.dashboard.history_charts import DAY
 from shared.dashboard.render import error_page, overview_page, pool_page
-from shared.dashboard.view import DAY, PoolData, pool_view
+from shared.dashboard.view import PoolData, pool_view
 from shared.flows.capacity import pool_thresholds
 
 log = logging.getLogger("poolkeeper.dashboard")
