@@ -148,3 +148,21 @@ def patch_timer(timer: func.TimerRequest) -> None:
     from shared.flows import api
 
     api.enqueue_patches()
+
+
+@app.queue_trigger(
+    arg_name="msg", queue_name="%POOLKEEPER_IMAGE_QUEUE%", connection="AzureWebJobsStorage"
+)
+def image_jobs(msg: func.QueueMessage) -> None:
+    """Capture a prototype image from a patched node, prove it on a canary, roll it out."""
+    from shared.flows import api
+
+    api.run_message("POOLKEEPER_IMAGE_QUEUE", msg.get_body())
+
+
+@app.timer_trigger(schedule="%IMAGE_SCHEDULE%", arg_name="timer")
+def image_timer(timer: func.TimerRequest) -> None:
+    """Enqueue one image job per pool with image.automatic (once a day)."""
+    from shared.flows import api
+
+    api.enqueue_images()

@@ -162,10 +162,12 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'POOLKEEPER_DRAIN_QUEUE', value: 'drain-jobs' }
         { name: 'POOLKEEPER_RECONCILE_QUEUE', value: 'reconcile-jobs' }
         { name: 'POOLKEEPER_PATCH_QUEUE', value: 'patch-jobs' }
+        { name: 'POOLKEEPER_IMAGE_QUEUE', value: 'image-jobs' }
         { name: 'RECONCILE_SCHEDULE', value: reconcileSchedule }
         { name: 'CAPACITY_SCHEDULE', value: '0 */5 * * * *' }
         { name: 'DOWNSCALE_SCHEDULE', value: '0 0 6 * * MON' }
         { name: 'PATCH_SCHEDULE', value: '0 */15 * * * *' }
+        { name: 'IMAGE_SCHEDULE', value: '0 42 0 * * *' }
         { name: 'POOLKEEPER_METRICS_ENDPOINT', value: 'https://${location}.metrics.monitor.azure.com' }
       ]
     }
@@ -188,6 +190,7 @@ var nodePoolActions = [
   'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/restart/action' // patch reboots
   'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/reimage/action' // repair ladder
   'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/start/action' // donor back after capture
+  'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/powerOff/action' // donor stopped for its snapshot
   'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/runCommand/action' // patch, clean-up
   'Microsoft.Compute/locations/operations/read' // long-running operations' status
   'Microsoft.Compute/disks/read' // a donor's OS disk, the snapshot's source

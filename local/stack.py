@@ -21,6 +21,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from local import az_env
 from local.azurite import ROOT, Azurite
 from local.procs import free_port, stop_group, wait_until
 
@@ -31,8 +32,10 @@ APP_DEFAULTS = {
     "POOLKEEPER_DRAIN_QUEUE": "drain-jobs",
     "POOLKEEPER_RECONCILE_QUEUE": "reconcile-jobs",
     "POOLKEEPER_PATCH_QUEUE": "patch-jobs",
+    "POOLKEEPER_IMAGE_QUEUE": "image-jobs",
     "RECONCILE_SCHEDULE": "0 */5 * * * *",
     "PATCH_SCHEDULE": "0 */15 * * * *",
+    "IMAGE_SCHEDULE": "0 42 0 * * *",
     "CAPACITY_SCHEDULE": "0 */5 * * * *",
     "DOWNSCALE_SCHEDULE": "0 0 6 * * MON",
 }
@@ -243,6 +246,7 @@ def _run(
             file=sys.stderr,
             flush=True,
         )
+        print(az_env.instructions(sim, logs), file=sys.stderr, flush=True)
         while not stopping() and host.poll() is None and sim_process.poll() is None:
             time.sleep(0.2)
         if not stopping():

@@ -36,6 +36,7 @@ class JobKind(StrEnum):
     DOWNSCALE_REVIEW = "downscale_review"
     PATCH = "patch"
     REPAIR = "repair"
+    IMAGE = "image"
 
 
 # Default queue per kind; each can be renamed by the setting named here.
@@ -48,6 +49,7 @@ QUEUES: dict[JobKind, tuple[str, str]] = {
     JobKind.PATCH: ("POOLKEEPER_PATCH_QUEUE", "patch-jobs"),
     # Repairs delete, replace and restart instances under the pool's lease, like scale jobs.
     JobKind.REPAIR: ("POOLKEEPER_SCALE_QUEUE", "scale-jobs"),
+    JobKind.IMAGE: ("POOLKEEPER_IMAGE_QUEUE", "image-jobs"),
 }
 
 
@@ -110,6 +112,15 @@ class PatchParams(Strict):
     nodes: list[NodeName] = Field(default=[], max_length=1000)
     max_unavailable: StrictInt | None = Field(default=None, ge=1, le=100)
     dry_run: StrictBool = False
+    # upgrade: move each node whose instance runs an older model to the latest one
+    # (manualupgrade) instead of installing updates; image jobs roll their new image out so.
+    action: Literal["patch", "upgrade"] = "patch"
+
+
+class ImageParams(Strict):
+    """Capture a prototype image of the pool (docs/images.md); `dry_run` names the donor."""
+
+    dry_run: StrictBool = False
 
 
 class RepairParams(Strict):
@@ -128,6 +139,7 @@ PARAMS: dict[JobKind, type[Strict]] = {
     JobKind.DOWNSCALE_REVIEW: ReviewParams,
     JobKind.PATCH: PatchParams,
     JobKind.REPAIR: RepairParams,
+    JobKind.IMAGE: ImageParams,
 }
 
 
@@ -227,8 +239,8 @@ def job_schema() -> dict[str, Any]:
     schema["description"] = (
         "One envelope for every job. `params` must match `<kind>_params` in $defs. "
         "Send each kind to its queue: scale and repair to scale-jobs, drain to drain-jobs, "
-        "reconcile and downscale_review to reconcile-jobs, patch to patch-jobs (names are "
-        "settings)."
+        "reconcile and downscale_review to reconcile-jobs, patch to patch-jobs, image to "
+        "image-jobs (names are settings)."
     )
     return schema
 

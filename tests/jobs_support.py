@@ -20,6 +20,7 @@ QUEUES = {
     "drain": "drain-jobs",
     "reconcile": "reconcile-jobs",
     "patch": "patch-jobs",
+    "image": "image-jobs",
 }
 
 
@@ -35,6 +36,7 @@ def settings_for(sim: Simulator, storage: str, pools: list[dict[str, Any]]) -> d
         "POOLKEEPER_DRAIN_QUEUE": f"drain-{uuid.uuid4().hex[:8]}",
         "POOLKEEPER_RECONCILE_QUEUE": f"reconcile-{uuid.uuid4().hex[:8]}",
         "POOLKEEPER_PATCH_QUEUE": f"patch-{uuid.uuid4().hex[:8]}",
+        "POOLKEEPER_IMAGE_QUEUE": f"image-{uuid.uuid4().hex[:8]}",
     }
 
 

@@ -119,6 +119,7 @@ class PatchCandidate:
     check: NodeCheck | None  # None: its check failed (the reason is in `check_error`)
     check_error: str | None = None
     kured_reboot_needed: bool = False  # kured's weave.works/kured-most-recent-reboot-needed
+    outdated: bool = False  # its instance does not run the scale set's latest model
 
 
 @dataclass(frozen=True)
@@ -169,6 +170,8 @@ def _left_out(node: PatchCandidate, *, mode: str, only: Collection[str]) -> str 
         return "cordoned by someone else: left as it is"
     if not node.ready:
         return "not Ready: repair, not patching, is what it needs"
+    if mode == "upgrade":
+        return None if node.outdated else "already runs the latest model"
     if node.check is None:
         return f"its check failed: {node.check_error or 'no answer'}"
     if node.check.reboot_required or node.kured_reboot_needed:

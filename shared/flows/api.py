@@ -21,6 +21,7 @@ from shared.config import Pool, PoolNotFound
 from shared.flows import (  # noqa: F401 - they register their flows
     downscale,
     drain_jobs,
+    image,
     patch,
     reconcile,
     repair,
@@ -98,6 +99,11 @@ def enqueue_reconciles() -> list[str]:
 def enqueue_patches() -> list[str]:
     """The patch timer: a patch job for each pool whose window is open (see enqueue_patches)."""
     return patch.enqueue_patches(services())
+
+
+def enqueue_images() -> list[str]:
+    """The image timer: an image job for each pool with image.automatic (see enqueue_images)."""
+    return image.enqueue_images(services())
 
 
 def submit_job(body: bytes) -> tuple[int, dict[str, Any]]:

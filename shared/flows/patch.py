@@ -68,6 +68,7 @@ def _check(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     if truth.nodes is None:
         return Fail("cannot patch: the cluster's nodes could not be read (fail safe)")
     only = set(_params(ctx).nodes)
+    upgrade = _params(ctx).action == "upgrade"
     views = {n.name: n for n in truth.nodes}
     nodes: dict[str, Any] = {}
     for instance_id, seen in truth.record["instances"].items():
@@ -83,14 +84,20 @@ def _check(ctx: StepContext, state: dict[str, Any]) -> Outcome:
             "ready": view.ready,
             "unschedulable": view.unschedulable,
             "claimed_by": _holder(view.claim),
+            "outdated": seen.get("latest_model") is False,
         }
     for node in nodes.values():
         # A node the plan leaves out anyway (and says why) is not checked.
         node["to_check"] = bool(
             node["live"] and node["ready"] and not node["claimed_by"] and not node["unschedulable"]
         )
+        # An upgrade moves nodes to the latest model: the model, not a check, says who needs it.
+        node["upgrade"] = upgrade
+        node["to_check"] &= not upgrade
     _start_checks(ctx, nodes)
     started = {"nodes": nodes, "checks_since": ctx.now.isoformat()}
+    if upgrade:
+        return _plan(ctx, started)
     return Wait("await_checks", CHECK_POLL, state | started, reason="checking the nodes")
 
 
@@ -179,9 +186,11 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
                 check=NodeCheck(**node["check"]) if "check" in node else None,
                 check_error=node.get("check_error"),
                 kured_reboot_needed=kured is not None and (last is None or kured > last),
+                outdated=node.get("outdated", False),
             )
         )
-    plan = plan_patch(candidates, mode=ctx.pool.patch.mode, only=_params(ctx).nodes)
+    mode = "upgrade" if _params(ctx).action == "upgrade" else ctx.pool.patch.mode
+    plan = plan_patch(candidates, mode=mode, only=_params(ctx).nodes)
     ctx.services.tables.put_patch_checks(
         ctx.pool.name,
         {
@@ -209,7 +218,7 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 
 
 def _compact(node: dict[str, Any]) -> dict[str, Any]:
-    keep = ("name", "instance", "zone", "pending", "new_kernel")
+    keep = ("name", "instance", "zone", "pending", "new_kernel", "upgrade")
     return {k: node[k] for k in keep if k in node}
 
 

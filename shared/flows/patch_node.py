@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from shared.adapters.images import Images
 from shared.adapters.instances import Instances, ScriptResult
 from shared.adapters.kube import LAST_PATCHED_ANNOTATION as LAST_PATCHED
 from shared.adapters.kube import SCALE_DOWN_DISABLED
@@ -89,7 +90,7 @@ def _drained(ctx: StepContext, owner: Owner, node: dict[str, Any], step: Any) ->
         return Progress(delay=step.delay)
     node.pop("drain", None)  # drained: its round state is not needed any more
     wants_updates = ctx.pool.patch.mode == "updates" and node.get("pending", 0) > 0
-    node["phase"] = "install" if wants_updates else "restart"
+    node["phase"] = "upgrade" if node.get("upgrade") else "install" if wants_updates else "restart"
     return advance(ctx, owner, node)
 
 
@@ -164,6 +165,39 @@ def _start(
         return _failed(ctx, owner, node, error)
     node["phase"], node["since"] = then, ctx.now.isoformat()
     return STARTED
+
+
+def _upgrade(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
+    """Move the instance to the scale set's latest model (manualupgrade: it reboots onto it)."""
+    if why := _still_ours(ctx, owner, node):
+        return _failed(ctx, owner, node, f"not upgraded: {why}")
+    return _start(
+        ctx,
+        owner,
+        node,
+        lambda: Images(ctx.services.scale_sets).begin(
+            "upgrade", vmss_id=ctx.pool.vmss_id, instance_id=node["instance"]
+        ),
+        then="upgrading",
+    )
+
+
+def _upgrading(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
+    try:
+        status = Images(ctx.services.scale_sets).status(
+            "upgrade", node["token"], vmss_id=ctx.pool.vmss_id, instance_id=node["instance"]
+        )
+    except TemporaryAzureError:
+        return Progress(delay=POLL)
+    except AzureCallError as error:
+        return _failed(ctx, owner, node, error)
+    if not status.done:
+        return Progress(delay=POLL)
+    node.pop("token", None)
+    if status.state == "Failed":
+        return _failed(ctx, owner, node, f"the upgrade failed: {status.code}: {status.message}")
+    node["phase"], node["since"] = "ready", ctx.now.isoformat()
+    return Progress(delay=POLL)
 
 
 def _installing(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
@@ -301,6 +335,8 @@ PHASES = {
     "claim": lambda ctx, owner, node: begin(ctx, owner, node),
     "drain": _drain,
     "install": _install,
+    "upgrade": _upgrade,
+    "upgrading": _upgrading,
     "installing": _installing,
     "restart": _restart,
     "restarting": _restarting,

@@ -262,6 +262,7 @@ def _await_ready(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         "counts": counts,
         "ready": sum(1 for i in truth.state.instances if live_ready(i)),
         "added_ready": added_ready,
+        "added": [i.instance_id for i in added],
     }
     if added_ready >= wanted:
         return Done(outcome)

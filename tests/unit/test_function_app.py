@@ -93,6 +93,15 @@ def test_function_index_pins_names_triggers_routes_and_auth_levels() -> None:
                 "schedule": "%PATCH_SCHEDULE%",
             }
         ],
+        "image_jobs": _queue("POOLKEEPER_IMAGE_QUEUE"),
+        "image_timer": [
+            {
+                "direction": "IN",
+                "type": "timerTrigger",
+                "name": "timer",
+                "schedule": "%IMAGE_SCHEDULE%",
+            }
+        ],
     }
 
 

@@ -111,6 +111,10 @@ SDK_ACTIONS = {
         f"{VMSS}/virtualMachines/reimage/action",
     ),
     "virtual_machine_scale_set_vms.begin_start": ("node", f"{VMSS}/virtualMachines/start/action"),
+    "virtual_machine_scale_set_vms.begin_power_off": (
+        "node",
+        f"{VMSS}/virtualMachines/powerOff/action",
+    ),
     "virtual_machine_scale_set_vms.begin_run_command": (
         "node",
         f"{VMSS}/virtualMachines/runCommand/action",
@@ -157,6 +161,7 @@ IMAGE_JOBS = [
     "virtual_machine_scale_sets.begin_update_instances",
     "virtual_machine_scale_set_vms.begin_run_command",
     "virtual_machine_scale_set_vms.begin_start",
+    "virtual_machine_scale_set_vms.begin_power_off",
 ]
 _GROUPS = (
     "virtual_machine_scale_sets|virtual_machine_scale_set_vms|disks|snapshots|galleries"

@@ -1,0 +1,399 @@
+"""Compute calls of image jobs: the donor instance's disk and power, snapshots, the gallery, its
+image definitions and versions, the scale set's image reference and manual upgrades.
+
+Every write is an LRO started without waiting; its continuation token goes into the job's state
+and `status(op, token)` asks about it once per step, from any process. It shares the scale-set
+adapter's clients, Retry-After gate and error mapping (`ScaleSets._call`), like `instances.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from shared.adapters.scaleset import (
+    OperationStatus,
+    PermanentAzureError,
+    ScaleSets,
+    _no_wait_polling,
+    _Ref,
+    _ref,
+    operation_status_of,
+    poll_once,
+)
+
+
+@dataclass(frozen=True)
+class DonorDisk:
+    """What the pipeline needs of the donor instance: its OS disk, generation and power."""
+
+    os_disk_id: str
+    hyper_v_generation: str  # V1 or V2
+    power: str | None  # x of PowerState/x
+    location: str
+    zone: str | None
+
+
+@dataclass(frozen=True)
+class Model:
+    """The scale set's model as image jobs see it."""
+
+    etag: str
+    location: str
+    image_id: str | None  # imageReference.id, when the image is a gallery or managed image
+    image: Mapping[str, str]  # every imageReference field that is set
+    upgrade_mode: str | None
+    tags: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Version:
+    """One gallery image version."""
+
+    name: str
+    id: str
+    provisioning: str  # Creating, Succeeded, Failed, Deleting, ...
+    exclude_from_latest: bool
+    published: datetime | None
+    replication: str | None  # aggregatedState: InProgress, Completed, Failed (with $expand)
+    regions: Mapping[str, str] = field(default_factory=dict)  # region -> state / progress
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+def _gallery_ref(gallery_id: str) -> tuple[_Ref, str]:
+    parts = gallery_id.strip("/").split("/")
+    if len(parts) != 8 or parts[6].lower() != "galleries":
+        raise ValueError(f"not a gallery resource id: {gallery_id!r}")
+    return _Ref(parts[1], parts[3], parts[7], gallery_id.lower()), parts[7]
+
+
+def _sub_rg(resource_id: str) -> tuple[str, str]:
+    parts = resource_id.strip("/").split("/")
+    return parts[1], parts[3]
+
+
+class Images:
+    """Snapshots, gallery images and the scale set's image, for one job's steps."""
+
+    def __init__(self, scale_sets: ScaleSets) -> None:
+        self._scale_sets = scale_sets
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    def donor_disk(self, vmss_id: str, instance_id: str) -> DonorDisk:
+        """The instance's OS disk id, Hyper-V generation and power state (one GET)."""
+        ref = _ref(vmss_id)
+        with self._scale_sets._call("read_instance", ref, [instance_id]) as compute:
+            vm = compute.virtual_machine_scale_set_vms.get(
+                ref.resource_group, ref.name, instance_id, expand="instanceView"
+            )
+        props = vm.properties
+        view = props.instance_view if props else None
+        disk = props.storage_profile.os_disk.managed_disk if props else None
+        power = next(
+            (
+                s.code.removeprefix("PowerState/")
+                for s in (view.statuses if view else None) or []
+                if (s.code or "").startswith("PowerState/")
+            ),
+            None,
+        )
+        return DonorDisk(
+            os_disk_id=(disk.id if disk else "") or "",
+            hyper_v_generation=(view.hyper_v_generation if view else None) or "V1",
+            power=power,
+            location=vm.location,
+            zone=vm.zones[0] if vm.zones else None,
+        )
+
+    def model(self, vmss_id: str) -> Model:
+        """The scale set's ETag, image reference, upgrade policy and tags (one GET)."""
+        ref = _ref(vmss_id)
+        with self._scale_sets._call("read_model", ref) as compute:
+            vmss = compute.virtual_machine_scale_sets.get(ref.resource_group, ref.name)
+        props = vmss.properties
+        profile = props.virtual_machine_profile if props else None
+        storage = profile.storage_profile if profile else None
+        image = storage.image_reference if storage else None
+        policy = props.upgrade_policy if props else None
+        fields = {k: str(v) for k, v in dict(image or {}).items() if v is not None}
+        return Model(
+            etag=vmss.etag,
+            location=vmss.location,
+            image_id=fields.get("id"),
+            image=fields,
+            upgrade_mode=str(policy.mode) if policy and policy.mode else None,
+            tags=dict(vmss.tags or {}),
+        )
+
+    def exists(self, kind: str, resource_id: str) -> bool:
+        """Does the gallery or image definition at `resource_id` exist?"""
+        gallery_id, _, rest = resource_id.partition("/images/")
+        ref, gallery = _gallery_ref(gallery_id)
+        try:
+            with self._scale_sets._call(f"read_{kind}", ref) as compute:
+                if rest:
+                    compute.gallery_images.get(ref.resource_group, gallery, rest)
+                else:
+                    compute.galleries.get(ref.resource_group, gallery)
+        except PermanentAzureError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
+    def versions(self, definition_id: str) -> list[Version]:
+        """Every version of an image definition (none if the definition does not exist)."""
+        gallery_id, _, image = definition_id.partition("/images/")
+        ref, gallery = _gallery_ref(gallery_id)
+        try:
+            with self._scale_sets._call("list_versions", ref) as compute:
+                found = list(
+                    compute.gallery_image_versions.list_by_gallery_image(
+                        ref.resource_group, gallery, image
+                    )
+                )
+        except PermanentAzureError as error:
+            if error.status == 404:
+                return []
+            raise
+        return [_version(v) for v in found]
+
+    def version(self, version_id: str) -> Version | None:
+        """One version with its replication status; None if it does not exist."""
+        gallery_id, _, rest = version_id.partition("/images/")
+        image, _, name = rest.partition("/versions/")
+        ref, gallery = _gallery_ref(gallery_id)
+        try:
+            with self._scale_sets._call("read_version", ref) as compute:
+                found = compute.gallery_image_versions.get(
+                    ref.resource_group, gallery, image, name, expand="ReplicationStatus"
+                )
+        except PermanentAzureError as error:
+            if error.status == 404:
+                return None
+            raise
+        return _version(found)
+
+    def snapshot_state(self, snapshot_id: str) -> str | None:
+        """The snapshot's provisioningState; None if it does not exist."""
+        sub, rg = _sub_rg(snapshot_id)
+        name = snapshot_id.rstrip("/").rsplit("/", 1)[-1]
+        ref = _Ref(sub, rg, name, snapshot_id.lower())
+        try:
+            with self._scale_sets._call("read_snapshot", ref) as compute:
+                found = compute.snapshots.get(rg, name)
+        except PermanentAzureError as error:
+            if error.status == 404:
+                return None
+            raise
+        return str(found.provisioning_state or "Unknown")
+
+    # -- writes (each an LRO: the continuation token comes back) -----------------------------------
+
+    def begin(self, op: str, **args: Any) -> str:
+        """Start operation `op` (see OPERATIONS) with `args`; the LRO's continuation token."""
+        method, ref, positional = self._operation(op, args)
+        with self._scale_sets._call(op, ref, args.get("instance_ids", ())) as compute:
+            poller = method(compute)(*positional, **_extra(op, args), polling=_no_wait_polling()())
+        return poller.continuation_token()
+
+    def status(self, op: str, token: str, **args: Any) -> OperationStatus:
+        """One status check of an operation started with `begin(op, **args)`."""
+        method, ref, positional = self._operation(op, args)
+        polling = _no_wait_polling()()
+        blanks = [*positional[:-1], None] if op in _WITH_BODY else positional
+        with self._scale_sets._call("operation_status", ref) as compute:
+            method(compute)(*blanks, continuation_token=token, polling=polling)
+            status = poll_once(polling)
+        return operation_status_of(status, polling)
+
+    def _operation(
+        self, op: str, args: Mapping[str, Any]
+    ) -> tuple[Callable[[Any], Callable[..., Any]], _Ref, list[Any]]:
+        if op not in OPERATIONS:
+            raise ValueError(f"unknown image operation {op!r}")
+        return OPERATIONS[op](args)
+
+
+def _extra(op: str, args: Mapping[str, Any]) -> dict[str, Any]:
+    if op != "point_model":
+        return {}
+    from azure.core import MatchConditions
+
+    return {"etag": args["etag"], "match_condition": MatchConditions.IfNotModified}
+
+
+def _on_vmss(
+    attribute: str, method: str, body: Callable[[Mapping[str, Any]], Any] | None, instance=False
+) -> Callable[[Mapping[str, Any]], tuple[Callable[[Any], Any], _Ref, list[Any]]]:
+    def build(args: Mapping[str, Any]) -> tuple[Callable[[Any], Any], _Ref, list[Any]]:
+        ref = _ref(args["vmss_id"])
+        positional: list[Any] = [ref.resource_group, ref.name]
+        if instance:
+            positional.append(args["instance_id"])
+        if body is not None:
+            positional.append(body(args))
+        return (lambda compute: getattr(getattr(compute, attribute), method)), ref, positional
+
+    return build
+
+
+def _in_gallery(
+    attribute: str, method: str, body: Callable[[Mapping[str, Any]], Any] | None, depth: int
+) -> Callable[[Mapping[str, Any]], tuple[Callable[[Any], Any], _Ref, list[Any]]]:
+    """An operation on the gallery (depth 0), a definition (1) or a version (2)."""
+
+    def build(args: Mapping[str, Any]) -> tuple[Callable[[Any], Any], _Ref, list[Any]]:
+        ref, gallery = _gallery_ref(args["gallery_id"])
+        positional: list[Any] = [ref.resource_group, gallery]
+        positional += [args["image"], args["version"]][:depth]
+        if body is not None:
+            positional.append(body(args))
+        return (lambda compute: getattr(getattr(compute, attribute), method)), ref, positional
+
+    return build
+
+
+def _snapshot(
+    method: str, body: Callable[[Mapping[str, Any]], Any] | None
+) -> Callable[[Mapping[str, Any]], tuple[Callable[[Any], Any], _Ref, list[Any]]]:
+    def build(args: Mapping[str, Any]) -> tuple[Callable[[Any], Any], _Ref, list[Any]]:
+        sub, rg = _sub_rg(args["snapshot_id"])
+        name = args["snapshot_id"].rstrip("/").rsplit("/", 1)[-1]
+        ref = _Ref(sub, rg, name, args["snapshot_id"].lower())
+        positional: list[Any] = [rg, name] + ([body(args)] if body is not None else [])
+        return (lambda compute: getattr(compute.snapshots, method)), ref, positional
+
+    return build
+
+
+def _version_body(args: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "location": args["location"],
+        "tags": dict(args.get("tags") or {}),
+        "properties": {
+            "publishingProfile": {
+                "targetRegions": [
+                    {
+                        "name": args["location"],
+                        "regionalReplicaCount": args["replicas"],
+                        "storageAccountType": args["storage_type"],
+                    }
+                ],
+                "replicaCount": args["replicas"],
+                "storageAccountType": args["storage_type"],
+                "excludeFromLatest": True,
+            },
+            "storageProfile": {"osDiskImage": {"source": {"id": args["snapshot_id"]}}},
+        },
+    }
+
+
+OPERATIONS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
+    "create_gallery": _in_gallery(
+        "galleries",
+        "begin_create_or_update",
+        lambda a: {
+            "location": a["location"],
+            "properties": {"description": "Poolkeeper prototype images"},
+        },
+        0,
+    ),
+    "create_definition": _in_gallery(
+        "gallery_images",
+        "begin_create_or_update",
+        lambda a: {
+            "location": a["location"],
+            "properties": {
+                "osType": "Linux",
+                "osState": "Generalized",
+                "hyperVGeneration": a["hyper_v_generation"],
+                "identifier": {
+                    "publisher": "Poolkeeper",
+                    "offer": a["offer"],
+                    "sku": a["image"],
+                },
+            },
+        },
+        1,
+    ),
+    "create_version": _in_gallery(
+        "gallery_image_versions", "begin_create_or_update", _version_body, 2
+    ),
+    "include_version": _in_gallery(
+        "gallery_image_versions",
+        "begin_update",
+        lambda a: {"properties": {"publishingProfile": {"excludeFromLatest": a["exclude"]}}},
+        2,
+    ),
+    "delete_version": _in_gallery("gallery_image_versions", "begin_delete", None, 2),
+    "create_snapshot": _snapshot(
+        "begin_create_or_update",
+        lambda a: {
+            "location": a["location"],
+            "tags": dict(a.get("tags") or {}),
+            "properties": {
+                "creationData": {"createOption": "Copy", "sourceResourceId": a["disk_id"]},
+                "incremental": False,
+            },
+        },
+    ),
+    "delete_snapshot": _snapshot("begin_delete", None),
+    # PATCH of the model's image reference only, with If-Match (never a whole-model PUT).
+    "point_model": _on_vmss(
+        "virtual_machine_scale_sets",
+        "begin_update",
+        lambda a: {
+            "properties": {
+                "virtualMachineProfile": {
+                    "storageProfile": {"imageReference": dict(a["image_reference"])}
+                }
+            }
+        },
+    ),
+    "start": _on_vmss("virtual_machine_scale_set_vms", "begin_start", None, instance=True),
+    "power_off": _on_vmss("virtual_machine_scale_set_vms", "begin_power_off", None, instance=True),
+    "upgrade": _on_vmss(
+        "virtual_machine_scale_sets",
+        "begin_update_instances",
+        lambda a: {"instanceIds": [a["instance_id"]]},
+    ),
+}
+_WITH_BODY = frozenset(
+    {
+        "create_gallery",
+        "create_definition",
+        "create_version",
+        "include_version",
+        "create_snapshot",
+        "point_model",
+        "upgrade",
+    }
+)
+
+
+def _version(found: Any) -> Version:
+    props = found.properties if hasattr(found, "properties") else found
+    publishing = getattr(props, "publishing_profile", None)
+    replication = getattr(props, "replication_status", None)
+    regions = {
+        str(s.region): f"{s.state}" + (f" {s.progress}%" if s.progress is not None else "")
+        for s in (getattr(replication, "summary", None) or [])
+    }
+    return Version(
+        name=found.name,
+        id=found.id,
+        provisioning=str(getattr(props, "provisioning_state", None) or "Unknown"),
+        exclude_from_latest=bool(getattr(publishing, "exclude_from_latest", False)),
+        published=getattr(publishing, "published_date", None),
+        replication=(
+            str(replication.aggregated_state)
+            if replication is not None and replication.aggregated_state
+            else None
+        ),
+        regions=regions,
+        tags=dict(found.tags or {}),
+    )
