@@ -131,7 +131,8 @@ def instance_view(world: World, scale_set: ScaleSet, instance: Instance) -> dict
         "platformFaultDomain": instance.instance_id % 3,
         "computerName": instance.computer_name,
         "osName": "ubuntu",
-        "osVersion": "22.04",
+        "osVersion": world.scenario.os.release,
+        "hyperVGeneration": "V2",  # Kamino reads an image definition's generation here
         "vmAgent": {
             "vmAgentVersion": "2.11.1.12",
             "statuses": [

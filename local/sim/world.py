@@ -440,7 +440,7 @@ class World:
         if source is None:
             source = images.resolve(instance.image, scale_set.location, self.resources)
         if source.version_id:
-            content = self.disks[source.version_id.lower()].copy()
+            content = self.disks[source.version_id.lower().rstrip("/")].copy()
         else:
             content = guestos.base_disk(self.scenario.os, self.package_names, instance.vm_id)
         if instance.os_disk:

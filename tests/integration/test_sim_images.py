@@ -438,6 +438,7 @@ def test_a_version_that_never_boots_hangs_the_instances_that_boot_it(sim: Simula
     sim.advance(600)
 
     view = compute.virtual_machine_scale_set_vms.get_instance_view(RG, VMSS, "2")
+    assert (view.hyper_v_generation, view.os_version) == ("V2", "24.04")
     assert [s.code for s in view.statuses] == ["ProvisioningState/succeeded", "PowerState/running"]
     assert not view.vm_agent.statuses, "no agent reports from a guest that never booted"
     assert os_of(sim, "2")["guest"] == "hung"
