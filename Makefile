@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 7071
 
-.PHONY: deps run test lint checkov bench clean
+.PHONY: deps run test lint checkov bench chaos clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Poolkeeper needs Python 3.11 (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
@@ -52,6 +52,13 @@ bench: deps
 	$(BIN)/python -m bench.arm_calls
 	$(BIN)/python -m bench.alert_intake
 	$(BIN)/python -m bench.patch_rollout
+
+# The chaos suite's large run (docs/chaos.md): 504 fault schedules, 84 rounds, a third of them
+# with host kills or Azurite restarts; figures in bench/results/chaos.md.
+CHAOS_SCHEDULES ?= 504
+chaos: deps
+	$(BIN)/python -m pytest tests/chaos -p no:cacheprovider --chaos-schedules $(CHAOS_SCHEDULES) \
+		--chaos-first-seed 1000 --chaos-report bench/results/chaos.md
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache

@@ -1,0 +1,400 @@
+"""Plays a chaos round against the rig: loads a fresh world through the simulator's admin API,
+sends the round's jobs through the real queues and `POST /api/jobs`, injects its faults, kills
+and restarts hosts and Azurite, then waits for every job to end and settles the pools with a
+last reconcile, ready for `tests/chaos/invariants.py`.
+
+Pacing uses the wall clock; nothing here asserts on it. How long a job may take is bounded in
+product time (the simulated clock), which runs at SPEED whatever the load on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import requests
+
+from shared.adapters.ledger import FINAL, JOBS_TABLE, JobRecord
+from tests.chaos.rig import FUNCTION_KEY, Rig
+from tests.chaos.schedules import GENERATORS, STORM_OPERATIONS, Event, Round, Schedule
+from tests.jobs_support import job
+from tests.simulator import scale_set, scenario
+
+SPEED = 600  # simulated seconds per wall second
+# Every job ends within this much product time after the round's last event, or it is reported
+# as never ending (the product bounds every retry in time; see ARCHITECTURE.md, invariant 13).
+JOB_BOUND = timedelta(hours=24)
+# A job that waits on one step for the same reason this long is stuck: the product's own
+# deadlines here (retries 2 h, installs 90 min, drains, reboots, settles) are all shorter.
+STUCK = timedelta(hours=3)
+HISTORY = timedelta(hours=2)  # usage history the patch headroom check needs before a round
+OLD_KERNEL, NEW_KERNEL = "6.8.0-1015-azure", "6.8.0-1017-azure"
+
+
+@dataclass
+class Sent:
+    """A job the driver sent and how; `accepted` once the API or the queue took it."""
+
+    id: str
+    pool: int
+    generator: str
+    kind: str
+    params: dict[str, Any]
+    via: str
+    accepted: bool = False
+
+
+@dataclass
+class RoundResult:
+    round: Round
+    sent: list[Sent] = field(default_factory=list)
+    records: dict[str, JobRecord] = field(default_factory=dict)  # every job of the round
+    unfinished: dict[str, str] = field(default_factory=dict)
+    done: list[str] = field(default_factory=list)  # what the driver did, in order
+    faults: Counter[str] = field(default_factory=Counter)
+    started_at: datetime | None = None
+    wall_seconds: float = 0.0
+
+
+def world_for(rnd: Round, start: datetime) -> dict[str, Any]:
+    """The scenario of a round: one scale set per schedule with its workloads."""
+    deployments, pods = [], []
+    for s in rnd.schedules:
+        deployments.append(
+            {
+                "name": f"web{s.pool.index}",
+                "replicas": s.capacity,
+                "node_selector": {"elastisys.io/node-group": s.pool.node_group},
+                "termination_grace_seconds": s.grace_seconds,
+                "pdb": {"max_unavailable": s.pdb_max_unavailable},
+            }
+        )
+        if s.bare_pod_on is not None:
+            pods.append({"name": f"debug{s.pool.index}", "node": node_name(s, s.bare_pod_on)})
+    return scenario(
+        *(scale_set(s.pool.vmss, s.capacity, zones=[]) for s in rnd.schedules),
+        speed=SPEED,
+        clock={"start": start.isoformat(), "speed": SPEED},
+        workloads={
+            "deployments": deployments,
+            "daemonsets": [{"name": "kube-proxy"}],
+            "pods": pods,
+        },
+        os={"kernel": OLD_KERNEL},
+        os_updates=[
+            {"date": (start - timedelta(days=1)).isoformat(), "kernel": NEW_KERNEL, "packages": 2}
+        ],
+    )
+
+
+def node_name(schedule: Schedule, instance: int) -> str:
+    """The computer name of one of the schedule's first instances (ids below 36)."""
+    return f"{schedule.pool.vmss}{instance:06d}"
+
+
+class Driver:
+    """Runs rounds one after another on one rig; product time only ever moves forward."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+        self.next_start = datetime.fromisoformat("2027-01-04T08:00:00+00:00")
+
+    # -- a round -----------------------------------------------------------------------------
+
+    def run(self, rnd: Round) -> RoundResult:
+        result = RoundResult(rnd)
+        began = time.monotonic()
+        sim = self.rig.sim
+        sim.load(world_for(rnd, self.next_start))
+        sim.advance(HISTORY.total_seconds())
+        result.started_at = self.rig.services.clock.now()
+        pending: list[tuple[float, str, Callable[[], None]]] = []  # (due, what, action)
+        rng = random.Random(rnd.seed)
+        for event in rnd.all_events():
+            self._until(began + event.at, pending, result)
+            self._play(event, rng, result, pending, began)
+        self._until(float("inf"), pending, result)  # restarts and storm ends still due
+        result.done.append(f"events played in {time.monotonic() - began:.1f} s")
+        self._await_jobs(result)
+        result.done.append(f"jobs ended {time.monotonic() - began:.1f} s into the round")
+        self._settle(result)
+        result.done.append(f"settled {time.monotonic() - began:.1f} s into the round")
+        self.next_start = self.rig.services.clock.now() + timedelta(days=1)
+        result.wall_seconds = time.monotonic() - began
+        return result
+
+    def _until(
+        self,
+        due: float,
+        pending: list[tuple[float, str, Callable[[], None]]],
+        result: RoundResult,
+    ) -> None:
+        """Run the pending actions that fall due before `due`, then wait until `due`."""
+        while True:
+            pending.sort(key=lambda p: p[0])
+            if pending and pending[0][0] <= due:
+                at, what, action = pending.pop(0)
+                time.sleep(max(0.0, at - time.monotonic()))
+                action()
+                result.done.append(what)
+                continue
+            if due != float("inf"):
+                time.sleep(max(0.0, due - time.monotonic()))
+            return
+
+    def _play(
+        self,
+        event: Event,
+        rng: random.Random,
+        result: RoundResult,
+        pending: list[tuple[float, str, Callable[[], None]]],
+        began: float,
+    ) -> None:
+        sim, rig = self.rig.sim, self.rig
+        schedule = next((s for s in result.round.schedules if s.pool.index == event.pool), None)
+        if event.what == "job":
+            assert schedule is not None
+            self._send(schedule, event.detail["generator"], rng, result)
+        elif event.what == "fault":
+            assert schedule is not None
+            body = {k: v for k, v in event.detail.items() if k != "name"}
+            sim.post("faults", body | {"scale_set": schedule.pool.vmss})
+            result.faults[event.detail["name"]] += 1
+            result.done.append(f"fault {event.detail['name']} on pool{event.pool}")
+        elif event.what == "not_ready":
+            assert schedule is not None
+            self._not_ready(schedule, event, result)
+        elif event.what == "throttle":
+            families = [
+                {
+                    "family": "ChaosStorm",
+                    "operations": list(STORM_OPERATIONS),
+                    "limit": event.detail["limit"],
+                    "window_seconds": 300,
+                }
+            ]
+            sim.post("throttling", families)
+            result.faults["429_storm"] += 1
+            result.done.append(f"429 storm, {event.detail['limit']} calls per 5 sim-minutes")
+            due = time.monotonic() + event.detail["seconds"]
+            pending.append((due, "429 storm over", lambda: sim.post("throttling", [])))
+        elif event.what == "storm":
+            for operation in STORM_OPERATIONS:
+                sim.post(
+                    "faults",
+                    {
+                        "operation": operation,
+                        "kind": "error",
+                        "status": event.detail["status"],
+                        "error": "InternalExecutionError",
+                        "count": event.detail["count"],
+                    },
+                )
+            result.faults["5xx_storm"] += 1
+            result.done.append(f"5xx storm: {event.detail}")
+        elif event.what == "kill":
+            host = rig.hosts[event.detail["host"]]
+            if host.alive:
+                rig.kill(host)
+                rig.expire_leases()
+                result.done.append(f"SIGKILL host{host.slot}")
+                pending.append(
+                    (
+                        time.monotonic() + event.detail["down"],
+                        f"host{host.slot} started again",
+                        lambda host=host: rig.start(host),
+                    )
+                )
+        elif event.what == "azurite":
+            rig.restart_azurite()
+            result.done.append("Azurite restarted with its data")
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def _nodes(self, schedule: Schedule) -> list[str]:
+        nodes = requests.get(f"{self.rig.sim.admin}/kube/pods", timeout=10).json()["nodes"]
+        return sorted(n for n, v in nodes.items() if v["node_group"] == schedule.pool.node_group)
+
+    def _send(self, schedule: Schedule, generator: str, rng: random.Random, result: RoundResult):
+        spec = GENERATORS[generator]
+        params = spec.params(rng, self._nodes(schedule))
+        if params is None:
+            result.done.append(f"no {generator} job for pool{schedule.pool.index}: no nodes")
+            return
+        now = self.rig.services.clock.now()
+        envelope = job(spec.kind, schedule.pool.name, params, created_at=now.isoformat())
+        envelope["id"] = f"chaos-{result.round.seed}-p{schedule.pool.index}-{len(result.sent)}"
+        sent = Sent(
+            envelope["id"],
+            schedule.pool.index,
+            generator,
+            spec.kind,
+            params,
+            rng.choice(["http", "queue"]),
+        )
+        result.sent.append(sent)
+        sent.accepted = self._deliver(envelope, sent.via)
+        result.done.append(
+            f"{generator} {params} -> pool{schedule.pool.index} via {sent.via}"
+            + ("" if sent.accepted else " (not accepted)")
+        )
+
+    def _deliver(self, envelope: dict[str, Any], via: str, attempts: int = 40) -> bool:
+        """Submit until the API or the queue takes it (a host may be dead, Azurite restarting);
+        a job the API refused for good is not accepted (and not expected to run)."""
+        raw = json.dumps(envelope)
+        for _ in range(attempts):
+            try:
+                if via == "queue":
+                    queue = self.rig.queues()[envelope["kind"]]
+                    self.rig.services.queues.send(queue, raw)
+                    return True
+                hosts = self.rig.live_hosts()
+                if hosts:
+                    host = random.choice(hosts)
+                    answer = requests.post(
+                        f"{host.url}/api/jobs",
+                        data=raw,
+                        headers={"x-functions-key": FUNCTION_KEY},
+                        timeout=10,
+                    )
+                    if answer.status_code == 202:
+                        return True
+                    if answer.status_code < 500:
+                        raise AssertionError(f"the API refused a valid job: {answer.text}")
+            except AssertionError:
+                raise
+            except Exception:  # noqa: BLE001 - a dead host, Azurite restarting: try again
+                pass
+            time.sleep(0.25)
+        return False
+
+    # -- faults on nodes ---------------------------------------------------------------------
+
+    def _not_ready(self, schedule: Schedule, event: Event, result: RoundResult) -> None:
+        """A node goes NotReady: its VM reboots (platform maintenance), and with a boot fault
+        its kubelet never comes back Ready."""
+        instance = str(event.detail["instance"])
+        state = self.rig.sim.scale_set_state(schedule.pool.vmss)
+        if not any(
+            i["instance_id"] == instance and i["provisioning_state"] == "Succeeded"
+            for i in state["instances"]
+        ):
+            result.done.append(f"no instance {instance} in pool{schedule.pool.index} to reboot")
+            return
+        if event.detail["name"] == "not_ready_stuck":
+            self.rig.sim.post(
+                "faults",
+                {
+                    "operation": "Boot",
+                    "kind": "never_ready",
+                    "scale_set": schedule.pool.vmss,
+                    "instance": instance,
+                    "count": 1,
+                },
+            )
+        try:
+            compute = self.rig.sim.compute(retry_total=0)
+            compute.virtual_machine_scale_set_vms.begin_restart(
+                state["resource_group"], schedule.pool.vmss, instance
+            )
+        except Exception as error:  # noqa: BLE001 - a storm may refuse the driver's call too
+            result.done.append(f"reboot of pool{schedule.pool.index}/{instance} refused: {error}")
+            return
+        result.faults[event.detail["name"]] += 1
+        result.done.append(f"{event.detail['name']} pool{schedule.pool.index}/{instance}")
+
+    # -- the end of a round -----------------------------------------------------------------
+
+    def _round_jobs(self, result: RoundResult) -> dict[str, JobRecord]:
+        """Every job of the round's pools in the ledger: those sent, and those Poolkeeper made
+        itself (created since the round began)."""
+        from shared.adapters.ledger import _record
+
+        pools = {s.pool.name for s in result.round.schedules}
+        table = self.rig.services.tables._table(JOBS_TABLE)
+        since = result.started_at
+        assert since is not None
+        found: dict[str, JobRecord] = {}
+        for entity in table.query_entities("PartitionKey eq 'job'"):
+            if entity["pool"] in pools and datetime.fromisoformat(entity["created_at"]) >= since:
+                record = _record(entity)
+                found[record.id] = record
+        for sent in result.sent:
+            if sent.id not in found and sent.accepted:
+                record = self.rig.services.tables.job(sent.id)
+                if record is not None:
+                    found[sent.id] = record
+        return found
+
+    def _await_jobs(self, result: RoundResult, extra: set[str] | None = None) -> None:
+        """Wait until every job of the round (and `extra`) has ended. A job still open once it
+        has waited on one step for the same reason for STUCK of product time, or once JOB_BOUND
+        has passed, is recorded as unfinished (every deadline of the product is shorter)."""
+        clock = self.rig.services.clock
+        limit = clock.now() + JOB_BOUND
+        expected = {s.id for s in result.sent if s.accepted} | (extra or set())
+        while True:
+            try:
+                records = self._round_jobs(result)
+            except Exception:  # noqa: BLE001 - Azurite may be restarting: look again
+                time.sleep(0.5)
+                continue
+            open_ = {i: r for i, r in records.items() if r.status not in FINAL}
+            missing = expected - set(records)
+            result.records = records
+            stuck = {i: why for i, r in open_.items() if (why := _stuck(r)) is not None}
+            if (not missing and set(open_) == set(stuck)) or clock.now() > limit:
+                result.unfinished = stuck | {
+                    i: f"{r.status} at {r.step}" for i, r in open_.items() if i not in stuck
+                }
+                result.unfinished |= {i: "not in the ledger" for i in missing}
+                return
+            time.sleep(0.5)
+
+    def _settle(self, result: RoundResult) -> None:
+        """No more faults; every host up; an hour later a last reconcile of each pool (and
+        whatever it enqueues), so the recorded truth can be compared with the simulator's."""
+        sim = self.rig.sim
+        requests.delete(f"{sim.admin}/faults", timeout=10)
+        sim.post("throttling", [])
+        for host in self.rig.hosts:
+            if not host.alive:
+                self.rig.start(host)
+        for _ in range(3):
+            sim.advance(3600)
+            before = set(result.records)
+            ids = set()
+            for s in result.round.schedules:
+                envelope = job(
+                    "reconcile",
+                    s.pool.name,
+                    {},
+                    created_at=self.rig.services.clock.now().isoformat(),
+                )
+                envelope["id"] = f"chaos-{result.round.seed}-p{s.pool.index}-final-{len(before)}"
+                assert self._deliver(envelope, "queue")
+                ids.add(envelope["id"])
+            self._await_jobs(result, ids)
+            if set(result.records) == before | ids:
+                return  # nothing new was enqueued by the reconciles
+
+
+def _stuck(record: JobRecord) -> str | None:
+    """Why `record` is stuck: its last entry is a wait repeated for STUCK or longer."""
+    last = record.steps[-1] if record.steps else {}
+    if last.get("result") != "wait" or not last.get("last_at"):
+        return None
+    waited = datetime.fromisoformat(last["last_at"]) - datetime.fromisoformat(last["at"])
+    if waited < STUCK:
+        return None
+    return (
+        f"waiting at {record.step} since {last['at']} ({last.get('repeats')} times, "
+        f"{waited}): {last.get('reason')}"
+    )
