@@ -348,10 +348,10 @@ def _why_not(finding: Finding, history: Sequence[Mapping[str, Any]], now: dateti
         return f"{NO_REPAIR_ANNOTATION} is set on the node"
     if member.quarantined:
         return "quarantined: an operator lifts it (docs/repair.md)"
-    # A stuck delete is repaired whoever holds its node: it is going anyway (its claim stays
-    # until it has gone, so that no one uses it meanwhile).
+    # A stuck delete, or a node whose instance is gone, is repaired whoever holds the node: it
+    # is going or gone anyway (the claim of the delete stays on it until it has settled).
     held = member.claim_job is not None and member.claim_kind != REPAIR_KIND
-    if held and finding.problem is not Problem.STUCK_DELETING:
+    if held and finding.problem not in (Problem.STUCK_DELETING, Problem.ORPHAN_NODE):
         return f"held by {member.claim_kind} job {member.claim_job}"
     if finding.problem in (Problem.STUCK_CREATING, Problem.STUCK_DELETING):
         tried = [

@@ -69,12 +69,17 @@ def _world(
         faults=faults or [],
         **extra,
     )
-    services = world.pump.services
-    witness = NodelessWitness(sim, VMSS, 2)
-    services.scale_sets = witness.adapter(dict(services.settings), services)
-    world.witness = witness
+    world.witness = _nodeless(world)
     assert world.run("reconcile").status == "done"
     return world
+
+
+def _nodeless(world: World) -> NodelessWitness:
+    """The world's scale-set adapter witnessed by a NodelessWitness instead."""
+    services = world.pump.services
+    witness = NodelessWitness(world.sim, VMSS, world.witness.min_nodes)
+    services.scale_sets = witness.adapter(dict(services.settings), services)
+    return witness
 
 
 def _not_ready(world: World, instance: str, boots: int | None) -> None:
@@ -172,6 +177,33 @@ def test_a_failed_instance_is_deleted_with_no_node_to_drain(sim: Simulator, azur
     _assert_counts(world)
 
 
+def test_a_failed_instance_gets_a_replacement_first_when_its_delete_would_go_below_min(
+    sim: Simulator, azurite: Any
+) -> None:
+    world = make_world(
+        sim,
+        azurite,
+        vmss=VMSS,
+        capacity=2,  # below min_nodes 3: one more is asked for, and its creation fails
+        min_nodes=3,
+        max_nodes=5,
+        replicas=2,
+        max_unavailable=1,
+        faults=[{"operation": "VirtualMachineScaleSets_Update", "kind": "lro_failed", "count": 1}],
+    )
+    world.witness = _nodeless(world)
+    assert world.run("scale", {"delta": 1}).status == "failed"
+    record = _reconcile_and_repair(world)
+    assert record.status == "done", (record.error, record.outcome)
+    assert len(world.witness.raises) == 2  # the failed one, then the replacement
+    assert world.witness.deletes == [["2"]] and world.witness.nodeless == {"2"}
+    scale_set = sim.scale_set_state(VMSS)
+    assert scale_set["capacity"] == 3 and "2" not in {
+        i["instance_id"] for i in scale_set["instances"]
+    }
+    _assert_counts(world)
+
+
 def test_an_instance_stuck_deleting_is_force_deleted_once(sim: Simulator, azurite: Any) -> None:
     world = _world(sim, azurite, latencies={"delete": 6 * 3600, "force_delete": 30})
     going = world.run("scale", {"nodes": [NODE]}, timeout=60)
@@ -183,6 +215,24 @@ def test_an_instance_stuck_deleting_is_force_deleted_once(sim: Simulator, azurit
     assert world.witness.deletes == [["1"], ["1"]]
     # Gone within the force delete's 30 s, not the 6 h of the first delete.
     assert "1" not in {i["instance_id"] for i in sim.scale_set_state(VMSS)["instances"]}
+    world.assert_truth()
+
+
+def test_a_node_whose_instance_is_gone_is_reported_and_deleted_when_allowed(
+    sim: Simulator, azurite: Any
+) -> None:
+    world = _world(sim, azurite, repair={"delete_orphan_nodes": True, "orphan_node_minutes": 30})
+    sim.post("kube/cloud-node-manager", {"running": False})
+    assert world.run("scale", {"nodes": [NODE]}).status == "done"
+    assert world.pump.services.kube.node(NODE) is not None  # left behind
+    sim.advance(31 * 60)
+    record = _reconcile_and_repair(world)
+    assert record.status == "done" and record.outcome["deleted_node"] == NODE
+    assert record.outcome["repair"]["problem"] == "orphan_node"
+    assert world.pump.services.kube.node(NODE) is None
+    (told,) = _notifications(world, "repair_orphan_node")
+    assert NODE in told["message"]
+    assert world.witness.deletes == [["1"]]  # the scale-in's; the repair deleted no instance
     world.assert_truth()
 
 

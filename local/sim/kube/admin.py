@@ -76,7 +76,7 @@ def request_log(cluster: Cluster) -> Obj:
 
 
 def admin_app(current: Callable[[], Cluster]) -> web.Application:
-    """GET /pods, /pdbs, /evictions, /requests, /removals (mount with
+    """GET /pods, /pdbs, /evictions, /requests, /removals, POST /cloud-node-manager (mount with
     `app.add_subapp("/_sim/kube", ...)`)."""
     views: dict[str, Callable[[Cluster], Obj]] = {
         "/pods": pods_by_node,
@@ -92,4 +92,16 @@ def admin_app(current: Callable[[], Cluster]) -> web.Application:
             return web.json_response(view(current()))
 
         app.router.add_get(path, handler)
+
+    async def cloud_node_manager(request: web.Request) -> web.Response:
+        """POST {"running": false}: Nodes of deleted VMs stay (a node without an instance)."""
+        body = await request.json()
+        if not isinstance(body, dict) or not isinstance(body.get("running"), bool):
+            return web.json_response({"error": 'body must be {"running": true|false}'}, status=400)
+        cluster = current()
+        cluster.sync()
+        cluster.cloud_node_manager = body["running"]
+        return web.json_response({"running": cluster.cloud_node_manager})
+
+    app.router.add_post("/cloud-node-manager", cloud_node_manager)
     return app

@@ -120,6 +120,8 @@ class Cluster:
         self.completes: set[str] = set()  # uids of pods that run to completion
         self.start_overrides: dict[str, float] = {}  # pod or controller uid -> start seconds
         self.unregistered: dict[str, datetime] = {}  # node deleted by a client -> when
+        # Off (an admin call): Nodes of deleted VMs stay, as when the cloud node manager is down.
+        self.cloud_node_manager = True
         # Each instance removal: its node as it was at that moment (cordon, pods left on it).
         self.removals: list[Obj] = []
         world.removal_observers.append(self._note_removal)

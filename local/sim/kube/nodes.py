@@ -256,7 +256,19 @@ def observe(cluster: Cluster) -> None:
     seen = seen_nodes(cluster)
     nodes = cluster.store["nodes"]
     for key in [k for k in nodes if k[1] not in seen]:
-        cluster.remove("nodes", key)  # the cloud node manager deletes Nodes of deleted VMs
+        # The cloud node manager deletes Nodes of deleted VMs; while it is down (an admin call)
+        # they stay, and their kubelet, gone with the VM, no longer posts status.
+        if cluster.cloud_node_manager:
+            cluster.remove("nodes", key)
+        elif set_condition(
+            nodes[key],
+            "Ready",
+            "Unknown",
+            cluster.at,
+            "NodeStatusUnknown",
+            "Kubelet stopped posting node status.",
+        ):
+            cluster.touch(nodes[key])
     for name in [n for n in cluster.unregistered if n not in seen]:
         del cluster.unregistered[name]
     for name, found in seen.items():
