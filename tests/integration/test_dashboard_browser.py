@@ -106,6 +106,7 @@ def test_status_page_in_chromium_shows_the_recorded_counts_and_its_charts(
             "AzureWebJobs.evaluate_capacity.Disabled": "true",
             "AzureWebJobs.patch_timer.Disabled": "true",
             "AzureWebJobs.downscale_review.Disabled": "true",
+            "AzureWebJobs.image_timer.Disabled": "true",
         },
     )
     scale_job = _a_day_of_history(world, sim)
