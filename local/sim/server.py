@@ -20,7 +20,7 @@ from typing import Any
 import trustme
 from aiohttp import web
 
-from local.sim import arm, monitor
+from local.sim import arm, monitor, tenancy
 from local.sim.clock import SimClock
 from local.sim.guest import plan
 from local.sim.identity import ARM_AUDIENCES, MONITOR_AUDIENCES, TokenIssuer, unauthorised
@@ -80,6 +80,10 @@ class Simulator:
             operation, handler = "MetricsBatch_Batch", monitor.metrics_batch
         elif path.lower().startswith("/v1/workspaces/") and path.lower().endswith("/query"):
             operation, handler = "Query_Execute", monitor.logs_query
+        elif (route := tenancy.resolve(request.method, path)) is not None:
+            response = await tenancy.handle(request, world, self.issuer, route)
+            self.record(route.operation, request, response.status)
+            return response
         else:
             resolved = arm.resolve(request.method, path)
             if resolved is None:
