@@ -293,17 +293,15 @@ def _image_rows(lineage: dict[str, dict[str, Any]], now: datetime) -> tuple[Imag
     recorded), newest version first; missing fields show as "—" (docs/dashboard.md)."""
     rows = []
     for version, image in sorted(lineage.items(), reverse=True):
-        canary, rollback = image.get("canary"), image.get("rollback")
+        canary = image.get("canary")
         status = _text(image.get("status"))
-        if rollback:
-            status += (
-                f"; rolled back: {_outcome(rollback) if isinstance(rollback, dict) else rollback}"
-            )
+        if image.get("reason"):
+            status += f": {_short(image['reason'])}"
         rows.append(
             ImageRow(
                 version=version,
                 created=when(image.get("created_at"), now),
-                source=_text(image.get("donor")),
+                source=_text(image.get("source_node")),
                 kernel=_text(image.get("kernel")),
                 status=status,
                 canary=_outcome(canary) if isinstance(canary, dict) else _text(canary),

@@ -225,10 +225,10 @@ def test_jobs_list_steps_with_repeats_and_the_outcome() -> None:
 
 def test_image_lineage_lists_the_ledgers_versions_newest_first() -> None:
     lineage = {
-        "2026.1101.1": {"status": "excluded", "rollback": {"reason": "canary never Ready"}},
+        "2026.1101.1": {"status": "rolled back", "reason": "canary never Ready"},
         "2026.1102.1": {
             "created_at": _at(hours=2),
-            "donor": "n2",
+            "source_node": "n2",
             "kernel": "6.8.0-1016-azure",
             "status": "in use",
             "canary": {"result": "passed", "node": "n9"},
@@ -244,7 +244,7 @@ def test_image_lineage_lists_the_ledgers_versions_newest_first() -> None:
         "image-1",
     )
     assert new.canary == "result: passed, node: n9" and view.model_image == "/g/v"
-    assert (old.source, old.status) == ("—", "excluded; rolled back: reason: canary never Ready")
+    assert (old.source, old.status) == ("—", "rolled back: canary never Ready")
     html = pool_page(pool_view(_data(), NOW), NOW, ["apps"])
     assert 'data-empty="images"' in html and "no prototype images yet" in html
 
