@@ -37,6 +37,7 @@ class PoolData:
     history: list[dict[str, Any]] = field(default_factory=list)
     days: list[dict[str, Any]] = field(default_factory=list)
     images: dict[str, dict[str, Any]] = field(default_factory=dict)  # version -> image job's record
+    repairs: list[dict[str, Any]] = field(default_factory=list)  # the repair log, oldest first
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,17 @@ class JobRow:
 
 
 @dataclass(frozen=True)
+class RepairRow:
+    at: str
+    node: str
+    problem: str
+    rung: str
+    status: str
+    result: str
+    job: str
+
+
+@dataclass(frozen=True)
 class ImageRow:
     version: str
     created: str
@@ -122,6 +134,7 @@ class PoolView:
     jobs: tuple[JobRow, ...]
     model_image: str
     images: tuple[ImageRow, ...]
+    repairs: tuple[RepairRow, ...]
     charts: tuple[Chart, ...]
     empty: str  # what to do when the pool has no record yet ("" once it has one)
 
@@ -311,6 +324,22 @@ def _image_rows(lineage: dict[str, dict[str, Any]], now: datetime) -> tuple[Imag
     return tuple(rows)
 
 
+def _repair_rows(repairs: list[dict[str, Any]], now: datetime) -> tuple[RepairRow, ...]:
+    """The pool's repairs (shared/flows/repair.py's log), newest first."""
+    return tuple(
+        RepairRow(
+            at=when(entry.get("at"), now),
+            node=f"{_text(entry.get('node'))} (instance {_text(entry.get('instance'))})",
+            problem=_short(entry.get("detail") or entry.get("problem") or "—"),
+            rung=_text(entry.get("rung")),
+            status=_text(entry.get("status")),
+            result=_short(entry.get("result") or ""),
+            job=_text(entry.get("job"), ""),
+        )
+        for entry in reversed(repairs)
+    )
+
+
 def _model_image(record: dict[str, Any]) -> str:
     image = record.get("model_image") or {}
     if not image:
@@ -346,6 +375,7 @@ def pool_view(data: PoolData, now: datetime) -> PoolView:
         jobs=_job_rows(data.jobs, now),
         model_image=_model_image(record),
         images=_image_rows(data.images, now),
+        repairs=_repair_rows(data.repairs, now),
         charts=(
             counts_chart(data.history, data.min_nodes, data.max_nodes, now),
             *usage_charts(data.days, data.thresholds, now),

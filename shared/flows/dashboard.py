@@ -14,6 +14,7 @@ from typing import Any
 
 from shared.adapters.history import CountHistory
 from shared.adapters.ledger import AlertLog, DailySummaries
+from shared.adapters.repair_log import RepairLog
 from shared.adapters.storage import StorageUnavailable, unavailable_as_error
 from shared.config import Pool, PoolNotFound
 from shared.dashboard.history_charts import DAY
@@ -24,6 +25,7 @@ from shared.flows.capacity import pool_thresholds
 log = logging.getLogger("poolkeeper.dashboard")
 
 RECENT_JOBS = timedelta(days=7)
+REPAIRS_SHOWN = 10
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ def _data(
         else [],
         days=DailySummaries(tables).days(pool.name) if full else [],
         images=tables.image_lineage(pool.name) if full else {},
+        repairs=RepairLog(tables).entries(pool.name)[-REPAIRS_SHOWN:] if full else [],
     )
 
 

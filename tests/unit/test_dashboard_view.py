@@ -320,3 +320,33 @@ def test_the_instance_chart_has_whole_numbers_on_its_axis_and_steps_through_the_
         "creating + deleting": "1",
     }
     assert all(len(path.segments) == 1 for path in chart.paths)
+
+
+def test_repairs_are_listed_newest_first_with_their_rung_and_result() -> None:
+    repairs = [
+        {
+            "at": _at(hours=5),
+            "node": "n3",
+            "instance": "3",
+            "problem": "not_ready",
+            "status": "done",
+        },
+        {
+            "at": _at(minutes=20),
+            "node": "n2",
+            "instance": "2",
+            "detail": "NotReady for 12 min",
+            "rung": "restart",
+            "status": "failed",
+            "result": "still NotReady",
+            "job": "repair-1",
+        },
+    ]
+    rows = pool_view(_data(repairs=repairs), NOW).repairs
+    assert [(r.node, r.problem, r.rung, r.status) for r in rows] == [
+        ("n2 (instance 2)", "NotReady for 12 min", "restart", "failed"),
+        ("n3 (instance 3)", "not_ready", "—", "done"),
+    ]
+    html = pool_page(pool_view(_data(repairs=repairs), NOW), NOW, ["apps"])
+    assert 'href="/api/jobs/repair-1"' in html and "still NotReady" in html
+    assert 'data-empty="repairs"' in pool_page(pool_view(_data(), NOW), NOW, ["apps"])
