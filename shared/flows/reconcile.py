@@ -9,6 +9,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.adapters.kube import NODE_GROUP_LABEL
 from shared.adapters.scaleset import AzureCallError, TemporaryAzureError
 from shared.config import Pool
 from shared.decide.claims import delete_may_land, parse_claim, stale_claim
@@ -91,17 +92,34 @@ register(JobKind.RECONCILE, Flow(first_step="reconcile", steps={"reconcile": _re
 FULL_READ_SETTING = "POOLKEEPER_FULL_READ_MINUTES"
 
 
+def _not_ready(services: Any) -> set[str]:
+    """The scale sets (lower-cased ids) and node groups that have a NotReady node, from one
+    list of the cluster's nodes (none when it cannot be read: a full read could not either)."""
+    try:
+        nodes = services.kube.nodes()
+    except Exception as error:  # noqa: BLE001 - the survey goes on by counts alone
+        log.warning("Survey: the cluster's nodes could not be read (%s)", error)
+        return set()
+    found: set[str] = set()
+    for node in nodes:
+        if not node.ready:
+            found.add(node.labels.get(NODE_GROUP_LABEL, ""))
+            found.add((node.scale_set_instance or ("",))[0])
+    return found - {""}
+
+
 def survey(services: Any) -> list[str]:
-    """The reconcile timer: one scale-set list per resource group, then a full reconcile job
-    only for pools that changed (ETag or capacity), show drift, were never read, or were last
-    read in full longer ago than POOLKEEPER_FULL_READ_MINUTES (default 60). When in doubt —
-    the list fails — every pool of the group gets a full read."""
+    """The reconcile timer: one scale-set list per resource group and one node list, then a full
+    reconcile job only for pools that changed (ETag or capacity), show drift or a NotReady node,
+    were never read, or were last read in full longer ago than POOLKEEPER_FULL_READ_MINUTES
+    (default 60). When in doubt — the list fails — every pool of the group gets a full read."""
     now = services.clock.now()
     every = timedelta(minutes=int(services.settings.get(FULL_READ_SETTING) or 60))
     groups: dict[tuple[str, str], list[Pool]] = {}
     for pool in services.config.pools:
         groups.setdefault((pool.subscription_id, pool.resource_group), []).append(pool)
     enqueued: list[str] = []
+    not_ready = _not_ready(services)
     for (subscription, group), pools in groups.items():
         try:
             listing: dict[str, tuple[str, int]] | None = services.scale_sets.survey(
@@ -121,6 +139,8 @@ def survey(services: Any) -> list[str]:
                 and (recorded.get("etag"), recorded.get("capacity")) == seen
                 and not recorded.get("drift")
                 and not recorded.get("claims")  # a claim may be left over: look again soon
+                # A NotReady node is no drift of counts, but may need a repair (reconcile's).
+                and not ({pool.vmss_id.lower(), pool.node_group} & not_ready)
                 and now - datetime.fromisoformat(recorded["read_at"]) < every
             )
             if fresh:
