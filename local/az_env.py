@@ -42,24 +42,27 @@ def environment(sim: Mapping[str, Any], config_dir: Path) -> dict[str, str]:
     }
 
 
-def login_commands(sim: Mapping[str, Any], az: str = "az") -> list[list[str]]:
-    """Register the simulator as a cloud from its metadata endpoint, make it active, log in."""
+def login_commands(sim: Mapping[str, Any]) -> list[list[str]]:
+    """The CLI's arguments to register the simulator as a cloud from its metadata endpoint, make
+    it the active cloud, and log in with the managed identity."""
     return [
-        [az, "cloud", "register", "--name", CLOUD, "--endpoint-resource-manager", sim["arm"]],
-        [az, "cloud", "set", "--name", CLOUD],
-        [az, "login", "--identity", "--output", "none"],
+        ["cloud", "register", "--name", CLOUD, "--endpoint-resource-manager", sim["arm"]],
+        ["cloud", "set", "--name", CLOUD],
+        ["login", "--identity", "--output", "none"],
     ]
 
 
-def login_line(sim: Mapping[str, Any], az: str = "az") -> str:
+def login_line(sim: Mapping[str, Any]) -> str:
     """`login_commands` as one shell line."""
-    return " && ".join(shlex.join(command) for command in login_commands(sim, az))
+    return " && ".join(shlex.join(["az", *args]) for args in login_commands(sim))
 
 
 def env_file(sim: Mapping[str, Any], log_dir: Path) -> str:
-    """The exports, as a file to source."""
+    """The exports, as a file to source; `az` is the project's CLI where `make az` put it."""
     exports = environment(sim, log_dir / "azure")
     lines = [f"export {key}={shlex.quote(value)}" for key, value in exports.items()]
+    if az_binary() != "az":  # a function, not PATH: .venv-az/bin would shadow python and pip
+        lines.append(f'az() {{ {shlex.quote(az_binary())} "$@"; }}')
     return "\n".join(lines) + "\n"
 
 
@@ -73,7 +76,7 @@ def write(sim: Mapping[str, Any], log_dir: Path) -> Path:
 def instructions(sim: Mapping[str, Any], log_dir: Path) -> str:
     """What a user types, in a shell of its own (REQUESTS_CA_BUNDLE trusts only the simulator)."""
     path = write(sim, log_dir)
-    return f"Azure CLI: . {shlex.quote(str(path))} && {login_line(sim, az_binary())}"
+    return f"Azure CLI, in a shell of its own: . {shlex.quote(str(path))} && {login_line(sim)}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     print(env_file(sim, log_dir), end="")
-    print(login_line(sim, az_binary()))
+    print(login_line(sim))
     return 0
 
 

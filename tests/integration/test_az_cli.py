@@ -11,15 +11,19 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
 from local import az_env
+from local.azurite import ROOT
 from tests.simulator import RG, STOPPED, SUBSCRIPTION, Simulator, scale_set, scenario
 
 pytestmark = pytest.mark.integration
@@ -97,8 +101,8 @@ def cli(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Itera
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "IDENTITY_"))}
     env |= az_env.environment(simulator.info, tmp_path_factory.mktemp("azure"))
     cli = Cli(_az(), env, simulator)
-    for command in az_env.login_commands(simulator.info, cli.binary):
-        cli.run(*command[1:])
+    for args in az_env.login_commands(simulator.info):
+        cli.run(*args)
     yield cli
 
 
@@ -129,6 +133,25 @@ def test_login_finds_the_cloud_from_metadata_and_the_subscription_with_the_ident
     }
     counters = cli.sim.calls()["counters"]
     assert counters["MetadataEndpoints_Get"] >= 1 and counters["Subscriptions_List"] >= 1
+
+
+def test_the_documented_way_lists_the_scale_sets(cli: Cli, tmp_path: Path) -> None:
+    """docs/local-stack.md: eval what `python -m local.az_env <logs>` prints, then use az."""
+    (tmp_path / "sim.json").write_text(json.dumps(cli.sim.info))  # as local.stack keeps it
+    script = (
+        f'eval "$({shlex.quote(sys.executable)} -m local.az_env {shlex.quote(str(tmp_path))})"'
+        ' && az vmss list --query "[].name" --output tsv'
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AZURE_", "IDENTITY_", "REQUESTS_"))
+    }
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert (done.returncode, done.stdout.split()) == (0, [WORKERS]), done.stderr
+    assert (tmp_path / "azure" / "azureProfile.json").exists()  # its own config dir
 
 
 # Each tenancy route's body read by the SDK models az uses (az ignores fields its models do not
