@@ -106,7 +106,7 @@ class Tally:
 {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.
 
 Three local Functions hosts on the same queues, one Azurite (on disk), the Azure and Kubernetes
-simulators; a round loads a fresh world with one schedule per chaos pool (6 pools), plays its
+simulators; a round loads a fresh world with one schedule per chaos pool (10 pools), plays its
 jobs and faults, waits for every job to end, settles with a last reconcile and checks the
 invariants (tests/chaos/invariants.py). Replay a round with `--chaos-seed SEED`.
 

@@ -27,6 +27,7 @@ from local.procs import free_port, stop_group, wait_until
 from local.stack import APP_DEFAULTS
 from shared.adapters.leases import CONTAINER
 from shared.flows.jobs import Services
+from shared.jobs import QUEUES, queue_name
 from tests.chaos.schedules import POOLS, ChaosPool
 from tests.jobs_support import settings_for
 from tests.simulator import Simulator, running_simulator
@@ -88,10 +89,7 @@ class Rig:
 
     def queues(self) -> dict[str, str]:
         """Job kind -> the queue name the hosts listen on."""
-        return {
-            kind: self.settings[f"POOLKEEPER_{kind.upper()}_QUEUE"]
-            for kind in ("scale", "drain", "reconcile", "patch")
-        }
+        return {kind.value: queue_name(kind, self.settings) for kind in QUEUES}
 
     def start(self, host: Host) -> None:
         """Start (or start again) a host's process; wait until it answers."""

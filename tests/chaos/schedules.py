@@ -73,6 +73,10 @@ POOLS = (
     ChaosPool(3, min_nodes=2, max_nodes=7, undrainable="quarantine"),
     ChaosPool(4, min_nodes=0, max_nodes=5, undrainable="skip"),
     ChaosPool(5, min_nodes=4, max_nodes=10, undrainable="quarantine"),
+    ChaosPool(6, min_nodes=1, max_nodes=6, undrainable="skip"),
+    ChaosPool(7, min_nodes=2, max_nodes=8, undrainable="quarantine"),
+    ChaosPool(8, min_nodes=3, max_nodes=8, undrainable="skip"),
+    ChaosPool(9, min_nodes=2, max_nodes=6, undrainable="quarantine"),
 )
 
 
@@ -172,6 +176,11 @@ GENERATORS: dict[str, Generator] = {
     "patch": Generator(
         "patch", lambda r, n: {"nodes": _some(r, n, 2), "max_unavailable": 1} if n else None, 1
     ),
+    # A node named, or the pool's most urgent problem; reconcile also enqueues repairs itself.
+    "repair": Generator(
+        "repair", lambda r, n: {"node": r.choice(list(n))} if n and r.random() < 0.5 else {}, 1
+    ),
+    "image": Generator("image", lambda r, n: {"dry_run": r.random() < 0.3}, 0.5),
 }
 
 

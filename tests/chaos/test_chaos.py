@@ -5,7 +5,7 @@ After each round: the recorded counts equal the truth, no instance went while sc
 with pods left, no pool went below min_nodes, no node is left cordoned without a claim or a
 reason, every accepted job ended done or failed with a reason, and no message was poisoned.
 
-`pytest tests/chaos` runs the small run (12 schedules, 2 rounds); `make chaos` the large one. A
+`pytest tests/chaos` runs the small run (20 schedules, 2 rounds); `make chaos` the large one. A
 failure prints the round's seed and schedule: `--chaos-seed SEED` plays that round again.
 """
 
