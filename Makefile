@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 7071
 
-.PHONY: deps run test lint checkov bench chaos clean
+.PHONY: deps az run test lint checkov bench chaos clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Poolkeeper needs Python 3.11 (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
@@ -22,6 +22,18 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 deps: $(VENV)/.installed node_modules/.installed
+
+# The Azure CLI has its own virtualenv too (azure-cli pins many packages): the tests run it
+# against the simulator, and `make run` users can (docs/local-stack.md). Installed once.
+VENV_AZ := .venv-az
+
+$(VENV_AZ)/.installed: requirements-az.txt | $(BIN)/python
+	$(BIN)/python -m venv $(VENV_AZ)
+	$(VENV_AZ)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_AZ)/bin/python -m pip install --quiet -r requirements-az.txt
+	touch $@
+
+az: $(VENV_AZ)/.installed
 
 run: deps
 	$(BIN)/python -m local.stack --scenario local/scenarios/small.json --port $(PORT)
@@ -42,7 +54,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: deps lint checkov
+test: deps az lint checkov
 	$(BIN)/python -m pytest
 
 bench: deps
@@ -61,4 +73,4 @@ chaos: deps
 		--chaos-first-seed 1000 --chaos-report bench/results/chaos.md
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_AZ) node_modules .pytest_cache .ruff_cache
