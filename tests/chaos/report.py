@@ -67,7 +67,10 @@ class Tally:
             "faults: " + ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())),
             "jobs: " + ", ".join(f"{g} {o} {n}" for (g, o), n in sorted(self.jobs.items())),
         ]
-        out += [f"VIOLATION (replay: --chaos-seed {s}): {v}" for s, v in self.violations]
+        out += [
+            f"VIOLATION (replay: --chaos-seed {s} and the same --chaos-pools): {v}"
+            for s, v in self.violations
+        ]
         out += [
             f"KNOWN BUG in {n} rounds (seeds {_ranges(self.known_seeds[k])[:80]}): {k}"
             for k, n in self.known.items()
@@ -106,7 +109,7 @@ class Tally:
 {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}.
 
 Three local Functions hosts on the same queues, one Azurite (on disk), the Azure and Kubernetes
-simulators; a round loads a fresh world with one schedule per chaos pool (10 pools), plays its
+simulators; a round loads a fresh world with one schedule per chaos pool, plays its
 jobs and faults, waits for every job to end, settles with a last reconcile and checks the
 invariants (tests/chaos/invariants.py). Replay a round with `--chaos-seed SEED`.
 

@@ -66,17 +66,16 @@ class ChaosPool:
         }
 
 
-POOLS = (
-    ChaosPool(0, min_nodes=2, max_nodes=8, undrainable="skip"),
-    ChaosPool(1, min_nodes=3, max_nodes=9, undrainable="quarantine"),
-    ChaosPool(2, min_nodes=1, max_nodes=6, undrainable="skip"),
-    ChaosPool(3, min_nodes=2, max_nodes=7, undrainable="quarantine"),
-    ChaosPool(4, min_nodes=0, max_nodes=5, undrainable="skip"),
-    ChaosPool(5, min_nodes=4, max_nodes=10, undrainable="quarantine"),
-    ChaosPool(6, min_nodes=1, max_nodes=6, undrainable="skip"),
-    ChaosPool(7, min_nodes=2, max_nodes=8, undrainable="quarantine"),
-    ChaosPool(8, min_nodes=3, max_nodes=8, undrainable="skip"),
-    ChaosPool(9, min_nodes=2, max_nodes=6, undrainable="quarantine"),
+# The pools the hosts are configured with; a round uses the first N (--chaos-pools). Sizes and
+# bounds differ, so that min_nodes, max_nodes and the undrainable choice all come into play.
+POOLS = tuple(
+    ChaosPool(
+        index,
+        min_nodes=(2, 3, 1, 2, 0, 4, 1, 2, 3, 2)[index % 10],
+        max_nodes=(8, 9, 6, 7, 5, 10, 6, 8, 8, 6)[index % 10],
+        undrainable=("skip", "quarantine")[index % 2],
+    )
+    for index in range(20)
 )
 
 
