@@ -102,7 +102,7 @@ class Images:
         )
         return DonorDisk(
             os_disk_id=(disk.id if disk else "") or "",
-            hyper_v_generation=(view.hyper_v_generation if view else None) or "V1",
+            hyper_v_generation=_text(view.hyper_v_generation if view else None) or "V1",
             power=power,
             location=vm.location,
             zone=vm.zones[0] if vm.zones else None,
@@ -124,7 +124,7 @@ class Images:
             location=vmss.location,
             image_id=fields.get("id"),
             image=fields,
-            upgrade_mode=str(policy.mode) if policy and policy.mode else None,
+            upgrade_mode=_text(policy.mode) if policy else None,
             tags=dict(vmss.tags or {}),
         )
 
@@ -189,7 +189,7 @@ class Images:
             if error.status == 404:
                 return None
             raise
-        return str(found.provisioning_state or "Unknown")
+        return _text(found.provisioning_state) or "Unknown"
 
     # -- writes (each an LRO: the continuation token comes back) -----------------------------------
 
@@ -249,7 +249,7 @@ def _in_gallery(
     def build(args: Mapping[str, Any]) -> tuple[Callable[[Any], Any], _Ref, list[Any]]:
         ref, gallery = _gallery_ref(args["gallery_id"])
         positional: list[Any] = [ref.resource_group, gallery]
-        positional += [args["image"], args["version"]][:depth]
+        positional += [args[k] for k in ("image", "version")[:depth]]
         if body is not None:
             positional.append(body(args))
         return (lambda compute: getattr(getattr(compute, attribute), method)), ref, positional
@@ -375,25 +375,28 @@ _WITH_BODY = frozenset(
 )
 
 
+def _text(value: Any) -> str | None:
+    """An SDK enum's value (its str() is the member's name), or the string as it came."""
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))
+
+
 def _version(found: Any) -> Version:
     props = found.properties if hasattr(found, "properties") else found
     publishing = getattr(props, "publishing_profile", None)
     replication = getattr(props, "replication_status", None)
     regions = {
-        str(s.region): f"{s.state}" + (f" {s.progress}%" if s.progress is not None else "")
+        str(s.region): f"{_text(s.state)}" + (f" {s.progress}%" if s.progress is not None else "")
         for s in (getattr(replication, "summary", None) or [])
     }
     return Version(
         name=found.name,
         id=found.id,
-        provisioning=str(getattr(props, "provisioning_state", None) or "Unknown"),
+        provisioning=_text(getattr(props, "provisioning_state", None)) or "Unknown",
         exclude_from_latest=bool(getattr(publishing, "exclude_from_latest", False)),
         published=getattr(publishing, "published_date", None),
-        replication=(
-            str(replication.aggregated_state)
-            if replication is not None and replication.aggregated_state
-            else None
-        ),
+        replication=_text(replication.aggregated_state) if replication is not None else None,
         regions=regions,
         tags=dict(found.tags or {}),
     )
