@@ -348,12 +348,15 @@ class Kube:
             raise
         return EvictionResult.EVICTED
 
-    def delete_pod(self, pod: Pod) -> None:
-        """Delete a completed pod directly (nothing to protect); a gone pod is fine."""
+    def delete_pod(self, pod: Pod, *, grace_seconds: int | None = None) -> None:
+        """Delete a completed pod directly (nothing to protect); a gone pod is fine.
+        `grace_seconds=0` force-deletes one whose node is dead and can never confirm it."""
         from kubernetes.client.exceptions import ApiException
 
         try:
-            self._core.delete_namespaced_pod(pod.name, pod.namespace)
+            self._core.delete_namespaced_pod(
+                pod.name, pod.namespace, grace_period_seconds=grace_seconds
+            )
         except ApiException as error:
             if error.status != 404:
                 raise

@@ -544,6 +544,28 @@ def _orphan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     return _end(ctx, state | {"acted": True}, Done({"note": message, "deleted_node": name}))
 
 
+def _drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+    """Scale-in's drain; on a node the ladder gave up on (restart and reimage did not bring it
+    back, so its kubelet is down) the pods it evicted never finish terminating: once evicted
+    (their budgets held), they are force-deleted, as `kubectl delete pod --force
+    --grace-period=0` does for a node known dead, so the drain can end."""
+    outcome = scale_in.drain(ctx, state)
+    name = state["repair"]["node"]
+    if not isinstance(outcome, Wait) or state.get("rung") != "replace" or not name:
+        return outcome
+    kube = ctx.services.kube
+    node = kube.node(name)
+    if node is None or node.ready or not holds(node, _owner(ctx)):
+        return outcome
+    dead = [pod for pod in kube.pods_on(name) if pod.terminating]
+    for pod in dead:
+        ctx.before_write()
+        kube.delete_pod(pod, grace_seconds=0)
+    if dead:
+        ctx.notes.append(f"force-deleted {len(dead)} evicted pod(s) left on dead node {name}")
+    return outcome
+
+
 def _ending(step: Step) -> Step:
     """A scale-in step whose end is also the repair's end (written to the repair log)."""
 
@@ -572,7 +594,7 @@ STEPS: dict[str, Step] = {
     "remove": _remove,
     "quarantine": _quarantine,
     "orphan": _orphan,
-    "drain": _ending(scale_in.drain),
+    "drain": _ending(_drain),
     "delete": _ending(scale_in.delete),
     "await_delete": _ending(scale_in.await_delete),
     "settle": _ending(scale_in.settle_step),
