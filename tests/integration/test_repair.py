@@ -168,6 +168,25 @@ def test_the_ladder_climbs_restart_reimage_replace_until_the_node_is_replaced(
     world.assert_truth()
 
 
+def test_an_instance_whose_node_never_registered_climbs_the_ladder_like_a_not_ready_one(
+    sim: Simulator, azurite: Any
+) -> None:
+    world = _world(sim, azurite)
+    _not_ready(world, "1", boots=1)
+    sim.advance(3 * 60)
+    world.pump.services.kube.delete_node(NODE)  # its kubelet, never Ready, does not come back
+    sim.advance(11 * 60)
+    assert world.pump.services.kube.node(NODE) is None
+    record = _reconcile_and_repair(world)
+    assert record.status == "done", (record.error, record.outcome)
+    assert record.outcome["repair"]["problem"] == "never_registered"
+    assert record.outcome["repair"]["rung"] == "restart"
+    node = world.pump.services.kube.node(NODE)
+    assert node is not None and node.ready and not node.claim
+    assert world.witness.deletes == []
+    world.assert_truth()
+
+
 def test_a_failed_instance_is_deleted_with_no_node_to_drain(sim: Simulator, azurite: Any) -> None:
     world = _world(
         sim,
