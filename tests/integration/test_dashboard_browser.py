@@ -5,23 +5,21 @@ the local host on function_app.py, the Azure simulator and Azurite. The counts i
 from __future__ import annotations
 
 import os
-import subprocess
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from local.azurite import ROOT
 from shared.flows.capacity import evaluate_capacity
+from tests.debian import tool
 from tests.integration.test_downscale_review import _history
 from tests.integration.test_operator_api import World, _world
 from tests.jobs_support import job
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -36,23 +34,11 @@ SCREENSHOT = ROOT / "docs" / "img" / "dashboard.png"
 STATES = ("live", "creating", "deleting", "failed")
 
 
-def _install_chromium() -> str:
-    """Debian's chromium, installed when missing; a test without it fails, never skips."""
-    if not Path(CHROMIUM).exists():
-        for step in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
-            done = subprocess.run(step, capture_output=True, text=True, timeout=900, check=False)
-            if done.returncode != 0:
-                pytest.fail(f"chromium is missing and {' '.join(step)} failed:\n{done.stderr}")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is still missing after installing Debian's chromium")
-    return CHROMIUM
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
-    executable = _install_chromium()
+    executable = tool("chromium", "chromium")  # Debian's, installed when missing; never a skip
     with sync_playwright() as playwright:
         # Playwright downloads no browser here: it drives the system's through executable_path.
         launched = playwright.chromium.launch(executable_path=executable, args=LAUNCH_ARGS)
