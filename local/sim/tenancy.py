@@ -2,8 +2,9 @@
 resource groups, so that the Azure CLI can register the simulator as a cloud and log in to it.
 
 `server.Simulator.azure` asks `resolve` before the Compute routes of `arm`. Shapes and errors
-follow Microsoft.Resources (tenants and subscriptions 2022-12-01, resource groups 2022-09-01)
-and ARM's metadata endpoint (2022-09-01: this cloud; before 2020-06-01: a list of clouds).
+follow Microsoft.Resources (tenants, subscriptions and locations as of 2022-12-01; resource
+groups, whose shape every api-version shares) and ARM's metadata endpoint (2022-09-01: this
+cloud; before 2020-06-01: a list of clouds).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ Handler = Callable[[Request], Awaitable[web.Response]]
 
 @dataclass(frozen=True)
 class Route:
+    """A tenancy route: its REST operationId names it in the call log."""
+
     method: str
     pattern: re.Pattern[str]
     operation: str

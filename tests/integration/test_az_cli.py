@@ -14,7 +14,6 @@ import re
 import shlex
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,7 +94,7 @@ def _az() -> str:
 
 
 @pytest.fixture(scope="module")
-def cli(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
+def cli(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Cli:
     """One login for the module, the way docs/local-stack.md tells a user to log in."""
     simulator.load(SCENARIO)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "IDENTITY_"))}
@@ -103,7 +102,7 @@ def cli(simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Itera
     cli = Cli(_az(), env, simulator)
     for args in az_env.login_commands(simulator.info):
         cli.run(*args)
-    yield cli
+    return cli
 
 
 def _instances(sim: Simulator) -> list[dict[str, Any]]:
@@ -228,6 +227,16 @@ def test_tenancy_routes_answer_in_shapes_the_cli_models_read(cli: Cli) -> None:
     assert get("/subscriptions", api="").json()["error"]["code"] == "MissingApiVersionParameter"
     missing = get("/subscriptions/00000000-0000-0000-0000-000000000000")
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "SubscriptionNotFound")
+    before = cli.sim.state()["resources"]
+    nowhere = requests.put(
+        f"{info['arm']}{sub}/resourcegroups/rg-nowhere?api-version=2024-11-01",
+        json={"tags": {}},
+        headers={"Authorization": f"Bearer {token}"},
+        verify=info["ca_cert"],
+        timeout=10,
+    )
+    assert (nowhere.status_code, nowhere.json()["error"]["code"]) == (400, "LocationRequired")
+    assert cli.sim.state()["resources"] == before
 
 
 def test_resource_groups_show_exist_list_and_create(cli: Cli) -> None:
