@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -76,7 +77,10 @@ def write(sim: Mapping[str, Any], log_dir: Path) -> Path:
 def instructions(sim: Mapping[str, Any], log_dir: Path) -> str:
     """What a user types, in a shell of its own (REQUESTS_CA_BUNDLE trusts only the simulator)."""
     path = write(sim, log_dir)
-    return f"Azure CLI, in a shell of its own: . {shlex.quote(str(path))} && {login_line(sim)}"
+    line = f"Azure CLI, in a shell of its own: . {shlex.quote(str(path))} && {login_line(sim)}"
+    if az_binary() == "az" and shutil.which("az") is None:
+        line += "  (no Azure CLI found: `make az` installs it)"
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
