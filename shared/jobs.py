@@ -69,21 +69,24 @@ NodeName = Annotated[
 
 
 class ScaleParams(Strict):
-    """Scale up by `delta` > 0 or to `target`; scale in by `delta` < 0 or by naming `nodes`."""
+    """Scale up by `delta` > 0 or to `target`; scale in by `delta` < 0, by naming `nodes`, or by
+    naming `instances` that have no node (one that never registered: nothing to drain)."""
 
     delta: StrictInt | None = None
     target: StrictInt | None = Field(default=None, ge=0, le=1000)
     nodes: list[NodeName] = Field(default=[], max_length=100)
+    instances: list[Annotated[str, Field(pattern=r"^[0-9]{1,9}$")]] = Field(
+        default=[], max_length=100
+    )
     dry_run: StrictBool = False
     force_delete: StrictBool = False
 
     @model_validator(mode="after")
     def _one_intent(self) -> ScaleParams:
         given = [name for name in ("delta", "target") if getattr(self, name) is not None]
-        if self.nodes:
-            given.append("nodes")
+        given += [name for name in ("nodes", "instances") if getattr(self, name)]
         if len(given) != 1:
-            raise ValueError("give exactly one of delta (non-zero), target, or nodes")
+            raise ValueError("give exactly one of delta (non-zero), target, nodes or instances")
         if self.delta == 0:
             raise ValueError("delta must not be 0")
         return self

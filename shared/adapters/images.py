@@ -24,6 +24,8 @@ from shared.adapters.scaleset import (
     poll_once,
 )
 
+ENDED = "ended-in-first-answer"
+
 
 @dataclass(frozen=True)
 class DonorDisk:
@@ -198,10 +200,16 @@ class Images:
         method, ref, positional = self._operation(op, args)
         with self._scale_sets._call(op, ref, args.get("instance_ids", ())) as compute:
             poller = method(compute)(*positional, **_extra(op, args), polling=_no_wait_polling()())
+        if poller.status().lower() == "succeeded":
+            # Ended in its first answer (e.g. a delete of what is already gone: 204, no status
+            # URL to ask later): a token that `status` answers without asking Azure.
+            return ENDED
         return poller.continuation_token()
 
     def status(self, op: str, token: str, **args: Any) -> OperationStatus:
         """One status check of an operation started with `begin(op, **args)`."""
+        if token == ENDED:
+            return OperationStatus("Succeeded")
         method, ref, positional = self._operation(op, args)
         polling = _no_wait_polling()()
         blanks = [*positional[:-1], None] if op in _WITH_BODY else positional

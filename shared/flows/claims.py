@@ -154,5 +154,5 @@ def mark(kube: Kube, name: str, owner: Owner, annotations: dict[str, str]) -> st
 
 
 def release_all(kube: Kube, names: list[str], owner: Owner) -> dict[str, str]:
-    """`release` each node; what became of each."""
-    return {name: release(kube, name, owner) for name in names}
+    """`release` each node; what became of each ("" stands for an instance without a node)."""
+    return {name: release(kube, name, owner) for name in names if name}

@@ -264,6 +264,15 @@ def _version(ctx: StepContext, state: dict[str, Any]) -> Outcome:
             "kernel": state["donor"]["kernel"],
         },
     }
+    if "version" not in state.get("ops", {}):
+        # A send whose token was never recorded (the worker died) made it already: adopt it,
+        # and let the replication step follow its state.
+        try:
+            made = images(ctx).version(names["version_id"])
+        except TemporaryAzureError as error:
+            return temporary_wait("version", state, error, ctx)
+        if made is not None and made.provisioning != "Failed":
+            state.setdefault("ops", {})["version"] = {"ended": "Succeeded"}
     got = operation(ctx, state, "version", "create_version", args, step="version")
     if not isinstance(got, OperationStatus):
         return got
@@ -416,10 +425,12 @@ def _include(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 def _canary_remove(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """The canary goes the way every node goes: a scale job that drains and deletes it."""
     canary = state["canary"]
-    if not canary.get("node"):
-        canary["removed"] = "no node registered: left for a scale job naming its instance"
-        return Next("cleanup", state)
-    params = {"nodes": [canary["node"]]}
+    if not canary.get("instance"):
+        return Next("cleanup", state)  # none was added
+    # A canary that never registered a node has nothing to drain: named by its instance.
+    params = (
+        {"nodes": [canary["node"]]} if canary.get("node") else {"instances": [canary["instance"]]}
+    )
     got = child(ctx, state, "canary-remove", JobKind.SCALE, params, step="canary_remove")
     if not isinstance(got, ChildEnded):
         return got

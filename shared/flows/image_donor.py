@@ -86,6 +86,18 @@ def clean(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         why = why_not_idle(ctx.services.kube, donor["name"], Owner.of(ctx.job))
         if why:
             return Fail(f"donor not captured: {why}", _report(state) | give_back(ctx, state))
+        if "clean_since" not in donor:
+            # Recorded before the send: a worker that dies after sending, before the token is
+            # recorded, leaves this mark, and the next delivery asks the instance instead.
+            donor["clean_since"] = ctx.now.isoformat()
+            return Next("clean", state)
+        try:
+            power = images(ctx).donor_disk(ctx.pool.vmss_id, donor["instance"]).power
+        except TemporaryAzureError as error:
+            return temporary_wait("clean", state, error, ctx)
+        if power in ("stopping", "stopped"):  # the script powers off only as its very last act
+            ctx.notes.append("the clean-up's answer was lost; it ran to its power-off")
+            return Next("power_off", state)
         ctx.before_write()
         try:
             donor["clean_token"] = run.begin_run_script(
@@ -94,8 +106,9 @@ def clean(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         except TemporaryAzureError as error:
             return temporary_wait("clean", state, error, ctx)
         except AzureCallError as error:
+            if error.status == 409 and not _late(ctx, donor):  # a lost send's script still runs
+                return Wait("clean", POLL, state, reason=f"run command busy: {error.code}")
             return _lost_donor(ctx, state, f"clean-up not started: {error.code}: {error.message}")
-        donor["clean_since"] = ctx.now.isoformat()
         return Next("clean", state)
     try:
         found = run.script_result(ctx.pool.vmss_id, donor["instance"], donor["clean_token"])
@@ -104,7 +117,7 @@ def clean(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     except AzureCallError as error:
         return _lost_donor(ctx, state, f"clean-up status refused: {error.code}")
     if not isinstance(found, ScriptResult):
-        late = ctx.now - datetime.fromisoformat(donor["clean_since"]) > CLEAN_DEADLINE
+        late = _late(ctx, donor)
         if found.state == "Failed" or late:
             why = f"{found.code}: {found.message}" if found.state == "Failed" else "no answer"
             return _lost_donor(ctx, state, f"clean-up did not finish: {why}")
@@ -113,6 +126,10 @@ def clean(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         tail = (found.stderr or found.stdout)[-300:]
         return _lost_donor(ctx, state, f"clean-up did not finish: {tail!r}")
     return Next("power_off", state)
+
+
+def _late(ctx: StepContext, donor: dict[str, Any]) -> bool:
+    return ctx.now - datetime.fromisoformat(donor["clean_since"]) > CLEAN_DEADLINE
 
 
 def _lost_donor(ctx: StepContext, state: dict[str, Any], why: str) -> Outcome:
@@ -137,6 +154,16 @@ def power_off(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 def snapshot(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """Snapshot the stopped OS disk (a full copy, tagged with where it came from)."""
     donor, names = state["donor"], state["names"]
+    if "snapshot" not in state.get("ops", {}):
+        # A send whose token was never recorded (the worker died) made it already: adopt it.
+        try:
+            made = images(ctx).snapshot_state(names["snapshot_id"])
+        except TemporaryAzureError as error:
+            return temporary_wait("snapshot", state, error, ctx)
+        if made == "Succeeded":
+            state.setdefault("ops", {})["snapshot"] = {"ended": "Succeeded"}
+        elif made is not None and made != "Failed":
+            return Wait("snapshot", POLL, state, reason=f"snapshot {made}")
     args = {
         "snapshot_id": names["snapshot_id"],
         "location": donor["location"],

@@ -112,6 +112,8 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
                 {"refusal": "claimed", "holders": {n: c.job for n, c in held.items()}},
             )
         pods = ctx.services.kube.evictable_pods()
+        if params.instances:
+            return _plan_instances(ctx, state, truth, params)
         candidates = (
             truth.nodes
             if params.nodes
@@ -155,6 +157,41 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         "live_before": plan.live_before,
         "live_after": plan.live_after,
         "etag": plan.etag,
+    }
+    if params.dry_run:
+        return Done({"dry_run": True, "plan": described})
+    return Next("drain", state | {"plan": described, "drains": {}})
+
+
+def _plan_instances(
+    ctx: StepContext, state: dict[str, Any], truth: Any, params: ScaleParams
+) -> Outcome:
+    """Scale-in of named instances that have no node (e.g. a canary that never registered):
+    nothing to drain, the min guard and the fresh checks of the delete step as for any other."""
+    seen = truth.record["instances"]
+    missing = [i for i in params.instances if i not in seen]
+    with_node = {i: seen[i]["node"] for i in params.instances if i in seen and seen[i]["node"]}
+    if missing or with_node:
+        why = "; ".join(
+            [f"instance {i} is not in the scale set" for i in missing]
+            + [f"instance {i} has node {n}: name the node" for i, n in with_node.items()]
+        )
+        return Fail(f"refused: {why}", {"refusal": "instances"})
+    live = truth.record["counts"]["live"]
+    live_named = sum(seen[i]["state"] == InstanceState.LIVE.value for i in params.instances)
+    if live - live_named < ctx.pool.min_nodes:
+        return Fail(
+            f"refused (min_nodes): deleting {live_named} of {live} live instances would leave "
+            f"fewer than min_nodes {ctx.pool.min_nodes}",
+            {"refusal": "min_nodes"},
+        )
+    described = {
+        "action": "scale_in",
+        "victims": list(params.instances),
+        "nodes": [""] * len(params.instances),
+        "live_before": live,
+        "live_after": live - live_named,
+        "etag": truth.state.etag,
     }
     if params.dry_run:
         return Done({"dry_run": True, "plan": described})

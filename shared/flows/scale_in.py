@@ -48,7 +48,7 @@ def drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     nodes: list[str] = state["plan"]["nodes"]
     claimed: list[str] = list(state.get("claimed", []))
     for node in nodes:
-        if node in claimed:
+        if node in claimed or not node:  # "": an instance without a node has nothing to drain
             continue
         ctx.before_write()
         result = claim(kube, node, owner, ctx.now)
@@ -63,7 +63,7 @@ def drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     drains: dict[str, Any] = dict(state["drains"])
     waits: list[timedelta] = []
     for node in nodes:
-        if drains.get(node, {}).get("done"):
+        if not node or drains.get(node, {}).get("done"):
             continue
         ctx.before_write()
         if node in drains:
@@ -110,7 +110,13 @@ def _deletable(
     by_id = {i.instance_id: i for i in truth.state.instances}
     owner = Owner.of(ctx.job)
     held_back = {
-        v: why for v in candidates if (why := why_not_idle(ctx.services.kube, names[v], owner))
+        v: why
+        for v in candidates
+        if (
+            why := why_not_idle(ctx.services.kube, names[v], owner)
+            if names[v]
+            else _registered(truth, v)
+        )
     }
     pending = [v for v in candidates if v not in held_back]
     live = truth.record["counts"]["live"]
@@ -123,6 +129,12 @@ def _deletable(
         }
         pending = []
     return pending, held_back
+
+
+def _registered(truth: Truth, instance_id: str) -> str | None:
+    """Why an instance named without a node must not be deleted: a node registered since."""
+    node = truth.record["instances"][instance_id]["node"]
+    return f"instance {instance_id} has node {node} now: name the node instead" if node else None
 
 
 def _send(

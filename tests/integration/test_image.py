@@ -198,7 +198,7 @@ def test_a_bad_image_fails_its_canary_and_is_rolled_back(
         )
     job_id = world.send("image")
     if fault == "never_boots":  # every instance booting the new version hangs
-        waiting = _drive(world, job_id, until=lambda r: r.step == "replication")
+        waiting = _drive(world, job_id, until=lambda r: "names" in r.state)
         version_id = waiting.state["names"]["version_id"]
         sim.post("faults", {"operation": "Boot", "kind": "never_boots", "image": version_id})
     record = _drive(world, job_id, timeout=180)
