@@ -577,11 +577,16 @@ def _ending(step: Step) -> Step:
 
 
 def _abort(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
-    """Giving up: a removal under way is scale-in's to undo; else the node is given back."""
+    """Giving up: a removal under way is scale-in's to undo; else the node is given back. The
+    repair log says the repair failed (and a person is told, if it had acted)."""
     if state.get("plan", {}).get("victims"):
-        return scale_in.abort(ctx, state)
-    node = (state.get("repair") or {}).get("node")
-    return {"released": release(ctx.services.kube, node, _owner(ctx))} if node else {}
+        undone = scale_in.abort(ctx, state)
+    else:
+        node = (state.get("repair") or {}).get("node")
+        undone = {"released": release(ctx.services.kube, node, _owner(ctx))} if node else {}
+    if state.get("repair"):
+        _end(ctx, state, Fail("gave up after repeated errors in a step"))
+    return undone
 
 
 STEPS: dict[str, Step] = {
