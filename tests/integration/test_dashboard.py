@@ -3,6 +3,9 @@ through the local host on function_app.py: keys, unknown pools, escaping, the em
 
 from __future__ import annotations
 
+import json
+import re
+import socket
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,6 +19,8 @@ from shared.adapters.storage import StorageAccount
 from shared.clock import clock_from_settings
 from shared.config import load_config
 from shared.dashboard.view import NOT_RECONCILED
+from shared.flows.api import IntakeServices
+from shared.flows.dashboard import page
 from shared.flows.jobs import Services
 from shared.flows.truth import read_truth
 from shared.jobs import Job
@@ -168,3 +173,19 @@ def test_a_full_read_records_its_counts_and_ready_nodes(sim, azurite) -> None:
     assert [i["ready"] for i in truth.record["instances"].values()] == [True, True]
     (row,) = CountHistory(services.tables).since(pool, now - timedelta(hours=1))
     assert (row["counts"]["live"], row["capacity"], row["ready"]) == (2, 2, 2)
+
+
+def test_storage_that_does_not_answer_is_a_503_page_or_json_error(sim, azurite) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        port = closed.getsockname()[1]
+        down = re.sub(r"127\.0\.0\.1:\d+", f"127.0.0.1:{port}", azurite.connection_string)
+        pools = [{"name": "apps", "vmss_id": _vmss_id("aks-x-1-vmss"), "node_group": "apps"}]
+        settings = settings_for(sim, down, [pools[0] | {"min_nodes": 1, "max_nodes": 3}])
+        services = IntakeServices.from_settings(settings)
+        as_html = page(services, "apps", key=None, accept="text/html,*/*")
+        as_json = page(services, None, key=None, accept="*/*")
+    assert (as_html.status, as_html.content_type) == (503, "text/html")
+    assert "storage is unavailable, try again shortly" in as_html.body
+    assert (as_json.status, as_json.content_type) == (503, "application/json")
+    assert json.loads(as_json.body)["error"].startswith("storage is unavailable")
