@@ -262,12 +262,13 @@ def make_world(
     settings: dict[str, str] | None = None,
     pool_extra: dict[str, Any] | None = None,
     zones: list[str] | None = None,
+    scale_set_extra: dict[str, Any] | None = None,
     **extra: Any,
 ) -> World:
     node_group = vmss.split("-")[1]
     sim.load(
         scenario(
-            scale_set(vmss, capacity, zones=zones or []),
+            scale_set(vmss, capacity, zones=zones or [], **(scale_set_extra or {})),
             speed=SPEED,
             workloads=workloads
             or {

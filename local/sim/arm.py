@@ -74,7 +74,7 @@ def scale_set_body(world: World, scale_set: ScaleSet) -> dict[str, Any]:
             "orchestrationMode": "Uniform",
             "singlePlacementGroup": False,
             "overprovision": False,
-            "upgradePolicy": {"mode": "Manual"},
+            "upgradePolicy": {"mode": scale_set.spec.upgrade_mode},
             "scaleInPolicy": {"rules": ["Default"], "forceDeletion": False},
             "virtualMachineProfile": {
                 "osProfile": {

@@ -112,6 +112,7 @@ class ScaleSetSpec(Strict):
     )
     load: Load = Load()
     tags: dict[str, str] = {}
+    upgrade_mode: Literal["Manual", "Automatic", "Rolling"] = "Manual"  # upgradePolicy.mode
 
     @field_validator("sku")
     @classmethod
@@ -161,7 +162,7 @@ class Fault(Strict):
         if self.image and self.operation != "Boot":
             raise ValueError("image selects boots: it needs operation Boot")
         run_command = "VirtualMachineScaleSetVMs_RunCommand"
-        if (self.kind == "lost_writes") and self.operation != run_command:
+        if self.kind == "lost_writes" and self.operation != run_command:
             raise ValueError(f"kind lost_writes needs operation {run_command}")
         if self.match is not None:
             try:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import requests
 
 from shared.adapters.kube import CLAIM_ANNOTATION, SCALE_DOWN_DISABLED
 from shared.adapters.ledger import FINAL, JobRecord
@@ -34,6 +35,8 @@ def _world(
     capacity: int = 3,
     image: dict[str, Any] | None = None,
     faults: list[dict[str, Any]] | None = None,
+    patched: bool = True,
+    **extra: Any,
 ) -> World:
     world = make_world(
         sim,
@@ -64,12 +67,15 @@ def _world(
         os=OS,
         os_updates=UPDATES,
         faults=faults or [],
+        **extra,
     )
     world.sim.advance(2 * 3600)  # an hour of usage history for the patch's headroom check
     assert world.run("reconcile").status == "done"
-    patched = world.run("patch", timeout=120)
-    assert patched.status == "done", (patched.error, patched.outcome)
-    world.sim.advance(15 * 60)  # the patched nodes have been Ready for longer than min_ready
+    if patched:
+        record = world.run("patch", timeout=120)
+        assert record.status == "done", (record.error, record.outcome)
+    # Unpatched, the marketplace image counts as older than max_image_age: any node may donate.
+    world.sim.advance(15 * 60)  # the nodes have been Ready for longer than min_ready
     return world
 
 
@@ -249,4 +255,73 @@ def test_a_worker_killed_after_each_step_resumes_without_a_second_snapshot_versi
     # One model write for the version, one capacity write for the canary: never a second.
     assert calls.count("VirtualMachineScaleSets_Update") == 2, calls
     assert set(_instances(sim)) == set(before)
+    world.assert_truth()
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ({"scale_set_extra": {"tags": {"aks-managed-poolName": "np1"}}}, "node-image-only"),
+        ({"scale_set_extra": {"upgrade_mode": "Rolling"}}, "allow_upgrade_policy"),
+    ],
+)
+def test_aks_managed_and_self_upgrading_scale_sets_are_refused_untouched(
+    sim: Simulator, azurite: Any, extra: dict[str, Any], words: str
+) -> None:
+    world = _world(sim, azurite, patched=False, **extra)
+    calls = len(sim.calls()["calls"])
+    record = _run(world)
+    assert record.status == "failed" and words in record.error, record.error
+    assert [c for c in sim.calls()["calls"][calls:] if c["method"] != "GET"] == []
+
+
+def test_a_region_without_zones_falls_back_from_zrs_to_lrs(sim: Simulator, azurite: Any) -> None:
+    world = _world(sim, azurite, patched=False, zonal_regions=[], image={"canary": False})
+    record = _run(world)
+    assert record.status == "done", (record.error, record.outcome)
+    assert record.outcome["storage_type"] == "Standard_LRS"
+    calls = [c["operation"] for c in sim.calls()["calls"]]
+    # The failed ZRS version deleted before the same name was created again with LRS.
+    assert calls.count("GalleryImageVersions_CreateOrUpdate") == 2
+    assert "GalleryImageVersions_Delete" in calls
+    assert _model_image(world) == record.outcome["version"]
+    world.assert_truth()
+
+
+def test_rolling_mode_moves_every_node_to_the_new_image_one_at_a_time(
+    sim: Simulator, azurite: Any
+) -> None:
+    world = _world(sim, azurite, capacity=6, patched=False, image={"rollout": "rolling"})
+    out: set[str] = set()
+    most: list[int] = [0]
+    kube = world.pump.services.kube
+    real = kube.patch_if_unchanged
+
+    def watched(node: Any, **changes: Any) -> Any:
+        written = real(node, **changes)
+        claim = (changes.get("annotations") or {}).get(CLAIM_ANNOTATION, "absent")
+        if claim is None:
+            out.discard(node.name)
+        elif claim != "absent":
+            out.add(node.name)
+            out.intersection_update(n for n in out if real.__self__.node(n) is not None)
+            most[0] = max(most[0], len(out))  # a deleted node (the canary) is out no more
+        return written
+
+    kube.patch_if_unchanged = watched  # type: ignore[method-assign]
+    record = _run(world, timeout=240)
+    assert record.status == "done", (record.error, record.outcome)
+    rollout = record.outcome["rollout"]
+    assert rollout["status"] == "done" and len(rollout["upgraded"]) == 6, rollout  # donor too
+    version = record.outcome["version"]
+    for name, instance in _instances(sim).items():
+        assert (instance["image_version"] or "").lower() == version.lower(), name
+    assert world.run("reconcile").status == "done"
+    shown = world.tables.pool_status(world.pool["name"])["instances"]  # GET /api/pools/{name}
+    assert all(i["latest_model"] for i in shown.values()), shown
+    assert most[0] == 1  # one node out at a time (the donor, the canary's removal, each upgrade)
+    budget = requests.get(f"{sim.admin}/kube/pdbs", timeout=10).json()["pdbs"][0]
+    assert budget["current_healthy"] >= budget["desired_healthy"]
+    evictions = requests.get(f"{sim.admin}/kube/evictions", timeout=10).json()["evictions"]
+    assert {e["outcome"] for e in evictions} <= {"evicted", "blocked"}
     world.assert_truth()
