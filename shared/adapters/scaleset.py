@@ -545,6 +545,8 @@ def _instance(vm: Any) -> VmInstance:
             power = code.removeprefix("PowerState/")
         elif code.lower().startswith("provisioningstate/failed/"):
             failure = code.split("/", 2)[2]
+    storage = props.storage_profile if props else None
+    reference = storage.image_reference if storage else None
     os_profile = props.os_profile if props else None
     computer_name = (os_profile.computer_name if os_profile else None) or (
         view.computer_name if view else None
@@ -558,4 +560,5 @@ def _instance(vm: Any) -> VmInstance:
         zone=vm.zones[0] if vm.zones else None,
         # Unknown is not "outdated": only Azure's explicit false may start an image rollout.
         latest_model=props is None or props.latest_model_applied is not False,
+        image=(reference.exact_version or reference.version) if reference else None,
     )

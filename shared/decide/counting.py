@@ -43,6 +43,7 @@ class VmInstance:
     failure: str | None = None  # ARM error code of the failed operation, e.g. AllocationFailed
     zone: str | None = None
     latest_model: bool = True
+    image: str | None = None  # the gallery version (exactVersion) or marketplace version it runs
 
 
 @dataclass(frozen=True)

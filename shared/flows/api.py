@@ -18,6 +18,7 @@ from shared.adapters.queues import Queues
 from shared.adapters.repair_log import RepairLog
 from shared.adapters.storage import INTAKE_OPTIONS, StorageUnavailable, unavailable_as_error
 from shared.config import Pool, PoolNotFound
+from shared.decide.imaging import version_key
 from shared.flows import (  # noqa: F401 - they register their flows
     downscale,
     drain_jobs,
@@ -32,6 +33,7 @@ from shared.flows.truth import public_status
 from shared.jobs import Rejection, queue_name
 
 log = logging.getLogger("poolkeeper.api")
+IMAGES_SHOWN = 10  # the pool's newest image versions in its status
 REPAIRS_SHOWN = 20  # the pool's latest repairs in its status (each with its rung)
 
 
@@ -155,8 +157,14 @@ def pools(name: str | None) -> tuple[int, Any]:
             | (public_status(record) if record else _not_reconciled(svc.settings))
             | {"patch_checks": svc.tables.patch_status(pool)}
             | {"repairs": RepairLog(svc.tables).entries(pool)[-REPAIRS_SHOWN:]}
+            | {"images": _lineage(svc.tables.image_lineage(pool))}
         )
     return 200, (found[0] if name is not None else {"pools": found})
+
+
+def _lineage(versions: Mapping[str, Any]) -> list[Any]:
+    """The pool's image versions, newest first (what image jobs made of each)."""
+    return [versions[v] for v in sorted(versions, key=version_key, reverse=True)][:IMAGES_SHOWN]
 
 
 def _configured(pool: Pool) -> dict[str, Any]:

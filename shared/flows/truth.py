@@ -95,6 +95,7 @@ def read_truth(
                 "ready": view.ready if view else None,
                 "cordoned": view.unschedulable if view else None,
                 "latest_model": i.latest_model,
+                "image": i.image,
                 "zone": i.zone,
                 "failure": i.failure,
             }

@@ -161,13 +161,15 @@ def test_a_patched_donor_is_captured_proven_on_a_canary_and_new_nodes_boot_patch
     assert os["running_kernel"] == NEW_KERNEL
     assert not os["reboot_required"] and os["pending_updates"] == 0
     assert os["machine_id"] not in {i["os"]["machine_id"] for n, i in after.items()}
+    shown = world.tables.pool_status(world.pool["name"])["instances"]  # GET /api/pools/{name}
+    assert shown[_instances(sim)[new]["instance_id"]]["image"] == version_id.rsplit("/", 1)[1]
     world.assert_truth()
 
 
 def test_dry_run_names_the_donor_and_the_steps_and_changes_nothing(
     sim: Simulator, azurite: Any
 ) -> None:
-    world = _world(sim, azurite)
+    world = _world(sim, azurite, patched=False)
     calls = len(sim.calls()["calls"])
     record = _run(world, {"dry_run": True})
     assert record.status == "done" and record.outcome["dry_run"]
@@ -179,7 +181,7 @@ def test_dry_run_names_the_donor_and_the_steps_and_changes_nothing(
 
 
 def test_no_donor_names_each_nodes_reason(sim: Simulator, azurite: Any) -> None:
-    world = _world(sim, azurite, image={"min_ready_minutes": 24 * 60})
+    world = _world(sim, azurite, patched=False, image={"min_ready_minutes": 24 * 60})
     record = _run(world)
     assert record.status == "done" and record.outcome["published"] is None
     assert set(record.outcome["excluded"]) == set(_instances(sim))
@@ -190,7 +192,7 @@ def test_no_donor_names_each_nodes_reason(sim: Simulator, azurite: Any) -> None:
 def test_a_bad_image_fails_its_canary_and_is_rolled_back(
     sim: Simulator, azurite: Any, fault: str
 ) -> None:
-    world = _world(sim, azurite)
+    world = _world(sim, azurite, patched=False)
     before = _instances(sim)
     previous = _model_image(world)
     if fault == "lost_writes":  # the clean-up "succeeds" but the image keeps its machine-id
@@ -224,7 +226,7 @@ def test_a_worker_killed_after_each_step_resumes_without_a_second_snapshot_versi
 ) -> None:
     from shared.flows import jobs
 
-    world = _world(sim, azurite)
+    world = _world(sim, azurite, patched=False)
     before = _instances(sim)
     flow = jobs.FLOWS[jobs.JobKind.IMAGE]
     real = dict(flow.steps)
@@ -325,3 +327,18 @@ def test_rolling_mode_moves_every_node_to_the_new_image_one_at_a_time(
     evictions = requests.get(f"{sim.admin}/kube/evictions", timeout=10).json()["evictions"]
     assert {e["outcome"] for e in evictions} <= {"evicted", "blocked"}
     world.assert_truth()
+
+
+def test_the_image_timer_enqueues_once_a_day_for_pools_that_ask(
+    sim: Simulator, azurite: Any
+) -> None:
+    from shared.flows.image import enqueue_images
+
+    manual = _world(sim, azurite, patched=False)
+    assert enqueue_images(manual.pump.services) == []
+    nightly = _world(sim, azurite, patched=False, image={"automatic": True})
+    (job_id,) = enqueue_images(nightly.pump.services)
+    assert job_id.startswith(f"image-{nightly.pool['name']}-")
+    nightly.pump.once("image")  # it runs: recorded under that id
+    assert nightly.tables.job(job_id) is not None
+    assert enqueue_images(nightly.pump.services) == []  # once a day
