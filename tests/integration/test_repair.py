@@ -12,11 +12,13 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import pytest
 import requests
 
 from shared.adapters.instances import Instances
 from shared.adapters.repair_log import RepairLog
 from shared.decide.repair import QUARANTINE_ANNOTATION
+from shared.flows import api
 from shared.flows.jobs import submit
 from shared.flows.reconcile import survey
 from shared.jobs import SCHEMA
@@ -116,7 +118,7 @@ def _repairs(world: World) -> list[dict[str, Any]]:
 
 
 def test_a_not_ready_node_is_restarted_and_back_then_given_back(
-    sim: Simulator, azurite: Any
+    sim: Simulator, azurite: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     world = _world(sim, azurite)
     assert survey(world.pump.services) == []  # read in full just now, nothing changed
@@ -131,13 +133,18 @@ def test_a_not_ready_node_is_restarted_and_back_then_given_back(
     node = world.pump.services.kube.node(NODE)
     assert node is not None and node.ready and not node.unschedulable and not node.claim
     assert world.witness.deletes == [] and world.witness.raises == []
-    (entry,) = _repairs(world)
+    # The pool's status (GET /api/pools/{name}) lists the repair with its rung.
+    monkeypatch.setattr(api, "services", lambda: world.pump.services)
+    status, body = api.pools(world.pool["name"])
+    assert status == 200
+    (entry,) = body["repairs"]
     assert (entry["status"], entry["rung"], entry["problem"], entry["acted"]) == (
         "done",
         "restart",
         "not_ready",
         True,
     )
+    assert entry["rungs"] == [{"rung": "restart", "result": "back Ready"}]
     # The same episode is not repaired twice, and a healthy pool enqueues nothing.
     assert "repair" not in world.run("reconcile").outcome
     world.assert_truth()
