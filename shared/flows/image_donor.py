@@ -30,6 +30,8 @@ CLEAN_DONE = "== done"  # the script's last section (run command reports no exit
 DRAIN_TIMEOUT = timedelta(minutes=15)
 CLEAN_DEADLINE = timedelta(minutes=10)
 BACK_DEADLINE = timedelta(minutes=15)
+SELF_POWER_OFF = timedelta(minutes=2)  # the script powers off 5 s after its answer
+STOP_POLL = timedelta(seconds=5)
 
 
 def take(ctx: StepContext, state: dict[str, Any]) -> Outcome:
@@ -140,9 +142,24 @@ def _lost_donor(ctx: StepContext, state: dict[str, Any], why: str) -> Outcome:
 
 
 def power_off(ctx: StepContext, state: dict[str, Any]) -> Outcome:
-    """Azure's power-off (not deallocate): a no-op once the OS has powered itself off, and the
-    status that says the disk is quiet before the snapshot."""
-    args = {"vmss_id": ctx.pool.vmss_id, "instance_id": state["donor"]["instance"]}
+    """Wait for the OS to power itself off (the script's last act): the instance view says
+    stopped, and the disk is quiet for the snapshot. Azure's own stop takes minutes (Kamino's
+    measured 2-3), so it is only the fallback for a guest that did not stop by itself."""
+    donor = state["donor"]
+    args = {"vmss_id": ctx.pool.vmss_id, "instance_id": donor["instance"]}
+    if "power_off" not in state.get("ops", {}):
+        donor.setdefault("cleaned_at", ctx.now.isoformat())
+        try:
+            power = images(ctx).donor_disk(ctx.pool.vmss_id, donor["instance"]).power
+        except TemporaryAzureError as error:
+            return temporary_wait("power_off", state, error, ctx)
+        if power == "stopped":
+            return Next("snapshot", state)
+        if ctx.now - datetime.fromisoformat(donor["cleaned_at"]) < SELF_POWER_OFF:
+            return Wait(
+                "power_off", STOP_POLL, state, reason=f"waiting for the OS to stop ({power})"
+            )
+        ctx.notes.append(f"the OS did not stop within {SELF_POWER_OFF}: Azure stops it")
     got = operation(ctx, state, "power_off", "power_off", args, step="power_off")
     if not isinstance(got, OperationStatus):
         return got
@@ -180,6 +197,7 @@ def snapshot(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 
 def start(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     args = {"vmss_id": ctx.pool.vmss_id, "instance_id": state["donor"]["instance"]}
+    state["donor"].setdefault("start_sent_at", ctx.now.isoformat())
     got = operation(ctx, state, "start", "start", args, step="start_donor")
     if not isinstance(got, OperationStatus):
         return got
