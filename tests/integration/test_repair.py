@@ -239,6 +239,21 @@ def test_a_failed_instance_gets_a_replacement_first_when_its_delete_would_go_bel
     _assert_counts(world)
 
 
+def test_an_instance_stuck_creating_is_force_deleted(sim: Simulator, azurite: Any) -> None:
+    world = _world(sim, azurite, latencies={"create": 6 * 3600, "force_delete": 30})
+    world.deliver_once("scale", {"delta": 1})  # the write is sent; its instance never comes
+    assert world.run("reconcile").status == "done"  # first seen Creating
+    sim.advance(21 * 60)
+    record = _reconcile_and_repair(world)
+    assert record.status == "done", (record.error, record.outcome)
+    assert record.outcome["repair"]["problem"] == "stuck_creating"
+    assert world.witness.deletes == [["6"]] and world.witness.nodeless == {"6"}
+    scale_set = sim.scale_set_state(VMSS)
+    assert "6" not in {i["instance_id"] for i in scale_set["instances"]}
+    assert scale_set["capacity"] == 6
+    _assert_counts(world)
+
+
 def test_an_instance_stuck_deleting_is_force_deleted_once(sim: Simulator, azurite: Any) -> None:
     world = _world(sim, azurite, latencies={"delete": 6 * 3600, "force_delete": 30})
     going = world.run("scale", {"nodes": [NODE]}, timeout=60)
