@@ -27,6 +27,7 @@ from tests.truth_support import Witness, World, make_world, vmss_id_of
 
 VMSS = "aks-heal-71717171-vmss"
 NODE = f"{VMSS}000001"
+DELETE = "VirtualMachineScaleSets_DeleteInstances"
 
 
 class NodelessWitness(Witness):
@@ -239,18 +240,23 @@ def test_a_failed_instance_gets_a_replacement_first_when_its_delete_would_go_bel
     _assert_counts(world)
 
 
-def test_an_instance_stuck_creating_is_force_deleted(sim: Simulator, azurite: Any) -> None:
+def test_an_instance_stuck_creating_whose_forced_delete_fails_is_escalated_once(
+    sim: Simulator, azurite: Any
+) -> None:
     world = _world(sim, azurite, latencies={"create": 6 * 3600, "force_delete": 30})
     world.deliver_once("scale", {"delta": 1})  # the write is sent; its instance never comes
     assert world.run("reconcile").status == "done"  # first seen Creating
     sim.advance(21 * 60)
+    sim.post("faults", {"operation": DELETE, "kind": "lro_failed", "count": 1})
     record = _reconcile_and_repair(world)
-    assert record.status == "done", (record.error, record.outcome)
-    assert record.outcome["repair"]["problem"] == "stuck_creating"
+    assert record.status == "failed" and record.outcome["repair"]["problem"] == "stuck_creating"
     assert world.witness.deletes == [["6"]] and world.witness.nodeless == {"6"}
-    scale_set = sim.scale_set_state(VMSS)
-    assert "6" not in {i["instance_id"] for i in scale_set["instances"]}
-    assert scale_set["capacity"] == 6
+    (told,) = _notifications(world, "repair_failed")
+    assert "needs a person" in told["message"]
+    # Tried once: the next reconciles report it and leave it to a person.
+    again = world.run("reconcile").outcome["repair"]
+    assert again["action"] is None and "escalated" in again["left_out"][f"{VMSS}000006"]
+    assert world.witness.deletes == [["6"]]
     _assert_counts(world)
 
 
@@ -386,7 +392,7 @@ def _assert_counts(world: World) -> None:
     )
     assert recorded["counts"]["live"] == live >= world.pool["min_nodes"]
     history = [h for h in world.sim.state()["history"] if h["scale_set"] == VMSS]
-    assert all(h["operation"] == "VirtualMachineScaleSets_DeleteInstances" for h in history)
+    assert all(h["operation"] == DELETE for h in history)
     removals = requests.get(f"{world.sim.admin}/kube/removals", timeout=10).json()["removals"]
     for gone in removals:
         if gone["node"] is not None:
