@@ -39,7 +39,7 @@ from shared.decide.imaging import (
 )
 from shared.flows import image_donor
 from shared.flows.image_ops import ChildEnded, child, forget, images, operation
-from shared.flows.jobs import Flow, StepContext, enqueue, register
+from shared.flows.jobs import Flow, StepContext, enqueue_once, register
 from shared.flows.retries import temporary_wait
 from shared.flows.truth import read_truth
 from shared.jobs import Done, Fail, ImageParams, JobKind, Next, Outcome, Wait
@@ -618,16 +618,6 @@ def enqueue_images(services: Any) -> list[str]:
         if not pool.image.automatic:
             continue
         job_id = f"image-{pool.name}-{now:%Y%m%d}"
-        if services.tables.job(job_id) is not None:
-            continue
-        enqueue(
-            services,
-            JobKind.IMAGE,
-            pool.name,
-            {},
-            job_id=job_id,
-            requested_by="timer:image_timer",
-            now=now,
-        )
-        enqueued.append(job_id)
+        if enqueue_once(services, JobKind.IMAGE, pool.name, job_id, timer="image_timer"):
+            enqueued.append(job_id)
     return enqueued

@@ -284,6 +284,15 @@ def enqueue(
     return job
 
 
+def enqueue_once(services: Services, kind: JobKind, pool: str, job_id: str, *, timer: str) -> bool:
+    """A timer's job for one period: enqueued under `job_id` unless the ledger already has it."""
+    if services.tables.job(job_id) is not None:
+        return False
+    now = services.clock.now()
+    enqueue(services, kind, pool, {}, job_id=job_id, requested_by=f"timer:{timer}", now=now)
+    return True
+
+
 PENDING = frozenset({"queued", "deferred"})  # recorded on submission; no worker has started it
 
 

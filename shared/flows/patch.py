@@ -36,7 +36,7 @@ from shared.decide.patching import (
 from shared.flows import patch_node
 from shared.flows.capacity import hourly_usage, pool_thresholds
 from shared.flows.claims import Owner, release_all
-from shared.flows.jobs import Flow, StepContext, enqueue, register
+from shared.flows.jobs import Flow, StepContext, enqueue_once, register
 from shared.flows.retries import temporary_wait
 from shared.flows.truth import read_truth
 from shared.jobs import Done, Fail, JobKind, Next, Outcome, PatchParams, Wait
@@ -449,16 +449,6 @@ def enqueue_patches(services: Any) -> list[str]:
         if closes is None:
             continue
         job_id = f"patch-{pool.name}-{closes:%Y%m%d}"
-        if services.tables.job(job_id) is not None:
-            continue
-        enqueue(
-            services,
-            JobKind.PATCH,
-            pool.name,
-            {},
-            job_id=job_id,
-            requested_by="timer:patch_timer",
-            now=now,
-        )
-        enqueued.append(job_id)
+        if enqueue_once(services, JobKind.PATCH, pool.name, job_id, timer="patch_timer"):
+            enqueued.append(job_id)
     return enqueued
