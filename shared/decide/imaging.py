@@ -139,12 +139,16 @@ def version_key(name: str) -> tuple[int, ...]:
         return ()
 
 
-def versions_to_prune(versions: Sequence[str], *, keep: int, protected: Iterable[str]) -> list[str]:
-    """The oldest versions beyond the `keep` newest, never a `protected` one (the version in use
-    and the one before it, the rollback target)."""
-    ordered = sorted(versions, key=version_key, reverse=True)
-    spare = set(protected)
-    return [v for v in ordered[keep:] if v not in spare]
+def versions_to_prune(
+    versions: Sequence[str], *, keep: int, protected: Iterable[str], failed: Iterable[str] = ()
+) -> list[str]:
+    """The `failed` versions (they serve nothing and block their name), then the oldest beyond
+    the `keep` newest of the others; never a `protected` one (the version in use and the one
+    before it, the rollback target)."""
+    spare, broken = set(protected), set(failed)
+    good = sorted((v for v in versions if v not in broken), key=version_key, reverse=True)
+    gone = sorted(broken & set(versions), key=version_key) + good[keep:]
+    return [v for v in gone if v not in spare]
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.adapters.images import Version
+from shared.adapters.notify import Notifier
 from shared.adapters.scaleset import AzureCallError, OperationStatus, TemporaryAzureError
 from shared.decide.claims import parse_claim
 from shared.decide.counting import InstanceState
@@ -353,8 +354,14 @@ def _set_image(
             forget(state, key)
             state[f"{key}_tries"] = tries
             return Next(step, state)
-        state["failed"] = f"model not changed: {got.code}: {got.message}"
-        return Fail(state["failed"], _report(state))
+        what = (
+            f"the previous image was NOT restored (point the model back by hand to {dict(image)}; "
+            "the canary is still there)"
+            if key == "restore"
+            else "the model was not changed"
+        )
+        state["failed"] = f"{what}: {got.code}: {got.message}"
+        return _finish(ctx, state)
     return None
 
 
@@ -488,7 +495,10 @@ def _prune(ctx: StepContext, state: dict[str, Any]) -> dict[str, str]:
     }
     pruned: dict[str, str] = {}
     for name in versions_to_prune(
-        [v.name for v in versions], keep=ctx.pool.image.history, protected=protected
+        [v.name for v in versions],
+        keep=ctx.pool.image.history,
+        protected=protected,
+        failed=[v.name for v in versions if v.provisioning == "Failed"],
     ):
         ctx.before_write()
         try:
@@ -517,8 +527,24 @@ def _rollout(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 def _finish(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     report = _report(state)
     if state.get("failed"):
+        _notify(ctx, f"image job {ctx.job.id} for {ctx.pool.name} failed: {state['failed']}")
         return Fail(state["failed"], report)
     return Done(report)
+
+
+def _notify(ctx: StepContext, message: str) -> None:
+    """On-call hears of a failed or rolled-back image run (the nightly one runs unattended)."""
+    try:
+        Notifier(ctx.services.queues, ctx.services.settings).send(
+            pool=ctx.pool.name,
+            kind="image_failed",
+            severity="P2",
+            at=ctx.now,
+            values={"job": ctx.job.id},
+            message=message,
+        )
+    except Exception as error:  # noqa: BLE001 - the job's report carries it anyway
+        log.error("Image %s: notifying the failure failed: %s", ctx.job.id, error)
 
 
 def _report(state: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,9 @@ boots patched. The failure paths end with the previous image and the canary gone
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -63,7 +65,10 @@ def _world(
             "patch": {"soak_minutes": 1, "ready_timeout_minutes": 10},
             "image": {"min_ready_minutes": 5, "replicas": 1} | (image or {}),
         },
-        settings={"POOLKEEPER_METRICS_ENDPOINT": sim.info["metrics"]},
+        settings={
+            "POOLKEEPER_METRICS_ENDPOINT": sim.info["metrics"],
+            "POOLKEEPER_NOTIFICATIONS_QUEUE": f"notify-{uuid.uuid4().hex[:8]}",
+        },
         os=OS,
         os_updates=UPDATES,
         faults=faults or [],
@@ -217,6 +222,10 @@ def test_a_bad_image_fails_its_canary_and_is_rolled_back(
     assert set(_instances(sim)) == set(before), "the canary is gone"
     (line,) = world.tables.image_lineage(world.pool["name"]).values()
     assert line["status"] == "rolled back" and line["canary"]["result"] == "failed"
+    queue = world.pump.services.settings["POOLKEEPER_NOTIFICATIONS_QUEUE"]
+    told = world.pump.services.queues._queue(queue).peek_messages(max_messages=32)
+    kinds = [json.loads(m.content)["kind"] for m in told]
+    assert kinds.count("image_failed") == 1, kinds
     _node_back(world, record.outcome["donor"]["name"])
     world.assert_truth()
 

@@ -117,6 +117,12 @@ def test_version_names_are_azure_version_numbers(when: datetime) -> None:
     assert len(parts) == 3 and all(0 <= int(p) < 2**31 for p in parts)
 
 
+def test_prune_takes_failed_versions_first_without_counting_them() -> None:
+    versions = ["2026.1101.1", "2026.1110.1", "2026.1120.1"]
+    gone = versions_to_prune(versions, keep=2, protected=[], failed=["2026.1120.1"])
+    assert gone == ["2026.1120.1"]
+
+
 def test_prune_keeps_the_newest_and_never_the_protected() -> None:
     versions = ["2026.1101.1", "2026.1110.1", "2026.1120.1", "2026.1130.1", "2026.909.1"]
     gone = versions_to_prune(versions, keep=2, protected=["2026.1101.1"])
