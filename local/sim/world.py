@@ -583,6 +583,11 @@ class World:
             scale_set.etag += 1
         failed = fault is not None and fault.kind == "lro_failed"
         error = (fault.error, fault_message(fault, scale_set.name)) if fault and failed else None
+        if error is None and any(i.failure for i in created):
+            try:
+                images.resolve(scale_set.image, scale_set.location, self.resources)
+            except images.ImageError as refused:  # the image went after the model was written
+                error = (refused.code, refused.message)
 
         def done() -> None:
             scale_set.updating_ops -= 1

@@ -199,3 +199,26 @@ def test_a_version_that_never_boots_hangs_its_instances_and_only_them() -> None:
     assert node_ready(sim.node(1))
     act(sim, "manualUpgrade", 1)
     assert sim.scale_set.instances[1].guest.state == "hung" and not node_ready(sim.node(1))
+
+
+def test_a_new_instance_fails_when_its_model_version_is_gone() -> None:
+    sim = Sim()
+    pinned = capture(sim, "1.0.0")
+    sim.world.update_scale_set(
+        sim.scale_set, capacity=None, image={"id": pinned}, tags=None, fault=None, operation="w"
+    )
+    sim.advance(10)
+    del sim.world.resources[pinned.lower()]  # deleted after the model write, as Azure allows
+    op = sim.world.update_scale_set(
+        sim.scale_set, capacity=4, image=None, tags=None, fault=None, operation="w"
+    )
+    sim.advance(300)
+    new = sim.scale_set.instances[3]
+    assert (new.provisioning, new.failure, new.guest.state) == (
+        "Failed",
+        "GalleryImageNotFound",
+        "down",
+    )
+    assert op.status == "Failed" and op.error is not None
+    assert op.error[0] == "GalleryImageNotFound" and pinned in op.error[1]
+    assert sim.scale_set.capacity == 4, "Azure keeps the count; the instance stays, Failed"
