@@ -252,7 +252,7 @@ def version_body(
 ) -> dict[str, Any]:
     """A new image version as ARM stores it (replicationStatus is shown only on request)."""
     properties = request.get("properties") or {}
-    location = request.get("location", "westeurope")
+    location = request["location"]
     return {
         "id": resource_id,
         "name": resource_id.rstrip("/").rsplit("/", 1)[1],
