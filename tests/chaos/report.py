@@ -7,6 +7,7 @@ Filled by the chaos test round by round; printed by the plugin at the end of the
 from __future__ import annotations
 
 import platform
+import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -160,9 +161,10 @@ Seeds run: {_ranges(self.seeds)}
 
 
 def _reason(error: str) -> str:
-    """A failure reason without the parts that differ from job to job (names, ids, times)."""
-    words = error.split(":")[0:2]
-    return ":".join(words)[:100].replace("|", "/")
+    """A failure reason without the parts that differ from job to job (names, ids, numbers)."""
+    words = ":".join(error.split(":")[0:2])
+    words = re.sub(r"aks-chaos\S+", "NODE", words)
+    return re.sub(r"\d+", "N", words)[:100].replace("|", "/")
 
 
 def _ranges(seeds: list[int]) -> str:

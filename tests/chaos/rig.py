@@ -7,6 +7,7 @@ Kills are SIGKILLs of a host's process group; a killed host is started again on 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from azure.core.exceptions import HttpResponseError
 from azure.storage.blob import BlobLeaseClient
 
 from local.azurite import ROOT, Azurite
@@ -137,9 +139,11 @@ class Rig:
         container = self.services.account.blob_service().get_container_client(CONTAINER)
         for blob in container.list_blobs():
             if blob.lease.state == "leased":
-                BlobLeaseClient(container.get_blob_client(blob.name)).break_lease(
-                    lease_break_period=0
-                )
+                # Released meanwhile by its holder (409): nothing left to expire.
+                with contextlib.suppress(HttpResponseError):
+                    BlobLeaseClient(container.get_blob_client(blob.name)).break_lease(
+                        lease_break_period=0
+                    )
 
     def restart_azurite(self) -> None:
         self.azurite.restart()
