@@ -34,6 +34,7 @@ class Tally:
     known: Counter[str] = field(default_factory=Counter)  # known bug -> rounds it showed in
     known_seeds: dict[str, list[int]] = field(default_factory=dict)
     round_seconds: list[float] = field(default_factory=list)
+    round_lines: list[str] = field(default_factory=list)  # one per round: what it ran
 
     def add(self, result: RoundResult, violations: list[str]) -> None:
         rnd = result.round
@@ -42,8 +43,11 @@ class Tally:
         self.heavy_schedules += len(rnd.schedules) if rnd.heavy else 0
         self.seeds.append(rnd.seed)
         self.faults.update(result.faults)
-        self.kills += sum(d.startswith("SIGKILL") for d in result.done)
-        self.azurite_restarts += sum(d.startswith("Azurite restarted") for d in result.done)
+        shocks = Counter(
+            d.split(" ")[0] for d in result.done if d.startswith(("SIGKILL", "Azurite"))
+        )
+        self.kills += shocks["SIGKILL"]
+        self.azurite_restarts += shocks["Azurite"]
         sent = {s.id: s for s in result.sent}
         for record in result.records.values():
             if record.id in sent:
@@ -57,10 +61,17 @@ class Tally:
             self.known_seeds.setdefault(issue, []).append(rnd.seed)
         self.violations += [(rnd.seed, v) for v in violations if known_issue(v) is None]
         self.round_seconds.append(result.wall_seconds)
+        self.round_lines.append(
+            f"seed {rnd.seed}: {len(rnd.schedules)} schedules, {len(result.sent)} jobs sent, "
+            f"{len(result.records)} in all, faults {dict(result.faults)}, "
+            f"kills {shocks['SIGKILL']}, Azurite restarts {shocks['Azurite']}, "
+            f"{len(violations)} violations, {result.wall_seconds:.0f} s"
+        )
 
     def lines(self) -> list[str]:
         took = time.monotonic() - self.started
-        out = [
+        out = [*self.round_lines]
+        out += [
             f"chaos: {self.rounds} rounds, {self.schedules} schedules "
             f"({self.heavy_schedules} with host kills or Azurite restarts), {self.kills} kills, "
             f"{self.azurite_restarts} Azurite restarts, {len(self.violations)} violations, "
