@@ -17,7 +17,7 @@ from types import FrameType
 from rich.console import Console
 
 from local.azurite import ROOT
-from local.demo.clients import Notifications, Product, World
+from local.demo.clients import Cluster, Notifications, Product, World
 from local.demo.report import Report, StepResult
 from local.demo.running import DemoError, Stack, stack_environment
 from local.demo.story import SCHEDULES, STORY, Demo, Facts, StepFailed
@@ -39,6 +39,10 @@ def _tell(demo: Demo, short: bool) -> list[StepResult]:
             result = step(demo)
         except (StepFailed, DemoError) as error:
             result = StepResult(step.__name__.replace("_", " "), title, str(error), False)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            # The product answered something the story did not expect: a failed step, not a
+            # lost summary (requests' errors are OSErrors).
+            result = StepResult(step.__name__.replace("_", " "), title, repr(error), False)
         verdict = "as expected" if result.ok else "NOT as expected"
         demo.report.say(None, f"{verdict}, in {time.monotonic() - began:.0f} s")
         results.append(result)
@@ -68,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         report.say(None, f"stack up in {time.monotonic() - began:.0f} s; logs in {logs}")
         product = Product(endpoints["host"], endpoints["function_key"])
         world = World(endpoints["admin"])
+        cluster = Cluster(endpoints["kube"])
         notes = Notifications(endpoints["storage"])
-        results = _tell(Demo(product, world, notes, report, facts, stack.alive), args.short)
+        demo = Demo(product, world, cluster, notes, report, facts, stack.alive)
+        results = _tell(demo, args.short)
         report.summary(results)
         passed = sum(r.ok for r in results)
         console.print(

@@ -105,13 +105,21 @@ class World:
         state = _checked(self._http.get(f"{self.admin}/state", timeout=TIMEOUT))
         return next(s for s in state["scale_sets"] if s["name"] == name)
 
-    def history(self) -> list[dict[str, Any]]:
-        """Every instance deletion, with the operation that caused it."""
-        return _checked(self._http.get(f"{self.admin}/state", timeout=TIMEOUT))["history"]
-
     def calls(self) -> list[dict[str, Any]]:
         """The ARM call log (operation, path, status, times)."""
         return _checked(self._http.get(f"{self.admin}/calls", timeout=TIMEOUT))["calls"]
+
+
+class Cluster:
+    """The simulated cluster's Kubernetes API, read as kubectl would."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def cordoned(self) -> list[str]:
+        """Nodes marked unschedulable."""
+        nodes = _checked(requests.get(f"{self.url}/api/v1/nodes", timeout=TIMEOUT))["items"]
+        return sorted(n["metadata"]["name"] for n in nodes if n["spec"].get("unschedulable"))
 
 
 def live(scale_set: dict[str, Any]) -> int:

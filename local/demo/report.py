@@ -56,8 +56,8 @@ class Report:
         table = Table(title="Summary", title_justify="left", show_lines=True)
         table.add_column("step", no_wrap=True)
         table.add_column("result", no_wrap=True)
-        table.add_column("expected")
-        table.add_column("happened")
+        table.add_column("expected", overflow="fold")
+        table.add_column("happened", overflow="fold")
         for result in results:
             table.add_row(
                 escape(result.name),

@@ -18,7 +18,7 @@ from datetime import time as time_of_day
 from pathlib import Path
 from typing import Any, TypeVar
 
-from local.demo.clients import Notifications, Product, World, live
+from local.demo.clients import Cluster, Notifications, Product, World, live
 from local.demo.report import Report, StepResult
 from local.demo.running import DemoError
 
@@ -85,6 +85,7 @@ class Demo:
 
     product: Product
     world: World
+    cluster: Cluster
     notes: Notifications
     report: Report
     facts: Facts
@@ -241,7 +242,6 @@ def count_truth(demo: Demo) -> StepResult:
         "nothing is deleted, the recorded count equals the simulator's"
     )
     before = demo.world.scale_set(facts.scale_set)
-    deletions = len(demo.world.history())
     demo.world.fault(
         {
             "operation": "VirtualMachineScaleSets_DeleteInstances",
@@ -282,7 +282,9 @@ def count_truth(demo: Demo) -> StepResult:
             ["a count lowered when the delete was asked", str(lowered), str(lowered)],
         ],
     )
-    gone = demo.world.history()[deletions:]
+    gone = {i["instance_id"] for i in before["instances"]} - {
+        i["instance_id"] for i in truth["instances"]
+    }
     said = CANNOT_ALLOCATE if CANNOT_ALLOCATE in (job["error"] or "") else job["error"]
     happened = (
         f"job {job['status']} ({said}); "
@@ -323,11 +325,10 @@ def nightly_patch(demo: Demo) -> StepResult:
 
     job = demo.follow(job_id, 300, progress)
     truth = demo.world.scale_set(facts.scale_set)
-    recorded = demo.product.pool(POOL)
     kernels = {i["computer_name"]: i["os"]["running_kernel"] for i in truth["instances"]}
     on_new = sorted(n for n, k in kernels.items() if k == facts.kernel)
     pending = [i["computer_name"] for i in truth["instances"] if i["os"]["reboot_required"]]
-    cordoned = [v["node"] for v in recorded["instances"].values() if v.get("cordoned")]
+    cordoned = demo.cluster.cordoned()
     restarts = len(demo.writes_since(began, {RESTART}))
     outcome = job.get("outcome") or {}
     happened = (
@@ -364,6 +365,7 @@ def image_run(demo: Demo) -> StepResult:
     job = demo.follow(job_id, 300, progress)
     outcome = job.get("outcome") or {}
     donor = outcome.get("donor") or {}
+    donor = donor if isinstance(donor, dict) else {"name": donor}
     canary = outcome.get("canary") or {}
     version = outcome.get("version") or ""
     truth = demo.world.scale_set(facts.scale_set)
