@@ -334,7 +334,13 @@ OPERATIONS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "include_version": _in_gallery(
         "gallery_image_versions",
         "begin_update",
-        lambda a: {"properties": {"publishingProfile": {"excludeFromLatest": a["exclude"]}}},
+        # The source is required in the body of an update too; it must be the one it has.
+        lambda a: {
+            "properties": {
+                "publishingProfile": {"excludeFromLatest": a["exclude"]},
+                "storageProfile": {"osDiskImage": {"source": {"id": a["snapshot_id"]}}},
+            }
+        },
         2,
     ),
     "delete_version": _in_gallery("gallery_image_versions", "begin_delete", None, 2),
@@ -346,6 +352,7 @@ OPERATIONS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
             "properties": {
                 "creationData": {"createOption": "Copy", "sourceResourceId": a["disk_id"]},
                 "incremental": False,
+                "hyperVGeneration": a["hyper_v_generation"],
             },
         },
     ),
@@ -363,6 +370,7 @@ OPERATIONS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
         },
     ),
     "start": _on_vmss("virtual_machine_scale_set_vms", "begin_start", None, instance=True),
+    "restart": _on_vmss("virtual_machine_scale_set_vms", "begin_restart", None, instance=True),
     "power_off": _on_vmss("virtual_machine_scale_set_vms", "begin_power_off", None, instance=True),
     "upgrade": _on_vmss(
         "virtual_machine_scale_sets",

@@ -241,6 +241,16 @@ class Tables:
             raise
         return replace(updated, etag=metadata["etag"])
 
+    def unfinished_jobs(self, pool: str, kind: str) -> list[str]:
+        """Ids of the pool's jobs of `kind` that have not ended (queued, waiting or running)."""
+        found = self._table(JOBS_TABLE).query_entities(
+            "PartitionKey eq 'job' and pool eq @pool and kind eq @kind"
+            " and status ne 'done' and status ne 'failed'",
+            parameters={"pool": pool, "kind": kind},
+            select=["RowKey"],
+        )
+        return [e["RowKey"] for e in found]
+
     def recent_jobs(
         self, pool: str, since: datetime, *, except_kind: str = "", limit: int = 20
     ) -> list[dict[str, Any]]:

@@ -47,9 +47,19 @@ from shared.jobs import Done, Fail, ImageParams, JobKind, Next, Outcome, Wait
 
 log = logging.getLogger("poolkeeper.image")
 
+MODEL_TRIES = 10
+MODEL_RETRY = timedelta(seconds=30)
 REPLICATION_POLL = timedelta(minutes=5)
 REPLICATION_DEADLINE = timedelta(hours=6)
-IMAGE_FIELDS = ("id", "publisher", "offer", "sku", "version")
+IMAGE_FIELDS = (
+    "id",
+    "publisher",
+    "offer",
+    "sku",
+    "version",
+    "sharedGalleryImageId",
+    "communityGalleryImageId",
+)
 STEPS = (
     "take the donor (claim, cordon, scale-down-disabled)",
     "drain it",
@@ -81,6 +91,15 @@ def gallery_id(ctx: StepContext) -> str:
 def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """Fresh reads; refuse what must not be re-imaged; choose the donor; fix every name."""
     settings = ctx.pool.image
+    others = [
+        j for j in ctx.services.tables.unfinished_jobs(ctx.pool.name, "image") if j != ctx.job.id
+    ]
+    if others:
+        # One image job per pool: two would point the model at each other's unproven versions,
+        # and a roll-out in progress would move nodes to the newer one.
+        return Fail(
+            f"refused: image job {others[0]} is still running on this pool", {"refusal": "busy"}
+        )
     try:
         truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
         model = images(ctx).model(ctx.pool.vmss_id)
@@ -272,7 +291,7 @@ def _version(ctx: StepContext, state: dict[str, Any]) -> Outcome:
             made = images(ctx).version(names["version_id"])
         except TemporaryAzureError as error:
             return temporary_wait("version", state, error, ctx)
-        if made is not None and made.provisioning != "Failed":
+        if made is not None and made.provisioning not in ("Failed", "Deleting"):
             state.setdefault("ops", {})["version"] = {"ended": "Succeeded"}
     got = operation(ctx, state, "version", "create_version", args, step="version")
     if not isinstance(got, OperationStatus):
@@ -322,17 +341,26 @@ def _replication(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 def _point(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """The model at the new version (PATCH with If-Match); with a canary, then add one."""
     target = state["names"]["version_id"]
-    got = _set_image(ctx, state, "point", {"id": target}, step="point")
+    got = _set_image(ctx, state, "point", {"id": target}, step="point", expect=None)
     if got is not None:
         return got
     return Next("canary_add" if ctx.pool.image.canary else "cleanup", state)
 
 
 def _set_image(
-    ctx: StepContext, state: dict[str, Any], key: str, image: Mapping[str, str], *, step: str
+    ctx: StepContext,
+    state: dict[str, Any],
+    key: str,
+    image: Mapping[str, str],
+    *,
+    step: str,
+    expect: str | None,
 ) -> Outcome | None:
     """PATCH the model's image reference to `image` (the other reference fields cleared), with
-    the ETag of a fresh read; a 412 re-reads and tries again. None once the model has it."""
+    the ETag of a fresh read; None once the model has it. Pointing keeps what the model had as
+    `previous` (the rollback target, from the read the PATCH is conditional on); restoring
+    (`expect`: our version) leaves a model someone else changed since alone. A 412 or a busy
+    scale set re-reads and tries again a while later."""
     ops = state.setdefault("ops", {})
     if key not in ops:
         try:
@@ -342,6 +370,12 @@ def _set_image(
         if _same_image(model.image, image):
             ops[key] = {"ended": "Succeeded"}
             return None
+        if expect is not None and (model.image_id or "").lower() != expect.lower():
+            ctx.notes.append(f"the model was changed by someone else ({dict(model.image)}): left")
+            ops[key] = {"ended": "Succeeded"}
+            return None
+        if key == "point":
+            state["previous"] = dict(model.image)
         state[f"{key}_etag"] = model.etag
     reference = {f: image.get(f) for f in IMAGE_FIELDS}
     args = {"vmss_id": ctx.pool.vmss_id, "etag": state[f"{key}_etag"], "image_reference": reference}
@@ -350,10 +384,10 @@ def _set_image(
         return got
     if got.state == "Failed":
         tries = state.get(f"{key}_tries", 0) + 1
-        if tries < 3:  # 412: someone changed the scale set since our read
+        if tries < MODEL_TRIES:  # 412, or another operation on the scale set: read again later
             forget(state, key)
             state[f"{key}_tries"] = tries
-            return Next(step, state)
+            return Wait(step, MODEL_RETRY, state, reason=f"model write refused: {got.code}")
         what = (
             f"the previous image was NOT restored (point the model back by hand to {dict(image)}; "
             "the canary is still there)"
@@ -361,7 +395,7 @@ def _set_image(
             else "the model was not changed"
         )
         state["failed"] = f"{what}: {got.code}: {got.message}"
-        return _finish(ctx, state)
+        return Next("cleanup", state)
     return None
 
 
@@ -415,7 +449,7 @@ def _canary_check(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 
 def _include(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """The proven version joins "latest" (a definition reference would pick it up too)."""
-    args = _at(state["names"]) | {"exclude": False}
+    args = _at(state["names"]) | {"exclude": False, "snapshot_id": state["names"]["snapshot_id"]}
     got = operation(ctx, state, "include", "include_version", args, step="include")
     if not isinstance(got, OperationStatus):
         return got
@@ -448,12 +482,52 @@ def _canary_remove(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 def _rollback(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """The canary failed: the previous image back first (no new node boots the bad version),
     then the canary drained and deleted; the version stays excluded from latest."""
-    got = _set_image(ctx, state, "restore", state["previous"], step="rollback")
+    got = _set_image(
+        ctx,
+        state,
+        "restore",
+        state["previous"],
+        step="rollback",
+        expect=state["names"]["version_id"],
+    )
     if got is not None:
         return got
     state["failed"] = f"canary failed: {state['canary']['verdict']}"
     state["rolled_back"] = True
     _record(ctx, state, status="rolled back", reason=state["failed"])
+    return Next("strays", state)
+
+
+def _strays(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+    """Instances other scale-ups (the autoscaler's, a P1's) added while the model pointed at the
+    failed version booted it too: each is removed by a scale job (drained if it has a node);
+    the autoscaler adds back what it needs, on the restored image."""
+    if "strays" not in state:
+        try:
+            truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
+        except TemporaryAzureError as error:
+            return temporary_wait("strays", state, error, ctx)
+        canary = (state.get("canary") or {}).get("instance")
+        booted = {
+            i: seen["node"]
+            for i, seen in truth.record["instances"].items()
+            if seen.get("image") == state["names"]["version"] and i != canary
+        }
+        state["strays"] = {
+            "nodes": sorted(n for n in booted.values() if n),
+            "instances": sorted(i for i, n in booted.items() if not n),
+        }
+    strays = state["strays"]
+    for key, params in (
+        ("strays-nodes", {"nodes": strays["nodes"]}),
+        ("strays-instances", {"instances": strays["instances"]}),
+    ):
+        if not next(iter(params.values())):
+            continue
+        got = child(ctx, state, key, JobKind.SCALE, params, step="strays")
+        if not isinstance(got, ChildEnded):
+            return got
+        strays[key] = "removed" if got.done else f"not removed: {got.record.error}"
     return Next("canary_remove", state)
 
 
@@ -488,17 +562,25 @@ def _prune(ctx: StepContext, state: dict[str, Any]) -> dict[str, str]:
         model = images(ctx).model(ctx.pool.vmss_id)
     except AzureCallError as error:
         return {"error": f"{error.code}: {error.message}"}
-    protected = {
-        ref.version
-        for ref in (parse_image_ref(model.image_id), parse_image_ref(state["previous"].get("id")))
-        if ref and ref.version
-    }
+    refs = [parse_image_ref(model.image_id), parse_image_ref(state["previous"].get("id"))]
+    # Never: the model's version and the one before it; with a definition reference, the
+    # latest it resolves to; this job's version (its lineage line points at it); any version
+    # an instance still runs (a reimage rebuilds from it).
+    usable = [v for v in versions if v.provisioning == "Succeeded" and not v.exclude_from_latest]
+    latest = max(usable, key=lambda v: version_key(v.name), default=None)
+    protected = {ref.version for ref in refs if ref and ref.version} | {names["version"]}
+    if latest and any(ref and ref.version is None for ref in refs):
+        protected.add(latest.name)
+    record = ctx.services.tables.pool_status(ctx.pool.name) or {}
+    protected |= {i.get("image") for i in (record.get("instances") or {}).values()} - {None}
     pruned: dict[str, str] = {}
     for name in versions_to_prune(
         [v.name for v in versions],
         keep=ctx.pool.image.history,
         protected=protected,
-        failed=[v.name for v in versions if v.provisioning == "Failed"],
+        # Failed and rolled-back (still excluded) versions serve no node: they go first and
+        # do not push good versions out of the history.
+        failed=[v.name for v in versions if v.provisioning == "Failed" or v.exclude_from_latest],
     ):
         ctx.before_write()
         try:
@@ -557,6 +639,7 @@ def _report(state: dict[str, Any]) -> dict[str, Any]:
         "excluded": (state.get("plan") or {}).get("excluded", {}),
         "canary": state.get("canary"),
         "rolled_back": bool(state.get("rolled_back")),
+        "strays": state.get("strays"),
         "previous_image": state.get("previous"),
         "pruned": state.get("pruned", {}),
         "rollout": state.get("rollout"),
@@ -589,8 +672,16 @@ def _abort(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
     """Giving up: the donor is started and given back; a model pointed at an unproven version
     is pointed back (best effort: reported if it cannot be)."""
     undone = image_donor.give_back(ctx, state)
-    pointed = "point" in state.get("ops", {}) and not (state.get("canary") or {}).get("proven")
+    canary = state.get("canary") or {}
+    proven = canary.get("proven") or not ctx.pool.image.canary
+    pointed = "point" in state.get("ops", {}) and not proven
+    if canary.get("instance") and "removed" not in canary:
+        undone["canary"] = (
+            f"instance {canary['instance']} ({canary.get('node') or 'no node'}) is still there: "
+            "remove it with a scale job naming it"
+        )
     if pointed and "restore" not in state.get("ops", {}):
+        ctx.before_write()
         try:
             model = images(ctx).model(ctx.pool.vmss_id)
             reference = {f: state["previous"].get(f) for f in IMAGE_FIELDS}
@@ -628,6 +719,7 @@ register(
             "include": _include,
             "canary_remove": _canary_remove,
             "rollback": _rollback,
+            "strays": _strays,
             "cleanup": _cleanup,
             "rollout": _rollout,
         },

@@ -185,6 +185,7 @@ def snapshot(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         "snapshot_id": names["snapshot_id"],
         "location": donor["location"],
         "disk_id": donor["disk_id"],
+        "hyper_v_generation": donor["hyper_v"],
         "tags": {"poolkeeper-job": ctx.job.id, "built-from": donor["name"]},
     }
     got = operation(ctx, state, "snapshot", "create_snapshot", args, step="snapshot")
@@ -196,9 +197,21 @@ def snapshot(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 
 
 def start(ctx: StepContext, state: dict[str, Any]) -> Outcome:
-    args = {"vmss_id": ctx.pool.vmss_id, "instance_id": state["donor"]["instance"]}
-    state["donor"].setdefault("start_sent_at", ctx.now.isoformat())
-    got = operation(ctx, state, "start", "start", args, step="start_donor")
+    """Start the stopped donor. After a failed capture it may still be running, its identity
+    perhaps half cleaned: then it is restarted, so that it boots into a whole one."""
+    donor = state["donor"]
+    args = {"vmss_id": ctx.pool.vmss_id, "instance_id": donor["instance"]}
+    if "how" not in donor:
+        how = "start"
+        if donor.get("failure"):
+            try:
+                power = images(ctx).donor_disk(ctx.pool.vmss_id, donor["instance"]).power
+            except TemporaryAzureError as error:
+                return temporary_wait("start_donor", state, error, ctx)
+            how = "restart" if power in ("running", "starting") else "start"
+        donor["how"] = how
+    donor.setdefault("start_sent_at", ctx.now.isoformat())
+    got = operation(ctx, state, "start", donor["how"], args, step="start_donor")
     if not isinstance(got, OperationStatus):
         return got
     if got.state == "Failed":
@@ -217,7 +230,9 @@ def back(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     if not up and not late:
         return Wait("donor_back", POLL, state, reason=f"waiting for {donor['name']} to be Ready")
     ctx.before_write()
-    released = release(ctx.services.kube, donor["name"], Owner.of(ctx.job))
+    if not up:  # a power-off that came late (a clean-up answered after its deadline): start it
+        donor["restart"] = give_back(ctx, state).get("donor", {})
+    released = donor.get("released") or release(ctx.services.kube, donor["name"], Owner.of(ctx.job))
     donor["released"] = released
     donor["out_of_service"] = (ctx.now - datetime.fromisoformat(donor["taken_at"])).total_seconds()
     if not up:

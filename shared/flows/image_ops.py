@@ -7,6 +7,7 @@ the result once it has ended; a redelivered step finds the token and asks, it ne
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -65,6 +66,16 @@ def forget(state: dict[str, Any], *keys: str) -> None:
         state.get("ops", {}).pop(key, None)
 
 
+def child_id(parent: str, key: str) -> str:
+    """`<parent>.<key>`, or, when that outgrows a job id (128), a short hash of the parent in
+    its place: distinct for every key and never the parent's own id."""
+    wanted = f"{parent}.{key}"
+    if len(wanted) <= 128:
+        return wanted
+    digest = hashlib.sha256(parent.encode()).hexdigest()[:16]
+    return f"{parent[: 127 - len(key) - 17]}-{digest}.{key}"
+
+
 @dataclass(frozen=True)
 class ChildEnded:
     record: JobRecord
@@ -86,7 +97,7 @@ def child(
     """A job this one needs done (e.g. the canary's scale-up), run by its own flow with all its
     guards: enqueued once under a derived id, then waited for; its record once it has ended."""
     children: dict[str, str] = state.setdefault("children", {})
-    job_id = children.get(key) or f"{ctx.job.id}.{key}"[:128]
+    job_id = children.get(key) or child_id(ctx.job.id, key)
     if key not in children:
         ctx.before_write()
         enqueue(

@@ -153,12 +153,12 @@ def _start(
     except ThrottledError as error:  # refused before anything happened: ask again later
         return Progress(delay=POLL) if _retry(node, ctx) else _failed(ctx, owner, node, error)
     except TemporaryAzureError as error:
-        # The answer was lost: the operation may be running. Never send it twice; a restart is
-        # judged by the node (a new boot, Ready), an install by its retry (Azure refuses a second
-        # script while one runs).
-        if then == "restarting":
+        # The answer was lost: the operation may be running. Never send it twice; a restart or
+        # an upgrade (which reboots) is judged by the node (a new boot, Ready), an install by its
+        # retry (Azure refuses a second script while one runs).
+        if then in ("restarting", "upgrading"):
             node["phase"], node["since"] = "ready", ctx.now.isoformat()
-            node["note"] = f"restart answer lost ({error.code}): judged by the node's boot"
+            node["note"] = f"{then[:-3]} answer lost ({error.code}): judged by the node's boot"
             return STARTED
         return Progress(delay=POLL) if _retry(node, ctx) else _failed(ctx, owner, node, error)
     except AzureCallError as error:
@@ -295,6 +295,11 @@ def _soak(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
     if ctx.now < until:
         return Progress(delay=min(POLL * 4, until - ctx.now))
     ctx.before_write()
+    if node.get("upgrade"):
+        # On the image's patch level now, not patched here: no last-patched (a node stamped
+        # so would count as freshly patched, and donate the same image again next night).
+        released = release(ctx.services.kube, node["name"], owner)
+        return Progress(outcome=f"patched: on the latest model, kernel {found.kernel}; {released}")
     ctx.services.kube.annotate(node["name"], {LAST_PATCHED: ctx.now.isoformat()})
     released = release(ctx.services.kube, node["name"], owner)
     # What the pool status shows for the node, until its next check.

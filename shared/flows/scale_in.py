@@ -132,7 +132,10 @@ def _deletable(
 
 
 def _registered(truth: Truth, instance_id: str) -> str | None:
-    """Why an instance named without a node must not be deleted: a node registered since."""
+    """Why an instance named without a node must not be deleted: a node registered since, or
+    the cluster could not be read to know (fail safe)."""
+    if truth.nodes is None:
+        return f"instance {instance_id}: the cluster could not be read to see it has no node"
     node = truth.record["instances"][instance_id]["node"]
     return f"instance {instance_id} has node {node} now: name the node instead" if node else None
 

@@ -214,12 +214,18 @@ def test_a_bad_image_fails_its_canary_and_is_rolled_back(
         waiting = _drive(world, job_id, until=lambda r: "names" in r.state)
         version_id = waiting.state["names"]["version_id"]
         sim.post("faults", {"operation": "Boot", "kind": "never_boots", "image": version_id})
+        # Meanwhile the autoscaler (here: a scale job) adds a node: it boots the bad version too.
+        _drive(world, job_id, until=lambda r: r.step == "canary_add")
+        world.send("scale", {"delta": 1})
     record = _drive(world, job_id, timeout=180)
     assert record.status == "failed", record.outcome
     assert "canary failed" in record.error
     assert record.outcome["rolled_back"]
     assert _model_image(world) == previous
-    assert set(_instances(sim)) == set(before), "the canary is gone"
+    assert set(_instances(sim)) == set(before), "the canary (and any stray) is gone"
+    if fault == "never_boots":
+        strays = record.outcome["strays"]
+        assert len(strays["instances"]) == 1 and strays["strays-instances"] == "removed", strays
     (line,) = world.tables.image_lineage(world.pool["name"]).values()
     assert line["status"] == "rolled back" and line["canary"]["result"] == "failed"
     queue = world.pump.services.settings["POOLKEEPER_NOTIFICATIONS_QUEUE"]
@@ -351,3 +357,14 @@ def test_the_image_timer_enqueues_once_a_day_for_pools_that_ask(
     nightly.pump.once("image")  # it runs: recorded under that id
     assert nightly.tables.job(job_id) is not None
     assert enqueue_images(nightly.pump.services) == []  # once a day
+
+
+def test_a_second_image_job_on_a_pool_is_refused_while_the_first_runs(
+    sim: Simulator, azurite: Any
+) -> None:
+    world = _world(sim, azurite, patched=False)
+    first = world.send("image")
+    _drive(world, first, until=lambda r: r.step not in ("plan", "gallery"))
+    second = _run(world)
+    assert second.status == "failed" and f"image job {first} is still running" in second.error
+    assert _drive(world, first, timeout=120).status == "done"
