@@ -7,6 +7,7 @@ Ctrl-C (or SIGTERM) at any point stops the stack and everything it started.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import tempfile
@@ -84,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"status page: {product.dashboard_url()}", soft_wrap=True)
         if args.keep:
             console.print("the stack keeps running; Ctrl-C stops it")
-            while stack.alive():
-                time.sleep(0.5)
+            # Ctrl-C is the way out here, not an interruption: the exit status stays the story's.
+            with contextlib.suppress(KeyboardInterrupt):
+                while stack.alive():
+                    time.sleep(0.5)
         return 0 if passed == len(results) else 1
     except KeyboardInterrupt:
         console.print("demo: interrupted")
