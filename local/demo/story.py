@@ -60,8 +60,8 @@ class Facts:
     @classmethod
     def read(cls, scenario: Path) -> Facts:
         """The facts, or a DemoError naming what the scenario lacks."""
-        data = json.loads(scenario.read_text())
         try:
+            data = json.loads(scenario.read_text())
             pools = data["pools"]["pools"]
             pool = next(p for p in pools if p["name"] == POOL)
             name = pool["vmss_id"].rsplit("/", 1)[1]
@@ -73,7 +73,7 @@ class Facts:
                 window_start=time_of_day.fromisoformat(pool["patch"]["window"]["start"]),
                 pools=tuple(p["name"] for p in pools),
             )
-        except (KeyError, IndexError, StopIteration, ValueError) as error:
+        except (OSError, KeyError, IndexError, StopIteration, TypeError, ValueError) as error:
             raise DemoError(
                 f"scenario {scenario} does not fit the story: it needs a pool {POOL!r} with a "
                 f"patch window, its scale set with a load, and an os_updates kernel ({error!r})"

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from local.azurite import ROOT
+from local.demo.running import DemoError
+from local.demo.story import Facts
 from tests.integration.test_stack import _alive, _descendants
 
 pytestmark = pytest.mark.integration
@@ -102,3 +104,11 @@ def test_ctrl_c_stops_the_stack_and_everything_it_started(tmp_path: Path) -> Non
     assert len(seen) >= 4
     output = out.read_text()
     assert "demo: interrupted" in output and "the stack is stopped" in output
+
+
+def test_the_story_reads_its_facts_from_the_scenario_and_refuses_one_that_does_not_fit() -> None:
+    # local.demo reads them before it starts anything: small.json has no patch window.
+    with pytest.raises(DemoError, match=r"small\.json does not fit the story: .*patch window"):
+        Facts.read(ROOT / "local" / "scenarios" / "small.json")
+    facts = Facts.read(ROOT / "local" / "scenarios" / "demo.json")
+    assert (facts.scale_set, facts.kernel) == ("aks-workers-27182818-vmss", "6.8.0-1017-azure")
