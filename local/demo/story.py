@@ -393,12 +393,13 @@ def image_run(demo: Demo) -> StepResult:
     version = outcome.get("version") or ""
     truth = demo.world.scale_set(facts.scale_set)
     model = truth.get("model_image") or {}
-    lineage = demo.product.pool(POOL).get("images") or []
+    name = version.rsplit("/", 1)[-1]
+    listed = any(v.get("version") == name for v in demo.product.pool(POOL).get("images") or [])
     if canary.get("verdict"):
         demo.say(f"canary: {canary['verdict']}")
     happened = (
         f"job {job['status']}{': ' + job['error'] if job['error'] else ''}; donor "
-        f"{donor.get('name')} on {donor.get('kernel')}; version {version.rsplit('/', 1)[-1]}; "
+        f"{donor.get('name')} on {donor.get('kernel')}; version {name} (in the lineage: {listed}); "
         f"canary proven: {canary.get('proven')}, {canary.get('removed')}; model on it: "
         f"{model.get('id') == version}; {len(truth['instances'])} instances"
     )
@@ -409,7 +410,7 @@ def image_run(demo: Demo) -> StepResult:
         and bool(version)
         and model.get("id") == version
         and len(truth["instances"]) == len(before["instances"])
-        and bool(lineage)
+        and listed
     )
     return StepResult("image", expected, happened, ok)
 
