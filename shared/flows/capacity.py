@@ -156,7 +156,7 @@ def evaluate_capacity(services: Any) -> list[dict[str, Any]]:
                     severity=alert.severity.value,
                     at=now,
                     values=values,
-                    message=f"{alert.key} {alert.state.value}: {alert.reason}",
+                    message=f"{alert.key} {alert.reason}",  # the reason starts with the state
                 )
         live = (truth.get("counts") or {}).get("live", 0)
         group = evaluation.group_p1
