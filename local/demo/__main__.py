@@ -21,7 +21,7 @@ from local.azurite import ROOT
 from local.demo.clients import Cluster, Notifications, Product, World
 from local.demo.report import Report, StepResult
 from local.demo.running import DemoError, Stack, stack_environment
-from local.demo.story import SCHEDULES, STORY, Demo, Facts, StepFailed
+from local.demo.story import SCHEDULES, STORY, Demo, Facts, Seen, StepFailed
 
 SCENARIO = ROOT / "local" / "scenarios" / "demo.json"
 
@@ -32,21 +32,21 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def _tell(demo: Demo, short: bool) -> list[StepResult]:
     results = []
-    chosen = [(title, plan, step) for title, plan, step, in_short in STORY if in_short or not short]
-    for number, (title, plan, step) in enumerate(chosen, start=1):
-        demo.report.step(number, title, plan)
+    chapters = [chapter for chapter in STORY if chapter.short or not short]
+    for number, chapter in enumerate(chapters, start=1):
+        demo.report.step(number, chapter.title, chapter.plan)
         began = time.monotonic()
         try:
-            result = step(demo)
+            seen = chapter.step(demo)
         except (StepFailed, DemoError) as error:
-            result = StepResult(step.__name__.replace("_", " "), title, str(error), False)
+            seen = Seen(chapter.title, str(error), False)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
             # The product answered something the story did not expect: a failed step, not a
             # lost summary (requests' errors are OSErrors).
-            result = StepResult(step.__name__.replace("_", " "), title, repr(error), False)
-        verdict = "as expected" if result.ok else "NOT as expected"
+            seen = Seen(chapter.title, repr(error), False)
+        verdict = "as expected" if seen.ok else "NOT as expected"
         demo.report.say(None, f"{verdict}, in {time.monotonic() - began:.0f} s")
-        results.append(result)
+        results.append(StepResult(chapter.name, seen.expected, seen.happened, seen.ok))
     return results
 
 

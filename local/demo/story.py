@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from local.demo.clients import Cluster, Notifications, Product, World, live
-from local.demo.report import Report, StepResult
+from local.demo.report import Report
 from local.demo.running import DemoError
 
 T = TypeVar("T")
@@ -41,6 +41,15 @@ SCHEDULES = {
     "DOWNSCALE_SCHEDULE": "0 0 6 * * MON",
 }
 FINAL = ("done", "failed")
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a step said it would do, what happened, and whether they match."""
+
+    expected: str
+    happened: str
+    ok: bool
 
 
 class StepFailed(Exception):
@@ -189,7 +198,7 @@ def _hhmm(moment: str | None) -> str:
     return f"{datetime.fromisoformat(moment):%H:%M}" if moment else "?"
 
 
-def capacity(demo: Demo) -> StepResult:
+def capacity(demo: Demo) -> Seen:
     """Load rises on the workers group: P1, one scale-up, and no second one."""
     facts = demo.facts
     expected = f"CPU {HOT_CPU:.0f}% for an hour: a group P1, exactly one scale-up (+1 node)"
@@ -260,10 +269,10 @@ def capacity(demo: Demo) -> StepResult:
         and job["status"] == "done"
         and now["capacity"] == live(now) == nodes + 1
     )
-    return StepResult("capacity", expected, happened, ok)
+    return Seen(expected, happened, ok)
 
 
-def count_truth(demo: Demo) -> StepResult:
+def count_truth(demo: Demo) -> Seen:
     """A scale-in whose delete Azure accepts and then fails: nothing is counted as gone."""
     facts = demo.facts
     expected = (
@@ -329,10 +338,10 @@ def count_truth(demo: Demo) -> StepResult:
         and recorded["counts"]["live"] == live(truth) == live(before)
         and recorded["capacity"] == truth["capacity"] == before["capacity"]
     )
-    return StepResult("count truth", expected, happened, ok)
+    return Seen(expected, happened, ok)
 
 
-def nightly_patch(demo: Demo) -> StepResult:
+def nightly_patch(demo: Demo) -> Seen:
     """The patch timer opens the night's window; every node gets the new kernel."""
     facts = demo.facts
     expected = (
@@ -368,10 +377,10 @@ def nightly_patch(demo: Demo) -> StepResult:
         and not pending
         and not cordoned
     )
-    return StepResult("nightly patch", expected, happened, ok)
+    return Seen(expected, happened, ok)
 
 
-def image_run(demo: Demo) -> StepResult:
+def image_run(demo: Demo) -> Seen:
     """The image timer: a patched donor captured, the version proven on a canary, kept."""
     facts = demo.facts
     expected = (
@@ -412,10 +421,10 @@ def image_run(demo: Demo) -> StepResult:
         and len(truth["instances"]) == len(before["instances"])
         and listed
     )
-    return StepResult("image", expected, happened, ok)
+    return Seen(expected, happened, ok)
 
 
-def record_is_truth(demo: Demo) -> StepResult:
+def record_is_truth(demo: Demo) -> Seen:
     """A reconcile of every pool, then the records, the simulator and the status page agree."""
     expected = "after a reconcile, GET /api/pools shows the simulator's counts; the page answers"
     now = demo.world.now()
@@ -442,43 +451,59 @@ def record_is_truth(demo: Demo) -> StepResult:
         f"{'; '.join(f'{r[0]}: live {r[1]}, capacity {r[2]}' for r in rows)}; "
         f"status page {page.status_code}{'' if shown else ' without every pool'}"
     )
-    return StepResult("record = truth", expected, happened, agree and page.ok and shown)
+    return Seen(expected, happened, agree and page.ok and shown)
 
 
-STORY: list[tuple[str, str, Callable[[Demo], StepResult], bool]] = [
-    # (title, what the viewer is about to see, step, part of --short)
-    (
+@dataclass(frozen=True)
+class Chapter:
+    """One step of the story: its name in the summary, its title and what the viewer is about
+    to see, the step itself, and whether `--short` tells it."""
+
+    name: str
+    title: str
+    plan: str
+    step: Callable[[Demo], Seen]
+    short: bool
+
+
+STORY = [
+    Chapter(
+        "capacity",
         "Load rises: P1, one scale-up",
         "The capacity timer reads Azure Monitor metrics every 5 minutes. We push the workers "
         "group's CPU above the P1 threshold and watch for the alert and the scale-up.",
         capacity,
-        True,
+        short=True,
     ),
-    (
+    Chapter(
+        "count truth",
         "A delete that Azure fails: the count stays true",
         "The cluster-autoscaler bug: a cache lowered when a delete is asked. Here the delete fails "
         "and Poolkeeper re-reads the scale set before it counts anything.",
         count_truth,
-        True,
+        short=True,
     ),
-    (
+    Chapter(
+        "nightly patch",
         "The nightly patch run",
         "OS updates with a new kernel are out. The pool's patch window opens at night: nodes are "
         "drained, updated and restarted two at a time, within the PDBs and the pool's headroom.",
         nightly_patch,
-        False,
+        short=False,
     ),
-    (
+    Chapter(
+        "image",
         "The image run",
         "A freshly patched node donates its disk: a gallery image version, proven on a canary, "
         "so new nodes boot patched.",
         image_run,
-        False,
+        short=False,
     ),
-    (
+    Chapter(
+        "record = truth",
         "The record is the truth",
         "One more full read of every pool, compared with the simulator's own state.",
         record_is_truth,
-        True,
+        short=True,
     ),
 ]
