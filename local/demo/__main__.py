@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print(
             f"demo: {passed}/{len(results)} steps as expected in {time.monotonic() - began:.0f} s"
         )
-        console.print(f"status page: {product.dashboard_url()}", soft_wrap=True)
+        later = "" if args.keep else " (stopped with the stack now: --keep leaves it up)"
+        console.print(f"status page: {product.dashboard_url()}{later}", soft_wrap=True)
         if args.keep:
             console.print("the stack keeps running; Ctrl-C stops it")
             # Ctrl-C is the way out here, not an interruption: the exit status stays the story's.
