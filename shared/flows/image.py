@@ -47,6 +47,11 @@ from shared.jobs import Done, Fail, ImageParams, JobKind, Next, Outcome, Wait
 
 log = logging.getLogger("poolkeeper.image")
 
+# From the model's change to the canary's removal: repair leaves the pool to the image job.
+CANARY_STEPS = frozenset(
+    {"point", "canary_add", "canary_check", "include", "rollback", "strays", "canary_remove"}
+)
+PATCH_WAIT = timedelta(minutes=5)
 MODEL_TRIES = 10
 MODEL_RETRY = timedelta(seconds=30)
 REPLICATION_POLL = timedelta(minutes=5)
@@ -100,6 +105,12 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         return Fail(
             f"refused: image job {others[0]} is still running on this pool", {"refusal": "busy"}
         )
+    patching = ctx.services.tables.unfinished_jobs(ctx.pool.name, "patch")
+    if patching:
+        # The patch job is about to take nodes, maybe the donor we would choose; and its
+        # freshly patched nodes are the best donors once it has ended.
+        reason = f"waiting for patch job {patching[0]} to end"
+        return Wait("plan", PATCH_WAIT, state, reason=reason)
     try:
         truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
         model = images(ctx).model(ctx.pool.vmss_id)

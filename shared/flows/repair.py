@@ -48,6 +48,7 @@ from shared.decide.repair import (
 )
 from shared.flows import scale_in
 from shared.flows.claims import Claimed, Owner, claim, holds, release
+from shared.flows.image import CANARY_STEPS
 from shared.flows.jobs import Flow, Step, StepContext, enqueue, register
 from shared.flows.retries import temporary_wait
 from shared.flows.truth import Truth, read_truth
@@ -154,6 +155,16 @@ def _brake_notice(services: Any, pool: str, brake: str | None, now: datetime) ->
     _notify(services, pool, "repair_brake", "P1", now, f"no repair in pool {pool}: {brake}")
 
 
+def _canary_in_progress(services: Any, pool: str) -> str | None:
+    """An image job proving a version: its canary may be NotReady on purpose, and its outcome
+    (keep, or roll back and remove the canary and the strays) is the image job's to decide."""
+    for job_id in services.tables.unfinished_jobs(pool, "image"):
+        record = services.tables.job(job_id)
+        if record is not None and record.step in CANARY_STEPS:
+            return f"image job {job_id} is proving a new image on a canary ({record.step})"
+    return None
+
+
 def follow_up(ctx: StepContext, truth: Truth, *, dry_run: bool) -> dict[str, Any]:
     """Reconcile's follow-up on drift: the repair job it enqueued (one in flight a pool, one id
     per episode of a problem, so a second reconcile adds nothing), or why none."""
@@ -176,7 +187,7 @@ def follow_up(ctx: StepContext, truth: Truth, *, dry_run: bool) -> dict[str, Any
         for e in entries
         if e.get("status") in ("queued", "running")
     }
-    busy = in_flight(entries, statuses, now)
+    busy = in_flight(entries, statuses, now) or _canary_in_progress(services, pool.name)
     if busy is not None:
         return {"repair": described | {"waits_for": busy}}
     earlier = services.tables.job(job_id)

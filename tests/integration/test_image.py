@@ -214,8 +214,19 @@ def test_a_bad_image_fails_its_canary_and_is_rolled_back(
         waiting = _drive(world, job_id, until=lambda r: "names" in r.state)
         version_id = waiting.state["names"]["version_id"]
         sim.post("faults", {"operation": "Boot", "kind": "never_boots", "image": version_id})
+
+        # The canary never registers a node: repair leaves it to the image job meanwhile.
+        def adding(record: JobRecord) -> bool:
+            scale_up = world.tables.job(f"{record.id}.canary-add")
+            return scale_up is not None and scale_up.step == "await_ready"
+
+        _drive(world, job_id, until=adding)
+        sim.advance(11 * 60)
+        reconciled = world.run("reconcile")
+        assert "is proving a new image on a canary" in json.dumps(reconciled.outcome), (
+            reconciled.outcome
+        )
         # Meanwhile the autoscaler (here: a scale job) adds a node: it boots the bad version too.
-        _drive(world, job_id, until=lambda r: r.step == "canary_add")
         world.send("scale", {"delta": 1})
     record = _drive(world, job_id, timeout=180)
     assert record.status == "failed", record.outcome
@@ -368,3 +379,14 @@ def test_a_second_image_job_on_a_pool_is_refused_while_the_first_runs(
     second = _run(world)
     assert second.status == "failed" and f"image job {first} is still running" in second.error
     assert _drive(world, first, timeout=120).status == "done"
+
+
+def test_an_image_job_waits_for_the_pools_patch_job_to_end(sim: Simulator, azurite: Any) -> None:
+    world = _world(sim, azurite, patched=False)
+    patch = world.send("patch")
+    world.drive("patch", patch, lambda r: r.status == "waiting")
+    image = world.send("image")
+    waiting = world.drive(
+        "image", image, lambda r: "waiting for patch job" in (r.steps[-1].get("reason") or "")
+    )
+    assert waiting.step == "plan" and waiting.state == {}, "nothing taken while it waits"
