@@ -9,6 +9,7 @@ product time (the simulated clock), which runs at SPEED whatever the load on the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -19,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import requests
+from azure.core.exceptions import ResourceNotFoundError
 
 from shared.adapters.ledger import FINAL, JOBS_TABLE, JobRecord
 from tests.chaos.rig import FUNCTION_KEY, Rig
@@ -111,6 +113,7 @@ class Driver:
         result = RoundResult(rnd)
         began = time.monotonic()
         sim = self.rig.sim
+        self._forget_stuck_jobs()
         sim.load(world_for(rnd, self.next_start))
         sim.advance(HISTORY.total_seconds())
         result.started_at = self.rig.services.clock.now()
@@ -128,6 +131,14 @@ class Driver:
         self.next_start = self.rig.services.clock.now() + timedelta(days=1)
         result.wall_seconds = time.monotonic() - began
         return result
+
+    def _forget_stuck_jobs(self) -> None:
+        """Empty the job queues: only a stuck job of an earlier round still has messages there,
+        and it must not act in the next world (its nodes have the same names)."""
+        service = self.rig.services.account.queue_service()
+        for queue in self.rig.queues().values():
+            with contextlib.suppress(ResourceNotFoundError):
+                service.get_queue_client(queue).clear_messages()
 
     def _until(
         self,

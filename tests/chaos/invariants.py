@@ -121,7 +121,9 @@ def cordons(schedule: Schedule, result: RoundResult, nodes: list[Any]) -> list[s
         if claim:
             holder = json.loads(claim).get("job")
             record = result.records.get(holder)
-            if record is None or record.status in FINAL:
+            if record is None:
+                found.append(f"{node.name} is claimed by {holder}, no job of this round: {claim}")
+            elif record.status in FINAL:
                 found.append(f"{node.name} is still claimed by ended job {holder}: {claim}")
         elif (
             node.unschedulable
