@@ -49,6 +49,7 @@ CHECK_DEADLINE = timedelta(minutes=30)
 CHECK_BATCH = 25
 HISTORY = 12  # steps kept per node in the job's state
 BLOCKED_RETRY = timedelta(minutes=1)
+BLOCKED_GIVE_UP = timedelta(hours=2)  # then the job ends; the next window's job tries again
 KURED_LOCK = "weave.works/kured-node-lock"
 KURED_REBOOT_NEEDED = "weave.works/kured-most-recent-reboot-needed"
 
@@ -274,6 +275,14 @@ def _rollout(ctx: StepContext, state: dict[str, Any]) -> Outcome:
                 _notify_halt(ctx, name, progress.outcome)
         return Next("rollout", state)  # record the claim; the next round carries on
     state["waiting_for"] = why_not
+    if state["active"]:
+        state.pop("blocked_since", None)
+    else:
+        # Nothing in flight and nothing may go down: a blocker that never clears (a node
+        # someone keeps out, a P1 that lasts) must not keep the job waiting for ever.
+        since = datetime.fromisoformat(state.setdefault("blocked_since", ctx.now.isoformat()))
+        if ctx.now - since > BLOCKED_GIVE_UP:
+            return _report(ctx, state, f"no node could go down for {BLOCKED_GIVE_UP}: {why_not}")
     return Wait(
         "rollout",
         min(delays) if delays else BLOCKED_RETRY if not state["active"] else patch_node.POLL,

@@ -243,6 +243,23 @@ def test_blockers_hold_the_rollout_until_they_clear(sim: Simulator, azurite: Any
     assert len(watch.claimed_order) == 3
 
 
+def test_a_blocker_that_never_clears_ends_the_rollout_after_two_hours_with_why(
+    sim: Simulator, azurite: Any
+) -> None:
+    world, watch = _world(sim, azurite, capacity=3)
+    alerts = AlertLog(world.tables)
+    alerts.record(
+        world.pool["name"], "P1/group/patch", "firing", {}, world.pump.services.clock.now()
+    )
+    job_id = world.send("patch")
+    world.drive("patch", job_id, lambda r: "P1 alert" in (r.steps[-1].get("reason") or ""))
+    sim.advance(2 * 3600 + 60)  # the P1 lasts
+    record = world.drive("patch", job_id, timeout=60)
+    assert record.status == "done" and watch.claimed_order == []
+    assert record.outcome["stopped"].startswith("no node could go down for 2:00:00")
+    assert "P1 alert" in record.outcome["stopped"] and len(record.outcome["not_reached"]) == 3
+
+
 def test_a_pod_matching_a_blocking_selector_holds_its_node_until_it_is_gone_not_the_others(
     sim: Simulator, azurite: Any
 ) -> None:
