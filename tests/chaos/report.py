@@ -65,7 +65,9 @@ class Tally:
             f"seed {rnd.seed}: {len(rnd.schedules)} schedules, {len(result.sent)} jobs sent, "
             f"{len(result.records)} in all, faults {dict(result.faults)}, "
             f"kills {shocks['SIGKILL']}, Azurite restarts {shocks['Azurite']}, "
-            f"{len(violations)} violations, {result.wall_seconds:.0f} s"
+            f"{sum(known_issue(v) is None for v in violations)} violations "
+            f"(+{sum(known_issue(v) is not None for v in violations)} of a known bug), "
+            f"{result.wall_seconds:.0f} s"
         )
 
     def lines(self) -> list[str]:
