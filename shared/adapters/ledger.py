@@ -103,24 +103,31 @@ class StateTooLarge(ValueError):
     """A job's state does not fit in its ledger row."""
 
 
-def _state_properties(record: JobRecord) -> dict[str, str]:
-    """The state's JSON, split over `state`, `state_1`, ... so that no property passes its
-    limit (a pool of many nodes carries a lot of state)."""
-    text = json.dumps(record.state)
+def _split(name: str, text: str, *, what: str) -> dict[str, str]:
+    """`text` over the properties `name`, `name_1`, ... so that no property passes its limit
+    (a pool of many nodes makes a long job state and a long pool status)."""
     chunks = [text[i : i + STATE_CHUNK] for i in range(0, len(text), STATE_CHUNK)] or [""]
     if len(chunks) > STATE_CHUNKS:
         raise StateTooLarge(
-            f"job {record.id}: its state is {len(text)} characters; a ledger row holds "
-            f"{STATE_CHUNK * STATE_CHUNKS}"
+            f"{what} is {len(text)} characters; a table row holds {STATE_CHUNK * STATE_CHUNKS}"
         )
-    return {("state" if i == 0 else f"state_{i}"): chunk for i, chunk in enumerate(chunks)}
+    return {(name if i == 0 else f"{name}_{i}"): chunk for i, chunk in enumerate(chunks)}
+
+
+def _joined(entity: Any, name: str) -> str:
+    parts = [entity[name]]
+    while f"{name}_{len(parts)}" in entity:
+        parts.append(entity[f"{name}_{len(parts)}"])
+    return "".join(parts)
+
+
+def _state_properties(record: JobRecord) -> dict[str, str]:
+    """The job's state, split over `state`, `state_1`, ..."""
+    return _split("state", json.dumps(record.state), what=f"job {record.id}: its state")
 
 
 def _joined_state(entity: Any) -> str:
-    parts = [entity["state"]]
-    while f"state_{len(parts)}" in entity:
-        parts.append(entity[f"state_{len(parts)}"])
-    return "".join(parts)
+    return _joined(entity, "state")
 
 
 def _entity(record: JobRecord) -> dict[str, Any]:
@@ -351,8 +358,12 @@ class Tables:
     def put_pool_status(self, pool: str, status: dict[str, Any]) -> None:
         from azure.data.tables import UpdateMode
 
+        # Compact, and split over properties: a pool of a few hundred instances passes one
+        # property's 64 KiB (REPLACE drops the parts a shorter status no longer has).
+        text = json.dumps(status, separators=(",", ":"))
         self._table(POOLS_TABLE).upsert_entity(
-            {"PartitionKey": "pool", "RowKey": pool, "status": json.dumps(status)},
+            {"PartitionKey": "pool", "RowKey": pool}
+            | _split("status", text, what=f"pool {pool}'s status"),
             mode=UpdateMode.REPLACE,
         )
 
@@ -360,7 +371,7 @@ class Tables:
         from azure.core.exceptions import ResourceNotFoundError
 
         try:
-            return json.loads(self._table(POOLS_TABLE).get_entity("pool", pool)["status"])
+            return json.loads(_joined(self._table(POOLS_TABLE).get_entity("pool", pool), "status"))
         except ResourceNotFoundError:
             return None
 
