@@ -71,6 +71,7 @@ bench: deps
 	$(BIN)/python -m bench.drain_110
 	$(BIN)/python -m bench.arm_calls
 	$(BIN)/python -m bench.alert_intake
+	$(BIN)/python -m bench.alert_latency
 	$(BIN)/python -m bench.patch_rollout
 
 # The chaos suite's large run (docs/chaos.md): 520 fault schedules, 26 rounds of 20, a third of them
