@@ -412,6 +412,10 @@ def _report(ctx: StepContext, state: dict[str, Any], why_stopped: str) -> Outcom
         "left_out": state["plan"]["left_out"],
         "stopped": why_stopped,
     }
+    try:  # the pool's record as the rollout leaves it (its last nodes given back, uncordoned)
+        read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
+    except TemporaryAzureError as error:
+        report["reread"] = f"failed ({error.code}): the next reconcile records the pool"
     if state.get("halted"):
         return Fail(f"rollout halted: {state['halted']}", report)
     return Done(report)

@@ -170,6 +170,8 @@ def test_a_pool_is_patched_end_to_end_within_its_budgets(sim: Simulator, azurite
         steps = [entry.split(" ", 1)[1] for entry in record.state["nodes"][name]["history"]]
         assert steps[0].startswith("taken down") and steps[-1].startswith("patched"), steps
         assert steps[-4:-1] == ["restarting", "ready", "soak"], steps
+    recorded = world.tables.pool_status(world.pool["name"])["instances"]  # as the job left it
+    assert not any(i["cordoned"] for i in recorded.values()), recorded
     shown = world.tables.patch_status(world.pool["name"])  # what GET /api/pools/{name} shows
     assert set(shown) == set(after)
     assert all(v["kernel"] == NEW_KERNEL and not v["reboot_required"] for v in shown.values())
