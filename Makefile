@@ -74,9 +74,9 @@ bench: deps
 	$(BIN)/python -m bench.alert_latency
 	$(BIN)/python -m bench.patch_rollout
 
-# The chaos suite's large run (docs/chaos.md): 520 fault schedules, 26 rounds of 20, a third of them
+# The chaos suite's large run (docs/chaos.md): 500 fault schedules, 25 rounds of 20, a third of them
 # with host kills or Azurite restarts; figures in bench/results/chaos.md.
-CHAOS_SCHEDULES ?= 520
+CHAOS_SCHEDULES ?= 500
 chaos: deps
 	$(BIN)/python -m pytest tests/chaos -p no:cacheprovider --chaos-schedules $(CHAOS_SCHEDULES) \
 		--chaos-pools 20 --chaos-first-seed 1000 --chaos-report bench/results/chaos.md

@@ -22,7 +22,7 @@ from typing import Any
 import requests
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.adapters.ledger import FINAL, JOBS_TABLE, JobRecord
+from shared.adapters.ledger import FINAL, JOBS_TABLE, JobRecord, LedgerConflict
 from tests.chaos.rig import FUNCTION_KEY, Rig
 from tests.chaos.schedules import GENERATORS, STORM_OPERATIONS, Event, Round, Schedule
 from tests.jobs_support import job
@@ -105,6 +105,7 @@ class Driver:
 
     def __init__(self, rig: Rig) -> None:
         self.rig = rig
+        self.leftover: set[str] = set()  # jobs the last round left unfinished
         self.next_start = datetime.fromisoformat("2027-01-04T08:00:00+00:00")
 
     # -- a round -----------------------------------------------------------------------------
@@ -129,12 +130,26 @@ class Driver:
         self._settle(result)
         result.done.append(f"settled {time.monotonic() - began:.1f} s into the round")
         self.next_start = self.rig.services.clock.now() + timedelta(days=1)
+        self.leftover = set(result.unfinished)
         result.wall_seconds = time.monotonic() - began
         return result
 
     def _forget_stuck_jobs(self) -> None:
-        """Empty the job queues: only a stuck job of an earlier round still has messages there,
-        and it must not act in the next world (its nodes have the same names)."""
+        """End the jobs the last round left stuck (already reported) and empty the job queues:
+        such a job must not act in the next world, whose nodes have the same names. Ended in
+        the ledger, a message of it that a host holds right now runs no further."""
+        tables = self.rig.services.tables
+        for job_id in self.leftover:
+            record = tables.job(job_id)
+            if record is not None and record.status not in FINAL:
+                with contextlib.suppress(LedgerConflict):
+                    tables.update_job(
+                        record,
+                        status="failed",
+                        error="stuck at the end of its chaos round; ended by the driver",
+                        continuation=None,
+                    )
+        self.leftover = set()
         service = self.rig.services.account.queue_service()
         for queue in self.rig.queues().values():
             with contextlib.suppress(ResourceNotFoundError):
