@@ -73,6 +73,7 @@ bench: deps
 	$(BIN)/python -m bench.alert_intake
 	$(BIN)/python -m bench.alert_latency
 	$(BIN)/python -m bench.patch_rollout
+	$(BIN)/python -m bench.image_pipeline
 
 # The chaos suite's large run (docs/chaos.md): 500 fault schedules, 25 rounds of 20, a third of them
 # with host kills or Azurite restarts; figures in bench/results/chaos.md.
