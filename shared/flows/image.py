@@ -52,6 +52,9 @@ CANARY_STEPS = frozenset(
     {"point", "canary_add", "canary_check", "include", "rollback", "strays", "canary_remove"}
 )
 PATCH_WAIT = timedelta(minutes=5)
+PATCH_WAIT_LIMIT = timedelta(
+    hours=12
+)  # a window's patch rollout ends by then (2 h blocked at most)
 MODEL_TRIES = 10
 MODEL_RETRY = timedelta(seconds=30)
 REPLICATION_POLL = timedelta(minutes=5)
@@ -109,6 +112,11 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     if patching:
         # The patch job is about to take nodes, maybe the donor we would choose; and its
         # freshly patched nodes are the best donors once it has ended.
+        since = datetime.fromisoformat(state.setdefault("patch_wait_since", ctx.now.isoformat()))
+        if ctx.now - since > PATCH_WAIT_LIMIT:  # a patch job stuck in the ledger must not hold it
+            return Fail(
+                f"patch job {patching[0]} has not ended in {PATCH_WAIT_LIMIT}: not captured"
+            )
         reason = f"waiting for patch job {patching[0]} to end"
         return Wait("plan", PATCH_WAIT, state, reason=reason)
     try:

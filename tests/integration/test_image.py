@@ -389,4 +389,7 @@ def test_an_image_job_waits_for_the_pools_patch_job_to_end(sim: Simulator, azuri
     waiting = world.drive(
         "image", image, lambda r: "waiting for patch job" in (r.steps[-1].get("reason") or "")
     )
-    assert waiting.step == "plan" and waiting.state == {}, "nothing taken while it waits"
+    assert waiting.step == "plan" and set(waiting.state) == {"patch_wait_since"}, "nothing taken"
+    sim.advance(12 * 3600 + 60)  # a patch job that never ends (e.g. its message was lost)
+    given_up = world.drive("image", image)
+    assert given_up.status == "failed" and "has not ended in 12:00:00" in given_up.error
