@@ -172,16 +172,18 @@ class World:
 
     def drive(
         self,
-        kind: str,
+        kind: str | tuple[str, ...],
         job_id: str,
         until: Callable[[JobRecord], bool] = lambda r: r.status in FINAL,
         *,
         timeout: float = 30,
     ) -> JobRecord:
-        """Deliver `kind` messages (waits, throttling and lease retries included) until `until`."""
+        """Deliver `kind` messages (waits, throttling and lease retries included) until `until`;
+        several kinds for a job that starts jobs of other kinds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self.pump.once(kind)
+            for each in (kind,) if isinstance(kind, str) else kind:
+                self.pump.once(each)
             record = self.tables.job(job_id)
             if record is not None and until(record):
                 return record

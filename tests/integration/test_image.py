@@ -9,7 +9,6 @@ boots patched. The failure paths end with the previous image and the canary gone
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -92,15 +91,7 @@ def _drive(
     timeout: float = 120,
 ) -> JobRecord:
     """Deliver image jobs and the scale and patch jobs they start, until `until` (the end)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for kind in KINDS:
-            world.pump.once(kind)
-        record = world.tables.job(job_id)
-        if record is not None and until(record):
-            return record
-        time.sleep(0.05)
-    raise AssertionError(f"image job {job_id} did not end: {world.tables.job(job_id)}")
+    return world.drive(KINDS, job_id, until, timeout=timeout)
 
 
 def _run(world: World, params: dict[str, Any] | None = None, **kw: Any) -> JobRecord:
