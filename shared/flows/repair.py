@@ -48,7 +48,7 @@ from shared.decide.repair import (
 )
 from shared.flows import scale_in
 from shared.flows.claims import Claimed, Owner, claim, holds, release
-from shared.flows.image import CANARY_STEPS
+from shared.flows.image_canary import CANARY_STEPS
 from shared.flows.jobs import Flow, Step, StepContext, enqueue, register
 from shared.flows.retries import temporary_wait
 from shared.flows.truth import Truth, read_truth
