@@ -24,7 +24,7 @@ from shared.adapters.storage import StorageAccount
 from shared.alerts import MAX_BODY_BYTES
 from shared.clock import clock_from_settings
 from shared.config import load_config
-from shared.flows.alerts import receive
+from shared.flows.capacity.alerts import receive
 from shared.flows.jobs import Services
 from tests.alert_payloads import alertmanager_payload
 
@@ -113,7 +113,7 @@ Measured {now:%Y-%m-%d %H:%M} UTC on {platform.machine()}, Python {platform.pyth
 against Azurite on the same machine. The payload (tests/alert_payloads.py) has the three rules
 of a node group in turn: a node P1 (`NodeCPUHigh`), a node P2 (`NodeMemoryHigh`) and a group
 P1 (`NodeGroupCPUHigh`), each alert with kube-prometheus-stack's labels, annotations and
-generatorURL. Wall time of `shared.flows.alerts.receive`, {RUNS} runs, each payload new
+generatorURL. Wall time of `shared.flows.capacity.alerts.receive`, {RUNS} runs, each payload new
 (fingerprints of its own), then the same payload again.
 
 | {ALERTS} alerts | bytes | median s | worst s | notifications | scale-up jobs | target |

@@ -325,7 +325,7 @@ def _image_rows(lineage: dict[str, dict[str, Any]], now: datetime) -> tuple[Imag
 
 
 def _repair_rows(repairs: list[dict[str, Any]], now: datetime) -> tuple[RepairRow, ...]:
-    """The pool's repairs (shared/flows/repair.py's log), newest first."""
+    """The pool's repairs (the log shared/flows/repair/ writes), newest first."""
     return tuple(
         RepairRow(
             at=when(entry.get("at"), now),

@@ -3,7 +3,7 @@ replace), and the brakes — an outage of something shared, a node repaired too 
 pool that opted out.
 
 Pure, given `now`: reconcile asks `plan_repair` what to enqueue; the repair job asks again on its
-own fresh read before it acts (`shared.flows.repair`).
+own fresh read before it acts (`shared.flows.repair.job`).
 """
 
 from __future__ import annotations

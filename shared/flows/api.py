@@ -19,16 +19,16 @@ from shared.adapters.repair_log import RepairLog
 from shared.adapters.storage import INTAKE_OPTIONS, StorageUnavailable, unavailable_as_error
 from shared.config import Pool, PoolNotFound
 from shared.decide.imaging import version_key
-from shared.flows import (  # noqa: F401 - they register their flows
-    downscale,
-    drain_jobs,
-    image,
-    patch,
-    reconcile,
-    repair,
-    scale,
-)
+
+# Imported for their side effect: each registers its job kind's flow.
+from shared.flows import reconcile
+from shared.flows.capacity import downscale
+from shared.flows.image import pipeline as image
 from shared.flows.jobs import Handled, Services, handle, submit
+from shared.flows.patch import rollout as patch
+from shared.flows.repair import job as repair  # noqa: F401
+from shared.flows.scale import drain_job  # noqa: F401
+from shared.flows.scale import job as scale  # noqa: F401
 from shared.flows.truth import public_status
 from shared.jobs import Rejection, queue_name
 
@@ -189,7 +189,7 @@ def _not_reconciled(settings: Mapping[str, str]) -> dict[str, Any]:
 
 def alerts(body: bytes, signature: str | None) -> tuple[int, dict[str, Any]]:
     """`POST /api/alerts`: 202 with the job ids; 400/401/403/413/422 with what is wrong."""
-    from shared.flows.alerts import receive
+    from shared.flows.capacity.alerts import receive
 
     try:
         with unavailable_as_error():
@@ -200,7 +200,7 @@ def alerts(body: bytes, signature: str | None) -> tuple[int, dict[str, Any]]:
 
 def evaluate_capacity() -> list[dict[str, Any]]:
     """The capacity timer: evaluate every pool, record and notify alerts, enqueue scale-ups."""
-    from shared.flows.capacity import evaluate_capacity as run
+    from shared.flows.capacity.evaluation import evaluate_capacity as run
 
     return run(services())
 

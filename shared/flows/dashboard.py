@@ -20,7 +20,7 @@ from shared.config import Pool, PoolNotFound
 from shared.dashboard.history_charts import DAY
 from shared.dashboard.render import error_page, overview_page, pool_page
 from shared.dashboard.view import PoolData, pool_view
-from shared.flows.capacity import pool_thresholds
+from shared.flows.capacity.evaluation import pool_thresholds
 
 log = logging.getLogger("poolkeeper.dashboard")
 

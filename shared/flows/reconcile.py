@@ -14,9 +14,9 @@ from shared.adapters.scaleset import AzureCallError, TemporaryAzureError
 from shared.config import Pool
 from shared.decide.claims import delete_may_land, parse_claim, stale_claim
 from shared.decide.counting import InstanceState
-from shared.flows import repair
 from shared.flows.claims import Owner, release
 from shared.flows.jobs import Flow, StepContext, enqueue, register
+from shared.flows.repair import follow_up as repair
 from shared.flows.retries import temporary_wait
 from shared.flows.truth import Truth, read_truth
 from shared.jobs import Done, JobKind, Outcome, ReconcileParams

@@ -16,7 +16,7 @@ import yaml
 
 from shared.adapters.ledger import AlertLog
 from shared.config import load_config
-from shared.flows.alerts import receive
+from shared.flows.capacity.alerts import receive
 from shared.flows.jobs import Services
 from tests.alert_payloads import (
     PROMETHEUS_RULES,

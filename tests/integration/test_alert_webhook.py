@@ -17,7 +17,7 @@ from shared.adapters.storage import StorageAccount
 from shared.alerts import MAX_BODY_BYTES
 from shared.clock import clock_from_settings
 from shared.config import load_config
-from shared.flows.alerts import receive
+from shared.flows.capacity.alerts import receive
 from shared.flows.jobs import Services
 from tests.alert_payloads import azure_alert as rule_alert
 from tests.alert_payloads import azure_rules, prom_alert, prometheus_alerts, webhook

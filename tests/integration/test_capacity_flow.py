@@ -11,7 +11,7 @@ from shared.adapters.ledger import AlertLog
 from shared.adapters.storage import StorageAccount
 from shared.clock import clock_from_settings
 from shared.config import load_config
-from shared.flows.capacity import evaluate_capacity
+from shared.flows.capacity.evaluation import evaluate_capacity
 from shared.flows.jobs import Services
 from tests.jobs_support import Pump, job, settings_for
 from tests.simulator import RG, SUBSCRIPTION, Simulator, scale_set, scenario

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from local.azurite import ROOT
-from shared.flows.capacity import evaluate_capacity
+from shared.flows.capacity.evaluation import evaluate_capacity
 from tests.debian import tool
 from tests.integration.test_downscale_review import _history
 from tests.integration.test_operator_api import World, _world

@@ -11,7 +11,7 @@ from shared.adapters.ledger import AlertLog, DailySummaries
 from shared.adapters.storage import StorageAccount
 from shared.clock import clock_from_settings
 from shared.config import load_config
-from shared.flows.downscale import review_pool
+from shared.flows.capacity.downscale import review_pool
 from shared.flows.jobs import Services
 from tests.jobs_support import settings_for
 from tests.simulator import RG, SUBSCRIPTION, Simulator, scale_set, scenario

@@ -349,7 +349,7 @@ def test_rolling_mode_moves_every_node_to_the_new_image_one_at_a_time(
 def test_the_image_timer_enqueues_once_a_day_for_pools_that_ask(
     sim: Simulator, azurite: Any
 ) -> None:
-    from shared.flows.image import enqueue_images
+    from shared.flows.image.pipeline import enqueue_images
 
     manual = _world(sim, azurite, patched=False)
     assert enqueue_images(manual.pump.services) == []

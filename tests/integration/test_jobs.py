@@ -292,8 +292,8 @@ def test_scale_in_by_count_never_picks_a_node_another_drain_has_cordoned(
 def test_a_replan_after_a_landed_write_never_adds_delta_twice(sim: Simulator, azurite) -> None:
     # The write lands but its answer is lost (timeout, worker killed): the job re-plans from a
     # fresh read, and must see its goal reached instead of adding delta on top.
-    from shared.flows import scale
     from shared.flows.jobs import StepContext
+    from shared.flows.scale import job as scale
     from shared.jobs import Job, Next
 
     pump = _world(sim, azurite)

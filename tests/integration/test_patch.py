@@ -342,7 +342,7 @@ def test_a_window_that_closes_mid_rollout_takes_no_node_down_after_it(
 def test_outside_the_window_nothing_is_enqueued_and_a_closed_window_takes_no_new_node(
     sim: Simulator, azurite: Any
 ) -> None:
-    from shared.flows.patch import enqueue_patches
+    from shared.flows.patch.rollout import enqueue_patches
 
     # The scenario starts Monday 08:00 UTC; the window is Sunday nights only.
     world, _ = _world(
@@ -358,7 +358,7 @@ def test_outside_the_window_nothing_is_enqueued_and_a_closed_window_takes_no_new
 def test_the_timer_enqueues_one_job_per_automatic_pool_in_its_window(
     sim: Simulator, azurite: Any
 ) -> None:
-    from shared.flows.patch import enqueue_patches
+    from shared.flows.patch.rollout import enqueue_patches
 
     world, _ = _world(sim, azurite, patch={"automatic": True})
     (job_id,) = enqueue_patches(world.pump.services)

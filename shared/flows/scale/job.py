@@ -1,7 +1,7 @@
 """Scale jobs: scale up by raising capacity with If-Match; scale in by draining and deleting
 named instances — never by writing a lower capacity. Every decision is made on a fresh read
 under the pool's lease, and every delete is followed by a full re-read (invariants 1-4).
-This module plans and scales up; the scale-in steps live in `shared.flows.scale_in`.
+This module plans and scales up; the scale-in steps live in `shared.flows.scale.scale_in`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from shared.decide.counting import (
     plan_scale_up,
 )
 from shared.decide.writes import tags_with_write, write_landed
-from shared.flows import scale_in
 from shared.flows.jobs import Flow, StepContext, register
 from shared.flows.retries import temporary_wait
+from shared.flows.scale import scale_in
 from shared.flows.truth import read_truth
 from shared.jobs import Done, Fail, JobKind, Next, Outcome, ScaleParams, Wait
 

@@ -4,7 +4,7 @@ Steps: `check` runs the check script on every candidate node (run command, in pa
 `await_checks` collects the answers and plans (pure: order, and why each node is left out) →
 `rollout` takes nodes down at most `max_unavailable` at a time, one zone at a time, each only
 when no blocker holds it and the pool can take one more node out (headroom), and advances every
-node in flight a step (`shared.flows.patch_node`). It stops taking nodes when the window ends,
+node in flight a step (`shared.flows.patch.node`). It stops taking nodes when the window ends,
 and halts when a node does not come back. The timer enqueues one job per pool in its window.
 """
 
@@ -33,10 +33,10 @@ from shared.decide.patching import (
     plan_patch,
     window_end,
 )
-from shared.flows import patch_node
-from shared.flows.capacity import hourly_usage, pool_thresholds
+from shared.flows.capacity.evaluation import hourly_usage, pool_thresholds
 from shared.flows.claims import Owner, release_all
 from shared.flows.jobs import Flow, StepContext, enqueue_once, register
+from shared.flows.patch import node as patch_node
 from shared.flows.retries import temporary_wait
 from shared.flows.truth import read_truth
 from shared.jobs import Done, Fail, JobKind, Next, Outcome, PatchParams, Wait

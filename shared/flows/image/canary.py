@@ -12,8 +12,8 @@ from typing import Any
 
 from shared.adapters.scaleset import OperationStatus, TemporaryAzureError
 from shared.decide.imaging import CanaryNode, judge_canary
-from shared.flows import image_donor
-from shared.flows.image_ops import ChildEnded, child, forget, images, operation
+from shared.flows.image import donor as image_donor
+from shared.flows.image.ops import ChildEnded, child, forget, images, operation
 from shared.flows.jobs import StepContext
 from shared.flows.retries import temporary_wait
 from shared.flows.truth import read_truth

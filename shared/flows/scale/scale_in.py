@@ -1,6 +1,6 @@
 """The scale-in steps of a scale job: claim and drain the victims, delete exactly those still
 ready to go, and settle the delete's outcome by full re-reads before anything is released or
-counted (invariants 3, 11, 12). `shared.flows.scale` plans and registers them.
+counted (invariants 3, 11, 12). `shared.flows.scale.job` plans and registers them.
 """
 
 from __future__ import annotations

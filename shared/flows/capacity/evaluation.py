@@ -25,7 +25,7 @@ from shared.decide.capacity import (
     decide_actions,
     evaluate,
 )
-from shared.flows.alerts import cooldown, scale_up_one
+from shared.flows.capacity.alerts import cooldown, scale_up_one
 
 log = logging.getLogger("poolkeeper.capacity")
 

@@ -20,7 +20,7 @@ from shared.adapters.scaleset import AzureCallError, OperationStatus, TemporaryA
 from shared.decide.drain import DrainOptions
 from shared.flows.claims import Claimed, Owner, claim, mark, release, why_not_idle
 from shared.flows.drain import Drained, DrainFailed, DrainState, continue_drain, start_drain
-from shared.flows.image_ops import POLL, images, operation
+from shared.flows.image.ops import POLL, images, operation
 from shared.flows.jobs import StepContext
 from shared.flows.retries import temporary_wait
 from shared.jobs import Fail, Next, Outcome, Wait

@@ -1,7 +1,7 @@
 """Image jobs (`image-jobs`): a prototype image from a freshly patched node, proven on a canary.
 
 plan (donor, names; refusals) → gallery (gallery and definition exist) → the donor's part
-(`shared.flows.image_donor`: take, drain, clean, power off, snapshot, start, back) → version
+(`shared.flows.image.donor`: take, drain, clean, power off, snapshot, start, back) → version
 (from the snapshot, excluded from latest; ZRS falls back to LRS) → replication (asked every few
 minutes; no function waits) → point (the model at the new version, If-Match; the previous image
 kept) → canary_add (a scale job adds one instance) → canary_check (Ready, its own boot id and
@@ -36,8 +36,9 @@ from shared.decide.imaging import (
     version_name,
     versions_to_prune,
 )
-from shared.flows import image_canary, image_donor
-from shared.flows.image_ops import ChildEnded, child, forget, images, operation
+from shared.flows.image import canary as image_canary
+from shared.flows.image import donor as image_donor
+from shared.flows.image.ops import ChildEnded, child, forget, images, operation
 from shared.flows.jobs import Flow, StepContext, enqueue_once, register
 from shared.flows.retries import temporary_wait
 from shared.flows.truth import read_truth

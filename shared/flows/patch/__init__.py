@@ -1,0 +1,1 @@
+"""Patch jobs: the rolling window (`rollout`) and one node's steps (`node`)."""

@@ -1,0 +1,1 @@
+"""Repair jobs: what reconcile's drift gets (`follow_up`) and the repair steps (`job`)."""
