@@ -25,7 +25,7 @@ from shared.flows.jobs import StepContext
 from shared.flows.retries import temporary_wait
 from shared.jobs import Fail, Next, Outcome, Wait
 
-CLEAN_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "image_clean.sh"
+CLEAN_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "image_clean.sh"
 CLEAN_DONE = "== done"  # the script's last section (run command reports no exit code)
 DRAIN_TIMEOUT = timedelta(minutes=15)
 CLEAN_DEADLINE = timedelta(minutes=10)

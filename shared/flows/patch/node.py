@@ -29,7 +29,7 @@ from shared.flows.jobs import StepContext
 PATCH_STATUS_LABEL = "poolkeeper.io/patch-status"
 POLL = timedelta(seconds=15)
 INSTALL_DEADLINE = timedelta(minutes=90)  # Azure's own limit for a run command
-INSTALL_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "patch_install.sh"
+INSTALL_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "patch_install.sh"
 
 
 @dataclass(frozen=True)

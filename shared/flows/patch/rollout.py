@@ -43,7 +43,7 @@ from shared.jobs import Done, Fail, JobKind, Next, Outcome, PatchParams, Wait
 
 log = logging.getLogger("poolkeeper.patch")
 
-CHECK_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "patch_check.sh"
+CHECK_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "patch_check.sh"
 CHECK_POLL = timedelta(seconds=20)
 CHECK_DEADLINE = timedelta(minutes=30)
 CHECK_BATCH = 25
