@@ -18,7 +18,9 @@ from typing import Any
 
 from aiohttp import web
 
-from local.sim import images
+from local.sim import bodies, images
+from local.sim.bodies import BodyError
+from local.sim.gate import check_name, read_body, unreadable
 from local.sim.scenario import Fault
 from local.sim.world import ArmError, Instance, Operation, ScaleSet, World, fault_message, guest_up
 
@@ -309,7 +311,7 @@ async def write_scale_set(call: Call) -> web.Response:
         raise ArmError(400, "InvalidRequestContent", "The request content must be a JSON object.")
     body = call.body or {}
     put = call.request.method == "PUT"  # PUT replaces the model: absent tags are removed
-    sku = body.get("sku") or {}
+    sku = bodies.obj(body.get("sku"), "sku")
     if sku.get("name") and sku["name"] != scale_set.spec.sku:
         raise ArmError(
             409, "OperationNotAllowed", "Changing the VM size of a scale set is not simulated."
@@ -319,13 +321,15 @@ async def write_scale_set(call: Call) -> web.Response:
         not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0
     ):
         raise ArmError(400, "InvalidParameter", "The value of parameter sku.capacity is invalid.")
-    profile = (body.get("properties") or {}).get("virtualMachineProfile") or {}
-    image = (profile.get("storageProfile") or {}).get("imageReference")
+    properties = bodies.obj(body.get("properties"), "properties")
+    profile = bodies.obj(properties.get("virtualMachineProfile"), "virtualMachineProfile")
+    storage = bodies.obj(profile.get("storageProfile"), "virtualMachineProfile.storageProfile")
+    image = storage.get("imageReference")
     if image is not None and not isinstance(image, dict):
         raise ArmError(400, "InvalidParameter", "imageReference must be an object.")
     if image is not None:  # the world checks that it resolves
         image = {
-            k: v
+            k: bodies.text(v, f"imageReference.{k}")
             for k, v in image.items()
             if k in ("id", "publisher", "offer", "sku", "version") and v
         }
@@ -333,7 +337,7 @@ async def write_scale_set(call: Call) -> web.Response:
         scale_set,
         capacity=capacity,
         image=image,
-        tags=body.get("tags", {} if put else None),
+        tags=bodies.tags(body["tags"]) if "tags" in body else ({} if put else None),
         fault=call.fault,
         operation=call.operation,
     )
@@ -533,10 +537,21 @@ def _require_parent(call: Call, parent_id: str, what: str) -> dict[str, Any]:
     return parent
 
 
+def _request(call: Call) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A PUT's body and its `properties`, each checked to be an object; location and tags
+    checked to be what ARM takes."""
+    body = bodies.obj(call.body, "body")
+    bodies.text(body.get("location"), "location")
+    bodies.tags(body.get("tags"))
+    return body, bodies.obj(body.get("properties"), "properties")
+
+
 async def put_snapshot(call: Call) -> web.Response:
-    body = call.body if isinstance(call.body, dict) else {}
-    creation = (body.get("properties") or {}).get("creationData") or {}
-    source_id = creation.get("sourceResourceId") or creation.get("sourceUri")
+    body, properties = _request(call)
+    creation = bodies.obj(properties.get("creationData"), "properties.creationData")
+    source_id = bodies.text(
+        creation.get("sourceResourceId") or creation.get("sourceUri"), "sourceResourceId"
+    )
     if creation.get("createOption") != "Copy" or not source_id:
         raise ArmError(
             400,
@@ -550,8 +565,8 @@ async def put_snapshot(call: Call) -> web.Response:
         "id": _resource_id(call),
         "name": call.match["name"],
         "type": "Microsoft.Compute/snapshots",
-        "location": body.get("location", call.world.scenario.location),
-        "tags": body.get("tags", {}),
+        "location": body.get("location") or call.world.scenario.location,
+        "tags": body.get("tags") or {},
         "sku": {"name": "Standard_ZRS", "tier": "Standard"},
         "properties": {
             "osType": "Linux",
@@ -562,7 +577,7 @@ async def put_snapshot(call: Call) -> web.Response:
                 "sourceUniqueId": source["properties"]["uniqueId"],
             },
             "diskSizeGB": source["properties"]["diskSizeGB"],
-            "incremental": bool((body.get("properties") or {}).get("incremental", False)),
+            "incremental": bool(properties.get("incremental", False)),
             "timeCreated": call.world.now().isoformat(),
             "diskState": "Unattached",
         },
@@ -587,15 +602,15 @@ def _created(call: Call) -> int:
 
 
 async def put_gallery(call: Call) -> web.Response:
-    body = call.body if isinstance(call.body, dict) else {}
+    body, properties = _request(call)
     resource = {
         "id": _resource_id(call),
         "name": call.match["gallery"],
         "type": "Microsoft.Compute/galleries",
-        "location": body.get("location", call.world.scenario.location),
-        "tags": body.get("tags", {}),
+        "location": body.get("location") or call.world.scenario.location,
+        "tags": body.get("tags") or {},
         "properties": {
-            "description": (body.get("properties") or {}).get("description", ""),
+            "description": bodies.text(properties.get("description"), "description") or "",
             "identifier": {
                 "uniqueName": f"{call.world.scenario.subscription}-{call.match['gallery'].upper()}"
             },
@@ -611,9 +626,8 @@ async def put_gallery(call: Call) -> web.Response:
 async def put_image(call: Call) -> web.Response:
     gallery_id = _resource_id(call).rsplit("/images/", 1)[0]
     _require_parent(call, gallery_id, call.match["gallery"])
-    body = call.body if isinstance(call.body, dict) else {}
-    properties = body.get("properties") or {}
-    identifier = properties.get("identifier") or {}
+    body, properties = _request(call)
+    identifier = bodies.obj(properties.get("identifier"), "properties.identifier")
     if (
         properties.get("osType") not in ("Linux", "Windows")
         or properties.get("osState") not in ("Generalized", "Specialized")
@@ -628,8 +642,8 @@ async def put_image(call: Call) -> web.Response:
         "id": _resource_id(call),
         "name": call.match["image"],
         "type": "Microsoft.Compute/galleries/images",
-        "location": body.get("location", call.world.scenario.location),
-        "tags": body.get("tags", {}),
+        "location": body.get("location") or call.world.scenario.location,
+        "tags": body.get("tags") or {},
         "properties": {
             "osType": properties["osType"],
             "osState": properties["osState"],
@@ -651,17 +665,11 @@ async def put_image_version(call: Call) -> web.Response:
     """Create a version from a snapshot or disk (its OS content copied now), or update one."""
     image_id = _resource_id(call).rsplit("/versions/", 1)[0]
     _require_parent(call, image_id, call.match["image"])
-    if not re.fullmatch(r"\d+\.\d+\.\d+", call.match["version"]):
-        raise ArmError(
-            400,
-            "InvalidParameter",
-            "Gallery image version names are MajorVersion.MinorVersion.Patch, e.g. 1.0.0.",
-        )
-    body = call.body if isinstance(call.body, dict) else {}
+    body, properties = _request(call)
     existing = call.world.resource(call.request.path)
     if existing is not None:
         return await _update_version(call, existing, body)
-    source_id = images.source_of(body.get("properties") or {})
+    source_id = images.source_of(properties)
     source = call.world.resource(source_id) if source_id else None
     if source is None or source["type"] not in (
         "Microsoft.Compute/snapshots",
@@ -670,7 +678,7 @@ async def put_image_version(call: Call) -> web.Response:
         raise ArmError(
             404, "NotFound", f"The source '{source_id}' of the image version was not found."
         )
-    body = {"location": call.world.scenario.location} | body
+    body = body | {"location": body.get("location") or call.world.scenario.location}
     resource = images.version_body(_resource_id(call), body, source, call.world.now())
     op = call.world.put_version(resource, source["id"], fault=call.fault, operation=call.operation)
     return _json(resource, 201, headers=_async_only(call, op))
@@ -703,7 +711,7 @@ async def _update_version(
 
 
 async def patch_image_version(call: Call) -> web.Response:
-    body = call.body if isinstance(call.body, dict) else {}
+    body, _ = _request(call)
     return await _update_version(call, _found(call), body)
 
 
@@ -864,7 +872,8 @@ async def handle(
                 "MissingApiVersionParameter",
                 "The api-version query parameter (?api-version=) is required for all requests.",
             )
-        body = await _read_body(request)
+        check_name(operation, match)
+        body = await read_body(request)
         rate_headers = world.check_throttle(operation)
         script = body.get("script") if isinstance(body, dict) else None
         fault = world.take_fault(
@@ -897,6 +906,8 @@ async def handle(
                 "specified time period.",
             )
         response = await handler(Call(request, world, match, operation, fault, body))
+    except BodyError as error:  # a part of the body of a shape ARM does not take
+        response = _json(unreadable(error).body(), 400)
     except ArmError as error:
         response = _json(error.body(), error.status, headers=error.headers)
     except Exception as error:
@@ -929,7 +940,9 @@ async def _apply_unanswered(world: World, fault: Fault, handler: Handler, call: 
     async def apply() -> None:
         try:
             await handler(call)
-        except ArmError as error:  # nobody waits for this answer: the log is its only reader
+        except BodyError as error:  # nobody waits for this answer: the log is its only reader
+            log.info("Unanswered %s refused: %s", call.operation, unreadable(error).body())
+        except ArmError as error:
             log.info("Unanswered %s refused: %s", call.operation, error.body())
 
     def later() -> None:
@@ -941,19 +954,3 @@ async def _apply_unanswered(world: World, fault: Fault, handler: Handler, call: 
         world.after(fault.apply_after, later)
     else:
         await apply()
-
-
-async def _read_body(request: web.Request) -> Any:
-    if not request.can_read_body:
-        return None
-    text = await request.text()
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise ArmError(
-            400,
-            "InvalidRequestContent",
-            "The request content was invalid and could not be deserialized.",
-        ) from None

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from local.sim import bodies
+
 DEFINITION_TYPE = "Microsoft.Compute/galleries/images"
 VERSION_TYPE = "Microsoft.Compute/galleries/images/versions"
 GALLERY_ID = re.compile(
@@ -219,18 +221,24 @@ def recreate_refusal(existing: Mapping[str, Any] | None) -> ImageError | None:
 
 
 def _publishing(properties: Mapping[str, Any], location: str) -> dict[str, Any]:
-    requested = properties.get("publishingProfile") or {}
+    """The publishing profile a request asks for, defaults filled in; `BodyError` for one
+    whose parts are not what ARM takes."""
+    requested = bodies.obj(properties.get("publishingProfile"), "publishingProfile")
     replicas = requested.get("replicaCount", 1)
-    storage = requested.get("storageAccountType", "Standard_LRS")
-    regions = requested.get("targetRegions") or [{"name": location}]
+    storage = bodies.text(requested.get("storageAccountType"), "storageAccountType")
+    storage = storage or "Standard_LRS"
+    regions = bodies.objects(requested.get("targetRegions"), "targetRegions")
     return {
         "targetRegions": [
             {
-                "name": r.get("name", location),
+                "name": bodies.text(r.get("name"), f"targetRegions[{n}].name") or location,
                 "regionalReplicaCount": r.get("regionalReplicaCount", replicas),
-                "storageAccountType": r.get("storageAccountType", storage),
+                "storageAccountType": bodies.text(
+                    r.get("storageAccountType"), f"targetRegions[{n}].storageAccountType"
+                )
+                or storage,
             }
-            for r in regions
+            for n, r in enumerate(regions or [{"name": location}])
         ],
         "replicaCount": replicas,
         "excludeFromLatest": bool(requested.get("excludeFromLatest", False)),
@@ -241,17 +249,20 @@ def _publishing(properties: Mapping[str, Any], location: str) -> dict[str, Any]:
 def source_of(properties: Mapping[str, Any]) -> str | None:
     """The snapshot or disk a version is made from (`storageProfile.source.id` or
     `storageProfile.osDiskImage.source.id`)."""
-    storage = properties.get("storageProfile") or {}
-    return (storage.get("source") or {}).get("id") or (
-        (storage.get("osDiskImage") or {}).get("source") or {}
-    ).get("id")
+    storage = bodies.obj(properties.get("storageProfile"), "storageProfile")
+    disk_image = bodies.obj(storage.get("osDiskImage"), "storageProfile.osDiskImage")
+    return bodies.text(
+        bodies.obj(storage.get("source"), "storageProfile.source").get("id")
+        or bodies.obj(disk_image.get("source"), "osDiskImage.source").get("id"),
+        "source.id",
+    )
 
 
 def version_body(
     resource_id: str, request: Mapping[str, Any], source: Mapping[str, Any], now: datetime
 ) -> dict[str, Any]:
     """A new image version as ARM stores it (replicationStatus is shown only on request)."""
-    properties = request.get("properties") or {}
+    properties = bodies.obj(request.get("properties"), "properties")
     location = request["location"]
     return {
         "id": resource_id,
@@ -276,7 +287,7 @@ def version_body(
 def version_update(existing: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str, Any]:
     """A PUT of an existing version or a PATCH: publishing profile and tags change; the source
     cannot (Azure refuses it) and the content stays."""
-    properties = request.get("properties") or {}
+    properties = bodies.obj(request.get("properties"), "properties")
     source = source_of(properties)
     current = existing["properties"]["storageProfile"]["osDiskImage"]["source"]["id"]
     if source and source.lower() != current.lower():
@@ -288,10 +299,10 @@ def version_update(existing: Mapping[str, Any], request: Mapping[str, Any]) -> d
         )
     updated = {**existing, "properties": dict(existing["properties"])}
     if "tags" in request:
-        updated["tags"] = request["tags"]
+        updated["tags"] = bodies.tags(request["tags"])
     if properties.get("publishingProfile"):
         old = existing["properties"]["publishingProfile"]
-        merged = {**old, **properties["publishingProfile"]}
+        merged = {**old, **bodies.obj(properties["publishingProfile"], "publishingProfile")}
         profile = _publishing({"publishingProfile": merged}, existing["location"])
         updated["properties"]["publishingProfile"] = profile | {
             "publishedDate": old["publishedDate"]

@@ -64,7 +64,6 @@ Both APIs obey injected faults and throttling budgets for operations `MetricsBat
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import re
 import uuid
@@ -75,6 +74,8 @@ from typing import Any
 
 from aiohttp import web
 
+from local.sim import bodies
+from local.sim.bodies import BodyError
 from local.sim.world import ArmError, Instance, ScaleSet, World
 
 NAMESPACE = "Microsoft.Compute/virtualMachineScaleSets"
@@ -232,9 +233,9 @@ async def _gate(world: World, operation: str) -> None:
 
 async def _body(request: web.Request, code: str) -> Any:
     try:
-        return json.loads(await request.text() or "null")
-    except ValueError:
-        raise ArmError(400, code, "The request body is not valid JSON.") from None
+        return bodies.decode(await request.read())
+    except BodyError as error:
+        raise ArmError(400, code, f"The request body is not valid JSON: {error}.") from None
 
 
 # -- metrics -------------------------------------------------------------------------------------

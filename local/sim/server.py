@@ -21,6 +21,7 @@ import trustme
 from aiohttp import web
 
 from local.sim import arm, monitor, tenancy
+from local.sim.bodies import json_body
 from local.sim.clock import SimClock
 from local.sim.guest import plan
 from local.sim.identity import ARM_AUDIENCES, MONITOR_AUDIENCES, TokenIssuer, unauthorised
@@ -118,7 +119,7 @@ class Simulator:
 
     async def load_scenario(self, request: web.Request) -> web.Response:
         try:
-            data = await request.json()
+            data = await json_body(request)
         except ValueError:
             return _error(400, 'body must be a scenario JSON object, or {"path": FILE}')
         try:
@@ -133,7 +134,7 @@ class Simulator:
 
     async def add_fault(self, request: web.Request) -> web.Response:
         try:
-            fault = Fault.model_validate(await request.json())
+            fault = Fault.model_validate(await json_body(request))
         except ValueError as error:
             return _error(400, f"invalid fault: {error}")
         self.world.add_fault(fault)
@@ -154,7 +155,7 @@ class Simulator:
 
     async def set_throttling(self, request: web.Request) -> web.Response:
         try:
-            data = await request.json()
+            data = await json_body(request)
             budgets = [Throttle.model_validate(item) for item in data]
         except (ValueError, TypeError) as error:
             return _error(400, f"body must be a list of throttle budgets: {error}")
@@ -165,7 +166,7 @@ class Simulator:
         world = self.world
         if request.method == "POST":
             try:
-                data = await request.json()
+                data = await json_body(request)
                 if "advance_seconds" in data:
                     world.clock.advance(float(data["advance_seconds"]))
                 if "speed" in data:
@@ -185,7 +186,7 @@ class Simulator:
 
     async def set_load(self, request: web.Request) -> web.Response:
         try:
-            data = await request.json()
+            data = await json_body(request)
             scale_set = next(
                 s
                 for s in self.world.scale_sets.values()

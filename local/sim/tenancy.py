@@ -18,14 +18,16 @@ from typing import Any
 
 from aiohttp import web
 
-from local.sim.arm import _read_body
+from local.sim import bodies, naming
+from local.sim.bodies import BodyError
+from local.sim.gate import read_body, unreadable
 from local.sim.identity import ARM_AUDIENCES, TokenIssuer, unauthorised
 from local.sim.world import ArmError, World
 
 CLOUD = "PoolkeeperSimulator"
 RG_TYPE = "Microsoft.Resources/resourceGroups"
 SUB = r"/subscriptions/(?P<sub>[^/]+)"
-GROUP = SUB + r"/resourcegroups/(?P<rg>[-\w._()]+)"
+GROUP = SUB + r"/resourcegroups/(?P<rg>[^/]+)"
 
 
 @dataclass
@@ -235,9 +237,7 @@ async def put_group(request: Request) -> web.Response:
             f"The simulated world has one region, '{world.scenario.location}'; "
             f"resource group '{name}' cannot be in '{location}'.",
         )
-    tags = body.get("tags") or {}
-    if not isinstance(tags, dict):
-        raise ArmError(400, "InvalidRequestContent", "tags must be an object of strings.")
+    tags = bodies.tags(body.get("tags"))
     group = {
         "id": f"/subscriptions/{world.scenario.subscription}/resourceGroups/"
         + (existing["name"] if existing else name),
@@ -307,8 +307,13 @@ async def handle(
                 "SubscriptionNotFound",
                 f"The subscription '{params['sub']}' could not be found.",
             )
-        body = await _read_body(http)  # ARM's 400 for a body that is not JSON
+        refusal = naming.resource_group(params["rg"]) if "rg" in params else None
+        if refusal is not None:
+            raise ArmError(400, "InvalidResourceGroup", refusal)
+        body = await read_body(http)  # ARM's 400 for a body that is not JSON
         response = await route.handler(Request(http, world, params, body))
+    except BodyError as error:  # a part of the body of a shape ARM does not take
+        response = _json(unreadable(error).body(), 400)
     except ArmError as error:
         response = _json(error.body(), error.status)
     response.headers["x-ms-request-id"] = str(uuid.uuid4())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 
+from local.sim import arm, tenancy
 from tests.simulator import RG, STOPPED, SUBSCRIPTION, Simulator, scale_set, scenario
 
 pytestmark = pytest.mark.integration
@@ -594,3 +596,208 @@ def test_malformed_requests_get_arm_errors_not_crashes(sim: Simulator) -> None:
     assert sim.scale_set_state(VMSS)["capacity"] == 2
     statuses = [c["status"] for c in sim.calls()["calls"]]
     assert statuses[-3:] == [400, 400, 400]  # recorded in the call log too
+
+
+# -- hostile bodies and names ---------------------------------------------------------------------
+
+DEPTH_BOMB = b"[" * 5000 + b"]" * 5000
+NOT_UTF8 = b'{"location": "westeurope", "tags": {"a": "\xff\xfe"}}'
+# Bodies of the wrong shape, each somewhere a route reads: every one is ARM's 4xx, never a 500.
+MISSHAPEN: list[Any] = [
+    [1, 2],
+    "x",
+    7,
+    {"properties": "x"},
+    {"location": 5, "tags": [1]},
+    {"tags": {"team": {"nested": 1}}},
+    {"sku": 7, "properties": {"virtualMachineProfile": {"storageProfile": 3}}},
+    {"properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": {"id": 5}}}}},
+    {"properties": {"creationData": "x", "identifier": 3, "description": []}},
+    {"properties": {"creationData": {"createOption": "Copy", "sourceResourceId": 9}}},
+    {"properties": {"storageProfile": {"source": {"id": 7}}}},
+    {"properties": {"storageProfile": {"osDiskImage": []}, "publishingProfile": [1]}},
+    {"properties": {"publishingProfile": {"targetRegions": [1, {"name": 5}]}}},
+    {"properties": {"publishingProfile": {"targetRegions": [{"storageAccountType": {}}]}}},
+    {"instanceIds": [{"a": 1}], "script": "reboot", "commandId": []},
+    {"resourceids": [[1]], "query": 5, "timespan": {}},
+]
+
+
+def _arm(sim: Simulator, audience: str = "https://management.azure.com") -> Any:
+    token = sim.credential().get_token(f"{audience}/.default").token
+
+    def send(method: str, path: str, body: Any = None, raw: bytes | None = None) -> Any:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        return requests.request(
+            method,
+            f"{sim.info['arm']}{path}",
+            data=data,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            verify=sim.info["ca_cert"],
+            timeout=30,
+        )
+
+    return send
+
+
+def _body_routes(sim: Simulator) -> list[tuple[str, str, str]]:
+    """Every route that takes a body, as (audience, method, path): those of ARM (Compute and
+    resource groups, with both a resource that exists and one that does not) and Monitor's."""
+    arm = _arm(sim)
+    sub = f"/subscriptions/{SUBSCRIPTION}"
+    compute = f"{sub}/resourceGroups/{RG}/providers/Microsoft.Compute"
+    vmss = f"{compute}/virtualMachineScaleSets/{VMSS}"
+    gallery = f"{compute}/galleries/hostile"
+    api = "?api-version=2026-04-01"
+    disk = arm("GET", f"{vmss}/virtualMachines/0{api}").json()
+    disk_id = disk["properties"]["storageProfile"]["osDisk"]["managedDisk"]["id"]
+    snapshot = {"location": "westeurope", "properties": {"creationData": {"createOption": "Copy"}}}
+    snapshot["properties"]["creationData"]["sourceResourceId"] = disk_id
+    definition = {"osType": "Linux", "osState": "Specialized"}
+    definition["identifier"] = {"publisher": "p", "offer": "o", "sku": "s"}
+    version = {"storageProfile": {"osDiskImage": {"source": {"id": f"{compute}/snapshots/snap"}}}}
+    for method, path, body in (
+        ("PUT", f"{compute}/snapshots/snap", snapshot),
+        ("PUT", gallery, {"location": "westeurope"}),
+        ("PUT", f"{gallery}/images/def", {"location": "westeurope", "properties": definition}),
+        ("PUT", f"{gallery}/images/def/versions/1.0.0", {"properties": version}),
+    ):
+        assert arm(method, path + api, body).status_code < 300, path
+    sim.advance(7200)  # every one of them done
+    arm_routes = [
+        ("PUT", f"{sub}/resourcegroups/hostile"),
+        ("PUT", vmss),
+        ("PATCH", vmss),
+        *(
+            ("POST", f"{vmss}/{action}")
+            for action in ("delete", "restart", "poweroff", "start", "deallocate", "reimage")
+        ),
+        ("POST", f"{vmss}/manualupgrade"),
+        ("POST", f"{vmss}/virtualMachines/0/runCommand"),
+        *(
+            ("POST", f"{vmss}/virtualMachines/0/{action}")
+            for action in ("restart", "powerOff", "start", "deallocate", "reimage")
+        ),
+        ("PUT", f"{compute}/snapshots/snap"),
+        ("PUT", f"{compute}/snapshots/other"),
+        ("PUT", gallery),
+        ("PUT", f"{gallery}/images/def"),
+        ("PUT", f"{gallery}/images/def/versions/1.0.0"),
+        ("PUT", f"{gallery}/images/def/versions/2.0.0"),
+        ("PATCH", f"{gallery}/images/def/versions/1.0.0"),
+    ]
+    monitor = [
+        ("https://metrics.monitor.azure.com", "POST", f"{sub}/metrics:getBatch"),
+        ("https://api.loganalytics.io", "POST", "/v1/workspaces/w/query"),
+    ]
+    return [("https://management.azure.com", m, p) for m, p in arm_routes] + monitor
+
+
+ARM = "https://management.azure.com"
+CODES = {  # what each service calls a body it cannot read
+    ARM: "InvalidRequestContent",
+    "https://metrics.monitor.azure.com": "BadRequest",
+    "https://api.loganalytics.io": "BadArgumentError",
+}
+
+
+def _operation(method: str, path: str) -> str:
+    found = arm.resolve(method, path)
+    route = tenancy.resolve(method, path)
+    assert found is not None or route is not None, path
+    return found[0] if found is not None else route.operation  # type: ignore[union-attr]
+
+
+def test_hostile_bodies_get_arm_400s_on_every_route_that_takes_a_body(sim: Simulator) -> None:
+    sim.load(scenario(scale_set(VMSS, 2)))
+    routes = _body_routes(sim)
+    takes_body = {
+        (method, operation)
+        for method, operation in [(m, op) for m, _, op, _ in arm.ROUTES]
+        + [(r.method, r.operation) for r in tenancy.ROUTES]
+        if method in ("PUT", "PATCH", "POST")
+    }
+    probed = {(m, _operation(m, p)) for audience, m, p in routes if audience == ARM}
+    assert takes_body <= probed, f"not probed: {takes_body - probed}"
+    query = "?api-version=2026-04-01&metricnamespace=Microsoft.Compute/virtualMachineScaleSets"
+    before = sim.state()
+    for audience, method, path in routes:
+        send = _arm(sim, audience)
+        for raw in (DEPTH_BOMB, NOT_UTF8, b"{not json"):
+            answer = send(method, path + query, raw=raw)
+            assert (answer.status_code, answer.json()["error"]["code"]) == (400, CODES[audience]), (
+                method,
+                path,
+                raw[:12],
+                answer.text,
+            )
+    after = sim.state()
+    assert (after["scale_sets"], after["resources"]) == (before["scale_sets"], before["resources"])
+    for audience, method, path in routes:
+        send = _arm(sim, audience)
+        for body in MISSHAPEN:  # refused, or (an action ignoring what it does not read) taken
+            answer = send(method, path + query, body)
+            assert answer.status_code < 500, (method, path, body, answer.text)
+            if answer.status_code >= 400:
+                assert answer.json()["error"]["code"], (method, path, body, answer.text)
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "code"),
+    [
+        ("a" * 90, 201, None),
+        ("MC_rg-(test)_aks.westeurope", 201, None),
+        ("a" * 91, 400, "InvalidResourceGroup"),
+        ("trailing.", 400, "InvalidResourceGroup"),
+        ("with space", 400, "InvalidResourceGroup"),
+        ("star*", 400, "InvalidResourceGroup"),
+    ],
+)
+def test_resource_group_names_follow_arm_rules(
+    sim: Simulator, name: str, status: int, code: str | None
+) -> None:
+    send = _arm(sim)
+    path = f"/subscriptions/{SUBSCRIPTION}/resourcegroups/{name}?api-version=2022-09-01"
+    created = send("PUT", path, {"location": "westeurope"})
+    assert created.status_code == status, created.text
+    if code is not None:
+        assert created.json()["error"]["code"] == code
+        assert send("GET", path).status_code == 400  # ARM refuses the name whatever the verb
+        assert not any(g.endswith(f"/{name}".lower()) for g in sim.state()["resources"])
+    else:
+        assert send("GET", path).json()["name"] == name
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("snapshots/snap.", "InvalidResourceName"),  # ends with a period
+        ("snapshots/" + "s" * 81, "InvalidResourceName"),
+        ("snapshots/-snap", "InvalidResourceName"),
+        ("galleries/my-gallery", "InvalidResourceName"),  # no hyphens in a gallery's name
+        ("galleries/g.", "InvalidResourceName"),
+        ("galleries/ok_gallery/images/def_", "InvalidResourceName"),
+        ("galleries/ok_gallery/images/def/versions/1.0", "InvalidParameter"),
+        ("galleries/ok_gallery/images/def/versions/1.0.2147483648", "InvalidParameter"),
+        ("virtualMachineScaleSets/vmss.", "InvalidResourceName"),
+    ],
+)
+def test_compute_resources_are_refused_under_names_azure_does_not_take(
+    sim: Simulator, path: str, code: str
+) -> None:
+    send = _arm(sim)
+    url = (
+        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/Microsoft.Compute/{path}"
+        "?api-version=2026-04-01"
+    )
+    answer = send("PUT", url, {"location": "westeurope"})
+    assert (answer.status_code, answer.json()["error"]["code"]) == (400, code), answer.text
+    assert sim.state()["resources"] == []
+
+
+def test_the_admin_api_answers_400_to_bodies_it_cannot_read(sim: Simulator) -> None:
+    for path in ("scenario", "faults", "throttling", "clock", "load"):
+        for raw in (DEPTH_BOMB, NOT_UTF8):
+            answer = requests.post(f"{sim.admin}/{path}", data=raw, timeout=10)
+            assert answer.status_code == 400, (path, raw[:12], answer.text)
+            assert "error" in answer.json()
