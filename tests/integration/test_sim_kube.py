@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,15 @@ class Kube:
 
     def admin(self, view: str) -> Any:
         return requests.get(f"{self.url}/_sim/kube/{view}", timeout=10).json()
+
+    def fault(self, **fault: Any) -> list[dict[str, Any]]:
+        """Inject a fault through the admin API; every fault, as the API lists them."""
+        answer = requests.post(f"{self.url}/_sim/kube/faults", json=fault, timeout=10)
+        assert answer.status_code == 201, answer.text
+        return answer.json()["faults"]
+
+    def now(self) -> datetime:
+        return self.served.call(lambda: self.world.now())
 
 
 def _data(workloads: dict[str, Any], *scale_sets: dict[str, Any]) -> dict[str, Any]:
@@ -326,3 +336,141 @@ def test_the_cluster_follows_a_replaced_world(start_kube) -> None:
         node(n, BATCH) for n in range(4)
     ]
     assert kube.admin("pods")["unscheduled"] == []
+
+
+# -- injected faults ------------------------------------------------------------------------------
+
+
+def _status(error: ApiException) -> dict[str, Any]:
+    return json.loads(error.body)
+
+
+def test_a_5xx_fault_on_node_patches_answers_the_api_servers_status_and_counts(start_kube) -> None:
+    kube = start_kube({"deployments": [web(2)]})
+    kube.fault(verbs=["patch"], resources=["nodes"], status=503, count=3)
+    for _ in range(3):
+        with pytest.raises(ApiException) as refused:
+            kube.core.patch_node(node(0), {"spec": {"unschedulable": True}})
+        assert refused.value.status == 503
+        assert _status(refused.value) == {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": "the server is currently unable to handle the request",
+            "reason": "ServiceUnavailable",
+            "code": 503,
+        }
+        assert not kube.core.read_node(node(0)).spec.unschedulable  # reads are not faulted
+    assert len(kube.core.list_namespaced_pod("default").items) == 2
+    kube.core.patch_node(node(0), {"spec": {"unschedulable": True}})  # its uses are spent
+    assert kube.core.read_node(node(0)).spec.unschedulable
+    (listed,) = kube.admin("faults")["faults"]
+    assert (listed["fired"], listed["remaining"], listed["status"]) == (3, 0, 503)
+    log = kube.admin("requests")["calls"]
+    assert [c["status"] for c in log if c["fault"]] == [503, 503, 503]
+
+
+def test_a_500_on_evictions_only_leaves_other_writes_and_names_alone(start_kube) -> None:
+    kube = start_kube({"deployments": [web(3)]})
+    pods = sorted(p.metadata.name for p in kube.web_pods())
+    kube.fault(resources=["pods/eviction"], names=[pods[0]], status=500)
+    with pytest.raises(ApiException) as failed:
+        kube.evict(pods[0])
+    status = _status(failed.value)
+    assert (failed.value.status, status["reason"]) == (500, "InternalError")
+    assert status["details"]["causes"] == [{"message": status["message"]}]
+    kube.evict(pods[1])  # another name
+    kube.core.patch_node(node(0), {"metadata": {"labels": {"team": "a"}}})  # another resource
+    kube.core.delete_namespaced_pod(pods[0], "default")  # "pods" is not "pods/eviction"
+    assert kube.admin("faults")["faults"][0]["fired"] == 1
+
+
+def test_a_timeout_fault_holds_the_request_past_the_clients_timeout(start_kube) -> None:
+    kube = start_kube({})
+    kube.fault(verbs=["get"], resources=["nodes"], kind="timeout", seconds=2)
+    # The client gives up first, on every one of its retries (urllib3's ReadTimeoutError).
+    with pytest.raises(Exception, match=r"(?i)timed out"):
+        kube.core.read_node(node(0), _request_timeout=0.5)
+    # A patient client gets the API server's own timeout once the hold ends.
+    held = requests.get(f"{kube.url}/api/v1/nodes/{node(0)}", timeout=30)
+    assert (held.status_code, held.json()["reason"]) == (504, "Timeout")
+    assert kube.admin("faults")["faults"][0]["fired"] >= 2
+    assert kube.core.list_node().items  # lists are not held
+
+
+def test_a_timeout_on_a_write_that_lands_loses_only_the_answer(start_kube) -> None:
+    kube = start_kube({})
+    kube.fault(verbs=["patch"], kind="timeout", seconds=0, applied=True, count=1)
+    with pytest.raises(ApiException) as lost:
+        kube.core.patch_node(node(1), {"spec": {"unschedulable": True}})
+    assert (lost.value.status, _status(lost.value)["reason"]) == (504, "Timeout")
+    assert kube.core.read_node(node(1)).spec.unschedulable  # it took effect all the same
+
+
+def test_a_conflict_fault_answers_writes_409_as_the_api_server_does(start_kube) -> None:
+    kube = start_kube({})
+    kube.fault(kind="conflict", resources=["nodes"], count=1)
+    before = kube.core.read_node(node(0)).metadata.resource_version
+    with pytest.raises(ApiException) as conflict:
+        kube.core.patch_node(node(0), {"metadata": {"labels": {"team": "a"}}})
+    status = _status(conflict.value)
+    assert (conflict.value.status, status["reason"]) == (409, "Conflict")
+    assert status["details"] == {"name": node(0), "kind": "nodes"}
+    assert status["message"].startswith(f'Operation cannot be fulfilled on nodes "{node(0)}"')
+    assert kube.core.read_node(node(0)).metadata.resource_version == before  # nothing written
+    refused = requests.post(
+        f"{kube.url}/_sim/kube/faults", json={"kind": "conflict", "verbs": ["get"]}, timeout=10
+    )
+    assert refused.status_code == 400 and "writes only" in refused.json()["error"]
+
+
+def test_an_outage_window_in_simulated_time_refuses_every_request_inside_it(start_kube) -> None:
+    kube = start_kube({"deployments": [web(1)]})
+    start = kube.now() + timedelta(minutes=1)
+    kube.fault(**{"from": start.isoformat(), "until": (start + timedelta(minutes=2)).isoformat()})
+    assert kube.core.list_node().items  # before the window
+    kube.advance(60)
+    for call in (kube.core.list_node, lambda: kube.core.read_node(node(0)), kube.web_pods):
+        with pytest.raises(ApiException) as down:
+            call()
+        assert down.value.status == 503
+    kube.advance(120)
+    assert kube.core.list_node().items and kube.web_pods()  # after it
+    assert kube.admin("faults")["faults"][0]["fired"] == 3
+
+
+def test_faults_are_refused_when_malformed_and_cleared_by_delete(start_kube) -> None:
+    kube = start_kube({})
+    for bad in (
+        {"resources": ["nodez"]},
+        {"verbs": ["fly"]},
+        {"kind": "error", "applied": True},
+        {"kind": "timeout", "seconds": 301},
+        {"status": 200},
+        {"from": "2026-11-02T09:00:00Z", "until": "2026-11-02T08:00:00Z"},
+        {"match": "("},
+        {"colour": "red"},
+    ):
+        answer = requests.post(f"{kube.url}/_sim/kube/faults", json=bad, timeout=10)
+        assert answer.status_code == 400, (bad, answer.text)
+    kube.fault(resources=["nodes"])
+    requests.delete(f"{kube.url}/_sim/kube/faults", timeout=10).raise_for_status()
+    assert kube.admin("faults")["faults"] == [] and kube.core.list_node().items
+
+
+def test_hostile_bodies_get_400_from_the_api_and_its_admin(start_kube) -> None:
+    kube = start_kube({})
+    for raw in (b"[" * 5000 + b"]" * 5000, b'{"spec": "\xff"}'):
+        patched = requests.patch(
+            f"{kube.url}/api/v1/nodes/{node(0)}",
+            data=raw,
+            headers={"Content-Type": "application/merge-patch+json"},
+            timeout=10,
+        )
+        assert (patched.status_code, patched.json()["reason"]) == (400, "BadRequest")
+        for path in ("faults", "cloud-node-manager"):
+            answer = requests.post(f"{kube.url}/_sim/kube/{path}", data=raw, timeout=10)
+            assert answer.status_code == 400, (path, answer.text)
+        clock = requests.post(f"{kube.url}/_sim/clock", data=raw, timeout=10)
+        assert clock.status_code == 400

@@ -4,13 +4,14 @@ served over plain HTTP for the real `kubernetes` client and a real kubectl.
 
 Nothing here authenticates: no TLS, no tokens, every client may do everything that is served.
 There is no watch; lists are not snapshots at a resourceVersion (paging continues after the last
-key of the previous page, over the current state).
+key of the previous page, over the current state). Faults (errors, held requests, conflicts,
+outage windows) are injected through `/_sim/kube/faults`: see `faults.py`.
 
 Wiring (one world at a time; the cluster follows a replaced world)::
 
     clusters = Clusters(lambda: sim.world)                   # world.scenario.workloads by default
     kube = kube_app(clusters)                                # aiohttp app, mount at "/"
-    admin.add_subapp("/_sim/kube/", admin_app(clusters))     # GET pods, pdbs, evictions, requests
+    admin.add_subapp("/_sim/kube/", admin_app(clusters))     # views, faults, cloud-node-manager
     write_kubeconfig(path, "http://127.0.0.1:PORT")
 
 Each request (API or admin view) first `sync()`s: the world settles, the cluster replays its own

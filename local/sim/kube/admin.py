@@ -6,7 +6,9 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from local.sim.bodies import BodyError, json_body
 from local.sim.kube.controllers import budget_pods
+from local.sim.kube.faults import KubeFault
 from local.sim.kube.model import Cluster
 from local.sim.kube.objects import Obj, node_ready
 
@@ -76,8 +78,8 @@ def request_log(cluster: Cluster) -> Obj:
 
 
 def admin_app(current: Callable[[], Cluster]) -> web.Application:
-    """GET /pods, /pdbs, /evictions, /requests, /removals, POST /cloud-node-manager (mount with
-    `app.add_subapp("/_sim/kube", ...)`)."""
+    """GET /pods, /pdbs, /evictions, /requests, /removals, POST /cloud-node-manager, and
+    GET/POST/DELETE /faults (mount with `app.add_subapp("/_sim/kube", ...)`)."""
     views: dict[str, Callable[[Cluster], Obj]] = {
         "/pods": pods_by_node,
         "/pdbs": pdb_status,
@@ -95,7 +97,10 @@ def admin_app(current: Callable[[], Cluster]) -> web.Application:
 
     async def cloud_node_manager(request: web.Request) -> web.Response:
         """POST {"running": false}: Nodes of deleted VMs stay (a node without an instance)."""
-        body = await request.json()
+        try:
+            body = await json_body(request)
+        except BodyError:
+            body = None
         if not isinstance(body, dict) or not isinstance(body.get("running"), bool):
             return web.json_response({"error": 'body must be {"running": true|false}'}, status=400)
         cluster = current()
@@ -103,5 +108,25 @@ def admin_app(current: Callable[[], Cluster]) -> web.Application:
         cluster.cloud_node_manager = body["running"]
         return web.json_response({"running": cluster.cloud_node_manager})
 
+    async def list_faults(_: web.Request) -> web.Response:
+        return web.json_response({"faults": current().faults.view()})
+
+    async def add_fault(request: web.Request) -> web.Response:
+        """POST a fault (see `faults.KubeFault`); 201 with every fault."""
+        try:
+            fault = KubeFault.model_validate(await json_body(request))
+        except ValueError as error:  # a BodyError or pydantic's ValidationError
+            return web.json_response({"error": f"invalid fault: {error}"}, status=400)
+        cluster = current()
+        cluster.faults.add(fault)
+        return web.json_response({"faults": cluster.faults.view()}, status=201)
+
+    async def clear_faults(_: web.Request) -> web.Response:
+        current().faults.clear()
+        return web.json_response({"faults": []})
+
     app.router.add_post("/cloud-node-manager", cloud_node_manager)
+    app.router.add_get("/faults", list_faults)
+    app.router.add_post("/faults", add_fault)
+    app.router.add_delete("/faults", clear_faults)
     return app

@@ -5,8 +5,10 @@ No authentication and no TLS: any client may do anything it is served. No watch.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import time
@@ -15,12 +17,19 @@ from typing import Any
 
 from aiohttp import web
 
+from local.sim import bodies
+from local.sim.bodies import BodyError
 from local.sim.kube import tables
-from local.sim.kube.model import ApiError, Cluster
-from local.sim.kube.objects import KINDS, SERVER_VERSION, Kind, Obj
+from local.sim.kube.faults import KubeFault
+from local.sim.kube.model import ApiError, Cluster, conflict
+from local.sim.kube.objects import BY_RESOURCE, KINDS, SERVER_VERSION, Kind, Obj
+from local.sim.kube.requestinfo import RequestInfo, request_info
 from local.sim.kube.selectors import parse_field_selector, parse_label_selector
 
 JSON = "application/json"
+# Deep enough for any object a client sends; shallow enough that copying and patching a body
+# stays far from Python's recursion limit.
+MAX_DEPTH = 100
 LOG = logging.getLogger(__name__)
 _BY_PATH: dict[tuple[str, str, str], Kind] = {(k.group, k.version, k.resource): k for k in KINDS}
 # Subresources listed in discovery: (group, version, "resource/sub") -> (kind, verbs, group of
@@ -138,9 +147,15 @@ class KubeApi:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read() if request.can_read_body else b""
         cluster = self.current()
+        fault: KubeFault | None = None
         try:
             cluster.sync()
-            response = self._route(request, cluster, raw)
+            info = request_info(request.method, request.path, request.query)
+            fault = cluster.faults.take(info, raw, cluster.world.now())
+            if fault is None:
+                response = self._route(request, cluster, raw)
+            else:
+                response = _status(await self._fault(request, cluster, raw, info, fault))
         except ApiError as error:
             response = _status(error)
         except Exception as error:  # a simulator bug: answer as the API server would, and log it
@@ -154,9 +169,36 @@ class KubeApi:
                 "status": response.status,
                 "sim_time": cluster.at.isoformat(),
                 "wall_time": time.time(),
+                "fault": fault.kind if fault else None,
             }
         )
         return response
+
+    async def _fault(
+        self,
+        request: web.Request,
+        cluster: Cluster,
+        raw: bytes,
+        info: RequestInfo,
+        fault: KubeFault,
+    ) -> ApiError:
+        """Serve an injected fault: the error it answers with, after holding the request for a
+        timeout (and serving it first when the fault says it lands)."""
+        if fault.kind == "timeout":
+            if fault.applied:
+                with contextlib.suppress(ApiError):  # whatever it answers, the client never hears
+                    self._route(request, cluster, raw)
+            await asyncio.sleep(fault.seconds)
+        code, reason, message = fault.answer()
+        if fault.kind == "conflict" and info.resource in BY_RESOURCE:
+            return conflict(
+                BY_RESOURCE[info.resource],
+                info.name or "",
+                "the object has been modified; please apply your changes to the latest version "
+                "and try again",
+            )
+        details = {"causes": [{"message": message}]} if code == 500 else None
+        return ApiError(code, reason, message, details)
 
     # -- routing --------------------------------------------------------------------------------
 
@@ -187,22 +229,15 @@ class KubeApi:
             )
         if len(parts) == 2 and parts[0] == "apis" and parts[1] in GROUPS:
             return _json({"kind": "APIGroup", "apiVersion": "v1", **_api_group(parts[1])})
-        if parts[:2] == ["api", "v1"]:
-            group, version, rest = "", "v1", parts[2:]
-        elif len(parts) >= 3 and parts[0] == "apis" and parts[1] in GROUPS and parts[2] == "v1":
-            group, version, rest = parts[1], "v1", parts[3:]
-        else:
+        info = request_info(method, request.path, request.query)
+        if info.group not in ("", *GROUPS) or info.version != "v1":
             return _not_found_page()
-        if not rest:
-            return _json(_resource_list(group, version))
-        namespace: str | None = None
-        if rest[0] == "namespaces" and len(rest) >= 3:
-            namespace, rest = rest[1], rest[2:]
-        kind = _BY_PATH.get((group, version, rest[0]))
-        if kind is None or (namespace is not None and not kind.namespaced) or len(rest) > 3:
+        if info.resource is None:
+            return _json(_resource_list(info.group, info.version))
+        namespace, name, sub = info.namespace, info.name, info.subresource
+        kind = _BY_PATH.get((info.group, info.version, info.resource))
+        if kind is None or (namespace is not None and not kind.namespaced) or info.extra:
             return _not_found_page()
-        name = rest[1] if len(rest) > 1 else None
-        sub = rest[2] if len(rest) > 2 else None
         if kind.namespaced and name is not None and namespace is None:
             return _not_found_page()
         if name is None:
@@ -266,8 +301,8 @@ class KubeApi:
     @staticmethod
     def _body(raw: bytes) -> Any:
         try:
-            return json.loads(raw or b"null")
-        except ValueError as error:
+            return bodies.decode(raw, max_depth=MAX_DEPTH)
+        except BodyError as error:
             raise _bad_request(f"the body of the request is not valid JSON: {error}") from None
 
     @staticmethod

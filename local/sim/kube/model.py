@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from local.sim.kube import controllers, nodes, patch
+from local.sim.kube.faults import Faults
 from local.sim.kube.objects import (
     BY_RESOURCE,
     KINDS,
@@ -112,6 +113,7 @@ class Cluster:
         self.store: dict[str, dict[tuple[str, str], Obj]] = {k.resource: {} for k in KINDS}
         self.evictions: list[Obj] = []
         self.requests: list[Obj] = []  # the API calls served (method, path, query, status, times)
+        self.faults = Faults()  # injected through the admin API; a new world starts without
         # controller state that Kubernetes keeps in memory, not in objects
         self.starting: dict[str, datetime] = {}  # pod uid -> when its containers are Ready
         self.booted: dict[str, str] = {}  # pod uid -> node bootID its containers started in

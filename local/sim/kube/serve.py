@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from local.sim import bodies
 from local.sim.clock import SimClock
 from local.sim.kube.admin import admin_app
 from local.sim.kube.api import KubeApi
@@ -99,11 +100,16 @@ def standalone_app(
     async def clock(request: web.Request) -> web.Response:
         world = get_world()
         if request.method == "POST":
-            data = await request.json()
-            if "advance_seconds" in data:
-                world.clock.advance(float(data["advance_seconds"]))
-            if "speed" in data:
-                world.clock.set_speed(float(data["speed"]))
+            try:
+                data = bodies.obj(await bodies.json_body(request), "body")
+                if "advance_seconds" in data:
+                    world.clock.advance(float(data["advance_seconds"]))
+                if "speed" in data:
+                    world.clock.set_speed(float(data["speed"]))
+            except (ValueError, TypeError) as error:
+                return web.json_response(
+                    {"error": f'body must be like {{"advance_seconds": 600}}: {error}'}, status=400
+                )
         current().sync()
         return web.json_response({"now": world.now().isoformat(), "speed": world.clock.speed})
 
