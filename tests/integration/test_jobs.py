@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+import requests
 
 from shared.adapters.storage import StorageAccount
 from shared.clock import clock_from_settings
@@ -321,21 +322,17 @@ def test_a_step_that_keeps_failing_is_retried_then_aborted_and_uncordons(
 ) -> None:
     # The cluster's eviction API keeps answering errors nobody planned for: the job must not
     # end in the poison queue with nodes cordoned.
-    from shared.adapters.kube import Kube
-
     pump = _world(sim, azurite)
-
-    class BrokenEvictions(Kube):
-        def evict(self, pod):  # type: ignore[no-untyped-def]
-            raise RuntimeError("eviction API answered 500 InternalError")
-
+    sim.post("kube/faults", {"verbs": ["create"], "resources": ["pods/eviction"], "status": 500})
     real = pump.services.kube
-    pump.services.__dict__["kube"] = BrokenEvictions(real._core.api_client)
     message = job("scale", "apps", {"delta": -1})
     pump.send("scale", message)
     record = pump.run("scale", message["id"], timeout=90)
     assert record.status == "failed"
-    assert "step drain failed: RuntimeError" in record.error and "gave up" in record.error
+    assert "step drain failed: ServiceException: (500)" in record.error  # the client's 5xx
+    assert "gave up" in record.error
+    fault = requests.get(f"{sim.admin}/kube/faults", timeout=10).json()["faults"][0]
+    assert fault["fired"] >= 5  # every eviction the retried drain step sent
     waits = sum(s.get("repeats", 1) for s in record.steps if s["result"] == "wait")
     assert waits >= 4  # retried first (repeated waits are folded into one ledger entry)
     assert record.outcome["aborted"]  # and undid its cordon
