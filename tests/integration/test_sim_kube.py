@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 from local.sim.kube import Clusters, write_kubeconfig
 from local.sim.kube.serve import Served, serve_in_thread, standalone_app, world_from
 from local.sim.world import ScaleSet, World
-from tests.simulator import SUBSCRIPTION, scale_set, scenario
+from tests.simulator import SUBSCRIPTION, Simulator, scale_set, scenario
 
 pytestmark = pytest.mark.integration
 
@@ -474,3 +474,11 @@ def test_hostile_bodies_get_400_from_the_api_and_its_admin(start_kube) -> None:
             assert answer.status_code == 400, (path, answer.text)
         clock = requests.post(f"{kube.url}/_sim/clock", data=raw, timeout=10)
         assert clock.status_code == 400
+
+
+def test_a_new_scenario_starts_without_kube_faults(sim: Simulator) -> None:
+    sim.post("kube/faults", {"resources": ["nodes"], "status": 500})
+    assert len(requests.get(f"{sim.admin}/kube/faults", timeout=10).json()["faults"]) == 1
+    sim.load(scenario())
+    assert requests.get(f"{sim.admin}/kube/faults", timeout=10).json()["faults"] == []
+    assert sim.kube().nodes()  # and the API answers again
