@@ -25,6 +25,10 @@ CA_SETTING = "POOLKEEPER_KUBE_CA_FILE"
 # The well-known application id of the AKS Entra ID server: the token audience AKS expects.
 AKS_ENTRA_SCOPE = "6dae42f8-4368-4678-94ff-3960e28e3630/.default"
 
+# (connect, read) seconds for every call to the API server: a hung server must not hold a worker
+# (the client retries an idempotent read 3 times, so a hung GET ends within about 2 minutes).
+REQUEST_TIMEOUT = (5.0, 30.0)
+
 DRAINING_ANNOTATION = "poolkeeper.io/draining"
 CLAIM_ANNOTATION = "poolkeeper.io/claimed-by"
 LAST_PATCHED_ANNOTATION = "poolkeeper.io/last-patched"
@@ -151,11 +155,12 @@ def _pod(raw: Any) -> Pod:
 class Kube:
     """The cluster's API, in the words the flows use."""
 
-    def __init__(self, api_client: Any) -> None:
+    def __init__(self, api_client: Any, *, timeout: tuple[float, float] = REQUEST_TIMEOUT) -> None:
         from kubernetes import client
 
         self._core = client.CoreV1Api(api_client)
         self._client = client
+        self._timeout = timeout
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, str]) -> Kube:
@@ -199,13 +204,13 @@ class Kube:
 
     def nodes(self) -> list[Node]:
         """Every node, fresh from the API server."""
-        return [_node(raw) for raw in self._core.list_node().items]
+        return [_node(raw) for raw in self._core.list_node(_request_timeout=self._timeout).items]
 
     def node(self, name: str) -> Node | None:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            return _node(self._core.read_node(name))
+            return _node(self._core.read_node(name, _request_timeout=self._timeout))
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -213,7 +218,11 @@ class Kube:
 
     def set_unschedulable(self, name: str, unschedulable: bool) -> None:
         """Cordon (True) or uncordon (False) a node."""
-        self._core.patch_node(name, {"spec": {"unschedulable": unschedulable or None}})
+        self._core.patch_node(
+            name,
+            {"spec": {"unschedulable": unschedulable or None}},
+            _request_timeout=self._timeout,
+        )
 
     def patch_if_unchanged(
         self,
@@ -232,7 +241,7 @@ class Kube:
         if unschedulable is not None:
             body["spec"] = {"unschedulable": unschedulable or None}
         try:
-            return _node(self._core.patch_node(node.name, body))
+            return _node(self._core.patch_node(node.name, body, _request_timeout=self._timeout))
         except ApiException as error:
             if error.status == 409:
                 raise NodeChanged(node.name) from error
@@ -240,18 +249,24 @@ class Kube:
 
     def annotate(self, name: str, annotations: Mapping[str, str | None]) -> None:
         """Set annotations on a node; None removes one."""
-        self._core.patch_node(name, {"metadata": {"annotations": dict(annotations)}})
+        self._core.patch_node(
+            name,
+            {"metadata": {"annotations": dict(annotations)}},
+            _request_timeout=self._timeout,
+        )
 
     def label(self, name: str, labels: Mapping[str, str | None]) -> None:
         """Set labels on a node; None removes one."""
-        self._core.patch_node(name, {"metadata": {"labels": dict(labels)}})
+        self._core.patch_node(
+            name, {"metadata": {"labels": dict(labels)}}, _request_timeout=self._timeout
+        )
 
     def delete_node(self, name: str) -> None:
         """Delete a Node object (one whose VM is gone); a gone node is fine."""
         from kubernetes.client.exceptions import ApiException
 
         try:
-            self._core.delete_node(name)
+            self._core.delete_node(name, _request_timeout=self._timeout)
         except ApiException as error:
             if error.status != 404:
                 raise
@@ -262,7 +277,10 @@ class Kube:
         token = None
         while True:
             page = self._core.list_pod_for_all_namespaces(
-                field_selector=f"spec.nodeName={node}", limit=500, _continue=token
+                field_selector=f"spec.nodeName={node}",
+                limit=500,
+                _continue=token,
+                _request_timeout=self._timeout,
             )
             pods += [_pod(raw) for raw in page.items]
             token = page.metadata._continue
@@ -274,7 +292,9 @@ class Kube:
         found: set[str] = set()
         for selector in selectors:
             page = self._core.list_pod_for_all_namespaces(
-                field_selector=f"spec.nodeName={node}", label_selector=selector
+                field_selector=f"spec.nodeName={node}",
+                label_selector=selector,
+                _request_timeout=self._timeout,
             )
             found |= {
                 f"{raw.metadata.namespace}/{raw.metadata.name}"
@@ -290,7 +310,7 @@ class Kube:
 
         try:
             found = client.AppsV1Api(self._core.api_client).read_namespaced_daemon_set(
-                name, namespace
+                name, namespace, _request_timeout=self._timeout
             )
         except ApiException as error:
             if error.status == 404:
@@ -304,7 +324,9 @@ class Kube:
         counts: dict[str, int] = {}
         token = None
         while True:
-            page = self._core.list_pod_for_all_namespaces(limit=500, _continue=token)
+            page = self._core.list_pod_for_all_namespaces(
+                limit=500, _continue=token, _request_timeout=self._timeout
+            )
             for raw in page.items:
                 pod = _pod(raw)
                 node = raw.spec.node_name
@@ -320,7 +342,8 @@ class Kube:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            return self._core.read_namespaced_pod(name, namespace).metadata.uid
+            pod = self._core.read_namespaced_pod(name, namespace, _request_timeout=self._timeout)
+            return pod.metadata.uid
         except ApiException as error:
             if error.status == 404:
                 return None
@@ -337,7 +360,9 @@ class Kube:
             ),
         )
         try:
-            self._core.create_namespaced_pod_eviction(pod.name, pod.namespace, body)
+            self._core.create_namespaced_pod_eviction(
+                pod.name, pod.namespace, body, _request_timeout=self._timeout
+            )
         except ApiException as error:
             if error.status == 429:
                 return EvictionResult.BUDGET
@@ -355,7 +380,10 @@ class Kube:
 
         try:
             self._core.delete_namespaced_pod(
-                pod.name, pod.namespace, grace_period_seconds=grace_seconds
+                pod.name,
+                pod.namespace,
+                grace_period_seconds=grace_seconds,
+                _request_timeout=self._timeout,
             )
         except ApiException as error:
             if error.status != 404:
