@@ -2,8 +2,9 @@
 image definitions and versions, the scale set's image reference and manual upgrades.
 
 Every write is an LRO started without waiting; its continuation token goes into the job's state
-and `status(op, token)` asks about it once per step, from any process. It shares the scale-set
-adapter's clients, Retry-After gate and error mapping (`ScaleSets._call`), like `instances.py`.
+and `status(op, token)` asks about it once per step, from any process; the operations are a table
+in `shared.adapters.image_operations`. It shares the scale-set adapter's clients, Retry-After
+gate and error mapping (`ScaleSets._call`), like `instances.py`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shared.adapters.image_operations import OPERATIONS, WITH_BODY, extra, gallery_ref, sub_rg
 from shared.adapters.scaleset import (
     OperationStatus,
     PermanentAzureError,
@@ -62,18 +64,6 @@ class Version:
     replication: str | None  # aggregatedState: InProgress, Completed, Failed (with $expand)
     regions: Mapping[str, str] = field(default_factory=dict)  # region -> state / progress
     tags: Mapping[str, str] = field(default_factory=dict)
-
-
-def _gallery_ref(gallery_id: str) -> tuple[_Ref, str]:
-    parts = gallery_id.strip("/").split("/")
-    if len(parts) != 8 or parts[6].lower() != "galleries":
-        raise ValueError(f"not a gallery resource id: {gallery_id!r}")
-    return _Ref(parts[1], parts[3], parts[7], gallery_id.lower()), parts[7]
-
-
-def _sub_rg(resource_id: str) -> tuple[str, str]:
-    parts = resource_id.strip("/").split("/")
-    return parts[1], parts[3]
 
 
 class Images:
@@ -133,7 +123,7 @@ class Images:
     def exists(self, kind: str, resource_id: str) -> bool:
         """Does the gallery or image definition at `resource_id` exist?"""
         gallery_id, _, rest = resource_id.partition("/images/")
-        ref, gallery = _gallery_ref(gallery_id)
+        ref, gallery = gallery_ref(gallery_id)
         try:
             with self._scale_sets._call(f"read_{kind}", ref) as compute:
                 if rest:
@@ -149,7 +139,7 @@ class Images:
     def versions(self, definition_id: str) -> list[Version]:
         """Every version of an image definition (none if the definition does not exist)."""
         gallery_id, _, image = definition_id.partition("/images/")
-        ref, gallery = _gallery_ref(gallery_id)
+        ref, gallery = gallery_ref(gallery_id)
         try:
             with self._scale_sets._call("list_versions", ref) as compute:
                 found = list(
@@ -167,7 +157,7 @@ class Images:
         """One version with its replication status; None if it does not exist."""
         gallery_id, _, rest = version_id.partition("/images/")
         image, _, name = rest.partition("/versions/")
-        ref, gallery = _gallery_ref(gallery_id)
+        ref, gallery = gallery_ref(gallery_id)
         try:
             with self._scale_sets._call("read_version", ref) as compute:
                 found = compute.gallery_image_versions.get(
@@ -181,7 +171,7 @@ class Images:
 
     def snapshot_state(self, snapshot_id: str) -> str | None:
         """The snapshot's provisioningState; None if it does not exist."""
-        sub, rg = _sub_rg(snapshot_id)
+        sub, rg = sub_rg(snapshot_id)
         name = snapshot_id.rstrip("/").rsplit("/", 1)[-1]
         ref = _Ref(sub, rg, name, snapshot_id.lower())
         try:
@@ -199,7 +189,7 @@ class Images:
         """Start operation `op` (see OPERATIONS) with `args`; the LRO's continuation token."""
         method, ref, positional = self._operation(op, args)
         with self._scale_sets._call(op, ref, args.get("instance_ids", ())) as compute:
-            poller = method(compute)(*positional, **_extra(op, args), polling=_no_wait_polling()())
+            poller = method(compute)(*positional, **extra(op, args), polling=_no_wait_polling()())
         if poller.status().lower() == "succeeded":
             # Ended in its first answer (e.g. a delete of what is already gone: 204, no status
             # URL to ask later): a token that `status` answers without asking Azure.
@@ -212,7 +202,7 @@ class Images:
             return OperationStatus("Succeeded")
         method, ref, positional = self._operation(op, args)
         polling = _no_wait_polling()()
-        blanks = [*positional[:-1], None] if op in _WITH_BODY else positional
+        blanks = [*positional[:-1], None] if op in WITH_BODY else positional
         with self._scale_sets._call("operation_status", ref) as compute:
             method(compute)(*blanks, continuation_token=token, polling=polling)
             status = poll_once(polling)
@@ -224,171 +214,6 @@ class Images:
         if op not in OPERATIONS:
             raise ValueError(f"unknown image operation {op!r}")
         return OPERATIONS[op](args)
-
-
-def _extra(op: str, args: Mapping[str, Any]) -> dict[str, Any]:
-    if op != "point_model":
-        return {}
-    from azure.core import MatchConditions
-
-    return {"etag": args["etag"], "match_condition": MatchConditions.IfNotModified}
-
-
-def _on_vmss(
-    attribute: str, method: str, body: Callable[[Mapping[str, Any]], Any] | None, instance=False
-) -> Callable[[Mapping[str, Any]], tuple[Callable[[Any], Any], _Ref, list[Any]]]:
-    def build(args: Mapping[str, Any]) -> tuple[Callable[[Any], Any], _Ref, list[Any]]:
-        ref = _ref(args["vmss_id"])
-        positional: list[Any] = [ref.resource_group, ref.name]
-        if instance:
-            positional.append(args["instance_id"])
-        if body is not None:
-            positional.append(body(args))
-        return (lambda compute: getattr(getattr(compute, attribute), method)), ref, positional
-
-    return build
-
-
-def _in_gallery(
-    attribute: str, method: str, body: Callable[[Mapping[str, Any]], Any] | None, depth: int
-) -> Callable[[Mapping[str, Any]], tuple[Callable[[Any], Any], _Ref, list[Any]]]:
-    """An operation on the gallery (depth 0), a definition (1) or a version (2)."""
-
-    def build(args: Mapping[str, Any]) -> tuple[Callable[[Any], Any], _Ref, list[Any]]:
-        ref, gallery = _gallery_ref(args["gallery_id"])
-        positional: list[Any] = [ref.resource_group, gallery]
-        positional += [args[k] for k in ("image", "version")[:depth]]
-        if body is not None:
-            positional.append(body(args))
-        return (lambda compute: getattr(getattr(compute, attribute), method)), ref, positional
-
-    return build
-
-
-def _snapshot(
-    method: str, body: Callable[[Mapping[str, Any]], Any] | None
-) -> Callable[[Mapping[str, Any]], tuple[Callable[[Any], Any], _Ref, list[Any]]]:
-    def build(args: Mapping[str, Any]) -> tuple[Callable[[Any], Any], _Ref, list[Any]]:
-        sub, rg = _sub_rg(args["snapshot_id"])
-        name = args["snapshot_id"].rstrip("/").rsplit("/", 1)[-1]
-        ref = _Ref(sub, rg, name, args["snapshot_id"].lower())
-        positional: list[Any] = [rg, name] + ([body(args)] if body is not None else [])
-        return (lambda compute: getattr(compute.snapshots, method)), ref, positional
-
-    return build
-
-
-def _version_body(args: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "location": args["location"],
-        "tags": dict(args.get("tags") or {}),
-        "properties": {
-            "publishingProfile": {
-                "targetRegions": [
-                    {
-                        "name": args["location"],
-                        "regionalReplicaCount": args["replicas"],
-                        "storageAccountType": args["storage_type"],
-                    }
-                ],
-                "replicaCount": args["replicas"],
-                "storageAccountType": args["storage_type"],
-                "excludeFromLatest": True,
-            },
-            "storageProfile": {"osDiskImage": {"source": {"id": args["snapshot_id"]}}},
-        },
-    }
-
-
-OPERATIONS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
-    "create_gallery": _in_gallery(
-        "galleries",
-        "begin_create_or_update",
-        lambda a: {
-            "location": a["location"],
-            "properties": {"description": "Poolkeeper prototype images"},
-        },
-        0,
-    ),
-    "create_definition": _in_gallery(
-        "gallery_images",
-        "begin_create_or_update",
-        lambda a: {
-            "location": a["location"],
-            "properties": {
-                "osType": "Linux",
-                "osState": "Generalized",
-                "hyperVGeneration": a["hyper_v_generation"],
-                "identifier": {
-                    "publisher": "Poolkeeper",
-                    "offer": a["offer"],
-                    "sku": a["image"],
-                },
-            },
-        },
-        1,
-    ),
-    "create_version": _in_gallery(
-        "gallery_image_versions", "begin_create_or_update", _version_body, 2
-    ),
-    "include_version": _in_gallery(
-        "gallery_image_versions",
-        "begin_update",
-        # The source is required in the body of an update too; it must be the one it has.
-        lambda a: {
-            "properties": {
-                "publishingProfile": {"excludeFromLatest": a["exclude"]},
-                "storageProfile": {"osDiskImage": {"source": {"id": a["snapshot_id"]}}},
-            }
-        },
-        2,
-    ),
-    "delete_version": _in_gallery("gallery_image_versions", "begin_delete", None, 2),
-    "create_snapshot": _snapshot(
-        "begin_create_or_update",
-        lambda a: {
-            "location": a["location"],
-            "tags": dict(a.get("tags") or {}),
-            "properties": {
-                "creationData": {"createOption": "Copy", "sourceResourceId": a["disk_id"]},
-                "incremental": False,
-                "hyperVGeneration": a["hyper_v_generation"],
-            },
-        },
-    ),
-    "delete_snapshot": _snapshot("begin_delete", None),
-    # PATCH of the model's image reference only, with If-Match (never a whole-model PUT).
-    "point_model": _on_vmss(
-        "virtual_machine_scale_sets",
-        "begin_update",
-        lambda a: {
-            "properties": {
-                "virtualMachineProfile": {
-                    "storageProfile": {"imageReference": dict(a["image_reference"])}
-                }
-            }
-        },
-    ),
-    "start": _on_vmss("virtual_machine_scale_set_vms", "begin_start", None, instance=True),
-    "restart": _on_vmss("virtual_machine_scale_set_vms", "begin_restart", None, instance=True),
-    "power_off": _on_vmss("virtual_machine_scale_set_vms", "begin_power_off", None, instance=True),
-    "upgrade": _on_vmss(
-        "virtual_machine_scale_sets",
-        "begin_update_instances",
-        lambda a: {"instanceIds": [a["instance_id"]]},
-    ),
-}
-_WITH_BODY = frozenset(
-    {
-        "create_gallery",
-        "create_definition",
-        "create_version",
-        "include_version",
-        "create_snapshot",
-        "point_model",
-        "upgrade",
-    }
-)
 
 
 def _text(value: Any) -> str | None:
