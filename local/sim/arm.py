@@ -786,6 +786,12 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
         for verb in ("restart", "start", "powerOff", "deallocate", "reimage")
     ),
     ("GET", RG + r"/disks/(?P<name>[^/]+)", "Disks_Get", get_resource),
+    (
+        "GET",
+        RG + r"/snapshots",
+        "Snapshots_ListByResourceGroup",
+        _list_children("Microsoft.Compute/snapshots", "rg"),
+    ),
     ("PUT", RG + r"/snapshots/(?P<name>[^/]+)", "Snapshots_CreateOrUpdate", put_snapshot),
     ("GET", RG + r"/snapshots/(?P<name>[^/]+)", "Snapshots_Get", get_resource),
     ("DELETE", RG + r"/snapshots/(?P<name>[^/]+)", "Snapshots_Delete", delete_resource),

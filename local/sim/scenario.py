@@ -149,7 +149,8 @@ class Fault(Strict):
     deleted: int = Field(default=0, ge=0)  # partial_delete: how many instances really go
     seconds: float = Field(default=30, gt=0)  # timeout: how long the request hangs (wall seconds)
     # lost_answer: the request takes effect `apply_after` simulated seconds after the 504, and
-    # its operation then ends as `outcome` says (lro_failed uses `error`).
+    # its operation then ends as `outcome` says (lro_failed uses `error`). never_ready: the node
+    # is Ready for `apply_after` simulated seconds after the boot, then NotReady.
     apply_after: float = Field(default=0, ge=0)
     outcome: Literal["succeeded", "lro_failed"] = "succeeded"
 

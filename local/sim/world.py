@@ -907,7 +907,8 @@ class World:
         """The only boot path (creation, start, restart, reimage, upgrade): the guest boots
         the newest installed kernel with a new boot id. A kernel published with `breaks`, a
         `never_ready` Boot fault, or a machine-id that another running guest already has leaves
-        the kubelet never Ready; a `never_boots` Boot fault leaves the guest hung before it
+        the kubelet never Ready (with `apply_after`: Ready for that long, then NotReady for the
+        rest of the boot); a `never_boots` Boot fault leaves the guest hung before it
         starts anything. Boot faults skip the scenario's first boots (which happen at
         `initial`); they select by scale set, instance and the image version booted."""
         now = initial or self.now()
@@ -936,11 +937,21 @@ class World:
             machine_id=machine.hex,
             vm_id=instance.vm_id,
         )
+        later = fault is not None and fault.kind == "never_ready" and fault.apply_after > 0
         instance.guest.never_ready = (
             self.repo().breaks(instance.guest.kernel)
-            or (fault is not None and fault.kind == "never_ready")
+            or (fault is not None and fault.kind == "never_ready" and not later)
             or (initial is None and self._machine_id_taken(instance, disk.machine_id()))
         )
+        if later:
+            assert fault is not None
+            self.after(fault.apply_after, lambda: self._kubelet_fails(instance, number))
+
+    def _kubelet_fails(self, instance: Instance, boot: int) -> None:
+        """A `never_ready` Boot fault with `apply_after`: the node was Ready, and from now on
+        this boot's kubelet posts NotReady (a component that dies minutes in)."""
+        if instance.guest.boots == boot and guest_up(instance):
+            instance.guest.never_ready = True
 
     def _machine_id_taken(self, booting: Instance, machine_id: str) -> bool:
         """Two nodes with one machine-id: the one that boots while the other runs never gets

@@ -453,6 +453,42 @@ def test_a_version_that_never_boots_hangs_the_instances_that_boot_it(sim: Simula
     assert node(sim, "1")[1] == "True", "an instance still on the old image is untouched"
 
 
+def test_a_never_ready_fault_with_apply_after_is_ready_for_that_long_then_not_ready(
+    sim: Simulator,
+) -> None:
+    compute = patched_world(sim)
+    run(sim, compute, "0", "cp /dev/null /etc/machine-id")  # its clones get their own
+    version_id = publish(sim, compute)
+    fault = {"operation": "Boot", "kind": "never_ready", "image": version_id, "apply_after": 300}
+    sim.post("faults", fault)
+    point_model_at(sim, compute, version_id)
+    finish(
+        sim, compute.virtual_machine_scale_sets.begin_update(RG, VMSS, {"sku": {"capacity": 3}}), 90
+    )
+    sim.advance(60)
+    assert node(sim, "2")[1] == "True", "Ready at first"
+    sim.advance(300)
+    assert node(sim, "2")[1] == "False", "then NotReady, the guest still up"
+    assert os_of(sim, "2")["guest"] == "up" and os_of(sim, "2")["never_ready"]
+    assert node(sim, "1")[1] == "True"
+
+
+def test_snapshots_are_listed_per_resource_group_with_their_tags(sim: Simulator) -> None:
+    sim.load(scenario(scale_set(VMSS, 1)))
+    compute = sim.compute()
+    disk_id = os_disk(compute).os_disk.managed_disk.id
+    for name, tags in (("a", {"poolkeeper-pool": "web"}), ("b", {})):
+        body = {
+            "location": "westeurope",
+            "tags": tags,
+            "properties": {"creationData": {"createOption": "Copy", "sourceResourceId": disk_id}},
+        }
+        compute.snapshots.begin_create_or_update(RG, name, body).result()
+    listed = {s.name: s.tags for s in compute.snapshots.list_by_resource_group(RG)}
+    assert listed == {"a": {"poolkeeper-pool": "web"}, "b": {}}
+    assert list(compute.snapshots.list_by_resource_group("other-rg")) == []
+
+
 def test_the_clean_up_script_answers_then_powers_off_and_a_fault_can_lose_its_writes(
     sim: Simulator,
 ) -> None:
