@@ -50,6 +50,17 @@ class Model:
     image: Mapping[str, str]  # every imageReference field that is set
     upgrade_mode: str | None
     tags: Mapping[str, str]
+    provisioning: str = "Succeeded"  # Updating while a model write is being applied
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A snapshot of a resource group, with what image jobs tag theirs with."""
+
+    id: str
+    name: str
+    provisioning: str
+    tags: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -118,6 +129,7 @@ class Images:
             image=fields,
             upgrade_mode=_text(policy.mode) if policy else None,
             tags=dict(vmss.tags or {}),
+            provisioning=_text(props.provisioning_state if props else None) or "Succeeded",
         )
 
     def exists(self, kind: str, resource_id: str) -> bool:
@@ -182,6 +194,22 @@ class Images:
                 return None
             raise
         return _text(found.provisioning_state) or "Unknown"
+
+    def snapshots(self, resource_group_id: str) -> list[Snapshot]:
+        """Every snapshot in a resource group (`/subscriptions/<s>/resourceGroups/<rg>`)."""
+        sub, rg = sub_rg(resource_group_id)
+        ref = _Ref(sub, rg, rg, resource_group_id.lower())
+        with self._scale_sets._call("list_snapshots", ref) as compute:
+            found = list(compute.snapshots.list_by_resource_group(rg))
+        return [
+            Snapshot(
+                id=s.id,
+                name=s.name,
+                provisioning=_text(getattr(s.properties, "provisioning_state", None)) or "Unknown",
+                tags=dict(s.tags or {}),
+            )
+            for s in found
+        ]
 
     # -- writes (each an LRO: the continuation token comes back) -----------------------------------
 
