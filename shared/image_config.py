@@ -40,6 +40,10 @@ IMAGE_ALLOWED = {
     "canary": "true or false (default true: a new version is proven on one new instance first)",
     "keep_canary": "true or false (default false: the canary is drained and removed once proven)",
     "canary_ready_minutes": "a whole number of minutes from 1 to 240 (default 20)",
+    "canary_soak_minutes": (
+        "a whole number of minutes from 0 to 240 (default 5): how long the canary must stay "
+        "Ready before the version is kept"
+    ),
     "rollout": "none (new nodes only) or rolling (existing nodes move too, one at a time)",
     "allow_upgrade_policy": (
         "true or false (default false: a scale set with an Automatic or Rolling upgrade policy "
@@ -65,6 +69,7 @@ class ImageSettings(BaseModel):
     canary: StrictBool = True
     keep_canary: StrictBool = False
     canary_ready_minutes: Annotated[StrictInt, Field(ge=1, le=240)] = 20
+    canary_soak_minutes: Annotated[StrictInt, Field(ge=0, le=240)] = 5
     rollout: Literal["none", "rolling"] = "none"
     allow_upgrade_policy: StrictBool = False
     ignore_annotation: StrictStr = "poolkeeper.io/no-prototype"

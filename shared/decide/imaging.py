@@ -202,12 +202,14 @@ class CanaryNode:
     boot_id: str
     machine_id: str
     kernel: str
+    ready_since: datetime | None = None  # lastTransitionTime of its Ready condition
 
 
 @dataclass(frozen=True)
 class CanaryVerdict:
     state: Literal["proven", "waiting", "failed"]
     reason: str
+    ready_since: datetime | None = None  # Ready, with its own identity, since (the soak's start)
 
 
 def judge_canary(
@@ -217,15 +219,19 @@ def judge_canary(
     others: Mapping[str, tuple[str, str]],
     deadline: datetime,
     now: datetime,
+    soak: timedelta = timedelta(0),
+    ready_seen: datetime | None = None,
 ) -> CanaryVerdict:
-    """Did the canary boot the new version as a healthy, distinct node? Ready by `deadline`, a
-    boot id and machine-id of its own (`others`: node name -> (boot id, machine-id) of every
-    other node), and the donor's kernel. A shared machine-id fails at once: such a node never
-    settles (Kamino's issue #22)."""
+    """Did the canary boot the new version as a healthy, distinct node? Registered and Ready by
+    `deadline`, a boot id and machine-id of its own (`others`: node name -> (boot id,
+    machine-id) of every other node), the donor's kernel, then Ready without a break for
+    `soak`. `ready_seen`: when an earlier check first saw it so (a NotReady since fails it). A
+    shared machine-id fails at once: such a node never settles (Kamino's issue #22)."""
+    by = f"by {deadline:%H:%M}Z, the canary's deadline (canary_ready_minutes)"
     if node is None:
         if now < deadline:
             return CanaryVerdict("waiting", "the canary's node has not registered yet")
-        return CanaryVerdict("failed", f"the canary's node never registered by {deadline:%H:%M}Z")
+        return CanaryVerdict("failed", f"the canary's node never registered {by}")
     if node.machine_id:
         twins = sorted(n for n, (_, mid) in others.items() if mid == node.machine_id)
         if twins:
@@ -235,9 +241,15 @@ def judge_canary(
                 "kept its donor's identity",
             )
     if not node.ready:
+        if ready_seen is not None:
+            return CanaryVerdict(
+                "failed",
+                f"{node.name} went NotReady during its soak (Ready since {ready_seen:%H:%M:%S}Z, "
+                f"NotReady at {now:%H:%M:%S}Z; canary_soak_minutes {_minutes(soak)})",
+            )
         if now < deadline:
             return CanaryVerdict("waiting", f"{node.name} is not Ready yet")
-        return CanaryVerdict("failed", f"{node.name} was not Ready by {deadline:%H:%M}Z")
+        return CanaryVerdict("failed", f"{node.name} was not Ready {by}")
     if not node.boot_id or any(boot == node.boot_id for boot, _ in others.values()):
         return CanaryVerdict("failed", f"{node.name} has no boot id of its own")
     if not node.machine_id:
@@ -247,4 +259,82 @@ def judge_canary(
             "failed",
             f"{node.name} runs kernel {node.kernel or '?'}, not the donor's {donor_kernel}",
         )
-    return CanaryVerdict("proven", f"{node.name} Ready on kernel {node.kernel}, its own identity")
+    since = node.ready_since
+    if ready_seen is not None and since is not None and since > ready_seen:
+        return CanaryVerdict(
+            "failed",
+            f"{node.name} went NotReady and back during its soak (Ready since "
+            f"{ready_seen:%H:%M:%S}Z, again since {since:%H:%M:%S}Z)",
+        )
+    since = ready_seen or min(since or now, now)
+    if now - since < soak:
+        return CanaryVerdict(
+            "waiting",
+            f"{node.name} Ready since {since:%H:%M:%S}Z: soaking until {since + soak:%H:%M:%S}Z",
+            since,
+        )
+    return CanaryVerdict(
+        "proven",
+        f"{node.name} Ready for {_minutes(now - since)} on kernel {node.kernel}, its own identity",
+        since,
+    )
+
+
+def restore_guard(
+    current: Mapping[str, str], *, ours: str, previous: Mapping[str, str]
+) -> tuple[Literal["write", "done", "left"], str]:
+    """May a model that an image job pointed at `ours` be pointed back to `previous`? Only while
+    it still names `ours` (the rollback's guard, and the abort's): "done" when it has `previous`
+    already, "left" when someone else changed it since (an operator's change stays)."""
+    if same_image(current, previous):
+        return "done", f"the model has the previous image {dict(previous)}"
+    if (current.get("id") or "").lower() != ours.lower():
+        return "left", (
+            f"left alone: the model names {dict(current)}, not this job's version (changed by "
+            "someone else since)"
+        )
+    return "write", f"the model still names {ours}: the previous image goes back"
+
+
+IMAGE_FIELDS = (
+    "id",
+    "publisher",
+    "offer",
+    "sku",
+    "version",
+    "sharedGalleryImageId",
+    "communityGalleryImageId",
+)
+
+
+def same_image(current: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
+    """Do two image references name the same image (every reference field, any case)?"""
+    return all(
+        (current.get(f) or "").lower() == (wanted.get(f) or "").lower() for f in IMAGE_FIELDS
+    )
+
+
+def versions_in_use(
+    versions: Iterable[tuple[str, str, bool]],
+    *,
+    model: ImageRef | None,
+    definition_id: str,
+    running: Mapping[str, str],
+) -> dict[str, str]:
+    """Why each version of a definition must stay: the model resolves to it (pinned, or the
+    latest of a definition reference) or an instance runs it. `versions`: (name, provisioning
+    state, excluded from latest); `running`: instance id -> the version name it runs."""
+    found: dict[str, str] = {}
+    if model is not None and model.definition_id.lower() == definition_id.lower():
+        if model.version:
+            found[model.version] = "the scale set's model names it"
+        else:
+            usable = [n for n, state, excluded in versions if state == "Succeeded" and not excluded]
+            latest = max(usable, key=version_key, default=None)
+            if latest:
+                found[latest] = "the scale set's model takes the definition's latest: it"
+    names = {n for n, _, _ in versions}
+    for instance, name in sorted(running.items()):
+        if name in names and name not in found:
+            found[name] = f"instance {instance} runs it"
+    return found

@@ -1,7 +1,9 @@
-"""Donor selection, version names, pruning, refusals and the canary's verdict (pure)."""
+"""Donor selection, version names, pruning, refusals, the canary's verdict and soak, the model
+restore's guard, which versions are in use (pure); the image section's canary settings."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -9,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.config import ConfigError, parse_config
 from shared.decide.imaging import (
     CanaryNode,
     DonorCandidate,
@@ -16,8 +19,10 @@ from shared.decide.imaging import (
     judge_canary,
     model_change_refusal,
     parse_image_ref,
+    restore_guard,
     version_key,
     version_name,
+    versions_in_use,
     versions_to_prune,
 )
 
@@ -189,3 +194,97 @@ def test_canary_waits_until_its_deadline_then_fails() -> None:
     assert judge(canary(ready=False)).state == "waiting"
     assert "never registered" in judge(None, DEADLINE).reason
     assert judge(canary(ready=False), DEADLINE).state == "failed"
+    for late in (judge(None, DEADLINE), judge(canary(ready=False), DEADLINE)):
+        assert "canary_ready_minutes" in late.reason and "02:20Z" in late.reason, late.reason
+
+
+SOAK = timedelta(minutes=5)
+
+
+def soaking(node: CanaryNode, now: datetime, seen: datetime | None = None):
+    return judge_canary(
+        node,
+        donor_kernel="6.8.0-1020-azure",
+        others=OTHERS,
+        deadline=DEADLINE,
+        now=now,
+        soak=SOAK,
+        ready_seen=seen,
+    )
+
+
+def test_a_canary_is_proven_only_after_it_stayed_ready_for_the_soak() -> None:
+    ready_at = NOW + timedelta(minutes=3)
+    node = canary(ready_since=ready_at)
+    first = soaking(node, ready_at + timedelta(seconds=30))
+    assert first.state == "waiting" and first.ready_since == ready_at and "soaking" in first.reason
+    assert soaking(node, ready_at + timedelta(minutes=4), ready_at).state == "waiting"
+    proven = soaking(node, ready_at + SOAK, ready_at)
+    assert proven.state == "proven" and "Ready for 5 min" in proven.reason
+    # The soak may run past the Ready deadline: it is bounded by its own length.
+    late = canary(ready_since=DEADLINE - timedelta(minutes=1))
+    assert soaking(late, DEADLINE + timedelta(minutes=2), late.ready_since).state == "waiting"
+
+
+def test_a_canary_that_goes_not_ready_during_its_soak_fails() -> None:
+    ready_at = NOW + timedelta(minutes=3)
+    went = soaking(canary(ready=False), ready_at + timedelta(minutes=2), ready_at)
+    assert went.state == "failed" and "went NotReady during its soak" in went.reason
+    # Down and up again between two checks: its Ready condition moved on.
+    again = canary(ready_since=ready_at + timedelta(minutes=2))
+    flapped = soaking(again, ready_at + timedelta(minutes=3), ready_at)
+    assert flapped.state == "failed" and "NotReady and back" in flapped.reason
+
+
+GALLERY = "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/galleries/p"
+
+
+def test_the_restore_writes_only_while_the_model_names_the_jobs_version() -> None:
+    ours = f"{GALLERY}/images/a/versions/1.0.1"
+    previous = {"publisher": "microsoft-aks", "offer": "aks", "sku": "x", "version": "1"}
+    assert restore_guard({"id": ours.upper()}, ours=ours, previous=previous)[0] == "write"
+    assert restore_guard(dict(previous), ours=ours, previous=previous)[0] == "done"
+    verdict, why = restore_guard(
+        {"id": ours.replace("1.0.1", "1.0.2")}, ours=ours, previous=previous
+    )
+    assert verdict == "left" and "changed by someone else" in why
+
+
+def test_versions_in_use_are_the_models_and_every_instances() -> None:
+    definition = (
+        "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/galleries/p/images/a"
+    )
+    versions = [
+        ("1.0.1", "Succeeded", False),
+        ("1.0.2", "Succeeded", False),
+        ("1.0.3", "Succeeded", True),  # excluded: never "latest"
+        ("1.0.4", "Failed", True),
+    ]
+    pinned = parse_image_ref(f"{definition}/versions/1.0.1")
+    use = versions_in_use(versions, model=pinned, definition_id=definition, running={"7": "1.0.4"})
+    assert set(use) == {"1.0.1", "1.0.4"} and "instance 7 runs it" in use["1.0.4"]
+    latest = parse_image_ref(definition)
+    use = versions_in_use(versions, model=latest, definition_id=definition, running={"3": "9.9"})
+    assert set(use) == {"1.0.2"}, "the latest a definition reference resolves to"
+    other = parse_image_ref(definition.replace("images/a", "images/b") + "/versions/1.0.2")
+    assert versions_in_use(versions, model=other, definition_id=definition, running={}) == {}
+
+
+def _image_pool(image: dict) -> str:
+    vmss = (
+        "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/"
+        "Microsoft.Compute/virtualMachineScaleSets/vmss-a"
+    )
+    pool = {"name": "a", "vmss_id": vmss, "node_group": "a", "min_nodes": 1, "max_nodes": 3}
+    return json.dumps({"pools": [pool | {"image": image}]})
+
+
+def test_canary_soak_minutes_defaults_to_five_and_is_checked_like_the_others() -> None:
+    config = parse_config(_image_pool({}), source="test")
+    assert config.pools[0].image.canary_soak_minutes == 5
+    assert parse_config(_image_pool({"canary_soak_minutes": 0}), source="t").pools[0].image
+    for wrong in (-1, 241, "5", 2.5):
+        with pytest.raises(ConfigError) as raised:
+            parse_config(_image_pool({"canary_soak_minutes": wrong}), source="test")
+        message = str(raised.value)
+        assert "field 'image.canary_soak_minutes'" in message and "0 to 240" in message, message
