@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ import requests
 from shared.adapters.kube import CLAIM_ANNOTATION, SCALE_DOWN_DISABLED
 from shared.adapters.ledger import FINAL, JobRecord
 from tests.jobs_support import WorkerKilled
-from tests.simulator import Simulator
+from tests.simulator import RG, Simulator
 from tests.truth_support import World, make_world
 
 VMSS = "aks-image-31313131-vmss"
@@ -103,6 +104,21 @@ def _instances(sim: Simulator) -> dict[str, dict[str, Any]]:
     return {i["computer_name"]: i for i in scale_set["instances"]}
 
 
+def _made(sim: Simulator) -> list[str]:
+    """The snapshots and image versions in the simulator (ids)."""
+    return [r for r in sim.state()["resources"] if "/snapshots/" in r or "/versions/" in r]
+
+
+def _notified(world: World) -> list[str]:
+    queue = world.pump.services.settings["POOLKEEPER_NOTIFICATIONS_QUEUE"]
+    told = world.pump.services.queues._queue(queue).peek_messages(max_messages=32)
+    return [json.loads(m.content)["kind"] for m in told]
+
+
+def _calls(sim: Simulator, operation: str) -> int:
+    return int(sim.calls()["counters"].get(operation, 0))
+
+
 def _model_image(world: World) -> str | None:
     return world.pump.services.scale_sets.read(world.pool["vmss_id"]).model_image.get("id")
 
@@ -137,12 +153,14 @@ def test_a_patched_donor_is_captured_proven_on_a_canary_and_new_nodes_boot_patch
     canary = outcome["canary"]
     assert canary["proven"] and canary["removed"] == "drained and deleted", canary
     assert canary["node"] not in before
+    soaked = datetime.fromisoformat(canary["proven_at"]) - datetime.fromisoformat(
+        canary["ready_since"]
+    )
+    assert soaked >= timedelta(minutes=5), "Ready for canary_soak_minutes before it is kept"
     # Everything given back: the canary gone, no snapshot left, the version in "latest".
     after = _instances(sim)
     assert set(after) == set(before)
-    assert sim.state().get("snapshots", []) == [] or all(
-        "poolkeeper" not in s.get("name", "") for s in sim.state().get("snapshots", [])
-    )
+    assert _made(sim) == [version_id], "the snapshot is gone; the version stays"
     lineage = world.tables.image_lineage(world.pool["name"])
     (line,) = lineage.values()
     assert line["status"] == "in use" and line["canary"]["result"] == "passed", line
@@ -228,12 +246,15 @@ def test_a_bad_image_fails_its_canary_and_is_rolled_back(
     if fault == "never_boots":
         strays = record.outcome["strays"]
         assert len(strays["instances"]) == 1 and strays["strays-instances"] == "removed", strays
+        assert "never registered" in record.error and "canary_ready_minutes" in record.error
     (line,) = world.tables.image_lineage(world.pool["name"]).values()
     assert line["status"] == "rolled back" and line["canary"]["result"] == "failed"
-    queue = world.pump.services.settings["POOLKEEPER_NOTIFICATIONS_QUEUE"]
-    told = world.pump.services.queues._queue(queue).peek_messages(max_messages=32)
-    kinds = [json.loads(m.content)["kind"] for m in told]
+    kinds = _notified(world)
     assert kinds.count("image_failed") == 1, kinds
+    # Nothing of the failed run is left: nothing runs its version any more.
+    assert record.outcome["leftovers"] == {"version": "deleted"}, record.outcome["leftovers"]
+    sim.advance(600)
+    assert _made(sim) == []
     _node_back(world, record.outcome["donor"]["name"])
     world.assert_truth()
 
@@ -384,3 +405,175 @@ def test_an_image_job_waits_for_the_pools_patch_job_to_end(sim: Simulator, azuri
     sim.advance(12 * 3600 + 60)  # a patch job that never ends (e.g. its message was lost)
     given_up = world.drive("image", image)
     assert given_up.status == "failed" and "has not ended in 12:00:00" in given_up.error
+
+
+def test_an_image_job_aborted_by_half_an_hour_of_503s_at_the_version_step_deletes_its_snapshot(
+    sim: Simulator, azurite: Any
+) -> None:
+    world = _world(sim, azurite, patched=False)
+    sim.post(
+        "faults",
+        {
+            "operation": "GalleryImageVersions_CreateOrUpdate",
+            "kind": "error",
+            "status": 503,
+            "error": "ServiceUnavailable",
+        },
+    )
+    record = _run(world, timeout=240)
+    assert record.status == "failed" and "gave up on step version" in record.error, record.error
+    aborted = record.outcome["aborted"]
+    assert aborted["snapshot"].startswith("deleting"), aborted
+    assert "version" not in aborted, "none was made"
+    sim.advance(600)
+    assert _made(sim) == [], "no snapshot left for ever"
+    _node_back(world, world.tables.job(record.id).state["donor"]["name"])
+    world.assert_truth()
+
+
+def test_a_later_run_deletes_the_snapshot_and_failed_version_an_earlier_run_left(
+    sim: Simulator, azurite: Any
+) -> None:
+    world = _world(sim, azurite, patched=False, image={"canary": False})
+    # The first run's version fails, and both deletes of its clean-up are refused: it says so.
+    for fault in (
+        {"operation": "GalleryImageVersions_CreateOrUpdate", "kind": "lro_failed", "count": 1},
+        {
+            "operation": "Snapshots_Delete",
+            "error": "AuthorizationFailed",
+            "status": 403,
+            "count": 1,
+        },
+        {
+            "operation": "GalleryImageVersions_Delete",
+            "error": "AuthorizationFailed",
+            "status": 403,
+            "count": 1,
+        },
+    ):
+        sim.post("faults", fault)
+    first = _run(world)
+    assert first.status == "failed" and "image version not created" in first.error, first.error
+    left = first.outcome["leftovers"]
+    assert "not deleted" in left["snapshot"] and "not deleted" in left["version"], left
+    names = world.tables.job(first.id).state["names"]
+    assert sorted(_made(sim)) == sorted([names["snapshot_id"], names["version_id"]])
+
+    second = _run(world)
+    assert second.status == "done", (second.error, second.outcome)
+    earlier = second.outcome["earlier"]
+    snapshot_name = names["snapshot_id"].rsplit("/", 1)[1]
+    assert earlier["snapshots"] == {snapshot_name: "deleting"}, earlier
+    assert earlier["versions"] == {names["version"]: "deleting"}, earlier
+    sim.advance(600)
+    assert _made(sim) == [second.outcome["version"]], "only the version in use stays"
+    world.assert_truth()
+
+
+def test_an_aborted_image_job_leaves_a_model_an_operator_changed_alone(
+    sim: Simulator, azurite: Any
+) -> None:
+    world = _world(sim, azurite, patched=False, latencies={"model_update": 3600})
+    job_id = world.send("image")
+    _drive(
+        world, job_id, until=lambda r: "token" in ((r.state.get("ops") or {}).get("point") or {})
+    )
+    # The model write is still being applied (an hour) when its status polls start failing...
+    sim.post(
+        "faults",
+        {"operation": "OperationStatus", "kind": "error", "status": 503, "error": "ServerBusy"},
+    )
+    # ...and an operator points the scale set at an image of their own (az vmss update).
+    theirs = {
+        "publisher": "Canonical",
+        "offer": "ubuntu-24_04-lts",
+        "sku": "server",
+        "version": "1",
+    }
+    body = {"properties": {"virtualMachineProfile": {"storageProfile": {"imageReference": theirs}}}}
+    sim.compute().virtual_machine_scale_sets.begin_update(RG, VMSS, body)
+    record = _drive(world, job_id, timeout=240)
+    assert record.status == "failed" and "gave up on step point" in record.error, record.error
+    model = world.pump.services.scale_sets.read(world.pool["vmss_id"]).model_image
+    assert {k: model.get(k) for k in theirs} == theirs, "the operator's image stays"
+    assert "left alone" in record.outcome["aborted"]["model"], record.outcome["aborted"]
+    requests.delete(f"{sim.admin}/faults", timeout=10)
+    sim.advance(600)
+    assert _made(sim) == [], "its version (nothing uses it) and its snapshot are gone"
+
+
+def test_a_canary_that_goes_not_ready_during_its_soak_fails_and_is_rolled_back(
+    sim: Simulator, azurite: Any
+) -> None:
+    # A long soak, so that the canary's Ready spell is long in wall time too (this clock is fast).
+    world = _world(sim, azurite, patched=False, image={"canary_soak_minutes": 60})
+    before, previous = _instances(sim), _model_image(world)
+    job_id = world.send("image")
+    version_id = _drive(world, job_id, until=lambda r: "names" in r.state).state["names"][
+        "version_id"
+    ]
+    # The canary boots and is Ready, and 40 minutes later its node fails, within the soak.
+    fault = {"operation": "Boot", "kind": "never_ready", "image": version_id, "apply_after": 2400}
+    sim.post("faults", fault | {"count": 1})
+    record = _drive(world, job_id, timeout=180)
+    assert record.status == "failed" and "went NotReady during its soak" in record.error, (
+        record.error
+    )
+    assert record.outcome["rolled_back"] and _model_image(world) == previous
+    assert set(_instances(sim)) == set(before), "the canary is gone"
+    assert _notified(world).count("image_failed") == 1
+    world.assert_truth()
+
+
+@pytest.mark.parametrize("how", ["killed after the send", "answer lost"])
+def test_a_power_off_of_the_donor_is_sent_once(sim: Simulator, azurite: Any, how: str) -> None:
+    from shared.flows import jobs
+
+    # The clean-up answers but the OS never powers itself off: Azure's power-off is needed,
+    # and it takes a while (the donor shows "stopping" for 20 minutes).
+    reply = {"match": "cloud-init clean", "stdout": "== cleaned\n== done\n"}
+    world = _world(sim, azurite, patched=False, run_command=[reply], latencies={"power_off": 1200})
+    operation = "VirtualMachineScaleSetVMs_PowerOff"
+    flow = jobs.FLOWS[jobs.JobKind.IMAGE]
+    real = flow.steps["power_off"]
+    killed: list[int] = []
+
+    def dies_right_after_the_send(ctx: Any, state: dict[str, Any]) -> Any:
+        sent = _calls(sim, operation)
+        outcome = real(ctx, state)
+        if _calls(sim, operation) > sent and not killed:
+            killed.append(sent)
+            raise WorkerKilled("killed right after the power-off was sent")
+        return outcome
+
+    if how == "answer lost":  # Azure takes it, the answer never comes, it lands a minute later
+        sim.post("faults", {"operation": operation, "kind": "lost_answer", "apply_after": 60})
+    else:
+        flow.steps["power_off"] = dies_right_after_the_send  # type: ignore[index]
+    try:
+        job_id = world.send("image")
+        record = _drive(world, job_id, until=lambda r: "snapshot" in (r.state.get("ops") or {}))
+    finally:
+        flow.steps["power_off"] = real  # type: ignore[index]
+    assert _calls(sim, operation) == 1, "one power-off, however often the step ran"
+    assert killed or how == "answer lost"
+    assert "intent" in record.state["power_off"]
+
+
+def test_a_model_write_whose_answer_was_lost_is_sent_once(sim: Simulator, azurite: Any) -> None:
+    world = _world(sim, azurite, patched=False, image={"canary": False})
+    # The write reaches Azure, its answer is lost, and it lands two minutes later.
+    sim.post(
+        "faults",
+        {
+            "operation": "VirtualMachineScaleSets_Update",
+            "kind": "lost_answer",
+            "apply_after": 120,
+            "count": 1,
+        },
+    )
+    record = _run(world)
+    assert record.status == "done", (record.error, record.outcome)
+    assert _model_image(world) == record.outcome["version"]
+    assert _calls(sim, "VirtualMachineScaleSets_Update") == 1, "no second write while it may land"
+    world.assert_truth()

@@ -10,12 +10,28 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.adapters.scaleset import OperationStatus, TemporaryAzureError
-from shared.decide.imaging import CanaryNode, judge_canary
+from shared.adapters.scaleset import AzureCallError, OperationStatus, TemporaryAzureError
+from shared.decide.imaging import (
+    IMAGE_FIELDS,
+    CanaryNode,
+    judge_canary,
+    restore_guard,
+    same_image,
+)
 from shared.flows.image import donor as image_donor
-from shared.flows.image.ops import ChildEnded, child, forget, images, operation
+from shared.flows.image.ops import (
+    ChildEnded,
+    ChildLate,
+    Seen,
+    child,
+    images,
+    operation,
+    reset,
+    send_once,
+)
 from shared.flows.jobs import StepContext
 from shared.flows.retries import temporary_wait
+from shared.flows.scale.job import READY_TIMEOUT
 from shared.flows.truth import read_truth
 from shared.jobs import JobKind, Next, Outcome, Wait
 
@@ -25,15 +41,13 @@ CANARY_STEPS = frozenset(
 )
 MODEL_TRIES = 10
 MODEL_RETRY = timedelta(seconds=30)
-IMAGE_FIELDS = (
-    "id",
-    "publisher",
-    "offer",
-    "sku",
-    "version",
-    "sharedGalleryImageId",
-    "communityGalleryImageId",
-)
+# A model write whose answer was lost has landed within this, or never will (ARM applies it
+# while answering; the If-Match fences a late one).
+MODEL_SETTLE = timedelta(minutes=10)
+# The canary's scale-up job waits for its node itself (READY_TIMEOUT after its write); beyond that
+# and this, it is stuck (its plan or write never got through).
+SCALE_GRACE = timedelta(minutes=40)
+REMOVAL = timedelta(hours=3)  # a scale job that drains and deletes: drain, delete, settle
 
 
 def at(names: Mapping[str, str]) -> dict[str, str]:
@@ -64,52 +78,62 @@ def record(ctx: StepContext, state: dict[str, Any], *, status: str, **extra: Any
 def point(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """The model at the new version (PATCH with If-Match); with a canary, then add one."""
     target = state["names"]["version_id"]
-    got = _set_image(ctx, state, "point", {"id": target}, step="point", expect=None)
+    got = _set_image(ctx, state, "point", {"id": target}, step="point")
     if got is not None:
         return got
     return Next("canary_add" if ctx.pool.image.canary else "cleanup", state)
 
 
 def _set_image(
-    ctx: StepContext,
-    state: dict[str, Any],
-    key: str,
-    image: Mapping[str, str],
-    *,
-    step: str,
-    expect: str | None,
+    ctx: StepContext, state: dict[str, Any], key: str, image: Mapping[str, str], *, step: str
 ) -> Outcome | None:
     """PATCH the model's image reference to `image` (the other reference fields cleared), with
     the ETag of a fresh read; None once the model has it. Pointing keeps what the model had as
     `previous` (the rollback target, from the read the PATCH is conditional on); restoring
-    (`expect`: our version) leaves a model someone else changed since alone. A 412 or a busy
-    scale set re-reads and tries again a while later."""
-    ops = state.setdefault("ops", {})
-    if key not in ops:
+    obeys `restore_guard`: only a model that still names this job's version is written, and one
+    someone else changed since is left alone. The intent is recorded before the send
+    (`state[key]["intent"]`); a 412 or a busy scale set re-reads and tries again a while later."""
+    mine = state.setdefault(key, {})
+    if key not in state.setdefault("ops", {}) and "intent" not in mine:
         try:
             model = images(ctx).model(ctx.pool.vmss_id)
         except TemporaryAzureError as error:
             return temporary_wait(step, state, error, ctx)
-        if _same_image(model.image, image):
-            ops[key] = {"ended": "Succeeded"}
-            return None
-        if expect is not None and (model.image_id or "").lower() != expect.lower():
-            ctx.notes.append(f"the model was changed by someone else ({dict(model.image)}): left")
-            ops[key] = {"ended": "Succeeded"}
+        if key == "restore":
+            verdict, why = restore_guard(
+                model.image, ours=state["names"]["version_id"], previous=image
+            )
+        else:
+            verdict, why = ("done", "") if same_image(model.image, image) else ("write", "")
+        if verdict != "write":
+            if verdict == "left":
+                ctx.notes.append(why)
+                mine["left"] = why
+            state["ops"][key] = {"ended": "Succeeded", "judged": why or "the model has it"}
             return None
         if key == "point":
             state["previous"] = dict(model.image)
-        state[f"{key}_etag"] = model.etag
+        mine["etag"] = model.etag
     reference = {f: image.get(f) for f in IMAGE_FIELDS}
-    args = {"vmss_id": ctx.pool.vmss_id, "etag": state[f"{key}_etag"], "image_reference": reference}
-    got = operation(ctx, state, key, "point_model", args, step=step)
+    got = send_once(
+        ctx,
+        state,
+        key,
+        "point_model",
+        lambda: {"vmss_id": ctx.pool.vmss_id, "etag": mine["etag"], "image_reference": reference},
+        step=step,
+        expect={"image": dict(image), "if_match": mine.get("etag")},
+        observe=lambda: _model_seen(ctx, image, mine.get("etag")),
+        settle=MODEL_SETTLE,
+    )
     if not isinstance(got, OperationStatus):
         return got
     if got.state == "Failed":
-        tries = state.get(f"{key}_tries", 0) + 1
+        tries = mine.get("tries", 0) + 1
         if tries < MODEL_TRIES:  # 412, or another operation on the scale set: read again later
-            forget(state, key)
-            state[f"{key}_tries"] = tries
+            reset(state, key)
+            mine.pop("etag", None)
+            mine["tries"] = tries
             return Wait(step, MODEL_RETRY, state, reason=f"model write refused: {got.code}")
         what = (
             f"the previous image was NOT restored (point the model back by hand to {dict(image)}; "
@@ -122,14 +146,63 @@ def _set_image(
     return None
 
 
-def _same_image(current: Mapping[str, str], wanted: Mapping[str, str]) -> bool:
-    return all(
-        (current.get(f) or "").lower() == (wanted.get(f) or "").lower() for f in IMAGE_FIELDS
-    )
+def _model_seen(ctx: StepContext, image: Mapping[str, str], etag: str | None) -> Seen:
+    """A model write's effect: the model has the image (once its update is applied); or, with
+    neither the image nor the ETag the write is conditional on, it can never land."""
+    model = images(ctx).model(ctx.pool.vmss_id)
+    if same_image(model.image, image):
+        return "under way" if model.provisioning.lower() == "updating" else "done"
+    return "absent" if model.etag == etag else "void"
+
+
+def restore_on_abort(ctx: StepContext, state: dict[str, Any]) -> str | None:
+    """The abort's model write, under exactly the rollback's guards: only when this job pointed
+    the model at a version that is not proven; the model re-read right before the write, written
+    only while it still names that version, with If-Match of that read's ETag; left alone, and
+    said so, otherwise. Sent once: a rerun of the abort finds the previous image there."""
+    names, previous = state.get("names"), state.get("previous")
+    canary = state.get("canary") or {}
+    pointing = "point" in state.get("ops", {}) or "intent" in (state.get("point") or {})
+    if not names or previous is None or not pointing:
+        return None
+    if canary.get("proven") or not ctx.pool.image.canary:
+        return None  # a kept version: the model is right to name it
+    by_hand = f"point the model back by hand to {previous} if it names {names['version_id']}"
+    try:
+        model = images(ctx).model(ctx.pool.vmss_id)
+        verdict, why = restore_guard(model.image, ours=names["version_id"], previous=previous)
+        if verdict == "write":
+            ctx.before_write()
+            images(ctx).begin(
+                "point_model",
+                vmss_id=ctx.pool.vmss_id,
+                etag=model.etag,
+                image_reference={f: previous.get(f) for f in IMAGE_FIELDS},
+            )
+            return f"restoring the previous image {previous} (the model still named this job's)"
+    except AzureCallError as error:
+        return f"NOT restored ({error.code}: {error.message}): {by_hand}"
+    if "point" not in state.get("ops", {}):  # a point whose answer was lost may still land
+        sent = state["point"]["intent"]["at"]
+        why += (
+            f"; this job's model write sent at {sent} got no answer and may still land: {by_hand}"
+        )
+    return why
 
 
 def canary_add(ctx: StepContext, state: dict[str, Any]) -> Outcome:
-    got = child(ctx, state, "canary-add", JobKind.SCALE, {"delta": 1}, step="canary_add")
+    """One instance added by a scale job, which waits for its node itself (READY_TIMEOUT); a
+    scale job that has not ended by a while after that fails the canary."""
+    state.setdefault("canary_since", ctx.now.isoformat())
+    ready = timedelta(minutes=ctx.pool.image.canary_ready_minutes)
+    within = max(ready, READY_TIMEOUT) + SCALE_GRACE
+    got = child(
+        ctx, state, "canary-add", JobKind.SCALE, {"delta": 1}, step="canary_add", within=within
+    )
+    if isinstance(got, ChildLate):
+        why = got.why("the canary's scale-up")
+        state["canary"] = {"verdict": f"{why}: {within} after it was asked, its deadline"}
+        return Next("rollback", state)
     if not isinstance(got, ChildEnded):
         return got
     added = (got.record.outcome or {}).get("added") or []
@@ -153,19 +226,28 @@ def canary_check(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     deadline = datetime.fromisoformat(canary["since"]) + timedelta(
         minutes=ctx.pool.image.canary_ready_minutes
     )
+    seen = canary.get("ready_since")
     verdict = judge_canary(
-        CanaryNode(mine.name, mine.ready, mine.boot_id, mine.machine_id, mine.kernel)
+        CanaryNode(
+            mine.name, mine.ready, mine.boot_id, mine.machine_id, mine.kernel, mine.ready_since
+        )
         if mine
         else None,
         donor_kernel=state["donor"]["kernel"],
         others=others,
         deadline=deadline,
         now=ctx.now,
+        soak=timedelta(minutes=ctx.pool.image.canary_soak_minutes),
+        ready_seen=datetime.fromisoformat(seen) if seen else None,
     )
+    if verdict.ready_since and not seen:
+        canary["ready_since"] = verdict.ready_since.isoformat()  # the soak starts
     if verdict.state == "waiting":
         return Wait("canary_check", image_donor.POLL, state, reason=verdict.reason)
     canary |= {"node": mine.name if mine else None, "verdict": verdict.reason}
     canary["proven"] = verdict.state == "proven"
+    if canary["proven"]:
+        canary["proven_at"] = ctx.now.isoformat()
     record(ctx, state, status="proven" if canary["proven"] else "canary failed")
     return Next("include" if canary["proven"] else "rollback", state)
 
@@ -195,7 +277,12 @@ def canary_remove(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     params = (
         {"nodes": [canary["node"]]} if canary.get("node") else {"instances": [canary["instance"]]}
     )
-    got = child(ctx, state, "canary-remove", JobKind.SCALE, params, step="canary_remove")
+    got = child(
+        ctx, state, "canary-remove", JobKind.SCALE, params, step="canary_remove", within=REMOVAL
+    )
+    if isinstance(got, ChildLate):
+        canary["removed"] = f"not removed: {got.why('the scale job')}"
+        return Next("cleanup", state)
     if not isinstance(got, ChildEnded):
         return got
     canary["removed"] = "drained and deleted" if got.done else f"not removed: {got.record.error}"
@@ -205,14 +292,7 @@ def canary_remove(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 def rollback(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """The canary failed: the previous image back first (no new node boots the bad version),
     then the canary drained and deleted; the version stays excluded from latest."""
-    got = _set_image(
-        ctx,
-        state,
-        "restore",
-        state["previous"],
-        step="rollback",
-        expect=state["names"]["version_id"],
-    )
+    got = _set_image(ctx, state, "restore", state["previous"], step="rollback")
     if got is not None:
         return got
     state["failed"] = f"canary failed: {state['canary']['verdict']}"
@@ -247,7 +327,10 @@ def strays(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     ):
         if not next(iter(params.values())):
             continue
-        got = child(ctx, state, key, JobKind.SCALE, params, step="strays")
+        got = child(ctx, state, key, JobKind.SCALE, params, step="strays", within=REMOVAL)
+        if isinstance(got, ChildLate):
+            strays[key] = f"not removed: {got.why('the scale job')}"
+            continue
         if not isinstance(got, ChildEnded):
             return got
         strays[key] = "removed" if got.done else f"not removed: {got.record.error}"

@@ -11,6 +11,7 @@ cordon to its own Ready, while the image version replicates afterwards.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from shared.adapters.scaleset import AzureCallError, OperationStatus, TemporaryA
 from shared.decide.drain import DrainOptions
 from shared.flows.claims import Claimed, Owner, claim, mark, release, why_not_idle
 from shared.flows.drain import Drained, DrainFailed, DrainState, continue_drain, start_drain
-from shared.flows.image.ops import POLL, images, operation
+from shared.flows.image.ops import POLL, Seen, images, operation, send_once, tags
 from shared.flows.jobs import StepContext
 from shared.flows.retries import temporary_wait
 from shared.jobs import Fail, Next, Outcome, Wait
@@ -32,6 +33,10 @@ CLEAN_DEADLINE = timedelta(minutes=10)
 BACK_DEADLINE = timedelta(minutes=15)
 SELF_POWER_OFF = timedelta(minutes=2)  # the script powers off 5 s after its answer
 STOP_POLL = timedelta(seconds=5)
+# A power-off, start or restart whose answer was lost shows its effect within this, or never will;
+# one under way (stopping, starting) has ended within the longer bound.
+POWER_SETTLE = timedelta(minutes=10)
+POWER_UNDER_WAY = timedelta(minutes=30)
 
 
 def take(ctx: StepContext, state: dict[str, Any]) -> Outcome:
@@ -144,10 +149,11 @@ def _lost_donor(ctx: StepContext, state: dict[str, Any], why: str) -> Outcome:
 def power_off(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """Wait for the OS to power itself off (the script's last act): the instance view says
     stopped, and the disk is quiet for the snapshot. Azure's own stop takes minutes (Kamino's
-    measured 2-3), so it is only the fallback for a guest that did not stop by itself."""
+    measured 2-3), so it is only the fallback for a guest that did not stop by itself: sent once
+    (intent first; a redelivery judges by the power state)."""
     donor = state["donor"]
     args = {"vmss_id": ctx.pool.vmss_id, "instance_id": donor["instance"]}
-    if "power_off" not in state.get("ops", {}):
+    if "power_off" not in state.get("ops", {}) and "intent" not in state.get("power_off", {}):
         donor.setdefault("cleaned_at", ctx.now.isoformat())
         try:
             power = images(ctx).donor_disk(ctx.pool.vmss_id, donor["instance"]).power
@@ -160,12 +166,29 @@ def power_off(ctx: StepContext, state: dict[str, Any]) -> Outcome:
                 "power_off", STOP_POLL, state, reason=f"waiting for the OS to stop ({power})"
             )
         ctx.notes.append(f"the OS did not stop within {SELF_POWER_OFF}: Azure stops it")
-    got = operation(ctx, state, "power_off", "power_off", args, step="power_off")
+    got = send_once(
+        ctx,
+        state,
+        "power_off",
+        "power_off",
+        lambda: args,
+        step="power_off",
+        expect={"power": "stopped"},
+        observe=lambda: _power_seen(ctx, donor, done="stopped", under_way="stopping"),
+        settle=POWER_SETTLE,
+        under_way=POWER_UNDER_WAY,
+        poll=STOP_POLL,
+    )
     if not isinstance(got, OperationStatus):
         return got
     if got.state == "Failed":
         return _lost_donor(ctx, state, f"power-off failed: {got.code}: {got.message}")
     return Next("snapshot", state)
+
+
+def _power_seen(ctx: StepContext, donor: dict[str, Any], *, done: str, under_way: str) -> Seen:
+    power = images(ctx).donor_disk(ctx.pool.vmss_id, donor["instance"]).power
+    return "done" if power == done else "under way" if power == under_way else "absent"
 
 
 def snapshot(ctx: StepContext, state: dict[str, Any]) -> Outcome:
@@ -186,7 +209,7 @@ def snapshot(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         "location": donor["location"],
         "disk_id": donor["disk_id"],
         "hyper_v_generation": donor["hyper_v"],
-        "tags": {"poolkeeper-job": ctx.job.id, "built-from": donor["name"]},
+        "tags": tags(ctx) | {"built-from": donor["name"]},
     }
     got = operation(ctx, state, "snapshot", "create_snapshot", args, step="snapshot")
     if not isinstance(got, OperationStatus):
@@ -198,7 +221,8 @@ def snapshot(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 
 def start(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """Start the stopped donor. After a failed capture it may still be running, its identity
-    perhaps half cleaned: then it is restarted, so that it boots into a whole one."""
+    perhaps half cleaned: then it is restarted, so that it boots into a whole one. Either is
+    sent once (intent first; a redelivery judges by the power state or the node's boot id)."""
     donor = state["donor"]
     args = {"vmss_id": ctx.pool.vmss_id, "instance_id": donor["instance"]}
     if "how" not in donor:
@@ -209,15 +233,40 @@ def start(ctx: StepContext, state: dict[str, Any]) -> Outcome:
             except TemporaryAzureError as error:
                 return temporary_wait("start_donor", state, error, ctx)
             how = "restart" if power in ("running", "starting") else "start"
+        if how == "restart":
+            node = ctx.services.kube.node(donor["name"])
+            donor["boot_before_restart"] = node.boot_id if node else ""
         donor["how"] = how
-    donor.setdefault("start_sent_at", ctx.now.isoformat())
-    got = operation(ctx, state, "start", donor["how"], args, step="start_donor")
+    if donor["how"] == "restart":
+        expect: dict[str, Any] = {"boot_id_other_than": donor["boot_before_restart"]}
+        observe = partial(_rebooted, ctx, donor)
+    else:
+        expect = {"power": "running"}
+        observe = partial(_power_seen, ctx, donor, done="running", under_way="starting")
+    got = send_once(
+        ctx,
+        state,
+        "start",
+        donor["how"],
+        lambda: args,
+        step="start_donor",
+        expect=expect,
+        observe=observe,
+        settle=POWER_SETTLE,
+        under_way=POWER_UNDER_WAY,
+    )
     if not isinstance(got, OperationStatus):
         return got
     if got.state == "Failed":
         state["donor"]["start_error"] = f"{got.code}: {got.message}"
     state["donor"]["started_at"] = ctx.now.isoformat()
     return Next("donor_back", state)
+
+
+def _rebooted(ctx: StepContext, donor: dict[str, Any]) -> Seen:
+    node = ctx.services.kube.node(donor["name"])
+    rebooted = node is not None and node.boot_id not in ("", donor["boot_before_restart"])
+    return "done" if rebooted else "absent"
 
 
 def back(ctx: StepContext, state: dict[str, Any]) -> Outcome:
@@ -238,8 +287,9 @@ def back(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     if not up:
         donor["note"] = f"not Ready on a new boot within {BACK_DEADLINE}; released ({released})"
         ctx.notes.append(f"donor {donor['name']}: {donor['note']}")
-    if donor.get("failure"):
-        return Fail(f"capture failed: {donor['failure']}", _report(state))
+    if donor.get("failure"):  # what the capture made (a failed snapshot) goes first
+        state["failed"] = f"capture failed: {donor['failure']}"
+        return Next("cleanup", state)
     return Next("version", state)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from shared.adapters.images import Version
 from shared.adapters.notify import Notifier
-from shared.adapters.scaleset import AzureCallError, OperationStatus, TemporaryAzureError
+from shared.adapters.scaleset import OperationStatus, TemporaryAzureError
 from shared.decide.claims import parse_claim
 from shared.decide.counting import InstanceState
 from shared.decide.imaging import (
@@ -34,11 +34,11 @@ from shared.decide.imaging import (
     parse_image_ref,
     version_key,
     version_name,
-    versions_to_prune,
 )
 from shared.flows.image import canary as image_canary
+from shared.flows.image import cleanup as image_cleanup
 from shared.flows.image import donor as image_donor
-from shared.flows.image.ops import ChildEnded, child, forget, images, operation
+from shared.flows.image.ops import ChildEnded, child, forget, images, operation, tags
 from shared.flows.jobs import Flow, StepContext, enqueue_once, register
 from shared.flows.retries import temporary_wait
 from shared.flows.truth import read_truth
@@ -282,11 +282,8 @@ def _version(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         "snapshot_id": names["snapshot_id"],
         "replicas": settings.replicas,
         "storage_type": storage,
-        "tags": {
-            "poolkeeper-job": ctx.job.id,
-            "built-from": state["donor"]["name"],
-            "kernel": state["donor"]["kernel"],
-        },
+        "tags": tags(ctx)
+        | {"built-from": state["donor"]["name"], "kernel": state["donor"]["kernel"]},
     }
     if "version" not in state.get("ops", {}):
         # A send whose token was never recorded (the worker died) made it already: adopt it,
@@ -339,69 +336,32 @@ def _replication(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 
 
 def _cleanup(ctx: StepContext, state: dict[str, Any]) -> Outcome:
-    """Delete the snapshot; prune versions beyond the history, never the one in use or the one
-    before it. Failures are noted and caught by the next run."""
-    names = state["names"]
-    got = operation(
-        ctx,
-        state,
-        "delete_snapshot",
-        "delete_snapshot",
-        {"snapshot_id": names["snapshot_id"]},
-        step="cleanup",
-    )
+    """Every way out of a job that made something passes here: the snapshot deleted; a failed
+    job's version too, unless the model resolves to it or an instance runs it; then what
+    earlier runs of the pool left, and versions beyond the history. What stays is said."""
+    got = image_cleanup.snapshot(ctx, state, step="cleanup")
     if not isinstance(got, OperationStatus):
         return got
-    if got.state == "Failed" and got.code not in ("ResourceNotFound", "NotFound"):
-        ctx.notes.append(f"snapshot not deleted: {got.code}: {got.message}")
-    if "pruned" not in state:
-        state["pruned"] = _prune(ctx, state)
+    if state.get("failed"):
+        waiting = image_cleanup.own_version(ctx, state, step="cleanup")
+        if waiting is not None:
+            return waiting
+    if "earlier" not in state:
+        state["earlier"] = image_cleanup.earlier(ctx, state)
     proven = (state.get("canary") or {}).get("proven") or not ctx.pool.image.canary
     if proven and not state.get("failed") and ctx.pool.image.rollout == "rolling":
         return Next("rollout", state)
     return _finish(ctx, state)
 
 
-def _prune(ctx: StepContext, state: dict[str, Any]) -> dict[str, str]:
-    names = state["names"]
-    try:
-        versions = images(ctx).versions(names["definition_id"])
-        model = images(ctx).model(ctx.pool.vmss_id)
-    except AzureCallError as error:
-        return {"error": f"{error.code}: {error.message}"}
-    refs = [parse_image_ref(model.image_id), parse_image_ref(state["previous"].get("id"))]
-    # Never: the model's version and the one before it; with a definition reference, the
-    # latest it resolves to; this job's version (its lineage line points at it); any version
-    # an instance still runs (a reimage rebuilds from it).
-    usable = [v for v in versions if v.provisioning == "Succeeded" and not v.exclude_from_latest]
-    latest = max(usable, key=lambda v: version_key(v.name), default=None)
-    protected = {ref.version for ref in refs if ref and ref.version} | {names["version"]}
-    if latest and any(ref and ref.version is None for ref in refs):
-        protected.add(latest.name)
-    record = ctx.services.tables.pool_status(ctx.pool.name) or {}
-    protected |= {i.get("image") for i in (record.get("instances") or {}).values()} - {None}
-    pruned: dict[str, str] = {}
-    for name in versions_to_prune(
-        [v.name for v in versions],
-        keep=ctx.pool.image.history,
-        protected=protected,
-        # Failed and rolled-back (still excluded) versions serve no node: they go first and
-        # do not push good versions out of the history.
-        failed=[v.name for v in versions if v.provisioning == "Failed" or v.exclude_from_latest],
-    ):
-        ctx.before_write()
-        try:
-            images(ctx).begin("delete_version", **(image_canary.at(names) | {"version": name}))
-            pruned[name] = "deleting"
-        except AzureCallError as error:
-            pruned[name] = f"not deleted: {error.code}"
-    return pruned
-
-
 def _rollout(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """Existing nodes move to the new model: a patch job in upgrade mode (one node at a time,
     with the patch rollout's headroom, blockers and drains)."""
-    got = child(ctx, state, "rollout", JobKind.PATCH, {"action": "upgrade"}, step="rollout")
+    # No deadline of its own: the patch job bounds its waits and halts; meanwhile the image job
+    # holds nothing (no claim, no model change to undo).
+    got = child(
+        ctx, state, "rollout", JobKind.PATCH, {"action": "upgrade"}, step="rollout", within=None
+    )
     if not isinstance(got, ChildEnded):
         return got
     state["rollout"] = {
@@ -446,41 +406,31 @@ def _report(state: dict[str, Any]) -> dict[str, Any]:
         "excluded": (state.get("plan") or {}).get("excluded", {}),
         "canary": state.get("canary"),
         "rolled_back": bool(state.get("rolled_back")),
+        "model_left": (state.get("restore") or {}).get("left"),  # changed by someone: not restored
         "strays": state.get("strays"),
         "previous_image": state.get("previous"),
-        "pruned": state.get("pruned", {}),
+        "leftovers": state.get("leftovers", {}),  # this job's: deleted, or why not
+        "earlier": state.get("earlier", {}),  # earlier runs' snapshots, and pruned versions
         "rollout": state.get("rollout"),
         "storage_type": state.get("storage_type"),
     }
 
 
 def _abort(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
-    """Giving up: the donor is started and given back; a model pointed at an unproven version
-    is pointed back (best effort: reported if it cannot be)."""
+    """Giving up: the donor is started and given back; a model this job pointed at an unproven
+    version is pointed back under the rollback's guards; the job's version (unless in use) and
+    snapshot are deleted. Each is best effort, and what could not be done is said."""
     undone = image_donor.give_back(ctx, state)
     canary = state.get("canary") or {}
-    proven = canary.get("proven") or not ctx.pool.image.canary
-    pointed = "point" in state.get("ops", {}) and not proven
     if canary.get("instance") and "removed" not in canary:
         undone["canary"] = (
             f"instance {canary['instance']} ({canary.get('node') or 'no node'}) is still there: "
             "remove it with a scale job naming it"
         )
-    if pointed and "restore" not in state.get("ops", {}):
-        ctx.before_write()
-        try:
-            model = images(ctx).model(ctx.pool.vmss_id)
-            reference = {f: state["previous"].get(f) for f in image_canary.IMAGE_FIELDS}
-            images(ctx).begin(
-                "point_model",
-                vmss_id=ctx.pool.vmss_id,
-                etag=model.etag,
-                image_reference=reference,
-            )
-            undone["model"] = f"restoring the previous image {state['previous']}"
-        except AzureCallError as error:
-            undone["model"] = f"NOT restored ({error.code}): point it back by hand"
-    return undone
+    model = image_canary.restore_on_abort(ctx, state)
+    if model:
+        undone["model"] = model
+    return undone | image_cleanup.on_abort(ctx, state)
 
 
 register(
