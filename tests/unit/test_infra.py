@@ -121,6 +121,7 @@ SDK_ACTIONS = {
     ),
     "disks.get": ("node", f"{COMPUTE}/disks/read"),
     "snapshots.get": ("node", f"{COMPUTE}/snapshots/read"),
+    "snapshots.list_by_resource_group": ("node", f"{COMPUTE}/snapshots/read"),
     "snapshots.begin_create_or_update": ("node", f"{COMPUTE}/snapshots/write"),
     "snapshots.begin_delete": ("node", f"{COMPUTE}/snapshots/delete"),
     "galleries.get": ("gallery", f"{COMPUTE}/galleries/read"),
@@ -150,6 +151,7 @@ IMAGE_JOBS = [
     "snapshots.begin_create_or_update",
     "snapshots.get",
     "snapshots.begin_delete",
+    "snapshots.list_by_resource_group",  # a later run finds earlier runs' snapshots by tag
     "disks.get",
     "galleries.begin_create_or_update",
     "gallery_images.begin_create_or_update",
