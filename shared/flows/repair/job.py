@@ -4,10 +4,9 @@ pool at a time, each planned again on its own fresh read (`shared.decide.repair`
 - a failed instance, or one stuck Creating or Deleting: `remove` deletes it (by force when
   stuck, once; a stuck one that does not go is escalated), a replacement first when the pool
   would drop below min_nodes; one with a node is claimed first, and drained through scale-in;
-- a node NotReady (or a live instance whose node never registered): the ladder, under a claim —
-  `rung` restarts, then reimages, each followed by `await_rung` (Ready again on a new boot,
-  within ready_timeout_minutes); then replaces: `grow` adds one through a scale job, and the
-  bad one is drained and deleted through the scale-in steps;
+- a node NotReady (or a live instance whose node never registered): the ladder, under a claim
+  (`shared.flows.repair.ladder`: restart, then reimage); then replace: `grow` adds one through
+  a scale job, and the bad one is drained and deleted through the scale-in steps;
 - a node repaired too often today: `quarantine` (cordoned for good, annotated, reported);
 - a node whose instance is gone: `orphan` reports it, and deletes it only when allowed.
 
@@ -21,7 +20,6 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.adapters.instances import Instances
 from shared.adapters.ledger import FINAL
 from shared.adapters.repair_log import RepairLog
 from shared.adapters.scaleset import (
@@ -36,19 +34,20 @@ from shared.decide.repair import (
     QUARANTINE_ANNOTATION,
     Problem,
     Quarantine,
-    next_rung,
 )
-from shared.flows.claims import Claimed, Owner, claim, holds, release
+from shared.flows.claims import Claimed, claim, holds, release
 from shared.flows.jobs import Flow, Step, StepContext, enqueue, register
+from shared.flows.repair import ladder
+from shared.flows.repair.ending import end, owner, params
 from shared.flows.repair.follow_up import brake_notice, notify, plan_for
 from shared.flows.retries import temporary_wait
 from shared.flows.scale import scale_in
 from shared.flows.truth import read_truth
-from shared.jobs import Done, Fail, JobKind, Next, Outcome, RepairParams, Wait
+from shared.jobs import Done, Fail, JobKind, Next, Outcome, Wait
 
 log = logging.getLogger("poolkeeper.repair")
 
-POLL = timedelta(seconds=20)
+POLL = ladder.POLL
 GROW_DEADLINE = timedelta(minutes=40)  # the scale job's own ready wait is 20 minutes
 _EXPECTED = {  # the states in which a removal still has its reason
     Problem.FAILED: {InstanceState.FAILED},
@@ -57,77 +56,26 @@ _EXPECTED = {  # the states in which a removal still has its reason
 }
 
 
-def _params(ctx: StepContext) -> RepairParams:
-    params = ctx.job.typed_params()
-    assert isinstance(params, RepairParams)
-    return params
-
-
-def _owner(ctx: StepContext) -> Owner:
-    return Owner.of(ctx.job)
-
-
-def _end(
-    ctx: StepContext, state: dict[str, Any], outcome: Done | Fail, status: str = ""
-) -> Outcome:
-    """Write how the repair ended to the pool's repair log; escalate what a person must see."""
-    repair = state.get("repair") or {}
-    ended = status or ("done" if isinstance(outcome, Done) else "failed")
-    result = outcome.reason if isinstance(outcome, Fail) else outcome.outcome.get("note", "")
-    entry = {
-        "job": ctx.job.id,
-        "at": state.get("started_at") or ctx.now.isoformat(),
-        "ended_at": ctx.now.isoformat(),
-        "status": ended,
-        "problem": repair.get("problem"),
-        "node": repair.get("name"),
-        "instance": repair.get("instance"),
-        "detail": repair.get("detail"),
-        "rung": state.get("rung"),
-        "rungs": state.get("rungs", []),
-        "acted": bool(state.get("acted")),
-        "result": str(result)[:300],
-    }
-    RepairLog(ctx.services.tables).put(ctx.pool.name, entry, ctx.now)
-    if isinstance(outcome, Fail) and state.get("acted"):
-        notify(
-            ctx.services,
-            ctx.pool.name,
-            "repair_failed",
-            "P2",
-            ctx.now,
-            f"repair of {repair.get('name')} in pool {ctx.pool.name} did not fix it "
-            f"({repair.get('detail')}): {outcome.reason}; it needs a person",
-            job=ctx.job.id,
-            node=repair.get("name"),
-            instance=repair.get("instance"),
-        )
-    summary = {"repair": {k: entry[k] for k in ("problem", "node", "instance", "rung", "rungs")}}
-    if isinstance(outcome, Done):
-        return Done(outcome.outcome | summary)
-    return Fail(outcome.reason, outcome.outcome | summary)
-
-
 def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """Fresh read, then the repair to do (or why none), planned again from scratch."""
-    params = _params(ctx)
+    asked = params(ctx)
     try:
         truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
     except TemporaryAzureError as error:
         return temporary_wait("plan", state, error, ctx)
     if truth.nodes is None:
         return Fail("cannot repair: the cluster's nodes could not be read (fail safe)")
-    plan = plan_for(ctx.services, ctx.pool, truth, ctx.now, target=params.node or params.instance)
+    plan = plan_for(ctx.services, ctx.pool, truth, ctx.now, target=asked.node or asked.instance)
     described = plan.describe()
-    if params.dry_run:
+    if asked.dry_run:
         return Done({"dry_run": True, "plan": described})
     state = {"started_at": ctx.now.isoformat(), "plan": described}
     if plan.brake is not None:
         brake_notice(ctx.services, ctx.pool.name, plan.brake, ctx.now)
-        return _end(ctx, state, Fail(f"refused (brake): {plan.brake}", {"plan": described}))
+        return end(ctx, state, Fail(f"refused (brake): {plan.brake}", {"plan": described}))
     if plan.action is None:
         why = described["left_out"] or "nothing to repair now"
-        return _end(ctx, state, Done({"note": f"no repair: {why}", "plan": described}))
+        return end(ctx, state, Done({"note": f"no repair: {why}", "plan": described}))
     finding = plan.action.finding
     member = finding.member
     state = {
@@ -191,20 +139,20 @@ def _remove(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         return temporary_wait("remove", state, error, ctx)
     victim = next((i for i in truth.state.instances if i.instance_id == repair["instance"]), None)
     if victim is None:
-        return _end(ctx, state, Done({"note": "the instance is gone already"}))
+        return end(ctx, state, Done({"note": "the instance is gone already"}))
     seen = truth.record["instances"][victim.instance_id]
     expected = _EXPECTED.get(Problem(repair["problem"]))
     if expected is not None and classify(victim) not in expected:
-        return _end(ctx, state, Done({"note": f"the instance is {classify(victim)} now: left"}))
+        return end(ctx, state, Done({"note": f"the instance is {classify(victim)} now: left"}))
     if expected is None and seen["node"] is not None:
-        return _end(
+        return end(
             ctx, state, Fail(f"refused: instance {victim.instance_id} has node {seen['node']} now")
         )
     if seen["node"] is not None and repair["problem"] != Problem.STUCK_DELETING.value:
         ctx.before_write()
-        held = claim(ctx.services.kube, seen["node"], _owner(ctx), ctx.now)
+        held = claim(ctx.services.kube, seen["node"], owner(ctx), ctx.now)
         if not isinstance(held, Claimed):
-            return _end(ctx, state, Fail(f"refused: {held.reason}"))
+            return end(ctx, state, Fail(f"refused: {held.reason}"))
     name = seen["node"] or victim.computer_name
     sent = {
         "plan": {"victims": [victim.instance_id], "nodes": [name]},
@@ -231,82 +179,6 @@ def _error(error: AzureCallError) -> dict[str, Any]:
     return {"error": {"code": error.code, "message": error.message, "status": error.status}}
 
 
-def _claim(ctx: StepContext, state: dict[str, Any]) -> Outcome:
-    """Claim (which cordons) the NotReady node before the ladder touches it."""
-    node = state["repair"]["node"]
-    if node:
-        ctx.before_write()
-        held = claim(ctx.services.kube, node, _owner(ctx), ctx.now)
-        if not isinstance(held, Claimed):
-            return _end(ctx, state, Fail(f"refused: {held.reason}"))
-    return Next("rung", state)
-
-
-def _rung(ctx: StepContext, state: dict[str, Any]) -> Outcome:
-    """Start the ladder's current rung: restart or reimage (or, last, replace)."""
-    repair, rung = state["repair"], state["rung"]
-    if rung == "replace":
-        return Next("grow", state)
-    boot = ""
-    if repair["node"]:
-        node = ctx.services.kube.node(repair["node"])
-        if node is None or not holds(node, _owner(ctx)):
-            return _end(ctx, state, Fail(f"{repair['node']} was taken back or is gone: left"))
-        boot = node.boot_id
-    instances = Instances(ctx.services.scale_sets)
-    begin = instances.begin_restart if rung == "restart" else instances.begin_reimage
-    ctx.before_write()
-    try:
-        begin(ctx.pool.vmss_id, repair["instance"])
-    except ThrottledError as error:
-        return temporary_wait("rung", state, error, ctx)
-    except TemporaryAzureError as error:  # the answer was lost: the node will tell
-        ctx.notes.append(f"{rung} answer lost ({error.code}): judged by the node")
-    except AzureCallError as error:
-        return _climb(state, f"{rung} refused: {error.code}: {error.message}")
-    ctx.notes.append(f"{rung} of {repair['name']} started")
-    started = {"rung_since": ctx.now.isoformat(), "boot_id": boot, "acted": True}
-    return Wait("await_rung", POLL, state | started, reason=f"{rung} started")
-
-
-def _climb(state: dict[str, Any], why: str) -> Outcome:
-    """The rung did not bring the node back: the next one."""
-    rungs = [*state.get("rungs", []), {"rung": state["rung"], "result": why[:200]}]
-    return Next("rung", state | {"rung": next_rung(state["rung"]), "rungs": rungs})
-
-
-def _back(ctx: StepContext, state: dict[str, Any]) -> str | None:
-    """The node that is back Ready on a new boot, or None."""
-    repair = state["repair"]
-    if repair["node"]:
-        node = ctx.services.kube.node(repair["node"])
-        if node and node.ready and node.boot_id != state.get("boot_id"):
-            return node.name
-        return None
-    wanted = (ctx.pool.vmss_id.lower(), repair["instance"])
-    for node in ctx.services.kube.nodes():  # a node that never registered: has it now?
-        if node.scale_set_instance == wanted and node.ready:
-            return node.name
-    return None
-
-
-def _await_rung(ctx: StepContext, state: dict[str, Any]) -> Outcome:
-    repair, rung = state["repair"], state["rung"]
-    back = _back(ctx, state)
-    if back is not None:
-        released = (
-            release(ctx.services.kube, repair["node"], _owner(ctx)) if repair["node"] else "-"
-        )
-        rungs = [*state.get("rungs", []), {"rung": rung, "result": "back Ready"}]
-        state = state | {"rungs": rungs}
-        note = f"{back} back Ready after the {rung}"
-        return _end(ctx, state, Done({"note": note, "rung": rung, "released": released}))
-    timeout = timedelta(minutes=ctx.pool.repair.ready_timeout_minutes)
-    if ctx.now - datetime.fromisoformat(state["rung_since"]) <= timeout:
-        return Wait("await_rung", POLL, state, reason=f"waiting for {repair['name']} after {rung}")
-    return _climb(state, f"not back Ready within {timeout} of the {rung}")
-
-
 def _grow(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """A replacement through the scale-up path: a scale job of +1, its id derived from ours."""
     grow = f"{ctx.job.id}-grow"[:128]
@@ -328,16 +200,16 @@ def _await_grow(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     record = ctx.services.tables.job(state["grow"])
     if record is None or record.status not in FINAL:
         if ctx.now - datetime.fromisoformat(state["grow_since"]) > GROW_DEADLINE:
-            return _end(ctx, state, Fail(f"the replacement {state['grow']} did not come in time"))
+            return end(ctx, state, Fail(f"the replacement {state['grow']} did not come in time"))
         return Wait("await_grow", POLL, state, reason=f"waiting for {state['grow']}")
     if record.status == "failed":
         released = (
-            release(ctx.services.kube, state["repair"]["node"], _owner(ctx))
+            release(ctx.services.kube, state["repair"]["node"], owner(ctx))
             if state["repair"]["node"]
             else "-"
         )
         why = f"the replacement {state['grow']} failed: {record.error}"
-        return _end(ctx, state, Fail(why, {"released": released}))
+        return end(ctx, state, Fail(why, {"released": released}))
     ctx.notes.append(f"replacement {state['grow']} is live and Ready")
     return _removal(state)
 
@@ -346,12 +218,12 @@ def _quarantine(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """Cordon the node for good (no claim: nothing releases it), say why on it, report it."""
     kube, repair = ctx.services.kube, state["repair"]
     ctx.before_write()
-    held = claim(kube, repair["node"], _owner(ctx), ctx.now)
+    held = claim(kube, repair["node"], owner(ctx), ctx.now)
     if not isinstance(held, Claimed):
-        return _end(ctx, state, Fail(f"refused: {held.reason}"))
+        return end(ctx, state, Fail(f"refused: {held.reason}"))
     mark = {"reason": state["reason"], "at": ctx.now.isoformat(), "job": ctx.job.id}
     kube.annotate(repair["node"], {QUARANTINE_ANNOTATION: json.dumps(mark)})
-    released = release(kube, repair["node"], _owner(ctx), keep_cordoned=True)
+    released = release(kube, repair["node"], owner(ctx), keep_cordoned=True)
     notify(
         ctx.services,
         ctx.pool.name,
@@ -364,7 +236,7 @@ def _quarantine(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         job=ctx.job.id,
     )
     done = Done({"quarantined": repair["node"], "reason": state["reason"], "released": released})
-    return _end(ctx, state, done, status="quarantined")
+    return end(ctx, state, done, status="quarantined")
 
 
 def _orphan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
@@ -379,10 +251,10 @@ def _orphan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     )
     notify(ctx.services, ctx.pool.name, "repair_orphan_node", "P3", ctx.now, message, node=name)
     if not ctx.pool.repair.delete_orphan_nodes:
-        return _end(ctx, state, Done({"note": message}))
+        return end(ctx, state, Done({"note": message}))
     ctx.before_write()
     ctx.services.kube.delete_node(name)
-    return _end(ctx, state | {"acted": True}, Done({"note": message, "deleted_node": name}))
+    return end(ctx, state | {"acted": True}, Done({"note": message, "deleted_node": name}))
 
 
 def _drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
@@ -396,7 +268,7 @@ def _drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         return outcome
     kube = ctx.services.kube
     node = kube.node(name)
-    if node is None or node.ready or not holds(node, _owner(ctx)):
+    if node is None or node.ready or not holds(node, owner(ctx)):
         return outcome
     dead = [pod for pod in kube.pods_on(name) if pod.terminating]
     for pod in dead:
@@ -412,7 +284,7 @@ def _ending(step: Step) -> Step:
 
     def run(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         outcome = step(ctx, state)
-        return _end(ctx, state, outcome) if isinstance(outcome, Done | Fail) else outcome
+        return end(ctx, state, outcome) if isinstance(outcome, Done | Fail) else outcome
 
     return run
 
@@ -424,17 +296,17 @@ def _abort(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
         undone = scale_in.abort(ctx, state)
     else:
         node = (state.get("repair") or {}).get("node")
-        undone = {"released": release(ctx.services.kube, node, _owner(ctx))} if node else {}
+        undone = {"released": release(ctx.services.kube, node, owner(ctx))} if node else {}
     if state.get("repair"):
-        _end(ctx, state, Fail("gave up after repeated errors in a step"))
+        end(ctx, state, Fail("gave up after repeated errors in a step"))
     return undone
 
 
 STEPS: dict[str, Step] = {
     "plan": _plan,
-    "claim": _claim,
-    "rung": _rung,
-    "await_rung": _await_rung,
+    "claim": ladder.claim_node,
+    "rung": ladder.rung,
+    "await_rung": ladder.await_rung,
     "grow": _grow,
     "await_grow": _await_grow,
     "remove": _remove,
