@@ -229,6 +229,22 @@ def unhealthy(members: Iterable[Member], settings: RepairSettings, now: datetime
     return names
 
 
+def brake_members(members: Iterable[Member], sick: Iterable[str]) -> list[Member]:
+    """The instances the brake's share is of: those whose node registered, and every unhealthy
+    one. An instance still being created, or live with no node yet within its deadline, is
+    neither healthy nor counted: new instances must not dilute an outage. Pure."""
+    unwell = set(sick)
+    return [
+        member
+        for member in members
+        if member.instance_id is not None
+        and (
+            member.name in unwell
+            or (member.has_node and member.state is not InstanceState.CREATING)
+        )
+    ]
+
+
 def repairs_today(history: Iterable[Mapping[str, Any]], node: str, now: datetime) -> int:
     """How many repairs acted on `node` in the last day (the ledger's repair entries). Pure."""
     return sum(
@@ -265,13 +281,16 @@ def _brake(
 ) -> str | None:
     share = settings.max_unhealthy_share
     sick = unhealthy(members, settings, now)
-    total = sum(1 for m in members if m.instance_id is not None)
+    counted = brake_members(members, sick)
+    total = len(counted)
     if total and len(sick) / total > share:
+        coming = sum(1 for m in members if m.instance_id is not None) - total
         return (
             f"{len(sick)} of {plural(total, 'instance')} of the pool are unhealthy at once "
             f"({listing(sorted(sick)[:10])}), more than {share:.0%}: probably an outage of "
             "something they share (network, API server, a bad image); repairing them one by "
             "one would make it worse, so none is repaired"
+            + (f" ({plural(coming, 'instance')} still coming up not counted)" if coming else "")
         )
     if cluster_nodes and cluster_not_ready / cluster_nodes > share:
         return (

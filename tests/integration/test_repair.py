@@ -22,7 +22,7 @@ from shared.flows import api
 from shared.flows.jobs import submit
 from shared.flows.reconcile import survey
 from shared.jobs import SCHEMA
-from tests.simulator import Simulator
+from tests.simulator import Simulator, scale_set
 from tests.truth_support import Witness, World, make_world, vmss_id_of
 
 VMSS = "aks-heal-71717171-vmss"
@@ -56,13 +56,14 @@ def _world(
     *,
     repair: dict[str, Any] | None = None,
     faults: list[dict[str, Any]] | None = None,
+    capacity: int = 6,
     **extra: Any,
 ) -> World:
     world = make_world(
         sim,
         azurite,
         vmss=VMSS,
-        capacity=6,
+        capacity=capacity,
         min_nodes=2,
         max_nodes=8,
         replicas=6,
@@ -316,6 +317,34 @@ def test_half_a_pool_not_ready_at_once_is_an_outage_refused_with_the_brakes_reas
         "VirtualMachineScaleSetVMs_Reimage",
         "VirtualMachineScaleSets_DeleteInstances",
     }
+    assert not any(v["unschedulable"] for v in world.cluster().values())
+
+
+def test_instances_being_created_do_not_weaken_the_brake(sim: Simulator, azurite: Any) -> None:
+    # Another pool of four healthy nodes: the cluster's share (2 of 7) stays below the brake.
+    world = _world(
+        sim,
+        azurite,
+        capacity=3,
+        scale_sets=[scale_set(VMSS, 3, zones=[]), scale_set("aks-system-52525252-vmss", 4)],
+        latencies={"create": 6 * 3600},
+    )
+    for instance in ("0", "1"):
+        _not_ready(world, instance, boots=None)
+    sim.advance(11 * 60)
+    held = world.run("reconcile").outcome["repair"]
+    assert held["action"] is None and "2 of 3 instances" in held["brake"], held
+    world.deliver_once("scale", {"delta": 3})  # the write is sent; its instances are creating
+    creating = [
+        i for i in sim.scale_set_state(VMSS)["instances"] if i["provisioning_state"] == "Creating"
+    ]
+    assert len(creating) == 3
+    repair = world.run("reconcile").outcome["repair"]
+    assert repair["action"] is None and "enqueued" not in repair, repair
+    assert "2 of 3 instances" in repair["brake"], repair["brake"]
+    assert "3 instances still coming up not counted" in repair["brake"]
+    restarts = [c for c in sim.calls()["calls"] if c["operation"].endswith("VMs_Restart")]
+    assert len(restarts) == 2  # the test's own
     assert not any(v["unschedulable"] for v in world.cluster().values())
 
 

@@ -124,6 +124,28 @@ def test_more_than_a_third_of_the_pool_unhealthy_is_an_outage_not_a_repair() -> 
     assert isinstance(plan_repair("workers", pool(*sick[:2]), SETTINGS, [], NOW).action, Repair)
 
 
+def test_instances_still_coming_up_neither_count_as_healthy_nor_dilute_the_brake() -> None:
+    sick = [replace(healthy(i), ready=False, ready_since=ago(11)) for i in (0, 1)]
+    creating = [
+        Member(f"vmss00000{i}", str(i), CREATING, ago(2), has_node=False, ready=False)
+        for i in (3, 4, 5)
+    ]
+    plan = plan_repair("workers", [*sick, healthy(2), *creating], SETTINGS, [], NOW)
+    assert plan.action is None and plan.brake is not None, plan
+    assert "2 of 3 instances" in plan.brake and "3 instances still coming up" in plan.brake
+    # Live but not registered yet (within not_ready_minutes): still coming up, not counted.
+    booting = [replace(m, state=LIVE) for m in creating]
+    assert plan_repair("workers", [*sick, healthy(2), *booting], SETTINGS, [], NOW).brake
+    # Once their nodes registered they count: 2 of 6 is a third, and repaired.
+    joined = [healthy(i) for i in (3, 4, 5)]
+    plan = plan_repair("workers", [*sick, healthy(2), *joined], SETTINGS, [], NOW)
+    assert plan.brake is None and isinstance(plan.action, Repair)
+    # A stuck one is unhealthy, and counted as such.
+    stuck = replace(creating[0], since=ago(21))
+    plan = plan_repair("workers", [sick[0], healthy(2), healthy(1), stuck], SETTINGS, [], NOW)
+    assert plan.brake is not None and "2 of 4 instances" in plan.brake
+
+
 def test_a_node_that_just_went_not_ready_counts_for_the_brake() -> None:
     fresh = [replace(healthy(i), ready=False, ready_since=ago(1)) for i in (2, 3)]
     plan = plan_repair("workers", pool(NOT_READY_11, *fresh), SETTINGS, [], NOW)
