@@ -25,6 +25,7 @@ QUARANTINE_ANNOTATION = "poolkeeper.io/quarantined"  # set by a repair job, with
 RUNGS = ("restart", "reimage", "replace")  # AKS's node auto-repair ladder
 DAY = timedelta(days=1)
 REPAIR_KIND = "repair"
+ENDED = ("done", "failed", "refused", "quarantined")  # a repair log entry's final statuses
 
 
 class Problem(StrEnum):
@@ -271,6 +272,19 @@ def repair_job_id(pool: str, finding: Finding) -> str:
     return f"repair-{pool}-{_SHORT[finding.problem]}-{target}-{finding.since:%Y%m%dT%H%M%S}"
 
 
+def attempt_id(job_id: str, entries: Iterable[Mapping[str, Any]]) -> str:
+    """The id of the next attempt at an episode: `job_id` itself, or, after attempts that were
+    refused before they touched anything (a canary being proven, the brake on when the job
+    ran), `<job_id>.r<n>`, so that the episode is repaired once that has passed. Pure."""
+    refused = sum(
+        1
+        for entry in entries
+        if entry.get("status") == "refused"
+        and (str(entry.get("job")) == job_id or str(entry.get("job")).startswith(f"{job_id}.r"))
+    )
+    return f"{job_id}.r{refused}" if refused else job_id
+
+
 def _brake(
     members: Sequence[Member],
     settings: RepairSettings,
@@ -404,7 +418,7 @@ def in_flight(
     whose job the ledger does not show ended either. A job the ledger never knew counts for
     UNKNOWN_JOB_GRACE after it was queued (its message may still be on its way). Pure."""
     for entry in entries:
-        if entry.get("status") in ("done", "failed", "refused", "quarantined"):
+        if entry.get("status") in ENDED:
             continue
         job = str(entry.get("job"))
         status = statuses.get(job)

@@ -99,6 +99,14 @@ def _not_ready(world: World, instance: str, boots: int | None) -> None:
     Instances(services.scale_sets).begin_restart(vmss_id_of(VMSS), instance)
 
 
+def _sick(sim: Simulator, azurite: Any, *, boots: int | None, **extra: Any) -> World:
+    """A world whose node 1 has been NotReady for 11 minutes (its next `boots` boots too)."""
+    world = _world(sim, azurite, **extra)
+    _not_ready(world, "1", boots=boots)
+    sim.advance(11 * 60)
+    return world
+
+
 def _reconcile_and_repair(world: World, *, timeout: float = 60) -> Any:
     """Reconcile (it enqueues the repair), then drive the scale queue until the repair ends."""
     record = world.run("reconcile")
@@ -348,6 +356,39 @@ def test_instances_being_created_do_not_weaken_the_brake(sim: Simulator, azurite
     assert not any(v["unschedulable"] for v in world.cluster().values())
 
 
+def test_a_repair_refuses_while_an_image_canary_is_proven_and_runs_once_it_ended(
+    sim: Simulator, azurite: Any
+) -> None:
+    world = _sick(sim, azurite, boots=1)
+    queued = world.run("reconcile").outcome["repair"]["enqueued"]  # before the model changed
+    image = _proving_a_canary(world)
+    asked = _submit(world, {"node": NODE})  # and one asked for by hand meanwhile
+    for job_id in (queued, asked):
+        record = world.drive("scale", job_id)
+        assert record.status == "failed", (record.error, record.outcome)
+        assert record.error.startswith(f"refused: waits: image job {image} is proving"), record
+    restarts = [c for c in sim.calls()["calls"] if c["operation"].endswith("VMs_Restart")]
+    assert len(restarts) == 1  # the test's own: the repairs touched nothing
+    assert not any(v["unschedulable"] for v in world.cluster().values())
+    assert [e["status"] for e in _repairs(world)] == ["refused", "refused"]
+    # The canary ended: the episode is repaired after all, by a new attempt.
+    record = world.tables.job(image)
+    world.tables.update_job(record, status="done", outcome={"canary": "kept"})
+    record = _reconcile_and_repair(world)
+    assert record.id == f"{queued}.r1" and record.status == "done", (record.id, record.error)
+    assert record.outcome["repair"]["rungs"] == [{"rung": "restart", "result": "back Ready"}]
+    world.assert_truth()
+
+
+def _proving_a_canary(world: World) -> str:
+    """An image job of the pool at its canary step, as the ledger shows one (the image flow
+    itself is tests/integration/test_image.py's; its message is never delivered here)."""
+    job_id = _submit(world, {}, kind="image")
+    record = world.tables.job(job_id)
+    world.tables.update_job(record, status="waiting", step="canary_check")
+    return job_id
+
+
 def test_a_flapping_node_is_repaired_at_most_n_times_then_quarantined_and_reported(
     sim: Simulator, azurite: Any
 ) -> None:
@@ -395,12 +436,12 @@ def test_dry_runs_plan_and_change_nothing(sim: Simulator, azurite: Any) -> None:
     assert _repairs(world) == [] and not world.pump.services.kube.node(NODE).unschedulable
 
 
-def _submit(world: World, params: dict[str, Any]) -> str:
-    job_id = f"repair-by-hand-{uuid.uuid4().hex[:8]}"
+def _submit(world: World, params: dict[str, Any], *, kind: str = "repair") -> str:
+    job_id = f"{kind}-by-hand-{uuid.uuid4().hex[:8]}"
     body = {
         "schema": SCHEMA,
         "id": job_id,
-        "kind": "repair",
+        "kind": kind,
         "pool": world.pool["name"],
         "params": params,
         "requested_by": "tests",

@@ -14,6 +14,7 @@ from shared.decide.repair import (
     Problem,
     Quarantine,
     Repair,
+    attempt_id,
     in_flight,
     next_rung,
     plan_repair,
@@ -258,3 +259,16 @@ def test_one_repair_in_flight_a_pool() -> None:
     assert in_flight(entries, {"b": "waiting", "c": None}, NOW) == "b"
     assert in_flight(entries, {"b": "failed", "c": None}, NOW) == "c"  # queued, not started yet
     assert in_flight(entries, {"b": "failed", "c": None}, NOW + timedelta(hours=2)) is None
+
+
+def test_an_episode_refused_before_it_acted_gets_another_attempt_later() -> None:
+    episode = "repair-workers-notready-1-20261102T114900"
+    assert attempt_id(episode, []) == episode
+    refused = {"job": episode, "status": "refused", "at": ago(30).isoformat()}
+    assert attempt_id(episode, [refused]) == f"{episode}.r1"
+    again = {"job": f"{episode}.r1", "status": "refused", "at": ago(20).isoformat()}
+    others = [{"job": "repair-by-hand-1", "status": "refused"}, {"job": episode + "x"}]
+    assert attempt_id(episode, [refused, again, *others]) == f"{episode}.r2"
+    # An attempt that ran (done or failed) is the episode's: attempt_id keeps its id, and
+    # reconcile finds it in the ledger and does not try again.
+    assert attempt_id(episode, [refused | {"status": "failed"}]) == episode

@@ -17,6 +17,7 @@ from shared.decide.repair import (
     QUARANTINE_ANNOTATION,
     Member,
     RepairPlan,
+    attempt_id,
     in_flight,
     plan_repair,
 )
@@ -137,11 +138,11 @@ def follow_up(ctx: StepContext, truth: Truth, *, dry_run: bool) -> dict[str, Any
     if plan.action is None:
         return {"repair": plan.describe()} if plan.findings else {}
     described = plan.describe()
-    job_id = plan.action.job_id
     if dry_run:
         return {"repair": described | {"dry_run": True}}
     repair_log = RepairLog(services.tables)
     entries = repair_log.entries(pool.name)
+    job_id = attempt_id(plan.action.job_id, entries)
     statuses = {
         str(e["job"]): (record.status if (record := services.tables.job(str(e["job"]))) else None)
         for e in entries
@@ -151,7 +152,7 @@ def follow_up(ctx: StepContext, truth: Truth, *, dry_run: bool) -> dict[str, Any
     if busy is not None:
         return {"repair": described | {"waits_for": busy}}
     earlier = services.tables.job(job_id)
-    if earlier is not None:  # this episode was repaired once: it is not tried again
+    if earlier is not None:  # this episode was tried once (not refused): not tried again
         return {"repair": described | {"already": f"{job_id} {earlier.status}"}}
     member = plan.action.finding.member
     params = {"instance": member.instance_id} if member.instance_id else {}

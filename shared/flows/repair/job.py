@@ -34,12 +34,18 @@ from shared.decide.repair import (
     QUARANTINE_ANNOTATION,
     Problem,
     Quarantine,
+    Repair,
 )
 from shared.flows.claims import Claimed, claim, holds, release
 from shared.flows.jobs import Flow, Step, StepContext, enqueue, register
 from shared.flows.repair import ladder
 from shared.flows.repair.ending import end, owner, params
-from shared.flows.repair.follow_up import brake_notice, notify, plan_for
+from shared.flows.repair.follow_up import (
+    brake_notice,
+    canary_in_progress,
+    notify,
+    plan_for,
+)
 from shared.flows.retries import temporary_wait
 from shared.flows.scale import scale_in
 from shared.flows.truth import read_truth
@@ -67,28 +73,29 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         return Fail("cannot repair: the cluster's nodes could not be read (fail safe)")
     plan = plan_for(ctx.services, ctx.pool, truth, ctx.now, target=asked.node or asked.instance)
     described = plan.describe()
+    # Checked here too, not only by reconcile: a repair asked for by hand, or queued before the
+    # model changed, must not restart or replace nodes while an image job proves a canary.
+    canary = canary_in_progress(ctx.services, ctx.pool.name)
     if asked.dry_run:
-        return Done({"dry_run": True, "plan": described})
+        return Done(
+            {"dry_run": True, "plan": described} | ({"waits_for": canary} if canary else {})
+        )
     state = {"started_at": ctx.now.isoformat(), "plan": described}
+    if plan.action is not None:
+        state["repair"] = _target(plan.action)
+    if canary is not None:
+        refusal = Fail(f"refused: waits: {canary}; nothing was touched", {"plan": described})
+        return end(ctx, state, refusal, status="refused")
     if plan.brake is not None:
         brake_notice(ctx.services, ctx.pool.name, plan.brake, ctx.now)
-        return end(ctx, state, Fail(f"refused (brake): {plan.brake}", {"plan": described}))
+        refusal = Fail(f"refused (brake): {plan.brake}", {"plan": described})
+        return end(ctx, state, refusal, status="refused")
     if plan.action is None:
         why = described["left_out"] or "nothing to repair now"
         return end(ctx, state, Done({"note": f"no repair: {why}", "plan": described}))
     finding = plan.action.finding
     member = finding.member
-    state = {
-        "started_at": ctx.now.isoformat(),
-        "repair": {
-            "problem": finding.problem.value,
-            "name": member.name,
-            "node": member.name if member.has_node else None,
-            "instance": member.instance_id,
-            "detail": finding.detail,
-            "force": getattr(plan.action, "force", False),
-        },
-    }
+    state = {"started_at": ctx.now.isoformat(), "repair": state["repair"]}
     RepairLog(ctx.services.tables).put(
         ctx.pool.name,
         {
@@ -117,6 +124,20 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         ctx.notes.append(f"a replacement first: the pool keeps min_nodes {ctx.pool.min_nodes}")
         return Next("grow", state)
     return _removal(state)
+
+
+def _target(action: Repair | Quarantine) -> dict[str, Any]:
+    """What the repair is of, as its state and the repair log carry it."""
+    finding = action.finding
+    member = finding.member
+    return {
+        "problem": finding.problem.value,
+        "name": member.name,
+        "node": member.name if member.has_node else None,
+        "instance": member.instance_id,
+        "detail": finding.detail,
+        "force": getattr(action, "force", False),
+    }
 
 
 def _removal(state: dict[str, Any]) -> Outcome:
