@@ -8,135 +8,40 @@ The Witness checks every delete where it is sent (a node cordoned and emptied; m
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
-import requests
 
-from shared.adapters.instances import Instances
-from shared.adapters.repair_log import RepairLog
 from shared.decide.repair import QUARANTINE_ANNOTATION
 from shared.flows import api
-from shared.flows.jobs import submit
 from shared.flows.reconcile import survey
-from shared.jobs import SCHEMA
-from tests.simulator import Simulator, scale_set
-from tests.truth_support import Witness, World, make_world, vmss_id_of
-
-VMSS = "aks-heal-71717171-vmss"
-NODE = f"{VMSS}000001"
-DELETE = "VirtualMachineScaleSets_DeleteInstances"
-
-
-class NodelessWitness(Witness):
-    """The Witness's checks for instances with a node; one without a node (never booted, or
-    never registered) has nothing to drain, and is recorded as such."""
-
-    nodeless: set[str]
-
-    def _check_delete(self, instance_ids: Sequence[str]) -> None:
-        cluster = requests.get(f"{self.sim.admin}/kube/pods", timeout=10).json()["nodes"]
-        names = {
-            i["instance_id"]: i["computer_name"]
-            for i in self.sim.scale_set_state(self.vmss)["instances"]
-        }
-        with_node = [i for i in instance_ids if names[str(i)] in cluster]
-        self.nodeless = getattr(self, "nodeless", set()) | (set(instance_ids) - set(with_node))
-        if with_node:
-            super()._check_delete(with_node)
-        if set(instance_ids) - set(with_node):
-            self.deletes.append([i for i in instance_ids if i not in with_node])
-
-
-def _world(
-    sim: Simulator,
-    azurite: Any,
-    *,
-    repair: dict[str, Any] | None = None,
-    faults: list[dict[str, Any]] | None = None,
-    capacity: int = 6,
-    **extra: Any,
-) -> World:
-    world = make_world(
-        sim,
-        azurite,
-        vmss=VMSS,
-        capacity=capacity,
-        min_nodes=2,
-        max_nodes=8,
-        replicas=6,
-        max_unavailable=1,
-        grace=10,
-        pool_extra={"repair": {"ready_timeout_minutes": 3} | (repair or {})},
-        settings={
-            "POOLKEEPER_NOTIFICATIONS_QUEUE": f"notify-{uuid.uuid4().hex[:8]}",
-            # A week of simulated time between full reads: the survey looks only at changes.
-            "POOLKEEPER_FULL_READ_MINUTES": "10080",
-        },
-        faults=faults or [],
-        **extra,
-    )
-    world.witness = _nodeless(world)
-    assert world.run("reconcile").status == "done"
-    return world
-
-
-def _nodeless(world: World) -> NodelessWitness:
-    """The world's scale-set adapter witnessed by a NodelessWitness instead."""
-    services = world.pump.services
-    witness = NodelessWitness(world.sim, VMSS, world.witness.min_nodes)
-    services.scale_sets = witness.adapter(dict(services.settings), services)
-    return witness
-
-
-def _not_ready(world: World, instance: str, boots: int | None) -> None:
-    """The instance's next `boots` boots (None: every one) leave its node NotReady; restart it."""
-    fault = {"operation": "Boot", "kind": "never_ready", "scale_set": VMSS, "instance": instance}
-    world.sim.post("faults", fault | ({"count": boots} if boots else {}))
-    services = world.pump.services
-    Instances(services.scale_sets).begin_restart(vmss_id_of(VMSS), instance)
-
-
-def _sick(sim: Simulator, azurite: Any, *, boots: int | None, **extra: Any) -> World:
-    """A world whose node 1 has been NotReady for 11 minutes (its next `boots` boots too)."""
-    world = _world(sim, azurite, **extra)
-    _not_ready(world, "1", boots=boots)
-    sim.advance(11 * 60)
-    return world
-
-
-def _reconcile_and_repair(world: World, *, timeout: float = 60) -> Any:
-    """Reconcile (it enqueues the repair), then drive the scale queue until the repair ends."""
-    record = world.run("reconcile")
-    assert record.status == "done", record.error
-    repair = record.outcome["repair"]
-    job_id = repair.get("enqueued") or repair["waits_for"]  # or an earlier reconcile's
-    return world.drive("scale", job_id, timeout=timeout)
-
-
-def _notifications(world: World, kind: str) -> list[dict[str, Any]]:
-    queue = world.pump.services.settings["POOLKEEPER_NOTIFICATIONS_QUEUE"]
-    client = world.pump.services.queues._queue(queue)
-    found = [json.loads(m.content) for m in client.peek_messages(max_messages=32)]
-    return [n for n in found if n["kind"] == kind]
-
-
-def _repairs(world: World) -> list[dict[str, Any]]:
-    return RepairLog(world.tables).entries(world.pool["name"])
+from tests.repair_support import (
+    DELETE,
+    NODE,
+    VMSS,
+    assert_counts,
+    heal_world,
+    nodeless,
+    not_ready,
+    notifications,
+    reconcile_and_repair,
+    repairs,
+    submit_job,
+)
+from tests.simulator import Simulator
+from tests.truth_support import make_world
 
 
 def test_a_not_ready_node_is_restarted_and_back_then_given_back(
     sim: Simulator, azurite: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    world = _world(sim, azurite)
+    world = heal_world(sim, azurite)
     assert survey(world.pump.services) == []  # read in full just now, nothing changed
-    _not_ready(world, "1", boots=1)
+    not_ready(world, "1", boots=1)
     sim.advance(11 * 60)
     # Counts and ETag are as they were: the NotReady node is what gets the pool a full read.
     assert len(survey(world.pump.services)) == 1
-    record = _reconcile_and_repair(world)
+    record = reconcile_and_repair(world)
     assert record.status == "done", (record.error, record.outcome)
     assert record.outcome["repair"]["rung"] == "restart"
     assert record.outcome["repair"]["rungs"] == [{"rung": "restart", "result": "back Ready"}]
@@ -163,10 +68,10 @@ def test_a_not_ready_node_is_restarted_and_back_then_given_back(
 def test_the_ladder_climbs_restart_reimage_replace_until_the_node_is_replaced(
     sim: Simulator, azurite: Any
 ) -> None:
-    world = _world(sim, azurite)
-    _not_ready(world, "1", boots=None)  # no boot of instance 1 ever gets Ready again
+    world = heal_world(sim, azurite)
+    not_ready(world, "1", boots=None)  # no boot of instance 1 ever gets Ready again
     sim.advance(11 * 60)
-    record = _reconcile_and_repair(world, timeout=120)
+    record = reconcile_and_repair(world, timeout=120)
     assert record.status == "done", (record.error, record.outcome)
     assert [r["rung"] for r in record.outcome["repair"]["rungs"]] == ["restart", "reimage"]
     assert record.outcome["repair"]["rung"] == "replace"
@@ -181,20 +86,20 @@ def test_the_ladder_climbs_restart_reimage_replace_until_the_node_is_replaced(
     scale_set = sim.scale_set_state(VMSS)
     assert "1" not in {i["instance_id"] for i in scale_set["instances"]}
     assert scale_set["capacity"] == 6
-    assert _notifications(world, "repair_failed") == []
+    assert notifications(world, "repair_failed") == []
     world.assert_truth()
 
 
 def test_an_instance_whose_node_never_registered_climbs_the_ladder_like_a_not_ready_one(
     sim: Simulator, azurite: Any
 ) -> None:
-    world = _world(sim, azurite)
-    _not_ready(world, "1", boots=1)
+    world = heal_world(sim, azurite)
+    not_ready(world, "1", boots=1)
     sim.advance(3 * 60)
     world.pump.services.kube.delete_node(NODE)  # its kubelet, never Ready, does not come back
     sim.advance(11 * 60)
     assert world.pump.services.kube.node(NODE) is None
-    record = _reconcile_and_repair(world)
+    record = reconcile_and_repair(world)
     assert record.status == "done", (record.error, record.outcome)
     assert record.outcome["repair"]["problem"] == "never_registered"
     assert record.outcome["repair"]["rung"] == "restart"
@@ -205,21 +110,21 @@ def test_an_instance_whose_node_never_registered_climbs_the_ladder_like_a_not_re
 
 
 def test_a_failed_instance_is_deleted_with_no_node_to_drain(sim: Simulator, azurite: Any) -> None:
-    world = _world(
+    world = heal_world(
         sim,
         azurite,
         faults=[{"operation": "VirtualMachineScaleSets_Update", "kind": "lro_failed", "count": 1}],
     )
     up = world.run("scale", {"delta": 1})
     assert up.status == "failed" and "InternalExecutionError" in up.error
-    record = _reconcile_and_repair(world)
+    record = reconcile_and_repair(world)
     assert record.status == "done", (record.error, record.outcome)
     assert record.outcome["repair"]["problem"] == "failed_instance"
     assert world.witness.deletes == [["6"]] and world.witness.nodeless == {"6"}
     scale_set = sim.scale_set_state(VMSS)
     assert len(scale_set["instances"]) == 6 and scale_set["capacity"] == 6
     assert "repair" not in world.run("reconcile").outcome
-    _assert_counts(world)
+    assert_counts(world)
 
 
 def test_a_failed_instance_gets_a_replacement_first_when_its_delete_would_go_below_min(
@@ -236,9 +141,9 @@ def test_a_failed_instance_gets_a_replacement_first_when_its_delete_would_go_bel
         max_unavailable=1,
         faults=[{"operation": "VirtualMachineScaleSets_Update", "kind": "lro_failed", "count": 1}],
     )
-    world.witness = _nodeless(world)
+    world.witness = nodeless(world)
     assert world.run("scale", {"delta": 1}).status == "failed"
-    record = _reconcile_and_repair(world)
+    record = reconcile_and_repair(world)
     assert record.status == "done", (record.error, record.outcome)
     assert len(world.witness.raises) == 2  # the failed one, then the replacement
     assert world.witness.deletes == [["2"]] and world.witness.nodeless == {"2"}
@@ -246,35 +151,35 @@ def test_a_failed_instance_gets_a_replacement_first_when_its_delete_would_go_bel
     assert scale_set["capacity"] == 3 and "2" not in {
         i["instance_id"] for i in scale_set["instances"]
     }
-    _assert_counts(world)
+    assert_counts(world)
 
 
 def test_an_instance_stuck_creating_whose_forced_delete_fails_is_escalated_once(
     sim: Simulator, azurite: Any
 ) -> None:
-    world = _world(sim, azurite, latencies={"create": 6 * 3600, "force_delete": 30})
+    world = heal_world(sim, azurite, latencies={"create": 6 * 3600, "force_delete": 30})
     world.deliver_once("scale", {"delta": 1})  # the write is sent; its instance never comes
     assert world.run("reconcile").status == "done"  # first seen Creating
     sim.advance(21 * 60)
     sim.post("faults", {"operation": DELETE, "kind": "lro_failed", "count": 1})
-    record = _reconcile_and_repair(world)
+    record = reconcile_and_repair(world)
     assert record.status == "failed" and record.outcome["repair"]["problem"] == "stuck_creating"
     assert world.witness.deletes == [["6"]] and world.witness.nodeless == {"6"}
-    (told,) = _notifications(world, "repair_failed")
+    (told,) = notifications(world, "repair_failed")
     assert "needs a person" in told["message"]
     # Tried once: the next reconciles report it and leave it to a person.
     again = world.run("reconcile").outcome["repair"]
     assert again["action"] is None and "escalated" in again["left_out"][f"{VMSS}000006"]
     assert world.witness.deletes == [["6"]]
-    _assert_counts(world)
+    assert_counts(world)
 
 
 def test_an_instance_stuck_deleting_is_force_deleted_once(sim: Simulator, azurite: Any) -> None:
-    world = _world(sim, azurite, latencies={"delete": 6 * 3600, "force_delete": 30})
+    world = heal_world(sim, azurite, latencies={"delete": 6 * 3600, "force_delete": 30})
     going = world.run("scale", {"nodes": [NODE]}, timeout=60)
     assert going.status == "failed" and "still unknown" in going.error
     sim.advance(21 * 60)
-    record = _reconcile_and_repair(world)
+    record = reconcile_and_repair(world)
     assert record.status == "done", (record.error, record.outcome)
     assert record.outcome["repair"]["problem"] == "stuck_deleting"
     assert world.witness.deletes == [["1"], ["1"]]
@@ -286,16 +191,18 @@ def test_an_instance_stuck_deleting_is_force_deleted_once(sim: Simulator, azurit
 def test_a_node_whose_instance_is_gone_is_reported_and_deleted_when_allowed(
     sim: Simulator, azurite: Any
 ) -> None:
-    world = _world(sim, azurite, repair={"delete_orphan_nodes": True, "orphan_node_minutes": 30})
+    world = heal_world(
+        sim, azurite, repair={"delete_orphan_nodes": True, "orphan_node_minutes": 30}
+    )
     sim.post("kube/cloud-node-manager", {"running": False})
     assert world.run("scale", {"nodes": [NODE]}).status == "done"
     assert world.pump.services.kube.node(NODE) is not None  # left behind
     sim.advance(31 * 60)
-    record = _reconcile_and_repair(world)
+    record = reconcile_and_repair(world)
     assert record.status == "done" and record.outcome["deleted_node"] == NODE
     assert record.outcome["repair"]["problem"] == "orphan_node"
     assert world.pump.services.kube.node(NODE) is None
-    (told,) = _notifications(world, "repair_orphan_node")
+    (told,) = notifications(world, "repair_orphan_node")
     assert NODE in told["message"]
     assert world.witness.deletes == [["1"]]  # the scale-in's; the repair deleted no instance
     world.assert_truth()
@@ -304,20 +211,20 @@ def test_a_node_whose_instance_is_gone_is_reported_and_deleted_when_allowed(
 def test_half_a_pool_not_ready_at_once_is_an_outage_refused_with_the_brakes_reason(
     sim: Simulator, azurite: Any
 ) -> None:
-    world = _world(sim, azurite)
+    world = heal_world(sim, azurite)
     for instance in ("0", "1", "2"):
-        _not_ready(world, instance, boots=None)
+        not_ready(world, instance, boots=None)
     sim.advance(11 * 60)
     record = world.run("reconcile")
     brake = record.outcome["repair"]["brake"]
     assert "3 of 6 instances of the pool are unhealthy" in brake and "outage" in brake
     assert record.outcome["repair"]["action"] is None
-    (told,) = _notifications(world, "repair_brake")
+    (told,) = notifications(world, "repair_brake")
     assert told["severity"] == "P1" and "outage" in told["message"]
     world.run("reconcile")
-    assert len(_notifications(world, "repair_brake")) == 1  # told once while it lasts
+    assert len(notifications(world, "repair_brake")) == 1  # told once while it lasts
     # A repair asked for by hand is refused the same way, and touches nothing.
-    asked = _submit(world, {"node": NODE})
+    asked = submit_job(world, {"node": NODE})
     refused = world.drive("scale", asked)
     assert refused.status == "failed" and refused.error.startswith("refused (brake)")
     calls = {c["operation"] for c in sim.calls()["calls"]}
@@ -328,86 +235,25 @@ def test_half_a_pool_not_ready_at_once_is_an_outage_refused_with_the_brakes_reas
     assert not any(v["unschedulable"] for v in world.cluster().values())
 
 
-def test_instances_being_created_do_not_weaken_the_brake(sim: Simulator, azurite: Any) -> None:
-    # Another pool of four healthy nodes: the cluster's share (2 of 7) stays below the brake.
-    world = _world(
-        sim,
-        azurite,
-        capacity=3,
-        scale_sets=[scale_set(VMSS, 3, zones=[]), scale_set("aks-system-52525252-vmss", 4)],
-        latencies={"create": 6 * 3600},
-    )
-    for instance in ("0", "1"):
-        _not_ready(world, instance, boots=None)
-    sim.advance(11 * 60)
-    held = world.run("reconcile").outcome["repair"]
-    assert held["action"] is None and "2 of 3 instances" in held["brake"], held
-    world.deliver_once("scale", {"delta": 3})  # the write is sent; its instances are creating
-    creating = [
-        i for i in sim.scale_set_state(VMSS)["instances"] if i["provisioning_state"] == "Creating"
-    ]
-    assert len(creating) == 3
-    repair = world.run("reconcile").outcome["repair"]
-    assert repair["action"] is None and "enqueued" not in repair, repair
-    assert "2 of 3 instances" in repair["brake"], repair["brake"]
-    assert "3 instances still coming up not counted" in repair["brake"]
-    restarts = [c for c in sim.calls()["calls"] if c["operation"].endswith("VMs_Restart")]
-    assert len(restarts) == 2  # the test's own
-    assert not any(v["unschedulable"] for v in world.cluster().values())
-
-
-def test_a_repair_refuses_while_an_image_canary_is_proven_and_runs_once_it_ended(
-    sim: Simulator, azurite: Any
-) -> None:
-    world = _sick(sim, azurite, boots=1)
-    queued = world.run("reconcile").outcome["repair"]["enqueued"]  # before the model changed
-    image = _proving_a_canary(world)
-    asked = _submit(world, {"node": NODE})  # and one asked for by hand meanwhile
-    for job_id in (queued, asked):
-        record = world.drive("scale", job_id)
-        assert record.status == "failed", (record.error, record.outcome)
-        assert record.error.startswith(f"refused: waits: image job {image} is proving"), record
-    restarts = [c for c in sim.calls()["calls"] if c["operation"].endswith("VMs_Restart")]
-    assert len(restarts) == 1  # the test's own: the repairs touched nothing
-    assert not any(v["unschedulable"] for v in world.cluster().values())
-    assert [e["status"] for e in _repairs(world)] == ["refused", "refused"]
-    # The canary ended: the episode is repaired after all, by a new attempt.
-    record = world.tables.job(image)
-    world.tables.update_job(record, status="done", outcome={"canary": "kept"})
-    record = _reconcile_and_repair(world)
-    assert record.id == f"{queued}.r1" and record.status == "done", (record.id, record.error)
-    assert record.outcome["repair"]["rungs"] == [{"rung": "restart", "result": "back Ready"}]
-    world.assert_truth()
-
-
-def _proving_a_canary(world: World) -> str:
-    """An image job of the pool at its canary step, as the ledger shows one (the image flow
-    itself is tests/integration/test_image.py's; its message is never delivered here)."""
-    job_id = _submit(world, {}, kind="image")
-    record = world.tables.job(job_id)
-    world.tables.update_job(record, status="waiting", step="canary_check")
-    return job_id
-
-
 def test_a_flapping_node_is_repaired_at_most_n_times_then_quarantined_and_reported(
     sim: Simulator, azurite: Any
 ) -> None:
-    world = _world(sim, azurite, repair={"max_repairs_per_node_per_day": 2})
+    world = heal_world(sim, azurite, repair={"max_repairs_per_node_per_day": 2})
     for _ in range(2):
-        _not_ready(world, "1", boots=1)
+        not_ready(world, "1", boots=1)
         sim.advance(11 * 60)
-        assert _reconcile_and_repair(world).outcome["repair"]["rung"] == "restart"
-    _not_ready(world, "1", boots=1)
+        assert reconcile_and_repair(world).outcome["repair"]["rung"] == "restart"
+    not_ready(world, "1", boots=1)
     sim.advance(11 * 60)
-    record = _reconcile_and_repair(world)
+    record = reconcile_and_repair(world)
     assert record.status == "done" and record.outcome["quarantined"] == NODE
     assert "repaired 2 times in the last day" in record.outcome["reason"]
     node = world.pump.services.kube.node(NODE)
     assert node is not None and node.unschedulable and not node.claim
     assert "repaired 2 times" in json.loads(node.annotations[QUARANTINE_ANNOTATION])["reason"]
-    (told,) = _notifications(world, "repair_quarantined")
+    (told,) = notifications(world, "repair_quarantined")
     assert NODE in told["message"]
-    assert [e["status"] for e in _repairs(world)] == ["done", "done", "quarantined"]
+    assert [e["status"] for e in repairs(world)] == ["done", "done", "quarantined"]
     # Quarantined: not repaired again, and reconcile's stale-claim release leaves it cordoned.
     sim.advance(3 * 3600)
     again = world.run("reconcile").outcome
@@ -418,13 +264,13 @@ def test_a_flapping_node_is_repaired_at_most_n_times_then_quarantined_and_report
 
 
 def test_dry_runs_plan_and_change_nothing(sim: Simulator, azurite: Any) -> None:
-    world = _world(sim, azurite)
-    _not_ready(world, "1", boots=None)
+    world = heal_world(sim, azurite)
+    not_ready(world, "1", boots=None)
     sim.advance(11 * 60)
     before = sim.calls()["counters"]
     plan = world.run("reconcile", {"dry_run": True}).outcome["repair"]
     assert plan["dry_run"] and plan["action"]["first_rung"] == "restart"
-    asked = _submit(world, {"node": NODE, "dry_run": True})
+    asked = submit_job(world, {"node": NODE, "dry_run": True})
     record = world.drive("scale", asked)
     assert record.status == "done" and record.outcome["dry_run"]
     assert record.outcome["plan"]["action"]["node"] == NODE
@@ -433,39 +279,4 @@ def test_dry_runs_plan_and_change_nothing(sim: Simulator, azurite: Any) -> None:
     assert {k: v for k, v in after.items() if k.endswith(writes)} == {
         k: v for k, v in before.items() if k.endswith(writes)
     }
-    assert _repairs(world) == [] and not world.pump.services.kube.node(NODE).unschedulable
-
-
-def _submit(world: World, params: dict[str, Any], *, kind: str = "repair") -> str:
-    job_id = f"{kind}-by-hand-{uuid.uuid4().hex[:8]}"
-    body = {
-        "schema": SCHEMA,
-        "id": job_id,
-        "kind": kind,
-        "pool": world.pool["name"],
-        "params": params,
-        "requested_by": "tests",
-        "created_at": "2026-11-02T08:00:00Z",
-    }
-    submit(world.pump.services, json.dumps(body))
-    return job_id
-
-
-def _assert_counts(world: World) -> None:
-    """assert_truth's count checks, for a pool whose deleted instances never had a node."""
-    scale_set = world.sim.scale_set_state(VMSS)
-    recorded = world.tables.pool_status(world.pool["name"])
-    assert recorded is not None and recorded["capacity"] == scale_set["capacity"]
-    live = sum(
-        i["provisioning_state"] == "Succeeded" and i["power_state"] == "running"
-        for i in scale_set["instances"]
-    )
-    assert recorded["counts"]["live"] == live >= world.pool["min_nodes"]
-    history = [h for h in world.sim.state()["history"] if h["scale_set"] == VMSS]
-    assert all(h["operation"] == DELETE for h in history)
-    removals = requests.get(f"{world.sim.admin}/kube/removals", timeout=10).json()["removals"]
-    for gone in removals:
-        if gone["node"] is not None:
-            assert gone["unschedulable"] and not gone["pods"], gone
-        else:
-            assert gone["instance"] in world.witness.nodeless  # type: ignore[attr-defined]
+    assert repairs(world) == [] and not world.pump.services.kube.node(NODE).unschedulable
