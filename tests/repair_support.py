@@ -52,6 +52,7 @@ def heal_world(
     repair: dict[str, Any] | None = None,
     faults: list[dict[str, Any]] | None = None,
     capacity: int = 6,
+    settings: dict[str, str] | None = None,
     **extra: Any,
 ) -> World:
     world = make_world(
@@ -69,7 +70,8 @@ def heal_world(
             "POOLKEEPER_NOTIFICATIONS_QUEUE": f"notify-{uuid.uuid4().hex[:8]}",
             # A week of simulated time between full reads: the survey looks only at changes.
             "POOLKEEPER_FULL_READ_MINUTES": "10080",
-        },
+        }
+        | (settings or {}),
         faults=faults or [],
         **extra,
     )

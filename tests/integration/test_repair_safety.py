@@ -8,18 +8,23 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from shared.adapters.instances import Instances
+from tests.jobs_support import WorkerKilled
 from tests.repair_support import (
     NODE,
     VMSS,
     heal_world,
     not_ready,
+    notifications,
     reconcile_and_repair,
     repairs,
     sick,
     submit_job,
 )
 from tests.simulator import Simulator, scale_set
-from tests.truth_support import World
+from tests.truth_support import World, vmss_id_of
 
 
 def _calls(sim: Simulator, suffix: str) -> int:
@@ -83,3 +88,100 @@ def _proving_a_canary(world: World) -> str:
     record = world.tables.job(job_id)
     world.tables.update_job(record, status="waiting", step="canary_check")
     return job_id
+
+
+def test_a_node_back_ready_after_a_slow_reimage_is_given_back_not_replaced(
+    sim: Simulator, azurite: Any
+) -> None:
+    # The restart's boot stays NotReady; the reimage takes 15 minutes longer than
+    # ready_timeout_minutes (far more than the test's polls are apart), and its boot is Ready.
+    world = sick(
+        sim,
+        azurite,
+        boots=2,
+        repair={"ready_timeout_minutes": 30},
+        latencies={"reimage": 45 * 60},
+    )
+    record = reconcile_and_repair(world, timeout=120)
+    assert record.status == "done", (record.error, record.outcome)
+    assert record.outcome["repair"]["rungs"] == [
+        {"rung": "restart", "result": "not back Ready within 0:30:00 of the restart"},
+        {"rung": "reimage", "result": "back Ready"},
+    ]
+    assert _calls(sim, "VMs_Reimage") == 1
+    assert world.witness.raises == [] and world.witness.deletes == []  # not replaced
+    node = world.pump.services.kube.node(NODE)
+    assert node is not None and node.ready and not node.unschedulable and not node.claim
+    world.assert_truth()
+
+
+def test_a_node_back_ready_while_its_replacement_grows_is_given_back_not_deleted(
+    sim: Simulator, azurite: Any
+) -> None:
+    world = sick(sim, azurite, boots=3)  # neither the restart nor the reimage brings it back
+    job_id = world.run("reconcile").outcome["repair"]["enqueued"]
+    world.drive("scale", job_id, lambda r: r.step == "await_grow", timeout=120)
+    # Meanwhile a person reboots it, and this boot is Ready.
+    Instances(world.pump.services.scale_sets).begin_restart(vmss_id_of(VMSS), "1")
+    sim.advance(3 * 60)
+    assert world.pump.services.kube.node(NODE).ready
+    record = world.drive("scale", job_id, timeout=120)
+    assert record.status == "done", (record.error, record.outcome)
+    note = record.outcome["note"]
+    assert note.startswith(f"{NODE} is Ready again: not replaced"), note
+    assert f"the replacement added by {job_id}-grow stays" in note
+    assert world.witness.deletes == [] and len(world.witness.raises) == 1
+    scale_set = sim.scale_set_state(VMSS)
+    assert scale_set["capacity"] == 7 and "1" in {i["instance_id"] for i in scale_set["instances"]}
+    node = world.pump.services.kube.node(NODE)
+    assert node is not None and not node.unschedulable and not node.claim
+    (entry,) = [e for e in repairs(world) if e["job"] == job_id]
+    assert entry["status"] == "done" and "Ready again: not replaced" in entry["result"]
+    world.assert_truth()
+
+
+def test_a_worker_killed_right_after_sending_a_restart_restarts_the_node_once(
+    sim: Simulator, azurite: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = sick(sim, azurite, boots=1)
+    real = Instances.begin_restart
+    killed: list[str] = []
+
+    def dies_after_sending(self: Instances, vmss_id: str, instance_id: str) -> str:
+        token = real(self, vmss_id, instance_id)
+        if not killed:  # sent; the step's outcome is never recorded
+            killed.append(instance_id)
+            raise WorkerKilled("the worker died right after sending the restart")
+        return token
+
+    monkeypatch.setattr(Instances, "begin_restart", dies_after_sending)
+    record = reconcile_and_repair(world)
+    assert killed == ["1"]
+    assert record.status == "done", (record.error, record.outcome)
+    assert _calls(sim, "VMs_Restart") == 2  # the test's own, and the repair's one
+    assert record.outcome["repair"]["rungs"] == [{"rung": "restart", "result": "back Ready"}]
+    intent = record.state["intent"]
+    assert intent["action"] == "restart" and intent["expect"]["boot_id_not"]
+    notes = [n for step in record.steps for n in step.get("notes", [])]
+    assert any("was sent before this delivery" in n for n in notes), notes
+    world.assert_truth()
+
+
+def test_a_replacement_that_never_comes_ends_the_repair_at_its_deadline_and_gives_the_node_back(
+    sim: Simulator, azurite: Any
+) -> None:
+    # Every capacity write fails with a 503, for longer than the repair waits for its
+    # replacement (the scale job keeps retrying for two hours).
+    world = sick(sim, azurite, boots=None, settings={"POOLKEEPER_RETRY_MINUTES": "120"})
+    sim.post(
+        "faults", {"operation": "VirtualMachineScaleSets_Update", "kind": "error", "status": 503}
+    )
+    record = reconcile_and_repair(world, timeout=120)
+    assert record.status == "failed", (record.error, record.outcome)
+    node = world.pump.services.kube.node(NODE)
+    assert node is not None and not node.unschedulable and not node.claim, node
+    assert "did not come within 0:40:00 (the repair's grow deadline)" in record.error
+    assert world.tables.job(f"{record.id}-grow").status not in ("done", "failed")
+    (told,) = notifications(world, "repair_failed")
+    assert "grow deadline" in told["message"] and "needs a person" in told["message"]
+    assert world.witness.deletes == []

@@ -28,7 +28,7 @@ from shared.adapters.scaleset import (
     TemporaryAzureError,
     ThrottledError,
 )
-from shared.decide.counting import InstanceState, classify
+from shared.decide.counting import classify
 from shared.decide.repair import (
     LADDER,
     QUARANTINE_ANNOTATION,
@@ -37,7 +37,7 @@ from shared.decide.repair import (
     Repair,
 )
 from shared.flows.claims import Claimed, claim, holds, release
-from shared.flows.jobs import Flow, Step, StepContext, enqueue, register
+from shared.flows.jobs import RETRY_SETTING, Flow, Step, StepContext, enqueue, register
 from shared.flows.repair import ladder
 from shared.flows.repair.ending import end, owner, params
 from shared.flows.repair.follow_up import (
@@ -45,6 +45,13 @@ from shared.flows.repair.follow_up import (
     canary_in_progress,
     notify,
     plan_for,
+)
+from shared.flows.repair.recheck import (
+    EXPECTED,
+    NOT_DONE,
+    find,
+    removal_reason_gone,
+    stand_down,
 )
 from shared.flows.retries import temporary_wait
 from shared.flows.scale import scale_in
@@ -55,11 +62,6 @@ log = logging.getLogger("poolkeeper.repair")
 
 POLL = ladder.POLL
 GROW_DEADLINE = timedelta(minutes=40)  # the scale job's own ready wait is 20 minutes
-_EXPECTED = {  # the states in which a removal still has its reason
-    Problem.FAILED: {InstanceState.FAILED},
-    Problem.STUCK_CREATING: {InstanceState.CREATING},
-    Problem.STUCK_DELETING: {InstanceState.DELETING},
-}
 
 
 def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
@@ -158,17 +160,17 @@ def _remove(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
     except TemporaryAzureError as error:
         return temporary_wait("remove", state, error, ctx)
-    victim = next((i for i in truth.state.instances if i.instance_id == repair["instance"]), None)
+    victim = find(truth.state, repair["instance"])
     if victim is None:
         return end(ctx, state, Done({"note": "the instance is gone already"}))
     seen = truth.record["instances"][victim.instance_id]
-    expected = _EXPECTED.get(Problem(repair["problem"]))
+    expected = EXPECTED.get(Problem(repair["problem"]))
     if expected is not None and classify(victim) not in expected:
-        return end(ctx, state, Done({"note": f"the instance is {classify(victim)} now: left"}))
-    if expected is None and seen["node"] is not None:
-        return end(
-            ctx, state, Fail(f"refused: instance {victim.instance_id} has node {seen['node']} now")
-        )
+        why = f"instance {victim.instance_id} is {classify(victim)} now"
+        return stand_down(ctx, state, why, not_done=_not_done(state))
+    if expected is None and seen["node"] is not None:  # it registered since
+        why = f"instance {victim.instance_id} has node {seen['node']} now"
+        return stand_down(ctx, state, why, not_done=_not_done(state))
     if seen["node"] is not None and repair["problem"] != Problem.STUCK_DELETING.value:
         ctx.before_write()
         held = claim(ctx.services.kube, seen["node"], owner(ctx), ctx.now)
@@ -196,6 +198,10 @@ def _remove(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     return Next("await_delete", state | sent | {"definitive": False, "token": token})
 
 
+def _not_done(state: dict[str, Any]) -> str:
+    return NOT_DONE.get(state.get("rung") or "", "removed")
+
+
 def _error(error: AzureCallError) -> dict[str, Any]:
     return {"error": {"code": error.code, "message": error.message, "status": error.status}}
 
@@ -221,18 +227,22 @@ def _await_grow(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     record = ctx.services.tables.job(state["grow"])
     if record is None or record.status not in FINAL:
         if ctx.now - datetime.fromisoformat(state["grow_since"]) > GROW_DEADLINE:
-            return end(ctx, state, Fail(f"the replacement {state['grow']} did not come in time"))
+            why = (
+                f"the replacement {state['grow']} did not come within {GROW_DEADLINE} "
+                "(the repair's grow deadline); it may still add a node"
+            )
+            return end(ctx, state, Fail(why, {"released": _give_back(ctx, state)}))
         return Wait("await_grow", POLL, state, reason=f"waiting for {state['grow']}")
     if record.status == "failed":
-        released = (
-            release(ctx.services.kube, state["repair"]["node"], owner(ctx))
-            if state["repair"]["node"]
-            else "-"
-        )
         why = f"the replacement {state['grow']} failed: {record.error}"
-        return end(ctx, state, Fail(why, {"released": released}))
+        return end(ctx, state, Fail(why, {"released": _give_back(ctx, state)}))
     ctx.notes.append(f"replacement {state['grow']} is live and Ready")
     return _removal(state)
+
+
+def _give_back(ctx: StepContext, state: dict[str, Any]) -> str:
+    node = state["repair"]["node"]
+    return release(ctx.services.kube, node, owner(ctx)) if node else "-"
 
 
 def _quarantine(ctx: StepContext, state: dict[str, Any]) -> Outcome:
@@ -310,6 +320,23 @@ def _ending(step: Step) -> Step:
     return run
 
 
+def _checked(step: Step, name: str) -> Step:
+    """A destructive scale-in step (a drain round, the delete) that first reads again the
+    reason for the removal, and stands down when it is gone (invariant 15)."""
+
+    def run(ctx: StepContext, state: dict[str, Any]) -> Outcome:
+        try:
+            scale_set = ctx.services.scale_sets.read(ctx.pool.vmss_id)
+        except TemporaryAzureError as error:
+            return temporary_wait(name, state, error, ctx)
+        why = removal_reason_gone(ctx, state, scale_set)
+        if why is not None:
+            return stand_down(ctx, state, why, not_done=_not_done(state))
+        return _ending(step)(ctx, state)
+
+    return run
+
+
 def _abort(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
     """Giving up: a removal under way is scale-in's to undo; else the node is given back. The
     repair log says the repair failed (and a person is told, if it had acted)."""
@@ -319,7 +346,14 @@ def _abort(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
         node = (state.get("repair") or {}).get("node")
         undone = {"released": release(ctx.services.kube, node, owner(ctx))} if node else {}
     if state.get("repair"):
-        end(ctx, state, Fail("gave up after repeated errors in a step"))
+        why = "gave up after repeated errors in a step"
+        if not state.get("_failures"):  # a run of temporary errors past its deadline
+            for step, run in (state.get("_retries") or {}).items():
+                why = (
+                    f"gave up on step {step}: temporary errors since {run.get('since')}, "
+                    f"longer than {RETRY_SETTING} allows; last {run.get('error')}"
+                )
+        end(ctx, state, Fail(why))
     return undone
 
 
@@ -333,8 +367,8 @@ STEPS: dict[str, Step] = {
     "remove": _remove,
     "quarantine": _quarantine,
     "orphan": _orphan,
-    "drain": _ending(_drain),
-    "delete": _ending(scale_in.delete),
+    "drain": _checked(_drain, "drain"),
+    "delete": _checked(scale_in.delete, "delete"),
     "await_delete": _ending(scale_in.await_delete),
     "settle": _ending(scale_in.settle_step),
 }

@@ -10,15 +10,26 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.adapters.instances import Instances
+from shared.adapters.repair_log import RepairLog
 from shared.adapters.scaleset import AzureCallError, TemporaryAzureError, ThrottledError
 from shared.decide.repair import next_rung
-from shared.flows.claims import Claimed, claim, holds, release
+from shared.flows.claims import Claimed, claim, release
 from shared.flows.jobs import StepContext
 from shared.flows.repair.ending import end, owner
+from shared.flows.repair.recheck import (
+    NOT_DONE,
+    find,
+    ladder_reason_gone,
+    ready_node_of,
+    stand_down,
+)
 from shared.flows.retries import temporary_wait
 from shared.jobs import Done, Fail, Next, Outcome, Wait
 
 POLL = timedelta(seconds=20)
+# How much longer than ready_timeout_minutes a restart or reimage still running on the instance
+# is given to land before the ladder climbs past it (Azure's own operations end within this).
+LAND_GRACE = timedelta(minutes=20)
 
 
 def claim_node(ctx: StepContext, state: dict[str, Any]) -> Outcome:
@@ -33,30 +44,61 @@ def claim_node(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 
 
 def rung(ctx: StepContext, state: dict[str, Any]) -> Outcome:
-    """Start the ladder's current rung: restart or reimage (or, last, replace)."""
+    """Start the ladder's current rung (restart or reimage; last, replace), if its reason still
+    holds: the intent is recorded first (and the runner saves it), then the send is noted on
+    the repair log and sent. A delivery that finds the send noted does not send again: the
+    node tells whether it landed (`await_rung`)."""
     repair, current = state["repair"], state["rung"]
+    intent = state.get("intent") or {}
+    if intent.get("action") == current:
+        sent = RepairLog(ctx.services.tables).sent(ctx.pool.name, ctx.job.id)
+        if sent is not None and sent.get("at") == intent["at"]:
+            ctx.notes.append(
+                f"the {current} was sent before this delivery (intent of {intent['at']}): "
+                "judged by the node, not sent again"
+            )
+            started = _started(intent, sent.get("sent_at") or intent["at"])
+            return Wait("await_rung", POLL, state | started, reason=f"{current} sent")
+    why = ladder_reason_gone(ctx, state)
+    if why is not None:
+        return stand_down(ctx, state, why, not_done=NOT_DONE[current])
     if current == "replace":
         return Next("grow", state)
-    boot = ""
-    if repair["node"]:
-        node = ctx.services.kube.node(repair["node"])
-        if node is None or not holds(node, owner(ctx)):
-            return end(ctx, state, Fail(f"{repair['node']} was taken back or is gone: left"))
-        boot = node.boot_id
+    if intent.get("action") != current:
+        node = ctx.services.kube.node(repair["node"]) if repair["node"] else None
+        intent = {
+            "action": current,
+            "at": ctx.now.isoformat(),
+            "expect": {"boot_id_not": node.boot_id if node is not None else ""},
+        }
+        return Next("rung", state | {"intent": intent})
+    return _send(ctx, state, intent)
+
+
+def _send(ctx: StepContext, state: dict[str, Any], intent: dict[str, Any]) -> Outcome:
+    repair, current = state["repair"], state["rung"]
     instances = Instances(ctx.services.scale_sets)
     begin = instances.begin_restart if current == "restart" else instances.begin_reimage
+    repair_log = RepairLog(ctx.services.tables)
     ctx.before_write()
+    repair_log.mark_sent(ctx.pool.name, ctx.job.id, intent | {"sent_at": ctx.now.isoformat()})
     try:
         begin(ctx.pool.vmss_id, repair["instance"])
-    except ThrottledError as error:
+    except ThrottledError as error:  # refused before anything happened: it may be sent again
+        repair_log.mark_sent(ctx.pool.name, ctx.job.id, None)
         return temporary_wait("rung", state, error, ctx)
     except TemporaryAzureError as error:  # the answer was lost: the node will tell
         ctx.notes.append(f"{current} answer lost ({error.code}): judged by the node")
     except AzureCallError as error:
         return _climb(state, f"{current} refused: {error.code}: {error.message}")
     ctx.notes.append(f"{current} of {repair['name']} started")
-    started = {"rung_since": ctx.now.isoformat(), "boot_id": boot, "acted": True}
+    started = _started(intent, ctx.now.isoformat())
     return Wait("await_rung", POLL, state | started, reason=f"{current} started")
+
+
+def _started(intent: dict[str, Any], since: str) -> dict[str, Any]:
+    """The rung's wait: from when it was sent, for a boot other than the one before it."""
+    return {"rung_since": since, "boot_id": intent["expect"]["boot_id_not"], "acted": True}
 
 
 def _climb(state: dict[str, Any], why: str) -> Outcome:
@@ -73,15 +115,13 @@ def _back(ctx: StepContext, state: dict[str, Any]) -> str | None:
         if node and node.ready and node.boot_id != state.get("boot_id"):
             return node.name
         return None
-    wanted = (ctx.pool.vmss_id.lower(), repair["instance"])
-    for node in ctx.services.kube.nodes():  # a node that never registered: has it now?
-        if node.scale_set_instance == wanted and node.ready:
-            return node.name
-    return None
+    return ready_node_of(ctx, repair["instance"])  # a node that never registered: has it now?
 
 
 def await_rung(ctx: StepContext, state: dict[str, Any]) -> Outcome:
-    """Ready again on a new boot: given back, done; not within the timeout: the next rung."""
+    """Ready again on a new boot: given back, done. Past ready_timeout_minutes the rung is
+    judged before the ladder climbs past it: a node Ready again by now is given back, an
+    operation still running on the instance may still land (waited for, up to LAND_GRACE)."""
     repair, current = state["repair"], state["rung"]
     back = _back(ctx, state)
     if back is not None:
@@ -91,8 +131,29 @@ def await_rung(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         note = f"{back} back Ready after the {current}"
         return end(ctx, state, Done({"note": note, "rung": current, "released": released}))
     timeout = timedelta(minutes=ctx.pool.repair.ready_timeout_minutes)
-    if ctx.now - datetime.fromisoformat(state["rung_since"]) <= timeout:
+    waited = ctx.now - datetime.fromisoformat(state["rung_since"])
+    if waited <= timeout:
         return Wait(
             "await_rung", POLL, state, reason=f"waiting for {repair['name']} after {current}"
         )
-    return _climb(state, f"not back Ready within {timeout} of the {current}")
+    why = ladder_reason_gone(ctx, state)
+    if why is not None:
+        return stand_down(ctx, state, why, not_done=NOT_DONE[str(next_rung(current))])
+    try:
+        instance = find(ctx.services.scale_sets.read(ctx.pool.vmss_id), repair["instance"])
+    except TemporaryAzureError as error:
+        return temporary_wait("await_rung", state, error, ctx)
+    if instance is None:
+        return stand_down(
+            ctx, state, f"instance {repair['instance']} is gone", not_done=NOT_DONE["replace"]
+        )
+    running = instance.provisioning.lower() == "updating"  # an operation on it: may still land
+    if running and waited <= timeout + LAND_GRACE:
+        return Wait(
+            "await_rung",
+            POLL,
+            state,
+            reason=f"the {current} is still running on instance {repair['instance']}",
+        )
+    still = " (an operation still running on it)" if running else ""
+    return _climb(state, f"not back Ready within {timeout} of the {current}{still}")
