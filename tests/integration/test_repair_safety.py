@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from shared.adapters.instances import Instances
+from shared.adapters.ledger import FINAL
 from tests.jobs_support import WorkerKilled
 from tests.repair_support import (
     NODE,
@@ -185,3 +186,36 @@ def test_a_replacement_that_never_comes_ends_the_repair_at_its_deadline_and_give
     (told,) = notifications(world, "repair_failed")
     assert "grow deadline" in told["message"] and "needs a person" in told["message"]
     assert world.witness.deletes == []
+
+
+def test_a_worker_killed_right_after_deleting_a_failed_instance_settles_that_delete(
+    sim: Simulator, azurite: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = heal_world(
+        sim,
+        azurite,
+        faults=[{"operation": "VirtualMachineScaleSets_Update", "kind": "lro_failed", "count": 1}],
+        latencies={"delete": 6 * 3600},  # deleting until the test moves the clock on
+    )
+    assert world.run("scale", {"delta": 1}).status == "failed"  # instance 6 is left Failed
+    scale_sets = world.pump.services.scale_sets
+    real = scale_sets.begin_delete
+    killed: list[str] = []
+
+    def dies_after_sending(vmss_id: str, instance_ids: Any, *, force: bool = False) -> str:
+        token = real(vmss_id, instance_ids, force=force)
+        if not killed:
+            killed.extend(instance_ids)
+            raise WorkerKilled("the worker died right after sending the delete")
+        return token
+
+    monkeypatch.setattr(scale_sets, "begin_delete", dies_after_sending)
+    job_id = world.run("reconcile").outcome["repair"]["enqueued"]
+    settling = world.drive("scale", job_id, lambda r: r.step == "settle" or r.status in FINAL)
+    assert killed == ["6"]
+    assert (settling.status, settling.step) == ("waiting", "settle"), settling.outcome
+    sim.advance(6 * 3600)
+    record = world.drive("scale", job_id)
+    assert record.status == "done", (record.error, record.outcome)
+    assert record.outcome["deleted"] == ["6"]
+    assert _calls(sim, "VirtualMachineScaleSets_DeleteInstances") == 1

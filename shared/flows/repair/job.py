@@ -28,7 +28,7 @@ from shared.adapters.scaleset import (
     TemporaryAzureError,
     ThrottledError,
 )
-from shared.decide.counting import classify
+from shared.decide.counting import InstanceState, classify
 from shared.decide.repair import (
     LADDER,
     QUARANTINE_ANNOTATION,
@@ -164,6 +164,21 @@ def _remove(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     if victim is None:
         return end(ctx, state, Done({"note": "the instance is gone already"}))
     seen = truth.record["instances"][victim.instance_id]
+    name = seen["node"] or victim.computer_name
+    sent = {
+        "plan": {"victims": [victim.instance_id], "nodes": [name]},
+        "deleted": [victim.instance_id],
+        "sent_at": ctx.now.isoformat(),
+        "acted": True,
+    }
+    if (
+        classify(victim) is InstanceState.DELETING
+        and repair["problem"] != Problem.STUCK_DELETING.value
+    ):
+        # Our delete may have been sent before this delivery (the worker died with its answer),
+        # or someone else's is under way: nothing is sent again, the outcome is settled.
+        ctx.notes.append(f"instance {victim.instance_id} is being deleted already; settling")
+        return Next("settle", state | sent | {"definitive": False})
     expected = EXPECTED.get(Problem(repair["problem"]))
     if expected is not None and classify(victim) not in expected:
         why = f"instance {victim.instance_id} is {classify(victim)} now"
@@ -176,13 +191,6 @@ def _remove(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         held = claim(ctx.services.kube, seen["node"], owner(ctx), ctx.now)
         if not isinstance(held, Claimed):
             return end(ctx, state, Fail(f"refused: {held.reason}"))
-    name = seen["node"] or victim.computer_name
-    sent = {
-        "plan": {"victims": [victim.instance_id], "nodes": [name]},
-        "deleted": [victim.instance_id],
-        "sent_at": ctx.now.isoformat(),
-        "acted": True,
-    }
     ctx.before_write()
     try:
         token = ctx.services.scale_sets.begin_delete(
