@@ -6,7 +6,11 @@ Used by `local.stack` and by the test fixtures; always stopped by its context ma
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -83,6 +87,18 @@ class Azurite:
             raise ValueError("an in-memory Azurite loses its data on restart; give it a location")
         self.stop()
         self._start(timeout)
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Azurite stopped with SIGSTOP for the block: the kernel still accepts connections and
+        nobody answers, as with a storage account that hangs. Always continued on the way out."""
+        if self._process is None:
+            raise RuntimeError("Azurite is not running")
+        os.killpg(self._process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(self._process.pid, signal.SIGCONT)
 
     def stop(self) -> None:
         if self._process is not None:

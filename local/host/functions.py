@@ -7,6 +7,8 @@ with a message rather than being silently ignored.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import importlib
 import inspect
 import logging
@@ -14,6 +16,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,19 @@ from local.host.config import HostConfigError
 log = logging.getLogger("Host.Function")
 
 TRIGGERS = {"httpTrigger": "http", "timerTrigger": "timer", "queueTrigger": "queue"}
+HTTP_THREADS = 16
+
+
+@functools.cache
+def _http_threads() -> ThreadPoolExecutor:
+    """The threads HTTP invocations run on, apart from the triggers' (asyncio's default pool).
+
+    Here the host's own queue polls and the timer and queue invocations run in this process, so
+    while storage hangs they hold the default pool's few threads for minutes, and a request would
+    wait for a thread instead of getting the function's own quick 503. In Azure the host polls
+    and keeps its timer locks outside the worker and starts no trigger it cannot lock or fetch.
+    """
+    return ThreadPoolExecutor(max_workers=HTTP_THREADS, thread_name_prefix="http")
 
 
 @dataclass(frozen=True)
@@ -39,6 +55,11 @@ class HostedFunction:
         kwargs = {self.trigger.name: value}
         if inspect.iscoroutinefunction(self.user_function):
             return await self.user_function(**kwargs)
+        if self.kind == "http":
+            call = functools.partial(self.user_function, **kwargs)
+            context = contextvars.copy_context()  # as asyncio.to_thread passes it on
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(_http_threads(), context.run, call)
         return await asyncio.to_thread(self.user_function, **kwargs)
 
     async def invoke(self, value: Any, *, reason: str, timeout: float | None) -> Any:

@@ -141,7 +141,8 @@ def job(job_id: str) -> tuple[int, dict[str, Any]]:
 
 
 def pools(name: str | None) -> tuple[int, Any]:
-    svc = services()
+    """Each pool's (or one pool's) status; 404 for a pool not configured, 503 naming storage."""
+    svc = intake()
     names = [p.name for p in svc.config.pools]
     if name is not None:
         try:
@@ -149,17 +150,23 @@ def pools(name: str | None) -> tuple[int, Any]:
         except PoolNotFound:
             return 404, {"error": f"no pool {name!r}; configured: {', '.join(names)}"}
         names = [name]
-    found = []
-    for pool in names:
-        record = svc.tables.pool_status(pool)
-        found.append(
-            _configured(svc.config.pool(pool))
-            | (public_status(record) if record else _not_reconciled(svc.settings))
-            | {"patch_checks": svc.tables.patch_status(pool)}
-            | {"repairs": RepairLog(svc.tables).entries(pool)[-REPAIRS_SHOWN:]}
-            | {"images": _lineage(svc.tables.image_lineage(pool))}
-        )
+    try:
+        with unavailable_as_error():
+            found = [_pool_status(svc, pool) for pool in names]
+    except StorageUnavailable as error:
+        return _unavailable(error)
     return 200, (found[0] if name is not None else {"pools": found})
+
+
+def _pool_status(svc: Services, pool: str) -> dict[str, Any]:
+    record = svc.tables.pool_status(pool)
+    return (
+        _configured(svc.config.pool(pool))
+        | (public_status(record) if record else _not_reconciled(svc.settings))
+        | {"patch_checks": svc.tables.patch_status(pool)}
+        | {"repairs": RepairLog(svc.tables).entries(pool)[-REPAIRS_SHOWN:]}
+        | {"images": _lineage(svc.tables.image_lineage(pool))}
+    )
 
 
 def _lineage(versions: Mapping[str, Any]) -> list[Any]:
