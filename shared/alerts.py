@@ -92,6 +92,7 @@ class AlertEvent:
     unrecognised rule, recorded and notified but never acted on, `unrecognised` saying why)."""
 
     key: str  # deduplication key: the same delivery twice has the same key
+    episode: str  # the alert's episode: its firing and its resolved share it
     source: str  # azure-monitor or alertmanager
     name: str
     pool: str
@@ -286,6 +287,7 @@ def _azure(data: dict[str, Any], config: Config) -> list[AlertEvent | str]:
     return [
         AlertEvent(
             key=f"azure:{essentials.alertId}:{essentials.monitorCondition}",
+            episode=f"azure:{essentials.alertId}",  # Azure gives each firing a new alertId
             source="azure-monitor",
             name=essentials.alertRule,
             pool=pool.name,
@@ -316,6 +318,7 @@ def _alertmanager(data: dict[str, Any], config: Config) -> list[AlertEvent | str
         found.append(
             AlertEvent(
                 key=f"alertmanager:{alert.fingerprint}:{alert.status}:{alert.startsAt.isoformat()}",
+                episode=f"alertmanager:{alert.fingerprint}:{alert.startsAt.isoformat()}",
                 source="alertmanager",
                 name=name,
                 pool=pool.name,

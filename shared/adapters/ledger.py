@@ -382,9 +382,41 @@ TRANSACTION_SIZE = 100  # Table storage's limit of operations per transaction
 MAX_NAME = 1024  # characters of an alert's name kept in its record
 
 
+def query_rows(table: Any, partition: str, rows: Iterable[str]) -> dict[str, Any]:
+    """The entities of `partition` with these row keys, in few round trips: a query names at most
+    14 keys (Table storage allows 15 comparisons in a filter, the partition is one)."""
+    wanted = sorted(set(rows))
+    found: dict[str, Any] = {}
+    for start in range(0, len(wanted), QUERY_KEYS):
+        chunk = wanted[start : start + QUERY_KEYS]
+        names = {f"r{i}": row for i, row in enumerate(chunk)}
+        query = " or ".join(f"RowKey eq @{name}" for name in names)
+        for entity in table.query_entities(
+            # The SDK finds @names between spaces: keep the parentheses apart from them.
+            f"PartitionKey eq @p and ( {query} )",
+            parameters={"p": partition, **names},
+        ):
+            found[entity["RowKey"]] = entity
+    return found
+
+
+def upsert_all(table: Any, entities: list[dict[str, Any]]) -> None:
+    """Upsert entities of one partition, TRANSACTION_SIZE to a round trip."""
+    from azure.data.tables import UpdateMode
+
+    for start in range(0, len(entities), TRANSACTION_SIZE):
+        table.submit_transaction(
+            [
+                ("upsert", entity, {"mode": UpdateMode.REPLACE})
+                for entity in entities[start : start + TRANSACTION_SIZE]
+            ]
+        )
+
+
 class AlertLog:
-    """Alerts per pool (fired/resolved, with values), deliveries seen, and the last scale-up each
-    pool had from capacity management (for the cooldown). Table `poolkeeperalerts`."""
+    """Alerts per pool (fired/resolved, with values) and the last scale-up each pool had from
+    capacity management (for the cooldown). Table `poolkeeperalerts` (webhook deliveries and
+    ended episodes live there too: `shared.adapters.deliveries`)."""
 
     def __init__(self, tables: Tables) -> None:
         self._tables = tables
@@ -393,58 +425,10 @@ class AlertLog:
         return self._tables._table(ALERTS_TABLE)
 
     def _rows(self, partition: str, rows: Iterable[str]) -> dict[str, Any]:
-        """The entities of `partition` with these row keys, in few round trips: a query names
-        at most 14 keys (Table storage allows 15 comparisons in a filter, the partition is one)."""
-        wanted = sorted(set(rows))
-        found: dict[str, Any] = {}
-        for start in range(0, len(wanted), QUERY_KEYS):
-            chunk = wanted[start : start + QUERY_KEYS]
-            names = {f"r{i}": row for i, row in enumerate(chunk)}
-            query = " or ".join(f"RowKey eq @{name}" for name in names)
-            for entity in self._table().query_entities(
-                # The SDK finds @names between spaces: keep the parentheses apart from them.
-                f"PartitionKey eq @p and ( {query} )",
-                parameters={"p": partition, **names},
-            ):
-                found[entity["RowKey"]] = entity
-        return found
+        return query_rows(self._table(), partition, rows)
 
     def _upsert_all(self, entities: list[dict[str, Any]]) -> None:
-        """Upsert entities of one partition, TRANSACTION_SIZE to a round trip."""
-        from azure.data.tables import UpdateMode
-
-        for start in range(0, len(entities), TRANSACTION_SIZE):
-            self._table().submit_transaction(
-                [
-                    ("upsert", entity, {"mode": UpdateMode.REPLACE})
-                    for entity in entities[start : start + TRANSACTION_SIZE]
-                ]
-            )
-
-    @staticmethod
-    def _delivery_row(key: str) -> str:
-        return uuid.uuid5(uuid.NAMESPACE_URL, key).hex
-
-    def delivered(self, keys: Iterable[str]) -> set[str]:
-        """Which of these webhook delivery keys were recorded by `note_deliveries`."""
-        by_row = {self._delivery_row(key): key for key in keys}
-        return {by_row[row] for row in self._rows("delivery", by_row)}
-
-    def note_deliveries(self, keys: Iterable[str], now: datetime) -> None:
-        """Record webhook deliveries as handled. Call it after acting on them: a delivery that
-        failed half-way is then acted on again when the sender resends it, not lost."""
-        rows = {self._delivery_row(key): key for key in keys}
-        self._upsert_all(
-            [
-                {
-                    "PartitionKey": "delivery",
-                    "RowKey": row,
-                    "key": key[:1000],
-                    "at": now.isoformat(),
-                }
-                for row, key in rows.items()
-            ]
-        )
+        upsert_all(self._table(), entities)
 
     def record(
         self, pool: str, alert: str, state: str, values: dict[str, Any], now: datetime

@@ -6,7 +6,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,7 +17,7 @@ from azure.core.exceptions import HttpResponseError
 
 from shared.adapters.ledger import AlertLog
 from shared.adapters.storage import StorageAccount
-from shared.alerts import MAX_BODY_BYTES
+from shared.alerts import MAX_BODY_BYTES, parse_alerts
 from shared.clock import clock_from_settings
 from shared.config import load_config
 from shared.flows.capacity.alerts import receive
@@ -355,3 +358,144 @@ def test_a_thousand_alerts_in_one_payload_are_all_recorded_with_one_notice_per_r
     recorded = {a["alert"]: a for a in AlertLog(services.tables).alerts("web")}
     for rule, count in counts.items():
         assert recorded[f"alertmanager:{rule}"]["values"]["count"] == count
+
+
+def _intake(services: Services) -> Services:
+    """Services the way `POST /api/alerts` has them (clients of its own, the intake's timeouts),
+    as another instance of the app would."""
+    from shared.flows.api import IntakeServices
+
+    return IntakeServices(
+        services.settings,
+        services.clock,
+        services.config,
+        StorageAccount.from_settings(services.settings),
+    )
+
+
+def test_twenty_identical_deliveries_at_the_same_moment_are_acted_on_exactly_once(
+    sim: Simulator, azurite
+) -> None:
+    services = _services(sim, azurite)
+    alerts = [
+        prom_alert(prometheus_alerts()[rule], group="web", index=0)
+        | {"fingerprint": uuid.uuid4().hex[:16]}
+        for rule in ("PoolkeeperGroupCPUP1", P2)
+    ]
+    body = json.dumps(webhook(alerts)).encode()
+    senders = [_intake(services) for _ in range(20)]
+    for sender in senders:  # each instance has its clients and its tables ready, as when warm
+        sender.tables._table("poolkeeperalerts")
+        sender.queues._queue(services.settings["POOLKEEPER_NOTIFICATIONS_QUEUE"])
+    start = threading.Barrier(len(senders))
+
+    def deliver(sender: Services) -> tuple[int, dict[str, Any]]:
+        start.wait()
+        return receive(sender, body, None)
+
+    with ThreadPoolExecutor(len(senders)) as pool:
+        answers = list(pool.map(deliver, senders))
+
+    assert [status for status, _ in answers] == [202] * 20
+    firsts = [answer for _, answer in answers if answer["duplicates"] == 0]
+    assert len(firsts) == 1, [answer["duplicates"] for _, answer in answers]
+    assert sum(answer["duplicates"] for _, answer in answers) == 19 * 2
+    assert [job for _, answer in answers for job in answer["jobs"]] == firsts[0]["jobs"]
+    assert len(firsts[0]["jobs"]) == 1
+    assert _queued(services, services.settings["POOLKEEPER_SCALE_QUEUE"]) == 1
+    assert sorted(n["kind"] for n in _notifications(services)) == ["p2", "scale_up"]
+
+
+def _alertmanager_episode(status: str, fingerprint: str, *, starts_at: str | None = None) -> bytes:
+    """A group P1 of the episode (`fingerprint`, a fixed start unless given): firing or resolved."""
+    body = alertmanager(status=status, fingerprint=fingerprint)
+    if starts_at:
+        body["alerts"][0]["startsAt"] = starts_at
+    return json.dumps(body).encode()
+
+
+def _state(services: Services, alert: str) -> str:
+    (record,) = [a for a in AlertLog(services.tables).alerts("web") if a["alert"] == alert]
+    return record["state"]
+
+
+def test_a_firing_delivered_after_its_own_resolved_never_reopens_the_alert(
+    sim: Simulator, azurite
+) -> None:
+    services = _services(sim, azurite)
+    alert, fingerprint = "alertmanager:PoolkeeperGroupCPUP1", uuid.uuid4().hex[:16]
+    assert receive(services, _alertmanager_episode("resolved", fingerprint), None)[0] == 202
+    status, late = receive(services, _alertmanager_episode("firing", fingerprint), None)
+    assert status == 202 and late["jobs"] == [], late
+    assert _state(services, alert) == "resolved"
+    assert late["late"] == 1
+    assert _queued(services, services.settings["POOLKEEPER_SCALE_QUEUE"]) == 0
+    assert _notifications(services) == []
+    # The same late firing again is a replay; a new episode of the alert fires as ever.
+    again = _alertmanager_episode("firing", fingerprint)
+    assert receive(services, again, None)[1]["duplicates"] == 1
+    next_episode = _alertmanager_episode("firing", fingerprint, starts_at=NEXT_START)
+    status, new = receive(services, next_episode, None)
+    assert status == 202 and new["late"] == 0 and len(new["jobs"]) == 1, new
+    assert _state(services, alert) == "fired"
+
+
+NEXT_START = "2026-11-02T12:00:00Z"
+
+
+def test_an_azure_monitor_fired_after_its_own_resolved_never_reopens_the_alert(
+    sim: Simulator, azurite
+) -> None:
+    services = _services(sim, azurite)
+    alert_id = (
+        f"/subscriptions/{SUBSCRIPTION}/providers/Microsoft.AlertsManagement/alerts/{uuid.uuid4()}"
+    )
+    resolved = json.dumps(azure_alert(condition="Resolved", alert_id=alert_id)).encode()
+    fired = json.dumps(azure_alert(alert_id=alert_id)).encode()
+    assert receive(services, resolved, None)[0] == 202
+    status, late = receive(services, fired, None)
+    assert status == 202 and late["jobs"] == [], late
+    assert _state(services, "azure-monitor:web-cpu-p1") == "resolved"
+    assert late["late"] == 1
+    assert _queued(services, services.settings["POOLKEEPER_SCALE_QUEUE"]) == 0
+    # Azure gives the next firing of the rule an alert id of its own: that one acts.
+    status, new = receive(services, json.dumps(azure_alert()).encode(), None)
+    assert status == 202 and new["late"] == 0 and len(new["jobs"]) == 1, new
+    assert _state(services, "azure-monitor:web-cpu-p1") == "fired"
+
+
+def test_a_firing_and_its_resolved_in_one_payload_leave_the_alert_resolved(
+    sim: Simulator, azurite
+) -> None:
+    services = _services(sim, azurite)
+    fingerprint = uuid.uuid4().hex[:16]
+    firing, resolved = (
+        json.loads(_alertmanager_episode(status, fingerprint))["alerts"][0]
+        for status in ("firing", "resolved")
+    )
+    status, answer = receive(services, json.dumps(webhook([resolved, firing])).encode(), None)
+    assert status == 202 and answer["jobs"] == [], answer
+    assert _state(services, "alertmanager:PoolkeeperGroupCPUP1") == "resolved"
+    assert answer["late"] == 1
+
+
+def test_a_delivery_whose_request_died_while_acting_is_acted_on_when_resent_after_its_claim_lapses(
+    sim: Simulator, azurite
+) -> None:
+    from shared.adapters.deliveries import CLAIM_SECONDS, Deliveries
+
+    services = _services(sim, azurite)
+    body = json.dumps(alertmanager(rule=P2)).encode()
+    (event,), _ = parse_alerts(body, services.config)
+    # A request claimed the delivery and died before acting: no release, no "handled".
+    now = services.clock.now()
+    assert Deliveries(services.tables).claim([event.key], now, services.clock) == {event.key}
+    status, meanwhile = receive(services, body, None)  # may still be acting: not a first
+    assert status == 202 and meanwhile["duplicates"] == 1 and _notifications(services) == []
+    # Product time that is CLAIM_SECONDS of wall time at the simulator's speed.
+    speed = CLAIM_SECONDS / services.clock.real_seconds(timedelta(seconds=CLAIM_SECONDS))
+    sim.advance(CLAIM_SECONDS * speed + 60)
+    status, resent = receive(services, body, None)
+    assert status == 202 and resent["duplicates"] == 0, resent
+    assert [n["kind"] for n in _notifications(services)] == ["p2"]
+    assert receive(services, body, None)[1]["duplicates"] == 1  # handled now, for good

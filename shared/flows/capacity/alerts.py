@@ -4,15 +4,18 @@ A firing group P1 asks for one more node through the same policy as the capacity
 pool's cooldown, `max_nodes`, hold for a human when a step would double the group); a node P1
 is a rebalancing notification; a P2 is a notification; a resolved alert is recorded. An alert
 from a rule that is not one of the pool's P1/P2 rules is recorded and notified, never acted on.
-Replayed deliveries change nothing.
+Replayed deliveries change nothing: of identical deliveries, even concurrent ones, exactly one is
+acted on. A firing that arrives after its own episode's resolved is late and never re-opens it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.adapters.deliveries import Deliveries
 from shared.adapters.ledger import AlertLog
 from shared.adapters.notify import Notifier
 from shared.alerts import AlertError, AlertEvent, Scope, Severity, check_signature, parse_alerts
@@ -120,6 +123,70 @@ def _kind(event: AlertEvent, pool: Pool) -> str | None:
     return "rebalance" if event.severity is Severity.P1 else "p2"
 
 
+def _by_alert(events: list[AlertEvent]) -> dict[tuple[str, str], list[AlertEvent]]:
+    """Events by the (pool, alert) record they set."""
+    by_alert: dict[tuple[str, str], list[AlertEvent]] = {}
+    for event in events:
+        by_alert.setdefault((event.pool, f"{event.source}:{event.name}"), []).append(event)
+    return by_alert
+
+
+def _record(services: Any, events: list[AlertEvent], now: datetime) -> None:
+    """Record the episodes that ended, then the alerts' states. A resolved that a concurrent
+    delivery records for a firing's episode must win however the writes interleave: it notes its
+    episode before its state, and a firing looks again after writing its own."""
+    deliveries = Deliveries(services.tables)
+    ended = {e.episode: e.at for e in events if not e.firing}
+    if ended:
+        deliveries.note_resolved(ended, now)
+    alerts = AlertLog(services.tables)
+    alerts.record_all(
+        [
+            (pool, alert, "fired" if same[-1].firing else "resolved", _summary(same))
+            for (pool, alert), same in _by_alert(events).items()
+        ],
+        now,
+    )
+    firing = [e for e in events if e.firing]
+    closed = deliveries.resolved({e.episode for e in firing}) if firing else {}
+    if closed:
+        late = [e for e in firing if e.episode in closed]
+        alerts.record_all(
+            [
+                (pool, alert, "resolved", _summary(same))
+                for (pool, alert), same in _by_alert(late).items()
+            ],
+            now,
+        )
+
+
+def _late(event: AlertEvent, resolved_at: datetime | None) -> bool:
+    """Is this firing no later than its episode's recorded end (unknown times: assume so)?"""
+    return event.at is None or resolved_at is None or event.at <= resolved_at
+
+
+def _current(services: Any, events: list[AlertEvent]) -> tuple[list[AlertEvent], int]:
+    """The events to act on, and how many firings were late: a firing of an episode whose
+    resolved was recorded (or comes in the same payload) at or after it never re-opens it."""
+    ended = {e.episode: e.at for e in events if not e.firing}
+    asked = {e.episode for e in events if e.firing and e.episode not in ended}
+    if asked:
+        ended |= Deliveries(services.tables).resolved(asked)
+    current, late = [], []
+    for event in events:
+        is_late = event.firing and event.episode in ended and _late(event, ended[event.episode])
+        (late if is_late else current).append(event)
+    for event in late:
+        log.info(
+            "Pool %s: %s alert %s fired at %s after its episode was resolved; not re-opened",
+            event.pool,
+            event.source,
+            _short(event.name),
+            event.at,
+        )
+    return current, len(late)
+
+
 def _act(services: Any, events: list[AlertEvent], now: datetime) -> list[str]:
     """Record the alerts' states, then act once per pool (a scale-up) and notify once per
     (pool, alert name, kind), however many alerts a payload carries. Returns the job ids."""
@@ -127,16 +194,7 @@ def _act(services: Any, events: list[AlertEvent], now: datetime) -> list[str]:
     for event in events:
         pool = services.config.pool(event.pool)
         groups.setdefault((pool.name, event.name, _kind(event, pool)), []).append(event)
-    by_alert: dict[tuple[str, str], list[AlertEvent]] = {}
-    for event in events:
-        by_alert.setdefault((event.pool, f"{event.source}:{event.name}"), []).append(event)
-    AlertLog(services.tables).record_all(
-        [
-            (pool, alert, "fired" if same[-1].firing else "resolved", _summary(same))
-            for (pool, alert), same in by_alert.items()
-        ],
-        now,
-    )
+    _record(services, events, now)
     notifier = Notifier(services.queues, services.settings)
     wants_nodes: dict[str, list[tuple[str, list[AlertEvent]]]] = {}
     for (pool_name, name, kind), same in groups.items():
@@ -200,19 +258,27 @@ def receive(services: Any, body: bytes, signature: str | None) -> tuple[int, dic
     except AlertError as error:
         return error.status, {"error": str(error)}
     now = services.clock.now()
-    alerts = AlertLog(services.tables)
-    seen = alerts.delivered(e.key for e in events)
+    deliveries = Deliveries(services.tables)
+    first = deliveries.claim({e.key for e in events}, now, services.clock)
     fresh: dict[str, AlertEvent] = {}
     for event in events:
-        if event.key not in seen:
+        if event.key in first:
             fresh.setdefault(event.key, event)  # a payload may carry one delivery twice
-    jobs = _act(services, list(fresh.values()), now) if fresh else []
-    # Only now: had acting failed (a 500), the sender's resend must act again, not be a replay.
-    alerts.note_deliveries(fresh, now)
+    try:
+        current, late = _current(services, list(fresh.values()))
+        jobs = _act(services, current, now) if current else []
+    except BaseException:
+        # Had acting failed (a 500), the sender's resend must act again, not be a replay. If
+        # storage fails here too, the claims lapse after CLAIM_SECONDS.
+        with contextlib.suppress(Exception):
+            deliveries.release(fresh)
+        raise
+    deliveries.handled(fresh, now)
     return 202, {
         "jobs": jobs,
         "alerts": len(events),
         "duplicates": len(events) - len(fresh),
+        "late": late,
         "unmatched": unmatched,
         "unrecognised": sorted({_short(e.name) for e in events if e.rule is None})[:MAX_LISTED],
     }
