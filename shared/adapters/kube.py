@@ -163,9 +163,19 @@ class Kube:
         self._timeout = timeout
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, str]) -> Kube:
-        """Kubeconfig file, kubeconfig content, or server + Entra ID token (in that order)."""
+    def from_settings(
+        cls,
+        settings: Mapping[str, str],
+        *,
+        timeout: tuple[float, float] = REQUEST_TIMEOUT,
+        one_attempt: bool = False,
+    ) -> Kube:
+        """Kubeconfig file, kubeconfig content, or server + Entra ID token (in that order).
+        `timeout`: (connect, read) seconds per call; `one_attempt`: no retries of a read that
+        timed out (for HTTP requests, whose caller retries)."""
         from kubernetes import client, config
+
+        retries = 0 if one_attempt else None
 
         path = settings.get(KUBECONFIG_SETTING)
         content = settings.get(KUBECONFIG_CONTENT_SETTING)
@@ -176,7 +186,14 @@ class Kube:
                     out.write(content)
                     path = out.name
             try:
-                return cls(config.new_client_from_config(config_file=path))
+                bounded = None
+                if retries is not None:
+                    bounded = type.__call__(client.Configuration)  # as the loader makes one
+                    bounded.retries = retries
+                api_client = config.new_client_from_config(
+                    config_file=path, client_configuration=bounded
+                )
+                return cls(api_client, timeout=timeout)
             except Exception as error:
                 raise KubeConfigError(
                     f"cannot load the kubeconfig from "
@@ -186,6 +203,7 @@ class Kube:
             from azure.identity import DefaultAzureCredential
 
             configuration = client.Configuration()
+            configuration.retries = retries
             configuration.host = server
             configuration.ssl_ca_cert = settings.get(CA_SETTING) or None
             credential = DefaultAzureCredential()
@@ -195,7 +213,7 @@ class Kube:
 
             configuration.api_key_prefix["authorization"] = "Bearer"
             configuration.refresh_api_key_hook = refresh
-            return cls(client.ApiClient(configuration))
+            return cls(client.ApiClient(configuration), timeout=timeout)
         raise KubeConfigError(
             f"no Kubernetes connection: set {KUBECONFIG_SETTING} (a kubeconfig path), "
             f"{KUBECONFIG_CONTENT_SETTING} (its content) or {SERVER_SETTING} (API server URL, "

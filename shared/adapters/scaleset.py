@@ -317,9 +317,15 @@ class ScaleSets:
 
     @classmethod
     def from_settings(
-        cls, settings: Mapping[str, str], *, clock: Clock, gate: ThrottleGate | None = None
+        cls,
+        settings: Mapping[str, str],
+        *,
+        clock: Clock,
+        gate: ThrottleGate | None = None,
+        **client_options: Any,
     ) -> ScaleSets:
-        """From app settings; the identity is whatever DefaultAzureCredential finds."""
+        """From app settings; the identity is whatever DefaultAzureCredential finds.
+        `client_options` override the SDK client's (timeouts, retries)."""
         from azure.identity import DefaultAzureCredential
 
         return cls(
@@ -328,6 +334,7 @@ class ScaleSets:
             endpoint=settings.get(ARM_ENDPOINT_SETTING) or DEFAULT_ARM_ENDPOINT,
             ca_bundle=settings.get(CA_BUNDLE_SETTING) or None,
             gate=gate,
+            **client_options,
         )
 
     def close(self) -> None:

@@ -29,6 +29,7 @@ from shared.flows.patch import rollout as patch
 from shared.flows.repair import job as repair  # noqa: F401
 from shared.flows.scale import drain_job  # noqa: F401
 from shared.flows.scale import job as scale  # noqa: F401
+from shared.flows.targets import TargetsUnknown
 from shared.flows.truth import public_status
 from shared.jobs import Rejection, queue_name
 
@@ -54,6 +55,21 @@ class IntakeServices(Services):
     @cached_property
     def queues(self) -> Queues:
         return Queues(self.account, **INTAKE_OPTIONS)
+
+    # What a job names is checked against its pool with fresh reads (shared.flows.targets),
+    # bounded the same way.
+    @cached_property
+    def scale_sets(self) -> Any:
+        from shared.adapters.scaleset import ScaleSets
+
+        return ScaleSets.from_settings(self.settings, clock=self.clock, **INTAKE_OPTIONS)
+
+    @cached_property
+    def kube(self) -> Any:
+        from shared.adapters.kube import Kube
+
+        bound = (INTAKE_OPTIONS["connection_timeout"], INTAKE_OPTIONS["read_timeout"])
+        return Kube.from_settings(self.settings, timeout=bound, one_attempt=True)
 
 
 @functools.cache
@@ -109,13 +125,17 @@ def enqueue_images() -> list[str]:
 
 
 def submit_job(body: bytes) -> tuple[int, dict[str, Any]]:
-    """202 with the job id and its queue, or 400/422 with what is wrong."""
+    """202 with the job id and its queue; 400/409/422 with what is wrong; 503 naming what did not
+    answer (storage, or Azure or the cluster for a repair's targets)."""
     svc = intake()
     try:
         with unavailable_as_error():
             job = submit(svc, body.decode("utf-8"))
     except StorageUnavailable as error:
         return _unavailable(error)
+    except TargetsUnknown as error:
+        log.warning("Could not check what a submitted job names: %s", error)
+        return 503, {"error": f"could not check that the job's targets are in its pool: {error}"}
     except UnicodeDecodeError as error:
         return 400, {"error": f"body is not UTF-8 text: {error}"}
     except Rejection as rejection:

@@ -25,6 +25,7 @@ from shared.adapters.queues import Queues
 from shared.adapters.storage import StorageAccount
 from shared.clock import Clock, clock_from_settings, visibility_timeout
 from shared.config import Config, Pool, load_config
+from shared.flows.targets import outside_pool
 from shared.jobs import (
     SCHEMA,
     Done,
@@ -310,8 +311,9 @@ def _same_job(record: JobRecord, job: Job) -> bool:
 
 def submit(services: Services, raw: str, *, queue: str | None = None) -> Job:
     """Validate a job (as `POST /api/jobs` does), record it in the ledger (queued, or deferred
-    until its not_before) and put it on its queue. Rejection if invalid, or 409 if its id is
-    taken by another job; the same job again is accepted and changes nothing."""
+    until its not_before) and put it on its queue. Rejection if invalid or naming a target
+    outside its pool (422, `outside_pool`), or 409 if its id is taken by another job; the same
+    job again is accepted and changes nothing. `TargetsUnknown` when targets cannot be read."""
     pools = frozenset(p.name for p in services.config.pools)
     probe = queue
     if probe is None:
@@ -324,6 +326,9 @@ def submit(services: Services, raw: str, *, queue: str | None = None) -> Job:
     job = parse_job(raw, queue=probe, settings=services.settings, pools=pools)
     if job.continuation:
         raise Rejection("continuation is set by Poolkeeper only; leave it out", job.id)
+    outside = outside_pool(services, job)
+    if outside:
+        raise Rejection(outside, job.id, status=422)
     now = services.clock.now()
     deferred = job.not_before is not None and now < job.not_before
     created = services.tables.create_job(

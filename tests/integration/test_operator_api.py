@@ -292,6 +292,51 @@ def test_unknown_pool_or_invalid_params_answer_422_with_a_json_error(
     assert sim.calls()["total"] == 0
 
 
+def test_a_repair_naming_an_instance_or_node_outside_its_pool_answers_422(
+    sim: Simulator, azurite, start_host
+) -> None:
+    world = _world(sim, azurite, start_host)
+    other = f"{OTHER_VMSS.removesuffix('-vmss')}-vmss000000"  # a node of the spare pool
+    cases = [
+        ({"instance": "999"}, "instance 999 is not in pool"),
+        ({"node": "no-such-node"}, "the cluster has no node of that name"),
+        ({"node": other}, f"node {other} is not in pool"),
+        ({"node": f"{VMSS.removesuffix('-vmss')}-vmss000001", "instance": "998"}, "instance 998"),
+    ]
+    for params, reason in cases:
+        body = job("repair", world.pool, params)
+        response = world.post(body)
+        assert response.status_code == 422, (params, response.text)
+        assert reason in _json_error(response), (params, response.text)
+        assert world.services.tables.job(body["id"]) is None
+    # Targets in the pool are taken, by node name or instance id.
+    for params in ({"node": f"{VMSS.removesuffix('-vmss')}-vmss000001"}, {"instance": "2"}):
+        accepted = world.post(job("repair", world.pool, params | {"dry_run": True}))
+        assert accepted.status_code == 202, (params, accepted.text)
+        assert world.finished(accepted.json()["id"])["status"] == "done"
+    assert world.writes() == []
+
+
+def test_a_repair_whose_targets_azure_does_not_answer_for_is_a_json_503_within_seconds(
+    sim: Simulator, azurite, start_host
+) -> None:
+    world = _world(sim, azurite, start_host)
+    # Warm: the first request loads the Compute SDK and gets a token, which is not the point.
+    warm = world.post(job("repair", world.pool, {"instance": "1", "dry_run": True}))
+    assert warm.status_code == 202, warm.text
+    assert world.finished(warm.json()["id"])["status"] == "done"
+    hang = {"operation": "VirtualMachineScaleSets_Get", "kind": "timeout", "seconds": 30}
+    sim.post("faults", hang | {"count": 3})
+    body = job("repair", world.pool, {"instance": "1"})
+    started = time.monotonic()
+    response = world.post(body)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503, response.text
+    assert "could not check" in _json_error(response) and world.pool in _json_error(response)
+    assert elapsed < 5, f"took {elapsed:.1f} s"  # the promise; the budget is one 3.5 s call
+    assert world.services.tables.job(body["id"]) is None
+
+
 def test_the_same_job_id_with_another_body_is_a_409_naming_the_job_and_the_same_body_is_a_202(
     sim: Simulator, azurite, start_host
 ) -> None:

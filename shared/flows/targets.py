@@ -1,0 +1,70 @@
+"""Is what a job names in its pool? Asked by `POST /api/jobs` (`shared.flows.jobs.submit`) before a
+repair job is recorded, so that a repair of an instance or node outside the pool is refused with
+422 instead of running to "nothing to repair". Fresh reads, through the caller's clients (the
+intake's give up within seconds).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.adapters.scaleset import AzureCallError
+from shared.config import Pool
+from shared.jobs import Job, JobKind, RepairParams
+
+MAX_LISTED = 20  # instance ids named in a refusal
+
+
+class TargetsUnknown(Exception):
+    """Azure or the cluster did not answer: whether the targets are in the pool is not known."""
+
+
+def outside_pool(services: Any, job: Job) -> str | None:
+    """Why the job names an instance or node that is not in its pool (None: it names none, or
+    all are in it). A repair's `instance` must be one of the pool's scale-set instances; its
+    `node` a node of the pool's node group or scale set, or the computer name of one of those
+    instances (a VM whose node never registered). `TargetsUnknown` when they cannot be read."""
+    if job.kind is not JobKind.REPAIR:
+        return None
+    params = job.typed_params()
+    assert isinstance(params, RepairParams)
+    if params.instance is None and params.node is None:
+        return None
+    pool = services.config.pool(job.pool)
+    try:
+        instances = services.scale_sets.read(pool.vmss_id).instances
+    except AzureCallError as error:
+        raise TargetsUnknown(
+            f"pool {pool.name}: Azure did not answer the read of its scale set {pool.vmss_id}: "
+            f"{error}"
+        ) from error
+    problems = []
+    ids = sorted((i.instance_id for i in instances), key=int)
+    if params.instance is not None and params.instance not in ids:
+        problems.append(
+            f"instance {params.instance} is not in pool {pool.name} (scale set {pool.vmss_id} "
+            f"has {', '.join(ids[:MAX_LISTED]) or 'none'}{' ...' if len(ids) > MAX_LISTED else ''})"
+        )
+    if params.node is not None and params.node not in {i.computer_name for i in instances}:
+        why = _not_in_pool(services, params.node, pool)
+        if why:
+            problems.append(f"node {params.node} is not in pool {pool.name}: {why}")
+    return "; ".join(problems) or None
+
+
+def _not_in_pool(services: Any, name: str, pool: Pool) -> str | None:
+    try:
+        node = services.kube.node(name)
+    except Exception as error:  # any failure: the cluster did not answer
+        raise TargetsUnknown(
+            f"pool {pool.name}: the cluster did not answer for node {name}: {error}"
+        ) from error
+    if node is None:
+        return "the cluster has no node of that name"
+    view = node.view()
+    if view.node_group == pool.node_group or view.vmss_id == pool.vmss_id.lower():
+        return None
+    return (
+        f"its node group is {view.node_group!r} and its scale set {view.vmss_id}; the pool's are "
+        f"{pool.node_group!r} and {pool.vmss_id}"
+    )
