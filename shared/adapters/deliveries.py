@@ -15,6 +15,8 @@ from shared.adapters.ledger import (
     ALERTS_TABLE,
     TRANSACTION_SIZE,
     Tables,
+    chunked,
+    in_parallel,
     query_rows,
     table_key,
     upsert_all,
@@ -78,24 +80,25 @@ class Deliveries:
         from azure.data.tables import TableTransactionError
 
         table = self._table()
-        won: set[str] = set()
-        for start in range(0, len(absent), TRANSACTION_SIZE):
-            chunk = absent[start : start + TRANSACTION_SIZE]
+
+        def insert(chunk: list[str]) -> set[str]:
             entities = [self._entity(row, rows[row], CLAIMED, now) for row in chunk]
             try:
                 table.submit_transaction([("create", entity) for entity in entities])
-                won.update(chunk)
-                continue
+                return set(chunk)
             except TableTransactionError as error:
                 if error.status_code != 409:
                     raise
+            won = set()
             for entity in entities:
                 try:
                     table.create_entity(entity)
                 except ResourceExistsError:
                     continue  # another delivery of the same alert claimed it first
                 won.add(entity["RowKey"])
-        return won
+            return won
+
+        return set().union(*in_parallel(insert, chunked(absent, TRANSACTION_SIZE)))
 
     def _take_over(self, stale: Any, key: str, now: datetime) -> bool:
         from azure.core import MatchConditions
