@@ -149,8 +149,8 @@ def _record(services: Any, events: list[AlertEvent], now: datetime) -> None:
     )
     firing = [e for e in events if e.firing]
     closed = deliveries.resolved({e.episode for e in firing}) if firing else {}
-    if closed:
-        late = [e for e in firing if e.episode in closed]
+    if closed:  # a resolved of a firing's episode came in meanwhile
+        late = [e for e in firing if e.episode in closed and _late(e, closed[e.episode])]
         alerts.record_all(
             [
                 (pool, alert, "resolved", _summary(same))
