@@ -1,7 +1,7 @@
 """Is what a job names in its pool? Asked by `POST /api/jobs` (`shared.flows.jobs.submit`) before a
-repair job is recorded, so that a repair of an instance or node outside the pool is refused with
-422 instead of running to "nothing to repair". Fresh reads, through the caller's clients (the
-intake's give up within seconds).
+job is recorded, so that a scale, drain, patch or repair job naming an instance or node outside
+its pool is refused with 422 instead of running to a failure or "nothing to repair" (invariant
+8). Fresh reads, through the caller's clients (the intake's give up within seconds).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from shared.adapters.scaleset import AzureCallError
 from shared.config import Pool
-from shared.jobs import Job, JobKind, RepairParams
+from shared.jobs import DrainParams, Job, PatchParams, RepairParams, ScaleParams
 
 MAX_LISTED = 20  # instance ids named in a refusal
 
@@ -19,16 +19,27 @@ class TargetsUnknown(Exception):
     """Azure or the cluster did not answer: whether the targets are in the pool is not known."""
 
 
+def named(job: Job) -> tuple[list[str], list[str]]:
+    """The instance ids and node names a job's params name (none for kinds that name none)."""
+    params = job.typed_params()
+    if isinstance(params, RepairParams):
+        return [params.instance] if params.instance else [], [params.node] if params.node else []
+    if isinstance(params, ScaleParams):
+        return list(params.instances), list(params.nodes)
+    if isinstance(params, DrainParams):
+        return [], [params.node]
+    if isinstance(params, PatchParams):
+        return [], list(params.nodes)
+    return [], []
+
+
 def outside_pool(services: Any, job: Job) -> str | None:
     """Why the job names an instance or node that is not in its pool (None: it names none, or
-    all are in it). A repair's `instance` must be one of the pool's scale-set instances; its
-    `node` a node of the pool's node group or scale set, or the computer name of one of those
-    instances (a VM whose node never registered). `TargetsUnknown` when they cannot be read."""
-    if job.kind is not JobKind.REPAIR:
-        return None
-    params = job.typed_params()
-    assert isinstance(params, RepairParams)
-    if params.instance is None and params.node is None:
+    all are in it). An instance must be one of the pool's scale-set instances; a node a node of
+    the pool's node group or scale set, or the computer name of one of those instances (a VM
+    whose node never registered). `TargetsUnknown` when they cannot be read."""
+    wanted_instances, wanted_nodes = named(job)
+    if not wanted_instances and not wanted_nodes:
         return None
     pool = services.config.pool(job.pool)
     try:
@@ -40,15 +51,21 @@ def outside_pool(services: Any, job: Job) -> str | None:
         ) from error
     problems = []
     ids = sorted((i.instance_id for i in instances), key=int)
-    if params.instance is not None and params.instance not in ids:
-        problems.append(
-            f"instance {params.instance} is not in pool {pool.name} (scale set {pool.vmss_id} "
-            f"has {', '.join(ids[:MAX_LISTED]) or 'none'}{' ...' if len(ids) > MAX_LISTED else ''})"
-        )
-    if params.node is not None and params.node not in {i.computer_name for i in instances}:
-        why = _not_in_pool(services, params.node, pool)
+    for instance in wanted_instances:
+        if instance not in ids:
+            problems.append(
+                f"instance {instance} is not in pool {pool.name} (scale set {pool.vmss_id} has "
+                f"{', '.join(ids[:MAX_LISTED]) or 'none'}{' ...' if len(ids) > MAX_LISTED else ''})"
+            )
+    computer_names = {i.computer_name for i in instances}
+    for name in wanted_nodes:
+        if name in computer_names:
+            continue
+        why = _not_in_pool(services, name, pool)
         if why:
-            problems.append(f"node {params.node} is not in pool {pool.name}: {why}")
+            problems.append(f"node {name} is not in pool {pool.name}: {why}")
+        if len(problems) >= MAX_LISTED:
+            break
     return "; ".join(problems) or None
 
 

@@ -304,23 +304,28 @@ def _warm_repair_check(world: World) -> None:
     assert warm.status_code == 422, warm.text
 
 
-def test_a_repair_naming_an_instance_or_node_outside_its_pool_answers_422(
+def test_a_job_naming_an_instance_or_node_outside_its_pool_answers_422(
     sim: Simulator, azurite, start_host
 ) -> None:
     world = _world(sim, azurite, start_host)
     _warm_repair_check(world)
     other = f"{OTHER_VMSS.removesuffix('-vmss')}-vmss000000"  # a node of the spare pool
+    ours = f"{VMSS.removesuffix('-vmss')}-vmss000001"
     cases = [
-        ({"instance": "999"}, "instance 999 is not in pool"),
-        ({"node": "no-such-node"}, "the cluster has no node of that name"),
-        ({"node": other}, f"node {other} is not in pool"),
-        ({"node": f"{VMSS.removesuffix('-vmss')}-vmss000001", "instance": "998"}, "instance 998"),
+        ("repair", {"instance": "999"}, "instance 999 is not in pool"),
+        ("repair", {"node": "no-such-node"}, "the cluster has no node of that name"),
+        ("repair", {"node": other}, f"node {other} is not in pool"),
+        ("repair", {"node": ours, "instance": "998"}, "instance 998"),
+        ("scale", {"nodes": [ours, other]}, f"node {other} is not in pool"),
+        ("scale", {"instances": ["997"]}, "instance 997 is not in pool"),
+        ("drain", {"node": other}, f"node {other} is not in pool"),
+        ("patch", {"nodes": ["no-such-node"]}, "the cluster has no node of that name"),
     ]
-    for params, reason in cases:
-        body = job("repair", world.pool, params)
+    for kind, params, reason in cases:
+        body = job(kind, world.pool, params)
         response = world.post(body)
-        assert response.status_code == 422, (params, response.text)
-        assert reason in _json_error(response), (params, response.text)
+        assert response.status_code == 422, (kind, params, response.text)
+        assert reason in _json_error(response), (kind, params, response.text)
         assert world.services.tables.job(body["id"]) is None
     # Targets in the pool are taken, by node name or instance id.
     for params in ({"node": f"{VMSS.removesuffix('-vmss')}-vmss000001"}, {"instance": "2"}):
