@@ -161,7 +161,20 @@ def instance_view(world: World, scale_set: ScaleSet, instance: Instance) -> dict
             }
         ],
         "statuses": _statuses(world, instance),
-    }
+    } | (
+        {
+            "extensions": [
+                {
+                    "name": "RunCommandLinux",
+                    "type": "Microsoft.CPlat.Core.RunCommandLinux",
+                    "typeHandlerVersion": "1.0.5",
+                    "statuses": [dict(instance.last_run)],
+                }
+            ]
+        }
+        if instance.last_run
+        else {}
+    )
 
 
 def image_reference(instance: Instance) -> dict[str, Any]:
@@ -227,6 +240,7 @@ def vm_json(world: World, scale_set: ScaleSet, instance: Instance, *, expand: bo
         tuple(sorted(instance.image.items())),
         instance.source,
         instance.zone,
+        instance.last_run,
     )
     key = (scale_set.id, instance.instance_id, expand)
     cached = world.render_cache.get(key)

@@ -82,6 +82,9 @@ class Instance:
     guest: guestos.Guest = field(default_factory=guestos.Guest)
     # What its OS disk was made from: a gallery version, or the base image (exactVersion).
     source: images.Source = field(default_factory=lambda: images.Source(None, None))
+    # The last run command as its instance view shows it (the RunCommandLinux extension's
+    # status: code, message, time): how a caller that lost the operation's token finds its result.
+    last_run: tuple[tuple[str, str], ...] = ()
 
 
 def guest_up(instance: Instance) -> bool:
@@ -815,14 +818,17 @@ class World:
             raise ArmError(409, "VMAgentStatusCommunicationError", _agent_down(scale_set, instance))
         text = "\n".join(script)
         op = self.new_operation(operation)
+        self._run_status(instance, "transitioning", "Enable in progress")
 
         def done() -> None:
             if fault is not None and fault.kind == "lro_failed":
+                self._run_status(instance, "failed", fault_message(fault, scale_set.name))
                 self.finish(op, (fault.error, fault_message(fault, scale_set.name)))
                 return
             if scale_set.instances.get(instance.instance_id) is not instance or not guest_up(
                 instance
             ):
+                self._run_status(instance, "failed", _agent_down(scale_set, instance))
                 self.finish(
                     op, ("VMAgentStatusCommunicationError", _agent_down(scale_set, instance))
                 )
@@ -870,6 +876,7 @@ class World:
                     instance.power = "stopped"
 
             def answer() -> None:
+                self._run_status(instance, "succeeded", message)
                 self.finish(op, result={"value": [status]})
                 if outcome.power and outcome.power_delay:
                     self.after(outcome.power_delay, power)
@@ -884,6 +891,15 @@ class World:
 
         self.after(self.latency.run_command, done)
         return op
+
+    def _run_status(self, instance: Instance, state: str, message: str) -> None:
+        instance.last_run = (
+            ("code", f"ProvisioningState/{state}"),
+            ("level", "Error" if state == "failed" else "Info"),
+            ("displayStatus", f"Provisioning {state}"),
+            ("message", message),
+            ("time", self.now().isoformat()),
+        )
 
     # -- the guest OS -------------------------------------------------------------------------
 

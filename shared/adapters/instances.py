@@ -9,16 +9,19 @@ and error mapping (`ScaleSets._call`), so throttling is obeyed across every Comp
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from shared.adapters.scaleset import (
     OperationStatus,
     ScaleSets,
+    _instance,
     _no_wait_polling,
     _ref,
     operation_status_of,
     poll_once,
 )
+from shared.decide.counting import VmInstance
 
 MESSAGE_STDOUT = "[stdout]\n"
 MESSAGE_STDERR = "\n[stderr]\n"
@@ -34,6 +37,27 @@ class ScriptResult:
     code: str
     stdout: str
     stderr: str
+
+
+@dataclass(frozen=True)
+class LastScript:
+    """The instance's last run command as its instance view shows it (the RunCommandLinux
+    extension's status): `state` is transitioning, succeeded or failed; `at` when it was set."""
+
+    state: str
+    at: datetime | None
+    stdout: str
+    stderr: str
+    message: str
+
+
+@dataclass(frozen=True)
+class InstanceLook:
+    """One instance now (one GET with its instance view): provisioning, power, latest model,
+    and its last run command — what a step that lost an operation's token judges by."""
+
+    instance: VmInstance
+    last_script: LastScript | None
 
 
 def parse_run_command_message(message: str) -> tuple[str, str]:
@@ -86,6 +110,15 @@ class Instances:
                 return _script_result(_final_resource(polling, poller))
         return operation_status_of(status, polling)
 
+    def look(self, vmss_id: str, instance_id: str) -> InstanceLook:
+        """One instance with its instance view (a GET: no operation token needed)."""
+        ref = _ref(vmss_id)
+        with self._scale_sets._call("look", ref, [instance_id]) as compute:
+            vm = compute.virtual_machine_scale_set_vms.get(
+                ref.resource_group, ref.name, instance_id, expand="instanceView"
+            )
+        return InstanceLook(_instance(vm), _last_script(vm))
+
     def begin_restart(self, vmss_id: str, instance_id: str) -> str:
         """Restart one instance (a graceful OS reboot); the LRO's continuation token."""
         return self._begin("restart", vmss_id, instance_id)
@@ -134,3 +167,18 @@ def _script_result(result: Any) -> ScriptResult:
     stdout, stderr = parse_run_command_message(message)
     code: Literal[""] | str = str(getattr(status, "code", "") or "")
     return ScriptResult(code=code, stdout=stdout, stderr=stderr)
+
+
+def _last_script(vm: Any) -> LastScript | None:
+    view = vm.properties.instance_view if vm.properties else None
+    for extension in (view.extensions if view else None) or []:
+        if not str(extension.type or "").endswith("RunCommandLinux"):
+            continue
+        status = next(iter(extension.statuses or []), None)
+        if status is None:
+            return None
+        message = str(status.message or "")
+        stdout, stderr = parse_run_command_message(message)
+        state = str(status.code or "").removeprefix("ProvisioningState/").split("/")[0].lower()
+        return LastScript(state, status.time, stdout, stderr, message)
+    return None
