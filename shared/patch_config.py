@@ -39,6 +39,9 @@ PATCH_ALLOWED = {
     "soak_minutes": "a whole number of minutes from 0 to 1440 (default 5)",
     "drain_timeout_minutes": "a whole number of minutes from 1 to 1440 (default 30)",
     "ready_timeout_minutes": "a whole number of minutes from 1 to 240 (default 15)",
+    "install_timeout_minutes": "a whole number of minutes from 1 to 90 (default 90, Azure's own "
+    "limit for a run command)",
+    "upgrade_timeout_minutes": "a whole number of minutes from 1 to 1440 (default 60)",
     "blocking_pod_selectors": (
         "a list of label selectors like app=database,tier!=cache (pods on a node that match "
         "any of them hold its patch)"
@@ -94,6 +97,8 @@ class PatchSettings(BaseModel):
     soak_minutes: Annotated[StrictInt, Field(ge=0, le=1440)] = 5
     drain_timeout_minutes: Annotated[StrictInt, Field(ge=1, le=1440)] = 30
     ready_timeout_minutes: Annotated[StrictInt, Field(ge=1, le=240)] = 15
+    install_timeout_minutes: Annotated[StrictInt, Field(ge=1, le=90)] = 90
+    upgrade_timeout_minutes: Annotated[StrictInt, Field(ge=1, le=1440)] = 60
     blocking_pod_selectors: tuple[StrictStr, ...] = ()
     undrainable: Literal["skip", "quarantine"] = "skip"
     mode: Literal["updates", "reboot_only"] = "updates"

@@ -103,6 +103,10 @@ class StepContext:
     lease: PoolLease | None
     now: datetime
     notes: list[str] = field(default_factory=list)
+    # This delivery of the job's message: the same for every step one invocation runs. A step
+    # that recorded an intent and finds it again under the same invocation knows nothing was
+    # sent in between (a redelivery, after a worker died mid-send, comes with another).
+    invocation: str = ""
 
     def before_write(self) -> None:
         """Call right before any write to Azure or the cluster: a lost lease stops the step."""
@@ -457,10 +461,11 @@ def _run(services: Services, queue: str, job: Job, flow: Flow, lease: PoolLease 
         return Handled("duplicate", job.id, record.status)
     pool = services.config.pool(job.pool)
     started = time.monotonic()
+    invocation = uuid.uuid4().hex
     try:
         while True:
             now = services.clock.now()
-            context = StepContext(job, pool, services, lease, now)
+            context = StepContext(job, pool, services, lease, now, invocation=invocation)
             outcome = _guarded(flow, record.step, context, dict(record.state))
             entry: dict[str, Any] = {
                 "step": record.step,

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 import requests
 
 from shared.adapters.kube import CLAIM_ANNOTATION, Kube, Node
 from shared.adapters.ledger import AlertLog
 from shared.patch_config import Window
 from tests.jobs_support import WorkerKilled
-from tests.simulator import Simulator
+from tests.simulator import RG, Simulator
 from tests.truth_support import World, make_world
 
 VMSS = "aks-patch-61616161-vmss"
@@ -81,6 +84,7 @@ def _world(
     patch: dict[str, Any] | None = None,
     workloads: dict[str, Any] | None = None,
     faults: list[dict[str, Any]] | None = None,
+    latencies: dict[str, float] | None = None,
 ) -> tuple[World, Watch]:
     notifications = f"notify-{uuid.uuid4().hex[:8]}"
     world = make_world(
@@ -113,6 +117,7 @@ def _world(
         os=OS,
         os_updates=UPDATES,
         faults=faults or [],
+        **({"latencies": latencies} if latencies else {}),
     )
     world.sim.advance(2 * 3600)  # an hour of usage history for the headroom check
     watch = Watch(sim, (patch or {}).get("max_unavailable", 1), 2)
@@ -141,7 +146,11 @@ def _cordoned(world: World) -> list[str]:
 
 
 def test_a_pool_is_patched_end_to_end_within_its_budgets(sim: Simulator, azurite: Any) -> None:
-    world, watch = _world(sim, azurite, capacity=12, patch={"max_unavailable": 3})
+    # A soak long against a round of the rollout: three nodes are out at once however slowly
+    # the machine runs the rounds (the simulated clock runs 600 times faster than the wall).
+    world, watch = _world(
+        sim, azurite, capacity=12, patch={"max_unavailable": 3, "soak_minutes": 20}
+    )
     before = _os(sim)
     assert {o["running_kernel"] for o in before.values()} == {OLD_KERNEL}
     record = world.run("patch", timeout=120)
@@ -405,3 +414,153 @@ def test_a_worker_killed_during_the_reboot_wait_resumes_without_a_second_restart
     assert killed["left"] == 0, (record.status, record.error, record.outcome, record.steps[-3:])
     assert record.status == "done", record.error
     assert _restarts(sim) == 3  # one a node, the killed worker's included
+
+
+# -- safety under faults (issue 18) ---------------------------------------------------------------
+
+UPGRADE = "VirtualMachineScaleSets_UpdateInstances"
+RUN_COMMAND = "VirtualMachineScaleSetVMs_RunCommand"
+NEWER_IMAGE = {"publisher": "microsoft-aks", "offer": "aks", "sku": "aks-ubuntu-2204-gen2"}
+
+
+def _after_send(
+    world: World, operation: str, then: Callable[[], None], *, instance: str, skip: int = 0
+) -> dict[str, int]:
+    """Run `then` right after the product's scale-set seam has sent `operation` (its name in
+    `ScaleSets._call`: restart, run_command, upgrade) for `instance`, once, after `skip` such
+    sends; e.g. kill the worker before it can record what it sent."""
+    scale_sets = world.pump.services.scale_sets
+    real = scale_sets._call
+    seen = {"skip": skip, "left": 1}
+
+    @contextmanager
+    def call(op: str, ref: Any, instance_ids: Any = ()) -> Iterator[Any]:
+        with real(op, ref, instance_ids) as compute:
+            yield compute
+        if op != operation or (instance_ids and instance not in instance_ids):
+            return
+        if seen["skip"]:
+            seen["skip"] -= 1
+        elif seen["left"]:
+            seen["left"] -= 1
+            then()
+
+    scale_sets._call = call  # type: ignore[method-assign]
+    return seen
+
+
+def _die() -> None:
+    raise WorkerKilled("the worker died right after the send, before recording it")
+
+
+def _calls_on(sim: Simulator, operation: str, instance: str | None = None) -> int:
+    return sum(
+        c["operation"] == operation
+        and (instance is None or f"/virtualmachines/{instance}/" in c["path"].lower() + "/")
+        for c in sim.calls()["calls"]
+    )
+
+
+def _outdate_model(world: World) -> None:
+    """A newer image in the scale set's model: every instance is behind it (upgrade mode)."""
+    model = {"virtualMachineProfile": {"storageProfile": {"imageReference": NEWER_IMAGE}}}
+    ops = world.sim.compute().virtual_machine_scale_sets
+    ops.begin_update(RG, VMSS, {"properties": model}).result()
+    assert world.run("reconcile").status == "done"
+
+
+@pytest.mark.parametrize("action", ["restart", "install", "upgrade"])
+def test_a_worker_killed_right_after_sending_does_not_send_it_a_second_time(
+    sim: Simulator, azurite: Any, action: str
+) -> None:
+    first = f"{VMSS}000000"
+    world, _ = _world(sim, azurite, capacity=3)
+    params: dict[str, Any] = {"nodes": [first]}
+    if action == "upgrade":
+        _outdate_model(world)
+        params["action"] = "upgrade"
+    # The install is the node's second run command (its check is the first).
+    operation = {"restart": "restart", "install": "run_command", "upgrade": "upgrade"}[action]
+    killed = _after_send(world, operation, _die, instance="0", skip=int(action == "install"))
+    before = {name: seen["boot_id"] for name, seen in _os(sim).items()}
+    record = world.run("patch", params, timeout=90)
+    assert killed["left"] == 0, "the worker was never killed"
+    assert record.status == "done", (record.error, record.outcome)
+    assert list(record.outcome["patched"]) == [first]
+    assert _os(sim)[first]["boot_id"] != before[first]
+    if action == "restart":
+        assert _calls_on(sim, RESTART, "0") == 1
+    elif action == "install":
+        assert _calls_on(sim, RUN_COMMAND, "0") == 2  # its check, and one install
+        assert _os(sim)[first]["running_kernel"] == NEW_KERNEL
+    else:
+        assert _calls_on(sim, UPGRADE) == 1
+        assert _calls_on(sim, RESTART) == 0
+    assert _cordoned(world) == []
+    intent = record.state["nodes"][first]["intent"]  # the last one, where the chaos suite looks
+    assert intent["action"] == ("manualupgrade" if action == "upgrade" else "restart")
+
+
+def _given_back(world: World, name: str) -> None:
+    node = world.pump.services.kube.node(name)
+    assert node is not None and CLAIM_ANNOTATION not in node.annotations
+    assert not node.unschedulable  # it was schedulable before the claim
+
+
+def _halted_at(world: World, record: Any, name: str, setting: str) -> None:
+    """The job failed naming the node and the deadline, and on-call heard of it once."""
+    assert record.status == "failed", (record.status, record.outcome)
+    assert name in record.error and setting in record.error, record.error
+    assert setting in record.outcome["not_patched"][name]
+    halts = [n for n in _notifications(world) if n["kind"] == "patch_halted"]
+    assert len(halts) == 1 and name in halts[0]["message"] and setting in halts[0]["message"]
+
+
+def test_a_manual_upgrade_that_never_ends_gives_the_node_back_at_its_deadline(
+    sim: Simulator, azurite: Any
+) -> None:
+    first = f"{VMSS}000000"
+    world, watch = _world(
+        sim,
+        azurite,
+        capacity=3,
+        latencies={"update_model": 30 * 24 * 3600},  # Azure never finishes it
+    )
+    _outdate_model(world)
+    record = world.run("patch", {"action": "upgrade"}, timeout=120)
+    _halted_at(world, record, first, "upgrade_timeout_minutes")
+    assert watch.claimed_order == [first]  # no other node was taken down after it
+    _given_back(world, first)  # repair may have it now: it is nobody's any more
+    assert _calls_on(sim, UPGRADE) == 1
+
+
+def _status_outage_from(sim: Simulator, azurite: Any, operation: str, skip: int = 0) -> World:
+    """A pool whose every operation status poll answers 503, for ever, once `operation` has been
+    sent to instance 0."""
+    world, _ = _world(sim, azurite, capacity=3)
+    outage = {"operation": "OperationStatus", "kind": "error", "status": 503, "error": "Busy"}
+    _after_send(world, operation, lambda: sim.post("faults", outage), instance="0", skip=skip)
+    return world
+
+
+def test_endless_temporary_errors_on_the_install_status_end_at_the_install_deadline(
+    sim: Simulator, azurite: Any
+) -> None:
+    first = f"{VMSS}000000"
+    world = _status_outage_from(sim, azurite, "run_command", skip=1)  # the check, then the install
+    record = world.run("patch", {"nodes": [first]}, timeout=120)
+    _halted_at(world, record, first, "install_timeout_minutes")
+    _given_back(world, first)
+    assert _calls_on(sim, RESTART) == 0  # never restarted in the middle of an install
+
+
+def test_endless_temporary_errors_on_the_restart_status_leave_the_node_to_tell(
+    sim: Simulator, azurite: Any
+) -> None:
+    first = f"{VMSS}000000"
+    world = _status_outage_from(sim, azurite, "restart")
+    before = _os(sim)[first]["boot_id"]
+    record = world.run("patch", {"nodes": [first]}, timeout=120)
+    assert record.status == "done", (record.error, record.outcome)
+    assert list(record.outcome["patched"]) == [first]  # back Ready on a new boot: restarted
+    assert _os(sim)[first]["boot_id"] != before and _calls_on(sim, RESTART, "0") == 1

@@ -2,48 +2,28 @@
 claim → mark scale-down-disabled → drain → install updates → restart → Ready on a new boot
 (and the expected kernel) → soak → uncordon, `poolkeeper.io/last-patched`, annotation removed.
 
-Each phase does one short thing. A phase that starts an Azure operation returns STARTED, so the
-rollout records the operation's token before anything else happens (a redelivered message then
-polls it; it never starts it twice). Every way out gives the node back, or says why not.
+Each phase does one short thing. The Azure operations (install, restart, manual upgrade) are
+each sent at most once, their intent stored before the send (`shared.flows.patch.operations`);
+every wait has a deadline, kept in the node's state. Every way out gives the node back, or says
+why not.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from shared.adapters.images import Images
-from shared.adapters.instances import Instances, ScriptResult
 from shared.adapters.kube import LAST_PATCHED_ANNOTATION as LAST_PATCHED
 from shared.adapters.kube import SCALE_DOWN_DISABLED
-from shared.adapters.scaleset import AzureCallError, TemporaryAzureError, ThrottledError
 from shared.decide.drain import DrainOptions
-from shared.decide.patching import DONE_MARKER, kernel_order
-from shared.flows.claims import Claimed, Owner, claim, holds, mark, release, why_not_idle
+from shared.decide.patching import kernel_order
+from shared.flows.claims import Claimed, Owner, claim, holds, mark, release
 from shared.flows.drain import Drained, DrainFailed, DrainState, continue_drain, start_drain
 from shared.flows.jobs import StepContext
+from shared.flows.patch import operations
+from shared.flows.patch.progress import POLL, Progress, enter, failed
 
 PATCH_STATUS_LABEL = "poolkeeper.io/patch-status"
-POLL = timedelta(seconds=15)
-INSTALL_DEADLINE = timedelta(minutes=90)  # Azure's own limit for a run command
-INSTALL_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "patch_install.sh"
-
-
-@dataclass(frozen=True)
-class Progress:
-    """What one advance did: come back after `delay`; STARTED (record now); or the node ended
-    (`outcome` set), and `halt` says the rollout must take no further node down."""
-
-    delay: timedelta | None = None
-    started: bool = False
-    outcome: str | None = None
-    halt: bool = False
-
-
-STARTED = Progress(started=True)
 
 
 def begin(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
@@ -59,15 +39,17 @@ def begin(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
     why_not = mark(kube, node["name"], owner, {SCALE_DOWN_DISABLED: "true"})
     if why_not:
         return Progress(outcome=f"not patched: {why_not}; {release(kube, node['name'], owner)}")
+    timeout = timedelta(minutes=ctx.pool.patch.drain_timeout_minutes)
     step = start_drain(
         kube,
         node["name"],
         owner=owner,
         now=ctx.now,
-        timeout=timedelta(minutes=ctx.pool.patch.drain_timeout_minutes),
+        timeout=timeout,
         options=DrainOptions(delete_emptydir_data=True),
     )
-    node["phase"] = "drain"
+    # The drain ends itself at its timeout; a round or two later at the latest, the node moves.
+    enter(node, "drain", ctx.now, ctx.now + timeout + 2 * POLL)
     return _drained(ctx, owner, node, step)
 
 
@@ -90,7 +72,8 @@ def _drained(ctx: StepContext, owner: Owner, node: dict[str, Any], step: Any) ->
         return Progress(delay=step.delay)
     node.pop("drain", None)  # drained: its round state is not needed any more
     wants_updates = ctx.pool.patch.mode == "updates" and node.get("pending", 0) > 0
-    node["phase"] = "upgrade" if node.get("upgrade") else "install" if wants_updates else "restart"
+    phase = "upgrade" if node.get("upgrade") else "install" if wants_updates else "restart"
+    enter(node, phase, ctx.now, None)
     return advance(ctx, owner, node)
 
 
@@ -114,147 +97,6 @@ def _undrainable(
     return Progress(outcome=f"skipped: drain failed: {why}; {release(kube, node['name'], owner)}")
 
 
-def _instances(ctx: StepContext) -> Instances:
-    return Instances(ctx.services.scale_sets)
-
-
-def _still_ours(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> str | None:
-    """Why the node must not be worked on now: no longer ours, uncordoned, or pods back."""
-    return why_not_idle(ctx.services.kube, node["name"], owner)
-
-
-def _install(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
-    if why := _still_ours(ctx, owner, node):
-        return _failed(ctx, owner, node, f"not installed: {why}")
-    node["installed"] = True
-    return _start(
-        ctx,
-        owner,
-        node,
-        lambda: _instances(ctx).begin_run_script(
-            ctx.pool.vmss_id, node["instance"], INSTALL_SCRIPT.read_text()
-        ),
-        then="installing",
-    )
-
-
-def _start(
-    ctx: StepContext,
-    owner: Owner,
-    node: dict[str, Any],
-    begin: Callable[[], str],
-    *,
-    then: str,
-) -> Progress:
-    """Start an Azure operation on the node; STARTED once its token is in the node's state."""
-    ctx.before_write()
-    try:
-        node["token"] = begin()
-    except ThrottledError as error:  # refused before anything happened: ask again later
-        return Progress(delay=POLL) if _retry(node, ctx) else _failed(ctx, owner, node, error)
-    except TemporaryAzureError as error:
-        # The answer was lost: the operation may be running. Never send it twice; a restart or
-        # an upgrade (which reboots) is judged by the node (a new boot, Ready), an install by its
-        # retry (Azure refuses a second script while one runs).
-        if then in ("restarting", "upgrading"):
-            node["phase"], node["since"] = "ready", ctx.now.isoformat()
-            node["note"] = f"{then[:-3]} answer lost ({error.code}): judged by the node's boot"
-            return STARTED
-        return Progress(delay=POLL) if _retry(node, ctx) else _failed(ctx, owner, node, error)
-    except AzureCallError as error:
-        return _failed(ctx, owner, node, error)
-    node["phase"], node["since"] = then, ctx.now.isoformat()
-    return STARTED
-
-
-def _upgrade(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
-    """Move the instance to the scale set's latest model (manualupgrade: it reboots onto it)."""
-    if why := _still_ours(ctx, owner, node):
-        return _failed(ctx, owner, node, f"not upgraded: {why}")
-    return _start(
-        ctx,
-        owner,
-        node,
-        lambda: Images(ctx.services.scale_sets).begin(
-            "upgrade", vmss_id=ctx.pool.vmss_id, instance_id=node["instance"]
-        ),
-        then="upgrading",
-    )
-
-
-def _upgrading(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
-    try:
-        status = Images(ctx.services.scale_sets).status(
-            "upgrade", node["token"], vmss_id=ctx.pool.vmss_id, instance_id=node["instance"]
-        )
-    except TemporaryAzureError:
-        return Progress(delay=POLL)
-    except AzureCallError as error:
-        return _failed(ctx, owner, node, error)
-    if not status.done:
-        return Progress(delay=POLL)
-    node.pop("token", None)
-    if status.state == "Failed":
-        return _failed(ctx, owner, node, f"the upgrade failed: {status.code}: {status.message}")
-    node["phase"], node["since"] = "ready", ctx.now.isoformat()
-    return Progress(delay=POLL)
-
-
-def _installing(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
-    try:
-        found = _instances(ctx).script_result(ctx.pool.vmss_id, node["instance"], node["token"])
-    except TemporaryAzureError:
-        return Progress(delay=POLL)
-    except AzureCallError as error:
-        return _failed(ctx, owner, node, error)
-    if not isinstance(found, ScriptResult):
-        if found.state == "Failed":
-            return _failed(ctx, owner, node, f"the install failed: {found.code}: {found.message}")
-        if ctx.now - datetime.fromisoformat(node["since"]) > INSTALL_DEADLINE:
-            return _failed(ctx, owner, node, f"the install did not end within {INSTALL_DEADLINE}")
-        return Progress(delay=POLL)
-    node.pop("token", None)
-    if DONE_MARKER not in found.stdout:
-        tail = (found.stderr or found.stdout)[-300:]
-        return _failed(ctx, owner, node, f"the install did not finish: {tail!r}")
-    node["phase"] = "restart"
-    return advance(ctx, owner, node)
-
-
-def _restart(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
-    if why := _still_ours(ctx, owner, node):
-        return _failed(ctx, owner, node, f"not restarted: {why}")
-    return _start(
-        ctx,
-        owner,
-        node,
-        lambda: _instances(ctx).begin_restart(ctx.pool.vmss_id, node["instance"]),
-        then="restarting",
-    )
-
-
-def _restarting(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
-    try:
-        status = _instances(ctx).restart_status(ctx.pool.vmss_id, node["instance"], node["token"])
-    except TemporaryAzureError:
-        return Progress(delay=POLL)
-    except AzureCallError as error:
-        # The restart cannot be asked about: the node itself will tell (new boot, Ready).
-        node["phase"], node["note"] = "ready", f"restart status unknown: {error.code}"
-        return Progress(delay=POLL)
-    ready_by = timedelta(minutes=ctx.pool.patch.ready_timeout_minutes)
-    if not status.done and ctx.now - datetime.fromisoformat(node["since"]) <= ready_by:
-        return Progress(delay=POLL)
-    node.pop("token", None)
-    if not status.done:  # the node, not the operation, has the last word (its deadline)
-        node["phase"] = "ready"
-        return Progress(delay=POLL)
-    if status.state == "Failed":
-        return _failed(ctx, owner, node, f"the restart failed: {status.code}: {status.message}")
-    node["phase"] = "ready"
-    return Progress(delay=POLL)
-
-
 def _ready(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
     """Back: Ready, on a new boot, running the kernel the updates brought (if any)."""
     found = ctx.services.kube.node(node["name"])
@@ -267,11 +109,13 @@ def _ready(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
         and (not expected or kernel_order(found.kernel) >= kernel_order(expected))
     ):
         node["kernel"] = found.kernel
-        node["phase"] = "soak"
-        node["soak_until"] = (ctx.now + timedelta(minutes=ctx.pool.patch.soak_minutes)).isoformat()
+        until = ctx.now + timedelta(minutes=ctx.pool.patch.soak_minutes)
+        node["soak_until"] = until.isoformat()
+        enter(node, "soak", ctx.now, until + 8 * POLL)  # it is looked at every 4 polls
         return advance(ctx, owner, node)
-    deadline = datetime.fromisoformat(node["since"]) + timedelta(
-        minutes=ctx.pool.patch.ready_timeout_minutes
+    ready_by = timedelta(minutes=ctx.pool.patch.ready_timeout_minutes)
+    deadline = datetime.fromisoformat(
+        node.get("deadline") or (datetime.fromisoformat(node["since"]) + ready_by).isoformat()
     )
     if ctx.now < deadline:
         return Progress(delay=POLL)
@@ -284,13 +128,13 @@ def _ready(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
         f"not back Ready on a new boot{f' with kernel {expected}' if expected else ''} by "
         f"{deadline.isoformat()} ({seen})"
     )
-    return _failed(ctx, owner, node, why)
+    return failed(ctx, owner, node, why)
 
 
 def _soak(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
     found = ctx.services.kube.node(node["name"])
     if found is None or not found.ready:
-        return _failed(ctx, owner, node, "became NotReady while soaking")
+        return failed(ctx, owner, node, "became NotReady while soaking")
     until = datetime.fromisoformat(node["soak_until"])
     if ctx.now < until:
         return Progress(delay=min(POLL * 4, until - ctx.now))
@@ -320,31 +164,15 @@ def _soak(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
     return Progress(outcome=f"patched: kernel {found.kernel}, new boot; {released}")
 
 
-def _retry(node: dict[str, Any], ctx: StepContext) -> bool:
-    """A temporary error starting an operation: retried for a while, then the node fails."""
-    node.setdefault("retry_since", ctx.now.isoformat())
-    return ctx.now - datetime.fromisoformat(node["retry_since"]) < timedelta(minutes=15)
-
-
-def _failed(
-    ctx: StepContext, owner: Owner, node: dict[str, Any], error: AzureCallError | str
-) -> Progress:
-    """The node did not make it: give it back, say why, and halt the rollout."""
-    why = error if isinstance(error, str) else f"{error.code}: {error.message}"
-    ctx.before_write()
-    released = release(ctx.services.kube, node["name"], owner)
-    return Progress(outcome=f"failed in {node['phase']}: {why}; {released}", halt=True)
-
-
 PHASES = {
-    "claim": lambda ctx, owner, node: begin(ctx, owner, node),
+    "claim": begin,
     "drain": _drain,
-    "install": _install,
-    "upgrade": _upgrade,
-    "upgrading": _upgrading,
-    "installing": _installing,
-    "restart": _restart,
-    "restarting": _restarting,
+    "install": operations.install,
+    "installing": operations.installing,
+    "upgrade": operations.upgrade,
+    "upgrading": operations.upgrading,
+    "restart": operations.restart,
+    "restarting": operations.restarting,
     "ready": _ready,
     "soak": _soak,
 }
