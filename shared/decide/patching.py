@@ -161,15 +161,23 @@ def plan_patch(
     return PatchPlan(tuple(n.name for zone in ordered for n in zone), left_out)
 
 
+def why_not_take(*, unschedulable: bool, ready: bool) -> str | None:
+    """Why a node that no job holds must not be taken down for patching (the plan's words; the
+    rollout asks again right before it claims a node). Pure."""
+    if unschedulable:
+        return "cordoned by someone else: left as it is"
+    if not ready:
+        return "not Ready: repair, not patching, is what it needs"
+    return None
+
+
 def _left_out(node: PatchCandidate, *, mode: str, only: Collection[str]) -> str | None:
     if only and node.name not in only:
         return "not named in the job"
     if node.claimed_by:
         return f"claimed by job {node.claimed_by}"
-    if node.unschedulable:
-        return "cordoned by someone else: left as it is"
-    if not node.ready:
-        return "not Ready: repair, not patching, is what it needs"
+    if why := why_not_take(unschedulable=node.unschedulable, ready=node.ready):
+        return why
     if mode == "upgrade":
         return None if node.outdated else "already runs the latest model"
     if node.check is None:

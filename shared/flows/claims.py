@@ -10,6 +10,7 @@ cannot both win a node.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -72,8 +73,17 @@ def why_not_idle(kube: Kube, name: str, owner: Owner) -> str | None:
     return None
 
 
-def claim(kube: Kube, name: str, owner: Owner, now: datetime) -> Claimed | Refused:
-    """Claim and cordon `name` in one conditional write; Refused when another job holds it.
+def claim(
+    kube: Kube,
+    name: str,
+    owner: Owner,
+    now: datetime,
+    *,
+    unless: Callable[[Node], str | None] | None = None,
+) -> Claimed | Refused:
+    """Claim and cordon `name` in one conditional write; Refused when another job holds it, or
+    when `unless` gives a reason on the very read the write is conditional on (so a cordon or a
+    NotReady that lands in between makes the write fail and the node is read again).
 
     Claiming a node this job already holds changes nothing (a redelivered step)."""
     for _ in range(ATTEMPTS):
@@ -88,6 +98,9 @@ def claim(kube: Kube, name: str, owner: Owner, now: datetime) -> Claimed | Refus
                 f"node {name} is claimed by {found.kind} job {found.job} since {found.at}",
                 found.job,
             )
+        why = unless(node) if unless else None
+        if why:
+            return Refused(why)
         new = Claim(owner.job, owner.kind, now.isoformat(), node.unschedulable)
         try:
             written = kube.patch_if_unchanged(

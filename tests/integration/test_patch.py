@@ -564,3 +564,33 @@ def test_endless_temporary_errors_on_the_restart_status_leave_the_node_to_tell(
     assert record.status == "done", (record.error, record.outcome)
     assert list(record.outcome["patched"]) == [first]  # back Ready on a new boot: restarted
     assert _os(sim)[first]["boot_id"] != before and _calls_on(sim, RESTART, "0") == 1
+
+
+def test_a_node_cordoned_or_claimed_by_others_mid_rollout_is_not_taken(
+    sim: Simulator, azurite: Any
+) -> None:
+    from shared.flows.claims import Claimed, Owner, claim
+
+    # Zone by zone, most overdue first: 0 and 3 (zone 1), 1 and 4, then 2 and 5 (zone 3).
+    cordoned, held = f"{VMSS}000005", f"{VMSS}000004"
+    world, watch = _world(sim, azurite, capacity=6, patch={"max_unavailable": 3})
+    kube = world.pump.services.kube
+    first_claim = watch.claimed
+
+    def meanwhile(name: str) -> None:  # once the rollout has planned and taken its first node
+        first_claim(name)
+        if len(watch.claimed_order) == 1:
+            kube.set_unschedulable(cordoned, True)  # an operator's `kubectl cordon`
+            other = Owner("drain-by-someone-else", "drain")
+            taken = claim(kube, held, other, world.pump.services.clock.now())
+            assert isinstance(taken, Claimed)  # another job's claim
+
+    watch.claimed = meanwhile  # type: ignore[method-assign]
+    record = world.run("patch", timeout=120)
+    assert record.status == "done", (record.error, record.outcome)
+    assert cordoned not in watch.claimed_order and _calls_on(sim, RESTART, "5") == 0
+    assert set(record.outcome["patched"]) == {f"{VMSS}00000{n}" for n in range(4)}
+    assert "cordoned by someone else" in record.outcome["not_reached"][cordoned]
+    assert "claimed by drain job drain-by-someone-else" in record.outcome["not_reached"][held]
+    node = kube.node(cordoned)
+    assert node is not None and node.unschedulable and CLAIM_ANNOTATION not in node.annotations

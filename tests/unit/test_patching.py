@@ -16,6 +16,7 @@ from shared.decide.patching import (
     parse_check,
     patch_headroom,
     plan_patch,
+    why_not_take,
     window_end,
 )
 from shared.patch_config import Window
@@ -177,3 +178,17 @@ def test_blockers_wait_for_a_p1_a_blocking_pod_or_kureds_lock_on_this_pool() -> 
         "pods matching a blocking selector: db/primary-0",
         "kured holds its reboot lock for a, ?",
     ]
+
+
+@pytest.mark.parametrize(
+    ("unschedulable", "ready", "why"),
+    [
+        (False, True, None),
+        (True, True, "cordoned by someone else: left as it is"),
+        (False, False, "not Ready: repair, not patching, is what it needs"),
+    ],
+)
+def test_a_node_is_asked_again_right_before_it_is_taken(
+    unschedulable: bool, ready: bool, why: str | None
+) -> None:
+    assert why_not_take(unschedulable=unschedulable, ready=ready) == why

@@ -14,9 +14,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.adapters.kube import LAST_PATCHED_ANNOTATION as LAST_PATCHED
-from shared.adapters.kube import SCALE_DOWN_DISABLED
+from shared.adapters.kube import SCALE_DOWN_DISABLED, Node
 from shared.decide.drain import DrainOptions
-from shared.decide.patching import kernel_order
+from shared.decide.patching import kernel_order, why_not_take
 from shared.flows.claims import Claimed, Owner, claim, holds, mark, release
 from shared.flows.drain import Drained, DrainFailed, DrainState, continue_drain, start_drain
 from shared.flows.jobs import StepContext
@@ -26,13 +26,19 @@ from shared.flows.patch.progress import POLL, Progress, enter, failed
 PATCH_STATUS_LABEL = "poolkeeper.io/patch-status"
 
 
+def _take(node: Node) -> str | None:
+    return why_not_take(unschedulable=node.unschedulable, ready=node.ready)
+
+
 def begin(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
-    """Take the node: claim (which cordons), mark it for the autoscaler, start its drain."""
+    """Take the node: re-checked and claimed in one conditional write (which cordons), marked
+    for the autoscaler, its drain started. A node someone cordoned, another job holds, or that
+    is not Ready any more since the plan is not taken (skipped: "not reached", with why)."""
     kube = ctx.services.kube
     ctx.before_write()
-    claimed = claim(kube, node["name"], owner, ctx.now)
+    claimed = claim(kube, node["name"], owner, ctx.now, unless=_take)
     if not isinstance(claimed, Claimed):
-        return Progress(outcome=f"not patched: {claimed.reason}")
+        return Progress(outcome=claimed.reason, skipped=True)
     node["boot_id"] = claimed.node.boot_id
     # The claim remembers what was there, and any release puts it back (someone else's "true"
     # stays; ours goes, even when reconcile releases the node after this job ended).

@@ -19,13 +19,14 @@ POLL = timedelta(seconds=15)
 @dataclass(frozen=True)
 class Progress:
     """What one advance did: come back after `delay`; STARTED (record the state now, before
-    anything else); or the node ended (`outcome` set), and `halt` says the rollout must take no
-    further node down."""
+    anything else); or the node ended (`outcome` set): `halt` says the rollout must take no
+    further node down, `skipped` that the node was never taken (it goes to "not reached")."""
 
     delay: timedelta | None = None
     started: bool = False
     outcome: str | None = None
     halt: bool = False
+    skipped: bool = False
 
 
 STARTED = Progress(started=True)

@@ -37,6 +37,7 @@ from shared.flows.capacity.evaluation import hourly_usage, pool_thresholds
 from shared.flows.claims import Owner, release_all
 from shared.flows.jobs import Flow, StepContext, enqueue_once, register
 from shared.flows.patch import node as patch_node
+from shared.flows.patch.progress import Progress
 from shared.flows.retries import temporary_wait
 from shared.flows.truth import read_truth
 from shared.jobs import Done, Fail, JobKind, Next, Outcome, PatchParams, Wait
@@ -234,7 +235,6 @@ def _rollout(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """Advance every node in flight; take more nodes down while allowed; report at the end."""
     owner = Owner.of(ctx.job)
     nodes: dict[str, Any] = state["nodes"]
-    results: dict[str, str] = state["results"]
     delays: list[timedelta] = []
     for name in list(state["active"]):
         phase = nodes[name]["phase"]
@@ -242,14 +242,9 @@ def _rollout(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         if nodes[name]["phase"] != phase:
             _step(ctx, nodes[name], nodes[name]["phase"])
         if progress.started:
-            return Next("rollout", state)  # record the operation's token first
+            return Next("rollout", state)  # record the intent (or the operation's token) first
         if progress.outcome is not None:
-            _step(ctx, nodes[name], progress.outcome)
-            results[name] = progress.outcome
-            state["active"].remove(name)
-            if progress.halt:
-                state["halted"] = f"{name}: {progress.outcome}"
-                _notify_halt(ctx, name, progress.outcome)
+            _ended(ctx, state, name, progress)
         elif progress.delay is not None:
             delays.append(progress.delay)
     stop = _why_stop(ctx, state)
@@ -265,14 +260,10 @@ def _rollout(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         state["active"].append(name)
         nodes[name]["phase"] = "claim"
         progress = patch_node.advance(ctx, owner, nodes[name])
-        _step(ctx, nodes[name], f"taken down: {nodes[name]['phase']}")
+        if not progress.skipped:
+            _step(ctx, nodes[name], f"taken down: {nodes[name]['phase']}")
         if progress.outcome is not None:
-            results[name] = progress.outcome
-            state["active"].remove(name)
-            _step(ctx, nodes[name], progress.outcome)
-            if progress.halt:
-                state["halted"] = f"{name}: {progress.outcome}"
-                _notify_halt(ctx, name, progress.outcome)
+            _ended(ctx, state, name, progress)
         return Next("rollout", state)  # record the claim; the next round carries on
     state["waiting_for"] = why_not
     if state["active"]:
@@ -289,6 +280,20 @@ def _rollout(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         state,
         reason=f"{len(state['active'])} node(s) in flight; {why_not}",
     )
+
+
+def _ended(ctx: StepContext, state: dict[str, Any], name: str, progress: Progress) -> None:
+    """A node is out of the rollout: patched or not (its result), or never taken (skipped: a
+    re-check right before its claim found it cordoned, held or NotReady since the plan)."""
+    state["active"].remove(name)
+    _step(ctx, state["nodes"][name], progress.outcome)
+    if progress.skipped:
+        state.setdefault("skipped", {})[name] = progress.outcome
+        return
+    state["results"][name] = progress.outcome
+    if progress.halt:
+        state["halted"] = f"{name}: {progress.outcome}"
+        _notify_halt(ctx, name, progress.outcome)
 
 
 def _step(ctx: StepContext, node: dict[str, Any], what: str) -> None:
@@ -408,7 +413,9 @@ def _report(ctx: StepContext, state: dict[str, Any], why_stopped: str) -> Outcom
     report = {
         "patched": {n: r for n, r in results.items() if r.startswith("patched")},
         "not_patched": {n: r for n, r in results.items() if not r.startswith("patched")},
-        "not_reached": list(state["queue"]),
+        # Never taken down: skipped at the re-check before its claim (why), or not reached
+        # before the rollout stopped (why it stopped).
+        "not_reached": state.get("skipped", {}) | {n: why_stopped for n in state["queue"]},
         "left_out": state["plan"]["left_out"],
         "stopped": why_stopped,
     }
