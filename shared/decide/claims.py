@@ -113,3 +113,29 @@ def delete_may_land(job_state: Mapping[str, Any], now: datetime) -> bool:
         return False
     sent = _age(str(job_state.get("sent_at", "")), now)
     return sent is None or sent < SETTLE_DEADLINE
+
+
+STALL_GRACE = timedelta(minutes=5)  # a job that runs acts within a round or two of a deadline
+
+
+def stalled_claim(
+    node: str, job_status: str, job_step: str, job_state: Mapping[str, Any], now: datetime
+) -> dict[str, Any] | None:
+    """A claim whose job is alive (not ended) but has not acted on its own deadline: the
+    deadline its state records for its wait on `node` (`nodes.<node>.deadline`, else the job's
+    own `deadline`), passed by more than STALL_GRACE. What the pool status shows of it, or None.
+    Pure."""
+    if job_status in FINAL:
+        return None  # a left-over claim: reconcile releases it (stale_claim)
+    own = (job_state.get("nodes") or {}).get(node)
+    own = own if isinstance(own, Mapping) else {}
+    deadline = own.get("deadline") or job_state.get("deadline")
+    late = _age(str(deadline or ""), now)
+    if late is None or late <= STALL_GRACE:
+        return None
+    return {
+        "node": node,
+        "step": f"{job_step}: {own['phase']}" if own.get("phase") else job_step,
+        "since": own.get("since") or job_state.get("since"),
+        "deadline": deadline,
+    }

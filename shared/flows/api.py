@@ -30,7 +30,7 @@ from shared.flows.repair import job as repair  # noqa: F401
 from shared.flows.scale import drain_job  # noqa: F401
 from shared.flows.scale import job as scale  # noqa: F401
 from shared.flows.targets import TargetsUnknown
-from shared.flows.truth import public_status
+from shared.flows.truth import public_status, stalled_claims
 from shared.jobs import Rejection, queue_name
 
 log = logging.getLogger("poolkeeper.api")
@@ -184,6 +184,7 @@ def _pool_status(svc: Services, pool: str) -> dict[str, Any]:
         _configured(svc.config.pool(pool))
         | (public_status(record) if record else _not_reconciled(svc.settings))
         | {"patch_checks": svc.tables.patch_status(pool)}
+        | {"stalled_claims": stalled_claims(svc, record, svc.clock.now()) if record else []}
         | {"repairs": RepairLog(svc.tables).entries(pool)[-REPAIRS_SHOWN:]}
         | {"images": _lineage(svc.tables.image_lineage(pool))}
     )

@@ -13,7 +13,7 @@ from typing import Any
 
 from shared.adapters.history import CountHistory
 from shared.config import Pool
-from shared.decide.claims import parse_claim
+from shared.decide.claims import parse_claim, stalled_claim
 from shared.decide.counting import (
     InstanceState,
     NodeView,
@@ -137,3 +137,16 @@ def read_truth(
 def public_status(record: dict[str, Any]) -> dict[str, Any]:
     """What the operator endpoints show of a recorded truth."""
     return {key: value for key, value in record.items() if key != "observations"}
+
+
+def stalled_claims(services: Any, record: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
+    """The claims on the pool's nodes (as its last read saw them) whose job is alive but has
+    not acted on a deadline it recorded: node, job, kind, step, since, deadline."""
+    found = []
+    for node, held in sorted((record.get("claims") or {}).items()):
+        job_id = held.get("job")
+        job = services.tables.job(job_id) if job_id and job_id != "?" else None
+        stalled = job and stalled_claim(node, job.status, job.step, job.state, now)
+        if stalled:
+            found.append({"job": job.id, "kind": job.kind} | stalled)
+    return found

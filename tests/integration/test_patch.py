@@ -594,3 +594,35 @@ def test_a_node_cordoned_or_claimed_by_others_mid_rollout_is_not_taken(
     assert "claimed by drain job drain-by-someone-else" in record.outcome["not_reached"][held]
     node = kube.node(cordoned)
     assert node is not None and node.unschedulable and CLAIM_ANNOTATION not in node.annotations
+
+
+def test_a_claim_whose_job_is_alive_but_past_its_deadline_shows_on_the_pool_status(
+    sim: Simulator, azurite: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.flows import api
+
+    first = f"{VMSS}000000"
+    world, _ = _world(sim, azurite, capacity=3, latencies={"update_model": 30 * 24 * 3600})
+    _outdate_model(world)
+    monkeypatch.setattr(api, "intake", lambda: world.pump.services)
+    job_id = world.send("patch", {"action": "upgrade"})
+    upgrading = world.drive(
+        "patch",
+        job_id,
+        lambda r: r.state.get("nodes", {}).get(first, {}).get("phase") == "upgrading",
+    )
+    # Its messages stop coming (the job is alive: waiting, its ledger recent); reconcile reads
+    # the pool and its claims meanwhile.
+    assert world.run("reconcile").status == "done"
+    assert api.pools(world.pool["name"])[1]["stalled_claims"] == []  # not late yet
+    deadline = datetime.fromisoformat(upgrading.state["nodes"][first]["deadline"])
+    sim.advance((deadline - world.pump.services.clock.now()).total_seconds() + 6 * 60)
+    assert world.run("reconcile").status == "done"
+    (stalled,) = api.pools(world.pool["name"])[1]["stalled_claims"]
+    assert (stalled["node"], stalled["job"], stalled["kind"]) == (first, job_id, "patch")
+    assert stalled["step"] == "rollout: upgrading" and stalled["deadline"] == deadline.isoformat()
+    assert stalled["since"] == upgrading.state["nodes"][first]["since"]
+    # Delivered again, the job acts on its deadline: the node is given back, nothing stalls.
+    assert world.drive("patch", job_id, timeout=60).status == "failed"
+    assert world.run("reconcile").status == "done"
+    assert api.pools(world.pool["name"])[1]["stalled_claims"] == []

@@ -6,7 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.decide.claims import Claim, delete_may_land, parse_claim, stale_claim
+from shared.decide.claims import (
+    Claim,
+    delete_may_land,
+    parse_claim,
+    stale_claim,
+    stalled_claim,
+)
 from shared.decide.writes import KEEP, WRITES_TAG, tags_with_write, write_landed, write_mark
 
 NOW = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
@@ -100,3 +106,43 @@ def test_a_write_signs_the_tags_it_read_and_keeps_the_rest() -> None:
 def test_whose_write_landed(etag: str, marks: str, landed: bool | None) -> None:
     tags = {WRITES_TAG: marks.format(mine=write_mark("job-1"))} if marks else {}
     assert write_landed(etag, tags, base_etag='"5"', job_id="job-1") is landed
+
+
+NODE_STATE = {
+    "nodes": {"n1": {"phase": "upgrading", "since": "2026-11-02T08:00:00+00:00"}},
+}
+
+
+@pytest.mark.parametrize(
+    ("status", "deadline", "minutes_after", "stalled"),
+    [
+        ("waiting", "2026-11-02T09:00:00+00:00", 4, False),  # within the grace
+        ("waiting", "2026-11-02T09:00:00+00:00", 6, True),
+        ("running", "2026-11-02T09:00:00+00:00", 60, True),
+        ("failed", "2026-11-02T09:00:00+00:00", 60, False),  # ended: reconcile's business
+        ("waiting", None, 600, False),  # no deadline recorded: nothing to judge by
+    ],
+)
+def test_a_claim_is_stalled_when_its_live_job_is_past_its_recorded_deadline(
+    status: str, deadline: str | None, minutes_after: int, stalled: bool
+) -> None:
+    state = {
+        "nodes": {"n1": NODE_STATE["nodes"]["n1"] | ({"deadline": deadline} if deadline else {})}
+    }
+    now = datetime(2026, 11, 2, 9, 0, tzinfo=UTC) + timedelta(minutes=minutes_after)
+    found = stalled_claim("n1", status, "rollout", state, now)
+    assert (found is not None) == stalled
+    if found:
+        assert found == {
+            "node": "n1",
+            "step": "rollout: upgrading",
+            "since": "2026-11-02T08:00:00+00:00",
+            "deadline": deadline,
+        }
+
+
+def test_a_job_wide_deadline_counts_for_every_node_it_holds() -> None:
+    state = {"deadline": "2026-11-02T09:00:00+00:00", "since": "2026-11-02T08:30:00+00:00"}
+    now = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+    found = stalled_claim("n2", "waiting", "drain", state, now)
+    assert found is not None and found["step"] == "drain" and found["since"] == state["since"]
