@@ -43,7 +43,7 @@ def test_script_passes_shellcheck(script: Path) -> None:
 
 def test_the_flows_name_scripts_that_exist() -> None:
     from shared.flows.image.donor import CLEAN_SCRIPT
-    from shared.flows.patch.node import INSTALL_SCRIPT
+    from shared.flows.patch.operations import INSTALL_SCRIPT
     from shared.flows.patch.rollout import CHECK_SCRIPT
 
     assert all(p.is_file() for p in (CLEAN_SCRIPT, INSTALL_SCRIPT, CHECK_SCRIPT))
