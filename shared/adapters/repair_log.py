@@ -45,28 +45,6 @@ class RepairLog:
         ):
             table.delete_entity(old["PartitionKey"], old["RowKey"])
 
-    def mark_sent(self, pool: str, job: str, intent: dict[str, Any] | None) -> None:
-        """Note on the job's row, before a restart or reimage is sent, that it is being sent
-        (None: it was refused before anything happened); a redelivered step finds it and does
-        not send again. A column of its own: the entry stays as written."""
-        self._table().upsert_entity(
-            {
-                "PartitionKey": self._partition(pool),
-                "RowKey": job,
-                "sent": json.dumps(intent) if intent else "",
-            }
-        )
-
-    def sent(self, pool: str, job: str) -> dict[str, Any] | None:
-        """What `mark_sent` last noted for the job, or None."""
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            row = self._table().get_entity(self._partition(pool), job)
-        except ResourceNotFoundError:
-            return None
-        return json.loads(row["sent"]) if row.get("sent") else None
-
     def entries(self, pool: str) -> list[dict[str, Any]]:
         """Every kept entry of the pool, oldest first."""
         found = self._table().query_entities(

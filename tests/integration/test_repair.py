@@ -49,7 +49,7 @@ def test_a_not_ready_node_is_restarted_and_back_then_given_back(
     assert node is not None and node.ready and not node.unschedulable and not node.claim
     assert world.witness.deletes == [] and world.witness.raises == []
     # The pool's status (GET /api/pools/{name}) lists the repair with its rung.
-    monkeypatch.setattr(api, "services", lambda: world.pump.services)
+    monkeypatch.setattr(api, "intake", lambda: world.pump.services)
     status, body = api.pools(world.pool["name"])
     assert status == 200
     (entry,) = body["repairs"]

@@ -11,7 +11,6 @@ out judges by the observed effect.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -96,11 +95,6 @@ def _timed_out(op: str) -> OperationStatus:
 # changed under the send's If-Match, so the send can never land).
 Seen = Literal["done", "under way", "absent", "void"]
 
-# Intents this worker recorded and has not sent on yet (process memory, on purpose): only the
-# run right after the one that recorded an intent may send it. Any other run - a redelivery after
-# a send whose token was never recorded, another worker - cannot know whether it went out.
-_UNSENT: set[str] = set()
-
 
 def send_once(
     ctx: StepContext,
@@ -117,7 +111,8 @@ def send_once(
     poll: timedelta = POLL,
 ) -> OperationStatus | Outcome:
     """Operation `op`, which must happen at most once. Its intent (`state[key]["intent"]`: action,
-    time, the effect expected) is recorded and persisted before the send; the next run sends it,
+    time, the effect expected, the delivery that recorded it) is recorded and persisted before
+    the send; the same delivery (`ctx.invocation`) sends it,
     unless `observe` shows the effect already. A run that finds the intent without a recorded
     operation it did not send itself judges by the effect: done, or under way (waited for), or
     not yet seen - then it waits while the first send may still land (`settle` after the
@@ -129,10 +124,13 @@ def send_once(
         return operation(ctx, state, key, op, args(), step=step, poll=poll)
     mine = state.setdefault(key, {})
     intent = mine.get("intent")
-    if intent is None:
-        nonce = uuid.uuid4().hex
-        mine["intent"] = {"action": op, "at": ctx.now.isoformat(), "expect": expect, "id": nonce}
-        _UNSENT.add(nonce)
+    if intent is None or intent.get("refused"):  # never sent, or refused before it arrived
+        mine["intent"] = {
+            "action": op,
+            "at": ctx.now.isoformat(),
+            "expect": expect,
+            "by": ctx.invocation,
+        }
         return Next(step, state)  # persisted by the runner before the send below
     try:
         seen = observe()
@@ -148,13 +146,12 @@ def send_once(
         if waited > limit:
             return OperationStatus("Failed", "Timeout", f"{op} under way but not done in {limit}")
         return Wait(step, poll, state, reason=f"{op} under way")
-    if seen == "absent" and intent["id"] in _UNSENT:
+    if seen == "absent" and intent.get("by") == ctx.invocation and "sent_at" not in intent:
         ctx.before_write()  # a lost lease stops the step here: nothing went out
-        if _sending(intent["id"]):
-            sent = _begin(ops, key, intent, lambda: images(ctx).begin(op, **args()), now)
-            if isinstance(sent, TemporaryAzureError):
-                return temporary_wait(step, state, sent, ctx)
-            return sent or Next(step, state)
+        sent = _begin(ops, key, intent, lambda: images(ctx).begin(op, **args()), now)
+        if isinstance(sent, TemporaryAzureError):
+            return temporary_wait(step, state, sent, ctx)
+        return sent or Next(step, state)
     if seen == "absent" and waited <= settle:
         return Wait(
             step,
@@ -168,24 +165,18 @@ def send_once(
     return Next(step, state)
 
 
-def _sending(nonce: str) -> bool:
-    try:
-        _UNSENT.remove(nonce)  # atomic: of two runs, only one may send
-    except KeyError:
-        return False
-    return True
-
-
 def _begin(
     ops: dict[str, Any], key: str, intent: dict[str, Any], begin: Callable[[], str], now: str
 ) -> OperationStatus | TemporaryAzureError | None:
     """Send: None once the token is recorded; a refusal; or a temporary error (when it may have
     reached Azure, the intent says so, and its waits stay bounded by the runner)."""
+    intent["sent_at"] = now  # within this delivery: never a second send of this intent
     try:
         ops[key] = {"token": begin(), "since": now}
     except TemporaryAzureError as error:
         if error.status in (429, 503) or error.code == "RetryAfterPending":
-            _UNSENT.add(intent["id"])  # refused before it reached the resource: not sent
+            # Refused before it reached the resource: not sent; a later delivery may send it.
+            intent["refused"] = True
         else:  # a timeout or a lost answer: it may have landed, or land later
             intent["unanswered"] = error.code or type(error).__name__
         return error
@@ -198,9 +189,7 @@ def _begin(
 def reset(state: dict[str, Any], key: str) -> None:
     """Forget a one-shot action (its intent and operation), so that it can be planned again."""
     forget(state, key)
-    intent = (state.get(key) or {}).pop("intent", None)
-    if intent:
-        _UNSENT.discard(intent["id"])
+    (state.get(key) or {}).pop("intent", None)
 
 
 def forget(state: dict[str, Any], *keys: str) -> None:

@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from shared.adapters.instances import Instances
-from shared.adapters.repair_log import RepairLog
 from shared.adapters.scaleset import AzureCallError, TemporaryAzureError, ThrottledError
 from shared.decide.repair import next_rung
 from shared.flows.claims import Claimed, claim, release
@@ -45,20 +44,19 @@ def claim_node(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 
 def rung(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """Start the ladder's current rung (restart or reimage; last, replace), if its reason still
-    holds: the intent is recorded first (and the runner saves it), then the send is noted on
-    the repair log and sent. A delivery that finds the send noted does not send again: the
-    node tells whether it landed (`await_rung`)."""
+    holds: the intent is recorded first (and the runner saves it), then sent by the same
+    delivery. Another delivery that finds the intent may have been preceded by a send (a worker
+    that died right after it): it does not send again, the node tells whether it landed
+    (`await_rung`)."""
     repair, current = state["repair"], state["rung"]
     intent = state.get("intent") or {}
-    if intent.get("action") == current:
-        sent = RepairLog(ctx.services.tables).sent(ctx.pool.name, ctx.job.id)
-        if sent is not None and sent.get("at") == intent["at"]:
-            ctx.notes.append(
-                f"the {current} was sent before this delivery (intent of {intent['at']}): "
-                "judged by the node, not sent again"
-            )
-            started = _started(intent, sent.get("sent_at") or intent["at"])
-            return Wait("await_rung", POLL, state | started, reason=f"{current} sent")
+    if intent.get("action") == current and intent.get("by") != ctx.invocation:
+        ctx.notes.append(
+            f"the {current} may have been sent before this delivery (intent of {intent['at']}): "
+            "judged by the node, not sent again"
+        )
+        started = _started(intent, intent["at"])
+        return Wait("await_rung", POLL, state | started, reason=f"{current} may have been sent")
     why = ladder_reason_gone(ctx, state)
     if why is not None:
         return stand_down(ctx, state, why, not_done=NOT_DONE[current])
@@ -70,6 +68,7 @@ def rung(ctx: StepContext, state: dict[str, Any]) -> Outcome:
             "action": current,
             "at": ctx.now.isoformat(),
             "expect": {"boot_id_not": node.boot_id if node is not None else ""},
+            "by": ctx.invocation,
         }
         return Next("rung", state | {"intent": intent})
     return _send(ctx, state, intent)
@@ -79,14 +78,11 @@ def _send(ctx: StepContext, state: dict[str, Any], intent: dict[str, Any]) -> Ou
     repair, current = state["repair"], state["rung"]
     instances = Instances(ctx.services.scale_sets)
     begin = instances.begin_restart if current == "restart" else instances.begin_reimage
-    repair_log = RepairLog(ctx.services.tables)
     ctx.before_write()
-    repair_log.mark_sent(ctx.pool.name, ctx.job.id, intent | {"sent_at": ctx.now.isoformat()})
     try:
         begin(ctx.pool.vmss_id, repair["instance"])
-    except ThrottledError as error:  # refused before anything happened: it may be sent again
-        repair_log.mark_sent(ctx.pool.name, ctx.job.id, None)
-        return temporary_wait("rung", state, error, ctx)
+    except ThrottledError as error:  # refused before anything happened: a new intent, later
+        return temporary_wait("rung", {k: v for k, v in state.items() if k != "intent"}, error, ctx)
     except TemporaryAzureError as error:  # the answer was lost: the node will tell
         ctx.notes.append(f"{current} answer lost ({error.code}): judged by the node")
     except AzureCallError as error:
