@@ -14,7 +14,7 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -365,7 +365,7 @@ class Driver:
         has passed, is recorded as unfinished (every deadline of the product is shorter)."""
         clock = self.rig.services.clock
         limit = clock.now() + JOB_BOUND
-        expected = {s.id for s in result.sent if s.accepted} | (extra or set())
+        sent = {s.id for s in result.sent if s.accepted} | (extra or set())
         while True:
             try:
                 records = self._round_jobs(result)
@@ -373,7 +373,7 @@ class Driver:
                 time.sleep(0.5)
                 continue
             open_ = {i: r for i, r in records.items() if r.status not in FINAL}
-            missing = expected - set(records)
+            missing = (sent | spawned(records.values())) - set(records)
             result.records = records
             stuck = {i: why for i, r in open_.items() if (why := _stuck(r)) is not None}
             if (not missing and set(open_) == set(stuck)) or clock.now() > limit:
@@ -410,6 +410,23 @@ class Driver:
             self._await_jobs(result, ids)
             if set(result.records) == before | ids:
                 return  # nothing new was enqueued by the reconciles
+
+
+def spawned(records: Iterable[JobRecord]) -> set[str]:
+    """The jobs these jobs put on a queue themselves. Such a job is in the ledger only once a
+    host has taken its message, so until then only its parent names it: a reconcile's repair
+    (the reconcile ends as it enqueues it), a repair's replacement, an image job's children (a
+    parent that gave up waiting leaves them on the queue)."""
+    found: set[str] = set()
+    for record in records:
+        repair = (record.outcome or {}).get("repair")
+        if record.kind == "reconcile" and isinstance(repair, dict) and repair.get("enqueued"):
+            found.add(str(repair["enqueued"]))
+        if record.kind == "repair" and record.state.get("grow"):
+            found.add(str(record.state["grow"]))
+        if record.kind == "image":
+            found |= {str(child) for child in (record.state.get("children") or {}).values()}
+    return found
 
 
 def _stuck(record: JobRecord) -> str | None:
