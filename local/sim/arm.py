@@ -925,7 +925,11 @@ async def handle(
                 "The gateway did not receive a response from 'Microsoft.Compute' within the "
                 "specified time period.",
             )
-        response = await handler(Call(request, world, match, operation, fault, body))
+        if fault is not None and fault.kind == "held":
+            response = await handler(Call(request, world, match, operation, None, body))
+            await world.hold(_held(request, operation, match), fault.seconds)
+        else:
+            response = await handler(Call(request, world, match, operation, fault, body))
     except BodyError as error:  # a part of the body of a shape ARM does not take
         response = _json(unreadable(error).body(), 400)
     except ArmError as error:
@@ -939,6 +943,18 @@ async def handle(
     for key, value in (rate_headers | ids).items():
         response.headers.setdefault(key, value)
     return response
+
+
+def _held(request: web.Request, operation: str, match: dict[str, str]) -> dict[str, Any]:
+    """What `GET /_sim/held` shows of a request whose answer is held: enough for a test to tell
+    which client sent it (the User-Agent, where AZURE_HTTP_USER_AGENT ends up) and what it did."""
+    return {
+        "operation": operation,
+        "path": request.path,
+        "scale_set": match.get("vmss"),
+        "instance": match.get("instance"),
+        "client": request.headers.get("User-Agent", ""),
+    }
 
 
 _UNANSWERED: set[asyncio.Future[None]] = set()

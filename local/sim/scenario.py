@@ -134,6 +134,7 @@ class Fault(Strict):
         "partial_delete",
         "timeout",
         "lost_answer",
+        "held",
         "never_ready",
         "never_boots",
         "lost_writes",
@@ -147,7 +148,8 @@ class Fault(Strict):
     start: datetime | None = None
     end: datetime | None = None
     deleted: int = Field(default=0, ge=0)  # partial_delete: how many instances really go
-    seconds: float = Field(default=30, gt=0)  # timeout: how long the request hangs (wall seconds)
+    # timeout: how long the request hangs (wall seconds); held: how long its answer is held
+    seconds: float = Field(default=30, gt=0)
     # lost_answer: the request takes effect `apply_after` simulated seconds after the 504, and
     # its operation then ends as `outcome` says (lro_failed uses `error`). never_ready: the node
     # is Ready for `apply_after` simulated seconds after the boot, then NotReady.

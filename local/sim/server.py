@@ -257,6 +257,10 @@ class Simulator:
             body["calls"] = [call.__dict__ for call in calls]
         return web.json_response(body)
 
+    async def get_held(self, _: web.Request) -> web.Response:
+        """Requests that took effect and whose answer is held back (fault kind `held`)."""
+        return web.json_response({"held": list(self.world.held.values())})
+
     async def clear_calls(self, _: web.Request) -> web.Response:
         self.world.calls.clear()
         return web.json_response({"total": 0})
@@ -305,6 +309,7 @@ def admin_app(sim: Simulator) -> web.Application:
     app.router.add_get("/_sim/state", sim.get_state)
     app.router.add_get("/_sim/calls", sim.get_calls)
     app.router.add_delete("/_sim/calls", sim.clear_calls)
+    app.router.add_get("/_sim/held", sim.get_held)
     app.add_subapp("/_sim/kube/", kube_admin_app(sim.clusters))
     return app
 

@@ -6,6 +6,7 @@ the world up to now. The HTTP layers (`arm`, `monitor`, `admin`) translate to an
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import heapq
 import itertools
@@ -85,6 +86,15 @@ class Instance:
     # The last run command as its instance view shows it (the RunCommandLinux extension's
     # status: code, message, time): how a caller that lost the operation's token finds its result.
     last_run: tuple[tuple[str, str], ...] = ()
+
+
+def kubelet_ready(instance: Instance) -> bool:
+    """The instance's kubelet runs and posts Ready: the guest is up and its kubelet not broken."""
+    return guest_up(instance) and not instance.guest.never_ready
+
+
+def _ready(instances: list[Instance]) -> list[str]:
+    return [str(i.instance_id) for i in instances if kubelet_ready(i)]
 
 
 def guest_up(instance: Instance) -> bool:
@@ -250,6 +260,7 @@ class World:
         self.render_cache: dict[Any, tuple[Any, str]] = {}  # arm.vm_json, by instance
         self.history: list[dict[str, Any]] = []  # deletions, and who asked for them
         self.run_log: list[dict[str, Any]] = []  # scripts run: when, where, exit code
+        self.held: dict[int, dict[str, Any]] = {}  # requests done whose answer is held back
         # Called as an instance goes for good (the cluster notes what its node looked like).
         self.removal_observers: list[Callable[[ScaleSet, Instance], None]] = []
         # Called after each event, at the event's time (the cluster catches up to that moment).
@@ -518,7 +529,14 @@ class World:
                 f"'{scale_set.name}'.",
             )
 
-    def _record(self, event: str, scale_set: ScaleSet, victims: list[Instance], op: str) -> None:
+    def _record(
+        self,
+        event: str,
+        scale_set: ScaleSet,
+        victims: list[Instance],
+        op: str,
+        ready: list[str],
+    ) -> None:
         self.history.append(
             {
                 "time": self.now().isoformat(),
@@ -527,8 +545,19 @@ class World:
                 "operation": op,
                 "instances": [str(v.instance_id) for v in victims],
                 "computer_names": [v.computer_name for v in victims],
+                "ready": ready,  # whose node was Ready as the delete was asked for
             }
         )
+
+    async def hold(self, request: dict[str, Any], seconds: float) -> None:
+        """Hold back the answer of a request that has taken effect (fault kind `held`), listed
+        in `held` meanwhile: the client may die before it learns what it did."""
+        key = next(self._sequence)
+        self.held[key] = request | {"id": key, "at": self.now().isoformat()}
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.held.pop(key, None)
 
     def update_scale_set(
         self,
@@ -578,10 +607,11 @@ class World:
                 ]
             else:
                 removed = scale_in_victims(active, len(active) - capacity)
+                ready = _ready(removed)
                 for victim in removed:
                     before[victim.instance_id] = (victim.provisioning, victim.power)
                     victim.provisioning, victim.power = "Deleting", "stopping"
-                self._record("scale_in", scale_set, removed, operation)
+                self._record("scale_in", scale_set, removed, operation, ready)
         if changed:
             scale_set.etag += 1
         failed = fault is not None and fault.kind == "lro_failed"
@@ -672,11 +702,12 @@ class World:
         op = self.new_operation(operation)
         fresh = [v for v in victims if v.provisioning != "Deleting"]
         before = {v.instance_id: (v.provisioning, v.power) for v in fresh}
+        ready = _ready(victims)
         for victim in fresh:
             victim.provisioning, victim.power = "Deleting", "stopping"
         scale_set.capacity = max(0, scale_set.capacity - len(fresh))
         scale_set.etag += 1
-        self._record("delete_instances", scale_set, victims, operation)
+        self._record("delete_instances", scale_set, victims, operation, ready)
 
         def done() -> None:
             failed = fault is not None and fault.kind in ("lro_failed", "partial_delete")

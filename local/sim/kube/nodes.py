@@ -26,7 +26,7 @@ from local.sim.kube.objects import (
     ts,
 )
 from local.sim.scenario import VM_SIZES
-from local.sim.world import Instance, ScaleSet, guest_up
+from local.sim.world import Instance, ScaleSet, kubelet_ready
 
 if TYPE_CHECKING:
     from local.sim.kube.model import Cluster
@@ -58,7 +58,7 @@ def seen_nodes(cluster: Cluster) -> dict[str, Seen]:
 
 def is_up(instance: Instance) -> bool:
     """The kubelet runs and posts Ready: the guest is up and its kubelet is not broken."""
-    return guest_up(instance) and not instance.guest.never_ready
+    return kubelet_ready(instance)
 
 
 def resources(sku: str) -> tuple[Obj, Obj]:
