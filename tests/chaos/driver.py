@@ -14,7 +14,7 @@ import json
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,21 +22,19 @@ from typing import Any
 import requests
 from azure.core.exceptions import ResourceNotFoundError
 
-from shared.adapters.ledger import FINAL, JOBS_TABLE, JobRecord, LedgerConflict
+from shared.adapters.ledger import FINAL, JobRecord, LedgerConflict
+from tests.chaos import acts
+from tests.chaos.accounting import await_jobs, round_jobs
 from tests.chaos.rig import FUNCTION_KEY, Rig
 from tests.chaos.schedules import GENERATORS, STORM_OPERATIONS, Event, Round, Schedule
 from tests.jobs_support import job
 from tests.simulator import scale_set, scenario
 
 SPEED = 600  # simulated seconds per wall second
-# Every job ends within this much product time after the round's last event, or it is reported
-# as never ending (the product bounds every retry in time; see ARCHITECTURE.md, invariant 13).
-JOB_BOUND = timedelta(hours=24)
-# A job that waits on one step for the same reason this long is stuck: the product's own
-# deadlines here (retries 2 h, installs 90 min, drains, reboots, settles) are all shorter.
-STUCK = timedelta(hours=3)
 HISTORY = timedelta(hours=2)  # usage history the patch headroom check needs before a round
 OLD_KERNEL, NEW_KERNEL = "6.8.0-1015-azure", "6.8.0-1017-azure"
+NEVER = 10**7  # product seconds: a manual upgrade of a round where they hang (115 days)
+BRAKE_RECONCILES = (0.4, 0.8)  # wall seconds after a braked pool grew: reconciles again
 
 
 @dataclass
@@ -52,16 +50,31 @@ class Sent:
     accepted: bool = False
 
 
+class Log(list[str]):
+    """What the driver did, each line with the wall seconds since the round began."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.began = time.monotonic()
+
+    def append(self, what: str) -> None:
+        super().append(f"{time.monotonic() - self.began:5.1f}s {what}")
+
+
 @dataclass
 class RoundResult:
     round: Round
     sent: list[Sent] = field(default_factory=list)
     records: dict[str, JobRecord] = field(default_factory=dict)  # every job of the round
     unfinished: dict[str, str] = field(default_factory=dict)
-    done: list[str] = field(default_factory=list)  # what the driver did, in order
+    done: Log = field(default_factory=Log)  # what the driver did, in order
     faults: Counter[str] = field(default_factory=Counter)
     started_at: datetime | None = None
     wall_seconds: float = 0.0
+    kills_after_send: Counter[str] = field(default_factory=Counter)  # by the operation sent
+    cordons: list[dict[str, str]] = field(default_factory=list)  # an operator's, mid-rollout
+    brakes: list[dict[str, Any]] = field(default_factory=list)  # pools grown under the brake
+    node_images: int = 0  # models an operator moved to a newer node image
 
 
 def world_for(rnd: Round, start: datetime) -> dict[str, Any]:
@@ -79,8 +92,10 @@ def world_for(rnd: Round, start: datetime) -> dict[str, Any]:
         )
         if s.bare_pod_on is not None:
             pods.append({"name": f"debug{s.pool.index}", "node": node_name(s, s.bare_pod_on)})
+    hang = {"latencies": {"update_model": NEVER}} if rnd.upgrades_hang else {}
     return scenario(
         *(scale_set(s.pool.vmss, s.capacity, zones=[]) for s in rnd.schedules),
+        **hang,
         speed=SPEED,
         clock={"start": start.isoformat(), "speed": SPEED},
         workloads={
@@ -107,6 +122,9 @@ class Driver:
         self.rig = rig
         self.leftover: set[str] = set()  # jobs the last round left unfinished
         self.next_start = datetime.fromisoformat("2027-01-04T08:00:00+00:00")
+        # Kubernetes API outages need the simulator's kube faults (issue 18, branch sim).
+        self.kube_faults = acts.kube_faults_supported(rig)
+        self.watch: acts.Watch | None = None
 
     # -- a round -----------------------------------------------------------------------------
 
@@ -120,12 +138,17 @@ class Driver:
         result.started_at = self.rig.services.clock.now()
         pending: list[tuple[float, str, Callable[[], None]]] = []  # (due, what, action)
         rng = random.Random(rnd.seed)
-        for event in rnd.all_events():
-            self._until(began + event.at, pending, result)
-            self._play(event, rng, result, pending, began)
-        self._until(float("inf"), pending, result)  # restarts and storm ends still due
-        result.done.append(f"events played in {time.monotonic() - began:.1f} s")
-        self._await_jobs(result)
+        self.watch = acts.Watch(self.rig, result)
+        self.watch.start()
+        try:
+            for event in rnd.all_events():
+                self._until(began + event.at, pending, result)
+                self._play(event, rng, result, pending)
+            self._until(float("inf"), pending, result)  # restarts and storm ends still due
+            result.done.append(f"events played in {time.monotonic() - began:.1f} s")
+            self._await_jobs(result)
+        finally:
+            self.watch.stop()
         result.done.append(f"jobs ended {time.monotonic() - began:.1f} s into the round")
         self._settle(result)
         result.done.append(f"settled {time.monotonic() - began:.1f} s into the round")
@@ -180,13 +203,20 @@ class Driver:
         rng: random.Random,
         result: RoundResult,
         pending: list[tuple[float, str, Callable[[], None]]],
-        began: float,
     ) -> None:
         sim, rig = self.rig.sim, self.rig
         schedule = next((s for s in result.round.schedules if s.pool.index == event.pool), None)
+        if schedule is not None and self._operator(event, schedule, rng, result, pending):
+            return
         if event.what == "job":
             assert schedule is not None
             self._send(schedule, event.detail["generator"], rng, result)
+        elif event.what == "kube_outage":
+            if self.kube_faults:
+                assert self.watch is not None
+                self.watch.arm(acts.kube_outage(rig, event.detail, result))
+            else:
+                result.done.append("no Kubernetes API outage: the simulator has no kube faults")
         elif event.what == "fault":
             assert schedule is not None
             body = {k: v for k, v in event.detail.items() if k != "name"}
@@ -227,19 +257,48 @@ class Driver:
         elif event.what == "kill":
             host = rig.hosts[event.detail["host"]]
             if host.alive:
-                rig.kill(host)
-                rig.expire_leases()
+                rig.kill_now(host)
                 result.done.append(f"SIGKILL host{host.slot}")
                 pending.append(
                     (
                         time.monotonic() + event.detail["down"],
                         f"host{host.slot} started again",
-                        lambda host=host: rig.start(host),
+                        lambda host=host: rig.ensure_running(host),
                     )
                 )
         elif event.what == "azurite":
             rig.restart_azurite()
             result.done.append("Azurite restarted with its data")
+
+    def _operator(
+        self,
+        event: Event,
+        schedule: Schedule,
+        rng: random.Random,
+        result: RoundResult,
+        pending: list[tuple[float, str, Callable[[], None]]],
+    ) -> bool:
+        """An operator's hand on one pool (tests/chaos/acts.py); False: not such an event."""
+        if event.what == "node_image":
+            acts.node_image(self.rig, schedule, result)
+        elif event.what == "cordon":
+            assert self.watch is not None
+            self.watch.arm(acts.cordon_mid_rollout(self.rig, schedule, result))
+        elif event.what == "brake_grow":
+
+            def send(generator: str, params: dict[str, Any]) -> bool:
+                kind = "scale" if generator == "brake_grow" else generator
+                return self._submit(schedule, generator, kind, params, "queue", result).accepted
+
+            def again() -> None:
+                send("reconcile", {})
+
+            if acts.brake_grow(self.rig, schedule, result, send):
+                for after in BRAKE_RECONCILES:
+                    pending.append((time.monotonic() + after, "reconcile again", again))
+        else:
+            return False
+        return True
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -253,23 +312,30 @@ class Driver:
         if params is None:
             result.done.append(f"no {generator} job for pool{schedule.pool.index}: no nodes")
             return
+        via = rng.choice(["http", "queue"])
+        self._submit(schedule, generator, spec.kind, params, via, result)
+
+    def _submit(
+        self,
+        schedule: Schedule,
+        generator: str,
+        kind: str,
+        params: dict[str, Any],
+        via: str,
+        result: RoundResult,
+    ) -> Sent:
+        """Send a job (`generator` says why, in the figures) through the API or the queue."""
         now = self.rig.services.clock.now()
-        envelope = job(spec.kind, schedule.pool.name, params, created_at=now.isoformat())
+        envelope = job(kind, schedule.pool.name, params, created_at=now.isoformat())
         envelope["id"] = f"chaos-{result.round.seed}-p{schedule.pool.index}-{len(result.sent)}"
-        sent = Sent(
-            envelope["id"],
-            schedule.pool.index,
-            generator,
-            spec.kind,
-            params,
-            rng.choice(["http", "queue"]),
-        )
+        sent = Sent(envelope["id"], schedule.pool.index, generator, kind, params, via)
         result.sent.append(sent)
         sent.accepted = self._deliver(envelope, sent.via)
         result.done.append(
             f"{generator} {params} -> pool{schedule.pool.index} via {sent.via}"
             + ("" if sent.accepted else " (not accepted)")
         )
+        return sent
 
     def _deliver(self, envelope: dict[str, Any], via: str, attempts: int = 40) -> bool:
         """Submit until the API or the queue takes it (a host may be dead, Azurite restarting);
@@ -314,7 +380,8 @@ class Driver:
         ):
             result.done.append(f"no instance {instance} in pool{schedule.pool.index} to reboot")
             return
-        if event.detail["name"] == "not_ready_stuck":
+        boots = {"not_ready_stuck": 1, "not_ready_stubborn": 2}.get(event.detail["name"])
+        if boots:  # this many boots never get Ready: repair's restart too, for a stubborn one
             self.rig.sim.post(
                 "faults",
                 {
@@ -322,13 +389,12 @@ class Driver:
                     "kind": "never_ready",
                     "scale_set": schedule.pool.vmss,
                     "instance": instance,
-                    "count": 1,
+                    "count": boots,
                 },
             )
-        try:
-            compute = self.rig.sim.compute(retry_total=0)
-            compute.virtual_machine_scale_set_vms.begin_restart(
-                state["resource_group"], schedule.pool.vmss, instance
+        try:  # the scale set's form of the call: Poolkeeper's restarts are per instance
+            self.rig.compute.virtual_machine_scale_sets.begin_restart(
+                state["resource_group"], schedule.pool.vmss, {"instanceIds": [instance]}
             )
         except Exception as error:  # noqa: BLE001 - a storm may refuse the driver's call too
             result.done.append(f"reboot of pool{schedule.pool.index}/{instance} refused: {error}")
@@ -338,52 +404,6 @@ class Driver:
 
     # -- the end of a round -----------------------------------------------------------------
 
-    def _round_jobs(self, result: RoundResult) -> dict[str, JobRecord]:
-        """Every job of the round's pools in the ledger: those sent, and those Poolkeeper made
-        itself (created since the round began)."""
-        from shared.adapters.ledger import _record
-
-        pools = {s.pool.name for s in result.round.schedules}
-        table = self.rig.services.tables._table(JOBS_TABLE)
-        since = result.started_at
-        assert since is not None
-        found: dict[str, JobRecord] = {}
-        for entity in table.query_entities("PartitionKey eq 'job'"):
-            if entity["pool"] in pools and datetime.fromisoformat(entity["created_at"]) >= since:
-                record = _record(entity)
-                found[record.id] = record
-        for sent in result.sent:
-            if sent.id not in found and sent.accepted:
-                record = self.rig.services.tables.job(sent.id)
-                if record is not None:
-                    found[sent.id] = record
-        return found
-
-    def _await_jobs(self, result: RoundResult, extra: set[str] | None = None) -> None:
-        """Wait until every job of the round (and `extra`) has ended. A job still open once it
-        has waited on one step for the same reason for STUCK of product time, or once JOB_BOUND
-        has passed, is recorded as unfinished (every deadline of the product is shorter)."""
-        clock = self.rig.services.clock
-        limit = clock.now() + JOB_BOUND
-        sent = {s.id for s in result.sent if s.accepted} | (extra or set())
-        while True:
-            try:
-                records = self._round_jobs(result)
-            except Exception:  # noqa: BLE001 - Azurite may be restarting: look again
-                time.sleep(0.5)
-                continue
-            open_ = {i: r for i, r in records.items() if r.status not in FINAL}
-            missing = (sent | spawned(records.values())) - set(records)
-            result.records = records
-            stuck = {i: why for i, r in open_.items() if (why := _stuck(r)) is not None}
-            if (not missing and set(open_) == set(stuck)) or clock.now() > limit:
-                result.unfinished = stuck | {
-                    i: f"{r.status} at {r.step}" for i, r in open_.items() if i not in stuck
-                }
-                result.unfinished |= {i: "not in the ledger" for i in missing}
-                return
-            time.sleep(0.5)
-
     def _settle(self, result: RoundResult) -> None:
         """No more faults; every host up; an hour later a last reconcile of each pool (and
         whatever it enqueues), so the recorded truth can be compared with the simulator's."""
@@ -391,8 +411,7 @@ class Driver:
         requests.delete(f"{sim.admin}/faults", timeout=10)
         sim.post("throttling", [])
         for host in self.rig.hosts:
-            if not host.alive:
-                self.rig.start(host)
+            self.rig.ensure_running(host)
         for _ in range(3):
             sim.advance(3600)
             before = set(result.records)
@@ -411,33 +430,5 @@ class Driver:
             if set(result.records) == before | ids:
                 return  # nothing new was enqueued by the reconciles
 
-
-def spawned(records: Iterable[JobRecord]) -> set[str]:
-    """The jobs these jobs put on a queue themselves. Such a job is in the ledger only once a
-    host has taken its message, so until then only its parent names it: a reconcile's repair
-    (the reconcile ends as it enqueues it), a repair's replacement, an image job's children (a
-    parent that gave up waiting leaves them on the queue)."""
-    found: set[str] = set()
-    for record in records:
-        repair = (record.outcome or {}).get("repair")
-        if record.kind == "reconcile" and isinstance(repair, dict) and repair.get("enqueued"):
-            found.add(str(repair["enqueued"]))
-        if record.kind == "repair" and record.state.get("grow"):
-            found.add(str(record.state["grow"]))
-        if record.kind == "image":
-            found |= {str(child) for child in (record.state.get("children") or {}).values()}
-    return found
-
-
-def _stuck(record: JobRecord) -> str | None:
-    """Why `record` is stuck: its last entry is a wait repeated for STUCK or longer."""
-    last = record.steps[-1] if record.steps else {}
-    if last.get("result") != "wait" or not last.get("last_at"):
-        return None
-    waited = datetime.fromisoformat(last["last_at"]) - datetime.fromisoformat(last["at"])
-    if waited < STUCK:
-        return None
-    return (
-        f"waiting at {record.step} since {last['at']} ({last.get('repeats')} times, "
-        f"{waited}): {last.get('reason')}"
-    )
+    def _await_jobs(self, result: RoundResult, extra: set[str] | None = None) -> None:
+        await_jobs(self.rig.services.clock, result, lambda: round_jobs(self.rig, result), extra)

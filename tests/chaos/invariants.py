@@ -15,6 +15,7 @@ import requests
 
 from shared.adapters.kube import CLAIM_ANNOTATION
 from shared.adapters.ledger import FINAL
+from tests.chaos import effects
 from tests.chaos.driver import RoundResult
 from tests.chaos.rig import Rig
 from tests.chaos.schedules import Schedule
@@ -39,12 +40,18 @@ def check_round(rig: Rig, result: RoundResult) -> list[str]:
     """Every invariant of the round, pool by pool, then the queues."""
     state = rig.sim.state()
     removals = requests.get(f"{rig.sim.admin}/kube/removals", timeout=10).json()["removals"]
-    nodes = rig.sim.kube().nodes()
-    found = jobs_ended(result)
+    calls = requests.get(f"{rig.sim.admin}/calls", timeout=30).json()["calls"]
+    nodes = rig.kube.nodes()
+    found = jobs_ended(result) + effects.no_crashes(result)
+    found += effects.operator_cordons(result, nodes)
     for schedule in result.round.schedules:
         found += pool_truth(rig, schedule, state)
         found += deletes(schedule, state, removals)
         found += cordons(schedule, result, nodes)
+        found += effects.sends_per_step(calls, result, schedule)
+        found += effects.ready_deletes_by_repair(state, result, schedule)
+        found += effects.images_left(state, result, schedule)
+        found += effects.brake_held(calls, state, result, schedule)
     found += queues_clean(rig, result)
     return found
 
@@ -103,12 +110,12 @@ def deletes(schedule: Schedule, state: dict[str, Any], removals: list[dict[str, 
 
 def cordons(schedule: Schedule, result: RoundResult, nodes: list[Any]) -> list[str]:
     """Every job has ended, so no claim may be left; a cordoned node is one a drain job handed
-    back, or one a job quarantined on purpose."""
+    back, one a job quarantined on purpose, or one an operator cordoned."""
     handed_back = {
         json.loads(r.envelope)["params"]["node"]
         for r in result.records.values()
         if r.kind == "drain" and r.status == "done"
-    }
+    } | {c["node"] for c in result.cordons}
     found = []
     for node in nodes:
         if node.labels.get("elastisys.io/node-group") != schedule.pool.node_group:

@@ -29,6 +29,8 @@ class Tally:
     product_jobs: Counter[tuple[str, str]] = field(default_factory=Counter)  # enqueued by it
     reasons: Counter[str] = field(default_factory=Counter)
     kills: int = 0
+    kills_after_send: Counter[str] = field(default_factory=Counter)  # by the operation sent
+    operator_acts: Counter[str] = field(default_factory=Counter)  # cordons, node images, brakes
     azurite_restarts: int = 0
     violations: list[tuple[int, str]] = field(default_factory=list)
     known: Counter[str] = field(default_factory=Counter)  # known bug -> rounds it showed in
@@ -44,10 +46,20 @@ class Tally:
         self.seeds.append(rnd.seed)
         self.faults.update(result.faults)
         shocks = Counter(
-            d.split(" ")[0] for d in result.done if d.startswith(("SIGKILL", "Azurite"))
+            what.split(" ")[0]
+            for d in result.done
+            if (what := d.split("s ", 1)[-1]).startswith(("SIGKILL", "Azurite"))
         )
         self.kills += shocks["SIGKILL"]
         self.azurite_restarts += shocks["Azurite"]
+        self.kills_after_send.update(result.kills_after_send)
+        self.operator_acts.update(
+            {
+                "cordons mid-rollout": len(result.cordons),
+                "node images on a model": result.node_images,
+                "pools grown under the repair brake": len(result.brakes),
+            }
+        )
         sent = {s.id: s for s in result.sent}
         for record in result.records.values():
             if record.id in sent:
@@ -79,6 +91,9 @@ class Tally:
             f"{self.azurite_restarts} Azurite restarts, {len(self.violations)} violations, "
             f"{took:.0f} s",
             "faults: " + ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items())),
+            "kills right after a send: "
+            + (", ".join(f"{k} {v}" for k, v in sorted(self.kills_after_send.items())) or "none"),
+            "operator: " + ", ".join(f"{k} {v}" for k, v in sorted(self.operator_acts.items())),
             "jobs: " + ", ".join(f"{g} {o} {n}" for (g, o), n in sorted(self.jobs.items())),
         ]
         out += [
@@ -105,6 +120,11 @@ class Tally:
             for k in sorted({k for k, _ in self.product_jobs})
         )
         fault_table = "\n".join(f"| {k} | {v} |" for k, v in sorted(self.faults.items()))
+        fault_table += "".join(
+            f"\n| worker killed right after {k} took effect | {v} |"
+            for k, v in sorted(self.kills_after_send.items())
+        )
+        fault_table += "".join(f"\n| {k} | {v} |" for k, v in sorted(self.operator_acts.items()))
         reason_table = "\n".join(f"| {n} | {r} |" for r, n in self.reasons.most_common(12))
         violations = (
             "\n".join(f"- seed {s}: {v}" for s, v in self.violations) if self.violations else "none"

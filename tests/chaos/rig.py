@@ -8,12 +8,14 @@ Kills are SIGKILLs of a host's process group; a killed host is started again on 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -66,6 +68,10 @@ class Host:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    @property
+    def agent(self) -> str:
+        return f"chaos-host{self.slot}"
+
 
 def _answers(url: str) -> bool:
     try:
@@ -88,6 +94,25 @@ class Rig:
     kills: int = 0
     azurite_restarts: int = 0
     host_starts: list[float] = field(default_factory=list)
+    lock: threading.RLock = field(default_factory=threading.RLock)  # kills and starts
+
+    @functools.cached_property
+    def kube(self) -> Any:
+        """The product's Kubernetes adapter on the simulated cluster (made once: seconds)."""
+        return self.sim.kube()
+
+    @functools.cached_property
+    def compute(self) -> Any:
+        """A Compute client for the driver's own calls (no retries: a fault refuses it too)."""
+        return self.sim.compute(retry_total=0)
+
+    @functools.cached_property
+    def core(self) -> Any:
+        """A plain Kubernetes client, as an operator's kubectl (made once: seconds)."""
+        from kubernetes import client, config
+
+        kubeconfig = self.sim.info["kubeconfig"]
+        return client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
 
     def queues(self) -> dict[str, str]:
         """Job kind -> the queue name the hosts listen on."""
@@ -98,7 +123,8 @@ class Rig:
         env = {
             k: v for k, v in os.environ.items() if not k.startswith(("POOLKEEPER_", "AzureWebJobs"))
         }
-        env |= self.settings | {"PYTHONPATH": str(ROOT)}
+        # Its Azure calls say which host sent them (the simulator's held answers name it).
+        env |= self.settings | {"PYTHONPATH": str(ROOT), "AZURE_HTTP_USER_AGENT": host.agent}
         log = host.root / "host.log"
         for attempt in range(3):
             # A port free a moment ago may be taken by another suite meanwhile: try another.
@@ -128,10 +154,23 @@ class Rig:
 
     def kill(self, host: Host) -> None:
         """SIGKILL the host (no clean-up of any kind), as a crashed instance."""
-        if host.process is not None and host.alive:
-            os.killpg(host.process.pid, signal.SIGKILL)
-            host.process.wait(timeout=10)
-        self.kills += 1
+        with self.lock:
+            if host.process is not None and host.alive:
+                os.killpg(host.process.pid, signal.SIGKILL)
+                host.process.wait(timeout=10)
+            self.kills += 1
+
+    def kill_now(self, host: Host) -> None:
+        """SIGKILL the host and end the pool leases it held (its messages come back later)."""
+        with self.lock:
+            self.kill(host)
+            self.expire_leases()
+
+    def ensure_running(self, host: Host) -> None:
+        """Start the host unless it runs (the driver and its watcher both restart hosts)."""
+        with self.lock:
+            if not host.alive:
+                self.start(host)
 
     def expire_leases(self) -> None:
         """End every pool lease now. A dead host's lease would expire on its own within 60 wall
@@ -190,6 +229,7 @@ def open_rig(workdir: Path, running: ExitStack, pools: tuple[ChaosPool, ...] = P
         hosts.append(Host(slot, root))
     rig = Rig(sim, azurite, settings, Services.from_settings(settings), hosts, pools)
     running.callback(rig.stop)
+    rig.kube, rig.core, rig.compute  # noqa: B018 - made now, not in the middle of a round
     for host in hosts:
         rig.start(host)
     return rig

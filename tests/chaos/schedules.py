@@ -21,8 +21,16 @@ GET = "VirtualMachineScaleSets_Get"
 LIST = "VirtualMachineScaleSetVMs_List"
 RUN = "VirtualMachineScaleSetVMs_RunCommand"
 RESTART = "VirtualMachineScaleSetVMs_Restart"
+REIMAGE = "VirtualMachineScaleSetVMs_Reimage"
+POWER_OFF = "VirtualMachineScaleSetVMs_PowerOff"
+UPGRADE = "VirtualMachineScaleSets_UpdateInstances"
 CANNOT_ALLOCATE = "CannotAllocateRemainingVMsInAvailabilitySet"
 SCHEDULE_SECONDS = 6.0  # wall seconds over which a round's events are spread (pacing only)
+HOLD_SECONDS = 2.0  # a held answer: time enough for the driver to kill the worker first
+# A brake schedule: two of the pool's nodes NotReady (more than repair's 34 %), and the pool
+# grown to this many instances once repair would act on them (not_ready_minutes, 10, passed).
+BRAKE_SIZE = 6
+BRAKE_GROW_AFTER = 1.5  # wall seconds after the nodes went NotReady: 15 product minutes
 
 
 @dataclass(frozen=True)
@@ -83,9 +91,14 @@ POOLS = tuple(
 class Event:
     """One thing the driver does `at` wall seconds into the round (pacing, never asserted).
 
-    what: job (detail: generator), fault (a /_sim/faults body), not_ready (restart an instance,
-    maybe with a never_ready boot fault), throttle (429 storm), storm (5xx storm), kill (SIGKILL
-    a host, restarted after `down` seconds), azurite (restart Azurite with its data)."""
+    what: job (detail: generator), fault (a /_sim/faults body; kind `held` kills the worker
+    that sent the call right after it took effect), not_ready (restart an instance, maybe with a
+    never_ready boot fault), node_image (an operator moves the scale set's model to a newer node
+    image), cordon (an operator cordons a node the pool's patch rollout has yet to take),
+    brake_grow (the pool grows while its repair brake holds), throttle (429 storm), storm (5xx
+    storm), kill (SIGKILL a host, restarted after `down` seconds), azurite (restart Azurite with
+    its data), kube_outage (the Kubernetes API answers 503 for a while, once a canary or a drain
+    runs)."""
 
     at: float
     what: str
@@ -107,13 +120,15 @@ class Schedule:
     grace_seconds: int
     bare_pod_on: int | None  # an instance index running a pod without a controller
     events: tuple[Event, ...]
+    brake: bool = False  # a brake schedule (`_brake_schedule`): no repair may act on the pool
 
 
 @dataclass(frozen=True)
 class Round:
     seed: int
     schedules: tuple[Schedule, ...]
-    events: tuple[Event, ...]  # round-wide: storms, kills, Azurite restarts
+    events: tuple[Event, ...]  # round-wide: storms, kills, Azurite restarts, kube outages
+    upgrades_hang: bool = False  # every manual upgrade of the round never ends
 
     @property
     def heavy(self) -> bool:
@@ -125,12 +140,15 @@ class Round:
         return sorted(merged, key=lambda e: e.at)
 
     def describe(self) -> str:
-        lines = [f"round seed {self.seed}{' (kills/Azurite)' if self.heavy else ''}"]
+        lines = [
+            f"round seed {self.seed}{' (kills/Azurite)' if self.heavy else ''}"
+            + (" (manual upgrades never end)" if self.upgrades_hang else "")
+        ]
         for s in self.schedules:
             lines.append(
                 f"  pool{s.pool.index}: {s.capacity} nodes, min {s.pool.min_nodes}, "
                 f"pdb max_unavailable {s.pdb_max_unavailable}, grace {s.grace_seconds}s, "
-                f"bare pod on {s.bare_pod_on}"
+                f"bare pod on {s.bare_pod_on}{', repair brake' if s.brake else ''}"
             )
         lines += [f"  {e.describe()}" for e in self.all_events()]
         return "\n".join(lines)
@@ -147,11 +165,13 @@ Params = Callable[[random.Random, Sequence[str]], dict[str, Any] | None]
 @dataclass(frozen=True)
 class Generator:
     """A job kind the driver can send: its envelope kind, its params (given the pool's current
-    nodes; None: nothing sensible to send now), and how often it is drawn."""
+    nodes; None: nothing sensible to send now), how often it is drawn, and what an operator
+    does around it (`companion`: an event of that name comes with the job)."""
 
     kind: str
     params: Params
     weight: float
+    companion: str | None = None
 
 
 def _some(rng: random.Random, nodes: Sequence[str], most: int) -> list[str]:
@@ -180,6 +200,17 @@ GENERATORS: dict[str, Generator] = {
         "repair", lambda r, n: {"node": r.choice(list(n))} if n and r.random() < 0.5 else {}, 1
     ),
     "image": Generator("image", lambda r, n: {"dry_run": r.random() < 0.3}, 0.5),
+    # The whole pool, several nodes at once, while an operator cordons one still to come.
+    "patch_cordoned": Generator(
+        "patch", lambda r, n: {"max_unavailable": r.choice([2, 3])} if n else None, 0.7, "cordon"
+    ),
+    # Nodes moved to the model an operator has just set (manualupgrade), maybe never ending.
+    "patch_upgrade": Generator(
+        "patch",
+        lambda r, n: {"action": "upgrade", "max_unavailable": r.choice([1, 2])} if n else None,
+        0.7,
+        "node_image",
+    ),
 }
 
 
@@ -214,8 +245,21 @@ FAULTS: dict[str, dict[str, Any]] = {
     "run_command_failed": {"operation": RUN, "kind": "lro_failed"},
     "restart_failed": {"operation": RESTART, "kind": "lro_failed"},
 }
-NODE_FAULTS = ("not_ready_reboot", "not_ready_stuck")  # a reboot; a boot that never gets Ready
+# A reboot; a boot that never gets Ready; two such boots (repair's restart fails: a reimage).
+NODE_FAULTS = ("not_ready_reboot", "not_ready_stuck", "not_ready_stubborn")
 STORM_OPERATIONS = (GET, LIST, UPDATE, DELETE)
+# A worker SIGKILLed right after each kind of send took effect, before it saved what it sent.
+KILL_AFTER: dict[str, dict[str, Any]] = {
+    f"kill_after_{name}": {"operation": operation, "kind": "held", "seconds": HOLD_SECONDS}
+    for name, operation in (
+        ("restart", RESTART),
+        ("reimage", REIMAGE),
+        ("upgrade", UPGRADE),
+        ("run_command", RUN),
+        ("power_off", POWER_OFF),
+        ("scale_set_write", UPDATE),  # a model write (image point, roll-back) or a capacity one
+    )
+}
 
 
 def plan_round(seed: int, pools: Sequence[ChaosPool] = POOLS) -> Round:
@@ -256,15 +300,30 @@ def plan_round(seed: int, pools: Sequence[ChaosPool] = POOLS) -> Round:
                 )
         if shock in ("azurite", "both"):
             events.append(Event(rng.uniform(0.5, SCHEDULE_SECONDS), "azurite", None, {}))
-    return Round(seed, schedules, tuple(sorted(events, key=lambda e: e.at)))
+    if rng.random() < 0.3:
+        during = rng.choice(["canary", "drain"])
+        seconds = rng.choice([300, 600, 1200])  # product seconds: 0.5 to 2 wall seconds
+        events.append(Event(0.0, "kube_outage", None, {"during": during, "seconds": seconds}))
+    return Round(
+        seed,
+        schedules,
+        tuple(sorted(events, key=lambda e: e.at)),
+        upgrades_hang=rng.random() < 0.3,
+    )
 
 
 def _plan_schedule(rng: random.Random, pool: ChaosPool) -> Schedule:
+    if pool.max_nodes >= BRAKE_SIZE and pool.min_nodes <= 3 and rng.random() < 0.12:
+        return _brake_schedule(rng, pool)
     capacity = rng.randint(max(1, pool.min_nodes), pool.min_nodes + 4)
-    events = [
-        Event(rng.uniform(0, SCHEDULE_SECONDS), "job", pool.index, {"generator": draw_job(rng)})
-        for _ in range(rng.randint(3, 6))
-    ]
+    events = []
+    for _ in range(rng.randint(3, 6)):
+        at, generator = rng.uniform(0, SCHEDULE_SECONDS), draw_job(rng)
+        events.append(Event(at, "job", pool.index, {"generator": generator}))
+        if GENERATORS[generator].companion == "node_image":  # the model first, then the job
+            events.append(Event(max(0.0, at - 0.5), "node_image", pool.index))
+        elif GENERATORS[generator].companion == "cordon":  # armed now, acts mid-rollout
+            events.append(Event(at, "cordon", pool.index))
     for _ in range(rng.randint(1, 4)):
         name = rng.choice(sorted(FAULTS))
         fault = FAULTS[name] | {"count": rng.randint(1, 2)}
@@ -280,6 +339,54 @@ def _plan_schedule(rng: random.Random, pool: ChaosPool) -> Schedule:
                 {"name": rng.choice(NODE_FAULTS), "instance": rng.randrange(capacity)},
             )
         )
+    if rng.random() < 0.5:
+        name = rng.choice(_sends_to_come(events))
+        fault = KILL_AFTER[name] | {"count": 1}
+        events.append(
+            Event(rng.uniform(0, SCHEDULE_SECONDS), "fault", pool.index, {"name": name} | fault)
+        )
+    return _schedule(rng, pool, capacity, events)
+
+
+# Which sends a schedule's jobs and node faults lead to (the first of each kind gets killed).
+SENDS = {
+    "patch": ("restart", "run_command"),
+    "patch_cordoned": ("restart", "run_command"),
+    "patch_upgrade": ("upgrade",),
+    "image": ("power_off", "scale_set_write", "run_command"),
+    "repair": ("restart",),
+    "scale_up": ("scale_set_write",),
+    "not_ready_reboot": ("restart",),
+    "not_ready_stuck": ("restart",),
+    "not_ready_stubborn": ("restart", "reimage"),
+}
+
+
+def _sends_to_come(events: list[Event]) -> list[str]:
+    """The kill-after-send faults this schedule's events make sends for (all, if none)."""
+    names = {e.detail.get("generator") or e.detail.get("name") for e in events}
+    wanted = {f"kill_after_{send}" for name in names for send in SENDS.get(name or "", ())}
+    return sorted(wanted) or sorted(KILL_AFTER)
+
+
+def _brake_schedule(rng: random.Random, pool: ChaosPool) -> Schedule:
+    """Two of the pool's nodes go NotReady for good (the brake holds: more than 34 %); once
+    repair would act on them, the pool grows to BRAKE_SIZE with instances that never boot, and
+    reconciles run: while the new ones are not nodes, the brake must still hold. Nothing else
+    happens to the pool, so any repair that acts on it acted through the brake."""
+    capacity = rng.randint(max(3, pool.min_nodes), BRAKE_SIZE - 1)
+    at = rng.uniform(0, 2)
+    events = [
+        Event(at, "not_ready", pool.index, {"name": "not_ready_stuck", "instance": instance})
+        for instance in (0, 1)
+    ]
+    events.append(Event(at + BRAKE_GROW_AFTER, "brake_grow", pool.index, {"to": BRAKE_SIZE}))
+    return _schedule(rng, pool, capacity, events, brake=True)
+
+
+def _schedule(
+    rng: random.Random, pool: ChaosPool, capacity: int, events: list[Event], brake: bool = False
+) -> Schedule:
     return Schedule(
         pool=pool,
         capacity=capacity,
@@ -287,4 +394,5 @@ def _plan_schedule(rng: random.Random, pool: ChaosPool) -> Schedule:
         grace_seconds=rng.choice([5, 30, 120]),
         bare_pod_on=rng.randrange(capacity) if rng.random() < 0.25 else None,
         events=tuple(sorted(events, key=lambda e: e.at)),
+        brake=brake,
     )

@@ -6,13 +6,13 @@ after the invariants had been read)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 from shared.adapters.ledger import JobRecord
-from tests.chaos.driver import Driver, RoundResult, Sent
+from tests.chaos.accounting import await_jobs, spawned
+from tests.chaos.driver import RoundResult, Sent
 from tests.chaos.schedules import Round
 
 START = datetime.fromisoformat("2027-01-04T08:00:00+00:00")
@@ -47,24 +47,24 @@ class _Clock:
         return self.at
 
 
-class _Scripted(Driver):
-    """A driver whose ledger reads come from a script: one snapshot a look."""
+def _scripted(snapshots: list[dict[str, JobRecord]]) -> Callable[[], dict[str, JobRecord]]:
+    """Ledger reads from a script: one snapshot a look, the last one again once it runs out."""
+    looks: Iterator[dict[str, JobRecord]] = iter(snapshots)
+    last: dict[str, JobRecord] = {}
 
-    def __init__(self, snapshots: list[dict[str, JobRecord]]) -> None:
-        super().__init__(SimpleNamespace(services=SimpleNamespace(clock=_Clock())))  # type: ignore[arg-type]
-        self.snapshots: Iterator[dict[str, JobRecord]] = iter(snapshots)
-        self.last: dict[str, JobRecord] = {}
+    def read() -> dict[str, JobRecord]:
+        nonlocal last
+        last = next(looks, last)
+        return last
 
-    def _round_jobs(self, result: RoundResult) -> dict[str, JobRecord]:
-        self.last = next(self.snapshots, self.last)
-        return self.last
+    return read
 
 
 def test_the_round_waits_for_the_repair_a_reconcile_enqueued_before_a_host_takes_it() -> None:
     repair = "repair-chaos0-notready-3-x"
     enqueued = {"repair": {"enqueued": repair}}
     reconcile = _record("chaos-0-p0-0", "reconcile", "done", outcome=enqueued)
-    driver = _Scripted(
+    read = _scripted(
         [
             {reconcile.id: reconcile},  # the repair is still on the queue
             {reconcile.id: reconcile},
@@ -73,14 +73,12 @@ def test_the_round_waits_for_the_repair_a_reconcile_enqueued_before_a_host_takes
     )
     result = RoundResult(Round(0, (), ()))
     result.sent.append(Sent(reconcile.id, 0, "reconcile", "reconcile", {}, "queue", True))
-    driver._await_jobs(result)
+    await_jobs(_Clock(), result, read)
     assert repair in result.records
     assert result.unfinished == {}
 
 
 def test_a_repairs_replacement_and_an_image_jobs_children_count_as_jobs_of_the_round() -> None:
-    from tests.chaos.driver import spawned
-
     repair = _record("r", "repair", "failed", state={"grow": "r-grow"})
     image = _record("i", "image", "waiting", state={"children": {"canary": "i.canary"}})
     assert spawned([repair, image]) == {"r-grow", "i.canary"}
