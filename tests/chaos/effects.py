@@ -87,7 +87,7 @@ def sends_per_step(calls: list[dict[str, Any]], result: RoundResult, pool: Sched
             else:
                 extra.append(at)
         if extra:
-            names = ", ".join(r.id for r in jobs) or "none"
+            names = ", ".join(f"{r.kind} {r.id}" for r in jobs) or "none"
             found.append(
                 f"pool {pool.pool.name}: instance {instance} got {len(times)} {action}s "
                 f"({', '.join(t.strftime('%H:%M:%S') for t in times)}), more than the jobs "
