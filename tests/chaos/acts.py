@@ -37,6 +37,11 @@ KILLED_FOR = 1.0  # wall seconds a worker killed after a send stays down
 CORDON_PATIENCE = 90.0  # wall seconds a cordon waits for its rollout to have nodes to come
 OUTAGE_PATIENCE = 30.0  # wall seconds an outage waits for a canary or a drain, then strikes
 DRAIN_STEPS = frozenset({"drain", "drain_donor", "canary_remove"})
+BRAKE_PATIENCE = 30.0  # wall seconds a braked pool's growth may take to be written
+# Wall seconds after a braked pool's capacity write landed: a reconcile and a repair of the pool
+# while its new instances are not nodes yet (Creating for 90 product seconds, then within
+# BRAKE_NOT_READY minutes without one: 12 wall seconds).
+BRAKE_NUDGES = (0.0, 2.0, 4.0, 6.0)
 HOST = re.compile(r"chaos-host(\d+)")
 # The node image an operator moves a scale set's model to (AKS's node image upgrade).
 NODE_IMAGE = {"publisher": "microsoft-aks", "offer": "aks", "sku": "aks-ubuntu-2204-gen2"}
@@ -230,10 +235,11 @@ def kube_outage(rig: Rig, detail: dict[str, Any], result: RoundResult) -> Trigge
 
 def brake_grow(
     rig: Rig, schedule: Schedule, result: RoundResult, send: Callable[[str, dict[str, Any]], bool]
-) -> bool:
+) -> Trigger | None:
     """The pool's two stuck nodes hold the brake: grow it to BRAKE_SIZE with instances that
-    never boot (never nodes) and reconcile. False when the brake is not on (the scene did not
-    set up: nothing is recorded)."""
+    never boot (never nodes); the trigger returned sends a reconcile and a repair of the pool
+    once the capacity write has landed, and again BRAKE_NUDGES later. None when the brake is
+    not on (the scene did not set up: nothing is recorded)."""
     vmss, index = schedule.pool.vmss, schedule.pool.index
     state = rig.sim.scale_set_state(vmss)
     ids = sorted(int(i["instance_id"]) for i in state["instances"])
@@ -242,12 +248,11 @@ def brake_grow(
     sick = sorted(n for n, v in mine.items() if not v.get("ready"))
     if not mine or len(sick) / len(mine) <= 0.34:
         result.done.append(f"pool{index}: brake not on ({len(sick)} of {len(mine)} NotReady)")
-        return False
+        return None
     for instance in range(max(ids, default=-1) + 1, max(ids, default=-1) + 1 + 2 * BRAKE_SIZE):
         fault = {"operation": "Boot", "kind": "never_boots", "scale_set": vmss, "count": 1}
         rig.sim.post("faults", fault | {"instance": str(instance)})
     grown = send("brake_grow", {"delta": BRAKE_SIZE - len(ids)})
-    send("reconcile", {})
     result.brakes.append(
         {
             "pool": index,
@@ -257,5 +262,19 @@ def brake_grow(
             "grown": grown,
         }
     )
-    result.done.append(f"pool{index}: {len(sick)} of {len(mine)} NotReady, grown to {BRAKE_SIZE}")
-    return True
+    result.done.append(f"pool{index}: {len(sick)} of {len(mine)} NotReady, growing to {BRAKE_SIZE}")
+    give_up = time.monotonic() + BRAKE_PATIENCE
+    due: list[float] = []
+
+    def trigger(now: float) -> bool:
+        if not due:
+            if rig.sim.scale_set_state(vmss)["capacity"] < BRAKE_SIZE:
+                return now > give_up
+            due.extend(now + after for after in BRAKE_NUDGES)
+        if now >= due[0]:
+            due.pop(0)
+            send("reconcile", {})
+            send("repair", {})
+        return not due
+
+    return trigger

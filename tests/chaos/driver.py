@@ -34,7 +34,6 @@ SPEED = 600  # simulated seconds per wall second
 HISTORY = timedelta(hours=2)  # usage history the patch headroom check needs before a round
 OLD_KERNEL, NEW_KERNEL = "6.8.0-1015-azure", "6.8.0-1017-azure"
 NEVER = 10**7  # product seconds: a manual upgrade of a round where they hang (115 days)
-BRAKE_RECONCILES = (0.4, 0.8)  # wall seconds after a braked pool grew: reconciles again
 
 
 @dataclass
@@ -206,7 +205,7 @@ class Driver:
     ) -> None:
         sim, rig = self.rig.sim, self.rig
         schedule = next((s for s in result.round.schedules if s.pool.index == event.pool), None)
-        if schedule is not None and self._operator(event, schedule, rng, result, pending):
+        if schedule is not None and self._operator(event, schedule, result):
             return
         if event.what == "job":
             assert schedule is not None
@@ -270,14 +269,7 @@ class Driver:
             rig.restart_azurite()
             result.done.append("Azurite restarted with its data")
 
-    def _operator(
-        self,
-        event: Event,
-        schedule: Schedule,
-        rng: random.Random,
-        result: RoundResult,
-        pending: list[tuple[float, str, Callable[[], None]]],
-    ) -> bool:
+    def _operator(self, event: Event, schedule: Schedule, result: RoundResult) -> bool:
         """An operator's hand on one pool (tests/chaos/acts.py); False: not such an event."""
         if event.what == "node_image":
             acts.node_image(self.rig, schedule, result)
@@ -290,12 +282,10 @@ class Driver:
                 kind = "scale" if generator == "brake_grow" else generator
                 return self._submit(schedule, generator, kind, params, "queue", result).accepted
 
-            def again() -> None:
-                send("reconcile", {})
-
-            if acts.brake_grow(self.rig, schedule, result, send):
-                for after in BRAKE_RECONCILES:
-                    pending.append((time.monotonic() + after, "reconcile again", again))
+            trigger = acts.brake_grow(self.rig, schedule, result, send)
+            if trigger is not None:
+                assert self.watch is not None
+                self.watch.arm(trigger)
         else:
             return False
         return True
@@ -409,6 +399,8 @@ class Driver:
         whatever it enqueues), so the recorded truth can be compared with the simulator's."""
         sim = self.rig.sim
         requests.delete(f"{sim.admin}/faults", timeout=10)
+        if self.kube_faults:
+            requests.delete(f"{sim.admin}/kube/faults", timeout=10)
         sim.post("throttling", [])
         for host in self.rig.hosts:
             self.rig.ensure_running(host)

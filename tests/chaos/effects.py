@@ -27,7 +27,7 @@ SENT = re.compile(
     r"/(?P<action>restart|reimage)$",
     re.IGNORECASE,
 )
-MAY_SEND = {"restart": {"repair", "patch"}, "reimage": {"repair"}}  # job kinds that do it
+MAY_SEND = {"restart": {"repair", "patch", "image"}, "reimage": {"repair"}}  # kinds that do
 LATE = timedelta(hours=1)  # a lost delete lands after its job wrote last
 CRASH = re.compile(
     r"step \S+ failed: (KeyError|TypeError|AttributeError|NameError|FileNotFoundError|"
@@ -50,8 +50,11 @@ def _sends(calls: list[dict[str, Any]], vmss: str) -> dict[tuple[str, str], list
 
 
 def _scope(record: JobRecord) -> set[str]:
-    """The instances a job may restart or reimage: a repair's target, a patch's nodes."""
+    """The instances a job may restart or reimage: a repair's target, a patch's nodes, an
+    image job's donor (restarted when its clean-up may have stopped half-way)."""
     state, outcome = record.state or {}, record.outcome or {}
+    if record.kind == "image":
+        return {str(i) for i in [(state.get("donor") or {}).get("instance")] if i}
     if record.kind == "repair":
         targets = [(state.get("repair") or {}).get("instance")]
         targets.append((outcome.get("repair") or {}).get("instance"))

@@ -28,9 +28,10 @@ CANNOT_ALLOCATE = "CannotAllocateRemainingVMsInAvailabilitySet"
 SCHEDULE_SECONDS = 6.0  # wall seconds over which a round's events are spread (pacing only)
 HOLD_SECONDS = 2.0  # a held answer: time enough for the driver to kill the worker first
 # A brake schedule: two of the pool's nodes NotReady (more than repair's 34 %), and the pool
-# grown to this many instances once repair would act on them (not_ready_minutes, 10, passed).
+# grown to this many instances once repair would act on them (not_ready_minutes passed).
 BRAKE_SIZE = 6
-BRAKE_GROW_AFTER = 1.5  # wall seconds after the nodes went NotReady: 15 product minutes
+BRAKE_NOT_READY = 120  # the brake pools' repair.not_ready_minutes
+BRAKE_GROW_AFTER = 12.5  # wall seconds after the nodes went NotReady: 125 product minutes
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,13 @@ class ChaosPool:
                 "drain_timeout_minutes": 10,
                 "undrainable": self.undrainable,
             },
-        }
+        } | ({"repair": {"not_ready_minutes": BRAKE_NOT_READY}} if self.brakes else {})
+
+    @property
+    def brakes(self) -> bool:
+        """Can have a brake schedule: room to grow to BRAKE_SIZE, and repair that waits
+        BRAKE_NOT_READY for a node to register (a window wide enough to act in at 600x)."""
+        return self.index % 10 in (0, 2, 7)
 
 
 # The pools the hosts are configured with; a round uses the first N (--chaos-pools). Sizes and
@@ -200,9 +207,16 @@ GENERATORS: dict[str, Generator] = {
         "repair", lambda r, n: {"node": r.choice(list(n))} if n and r.random() < 0.5 else {}, 1
     ),
     "image": Generator("image", lambda r, n: {"dry_run": r.random() < 0.3}, 0.5),
-    # The whole pool, several nodes at once, while an operator cordons one still to come.
+    # Up to four nodes, two at a time, while an operator cordons one still to come.
     "patch_cordoned": Generator(
-        "patch", lambda r, n: {"max_unavailable": r.choice([2, 3])} if n else None, 0.7, "cordon"
+        "patch",
+        lambda r, n: (
+            {"nodes": sorted(r.sample(list(n), min(len(n), 4))), "max_unavailable": 2}
+            if len(n) > 2
+            else None
+        ),
+        0.7,
+        "cordon",
     ),
     # Nodes moved to the model an operator has just set (manualupgrade), maybe never ending.
     "patch_upgrade": Generator(
@@ -313,7 +327,7 @@ def plan_round(seed: int, pools: Sequence[ChaosPool] = POOLS) -> Round:
 
 
 def _plan_schedule(rng: random.Random, pool: ChaosPool) -> Schedule:
-    if pool.max_nodes >= BRAKE_SIZE and pool.min_nodes <= 3 and rng.random() < 0.12:
+    if pool.brakes and rng.random() < 0.2:
         return _brake_schedule(rng, pool)
     capacity = rng.randint(max(1, pool.min_nodes), pool.min_nodes + 4)
     events = []
@@ -372,8 +386,8 @@ def _sends_to_come(events: list[Event]) -> list[str]:
 def _brake_schedule(rng: random.Random, pool: ChaosPool) -> Schedule:
     """Two of the pool's nodes go NotReady for good (the brake holds: more than 34 %); once
     repair would act on them, the pool grows to BRAKE_SIZE with instances that never boot, and
-    reconciles run: while the new ones are not nodes, the brake must still hold. Nothing else
-    happens to the pool, so any repair that acts on it acted through the brake."""
+    reconciles run while those are not nodes yet (BRAKE_NOT_READY): the brake must still hold.
+    Nothing else happens to the pool, so any repair that acts on it acted through the brake."""
     capacity = rng.randint(max(3, pool.min_nodes), BRAKE_SIZE - 1)
     at = rng.uniform(0, 2)
     events = [
