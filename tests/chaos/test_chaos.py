@@ -1,9 +1,14 @@
 """The chaos suite (issue 12): three local hosts consume the same queues while rounds of jobs of
 every kind arrive and faults strike (5xx and 429 storms, failed, partial and lost deletes and
 writes, nodes going NotReady, PDBs that refuse evictions, host SIGKILLs, Azurite restarts).
-After each round: the recorded counts equal the truth, no instance went while schedulable or
-with pods left, no pool went below min_nodes, no node is left cordoned without a claim or a
-reason, every accepted job ended done or failed with a reason, and no message was poisoned.
+Issue 18 adds workers killed right after an Azure send, an operator's cordon mid-rollout and
+node image, manual upgrades that never end, Kubernetes API outages and pools grown under the
+repair brake. After each round: the recorded counts equal the truth, no instance went while
+schedulable or with pods left, no pool went below min_nodes, no node is left cordoned without a
+claim or a reason, every accepted job ended done or failed with a reason, and no message was
+poisoned; and (tests/chaos/effects.py) no instance was restarted or reimaged twice for one job
+step, no Ready node was deleted by a repair, no image job left its snapshot or failed version,
+an operator's cordon was kept, and no repair acted through the brake.
 
 `pytest tests/chaos` runs the small run (8 schedules, 1 round); `make chaos` the large one. A
 failure prints the round's seed and schedule: `--chaos-seed SEED` plays that round again.
