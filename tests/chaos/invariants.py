@@ -30,29 +30,14 @@ REPAIR_QUARANTINE = "poolkeeper.io/quarantined"
 # The patch rollout that waited for ever on a blocker was found here and fixed in ebc3203.
 # Issue 18's sequences, shown by its generators; each fix is being built on the branch named.
 KNOWN: dict[str, re.Pattern[str]] = {
-    "issue 18 #2: a repair's rung sent again after its worker died (branch repair)": re.compile(
-        r"account for \(repair [^,)]+\): a second (restart|reimage)"
-    ),
     "issue 18 #2: a patch restart sent again after its worker died (branch patch)": re.compile(
         r"account for \(patch [^,)]+\): a second restart"
-    ),
-    "issue 18 #2: an image donor restarted again after its worker died (branch image)": (
-        re.compile(r"account for \(image [^,)]+\): a second restart")
     ),
     "issue 18 #4: a rollout patches a node an operator cordoned (branch patch)": re.compile(
         r"had it to come, was patched anyway"
     ),
     "issue 18 #3: a manual upgrade that never ends is polled for ever (branch patch)": re.compile(
         r"never ended: waiting at rollout .*node\(s\) in flight"
-    ),
-    "issue 18 #1: a repair deletes a node that is Ready again (branch repair)": re.compile(
-        r"repair \S+ deleted instance .* while its node was Ready"
-    ),
-    "issue 18 #8: instances not yet nodes lift the repair brake (branch repair)": re.compile(
-        r"held the repair brake when it grew"
-    ),
-    "issue 18 #5: an image job leaves its snapshot or failed version (branch image)": re.compile(
-        r"left its (snapshot|version)"
     ),
 }
 
