@@ -127,7 +127,8 @@ def ready_deletes_by_repair(
 
 def images_left(state: dict[str, Any], result: RoundResult, pool: Schedule) -> list[str]:
     """Every image job has ended: none left its snapshot, and a failed one left no version the
-    scale set's model does not name."""
+    scale set's model does not name, unless the job said why it stays (`kept: ...` or `not
+    deleted (...)`, in its outcome)."""
     resources = {r.lower() for r in state["resources"]}
     scale_set = next(s for s in state["scale_sets"] if s["name"] == pool.pool.vmss)
     model = str((scale_set.get("model_image") or {}).get("id", "")).lower()
@@ -137,19 +138,32 @@ def images_left(state: dict[str, Any], result: RoundResult, pool: Schedule) -> l
             continue
         names = (record.state or {}).get("names") or {}
         snapshot, version = names.get("snapshot_id"), names.get("version_id")
-        if snapshot and snapshot.lower() in resources:
-            found.append(f"image job {record.id} ({record.status}) left its snapshot {snapshot}")
+        said = {what: _why_left(record.outcome, what) for what in ("snapshot", "version")}
+        ended = f"{record.status} at {record.step}: {(record.error or '')[:160]}"
+        if snapshot and snapshot.lower() in resources and not said["snapshot"]:
+            found.append(f"image job {record.id} ({ended}) left its snapshot {snapshot}")
         if (
             record.status == "failed"
             and version
             and version.lower() in resources
             and version.lower() != model
+            and not said["version"]
         ):
             found.append(
-                f"failed image job {record.id} left its version {version} (the model names "
-                f"{model or 'a marketplace image'})"
+                f"failed image job {record.id} ({ended}) left its version {version} (the model "
+                f"names {model or 'a marketplace image'})"
             )
     return found
+
+
+def _why_left(outcome: Any, what: str) -> str | None:
+    """Why the job says its `what` stays, wherever its outcome says it (clean-up, abort)."""
+    if isinstance(outcome, dict):
+        said = outcome.get(what)
+        if isinstance(said, str) and said.startswith(("kept", "not deleted")):
+            return said
+        return next((w for v in outcome.values() if (w := _why_left(v, what))), None)
+    return None
 
 
 def operator_cordons(result: RoundResult, nodes: list[Any]) -> list[str]:
