@@ -78,23 +78,17 @@ def sends_per_step(calls: list[dict[str, Any]], result: RoundResult, pool: Sched
             if r.pool == pool.pool.name and r.kind in MAY_SEND[action] and instance in _scope(r)
         ]
         used: set[str] = set()
-        extra = []
         for at in times:
-            able = [
-                r
-                for r in jobs
-                if r.id not in used and _time(r.created_at) <= at <= _time(r.updated_at)
-            ]
+            alive = [r for r in jobs if _time(r.created_at) <= at <= _time(r.updated_at)]
+            able = [r for r in alive if r.id not in used]
             if able:  # the one that ends first: a greedy match is the largest one here
                 used.add(min(able, key=lambda r: _time(r.updated_at)).id)
-            else:
-                extra.append(at)
-        if extra:
-            names = ", ".join(f"{r.kind} {r.id}" for r in jobs) or "none"
+                continue
+            running = ", ".join(f"{r.kind} {r.id}" for r in alive) or "no job that may"
             found.append(
                 f"pool {pool.pool.name}: instance {instance} got {len(times)} {action}s "
-                f"({', '.join(t.strftime('%H:%M:%S') for t in times)}), more than the jobs "
-                f"that may {action} it account for ({names}): a second {action} for one job step"
+                f"({', '.join(t.strftime('%H:%M:%S') for t in times)}); the one at "
+                f"{at:%H:%M:%S} while {running} ran: a second {action} for one job step"
             )
     return found
 

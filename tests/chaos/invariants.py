@@ -31,7 +31,7 @@ REPAIR_QUARANTINE = "poolkeeper.io/quarantined"
 # Issue 18's sequences, shown by its generators; each fix is being built on the branch named.
 KNOWN: dict[str, re.Pattern[str]] = {
     "issue 18 #2: a patch restart sent again after its worker died (branch patch)": re.compile(
-        r"account for \(patch [^,)]+\): a second restart"
+        r"while patch \S+ ran: a second restart"
     ),
     "issue 18 #4: a rollout patches a node an operator cordoned (branch patch)": re.compile(
         r"had it to come, was patched anyway"
