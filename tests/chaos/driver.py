@@ -34,6 +34,7 @@ SPEED = 600  # simulated seconds per wall second
 HISTORY = timedelta(hours=2)  # usage history the patch headroom check needs before a round
 OLD_KERNEL, NEW_KERNEL = "6.8.0-1015-azure", "6.8.0-1017-azure"
 NEVER = 10**7  # product seconds: a manual upgrade of a round where they hang (115 days)
+STOP_ATTEMPTS = 50  # conditional writes that end a stuck job, against its own writes
 
 
 @dataclass
@@ -162,8 +163,13 @@ class Driver:
         the ledger, a message of it that a host holds right now runs no further."""
         tables = self.rig.services.tables
         for job_id in self.leftover:
-            record = tables.job(job_id)
-            if record is not None and record.status not in FINAL:
+            # A stuck job may still be writing its ledger (a wait that never ends polls on):
+            # read again and retry until it has ended, or it would block the pool's next jobs
+            # (an image job waits for a patch job to end) in the rounds to come.
+            for _ in range(STOP_ATTEMPTS):
+                record = tables.job(job_id)
+                if record is None or record.status in FINAL:
+                    break
                 with contextlib.suppress(LedgerConflict):
                     tables.update_job(
                         record,
@@ -171,6 +177,8 @@ class Driver:
                         error="stuck at the end of its chaos round; ended by the driver",
                         continuation=None,
                     )
+                    break
+                time.sleep(0.1)
         self.leftover = set()
         service = self.rig.services.account.queue_service()
         for queue in self.rig.queues().values():
