@@ -28,18 +28,10 @@ REPAIR_QUARANTINE = "poolkeeper.io/quarantined"
 # Violations this suite found that are reported to the lead and not fixed yet: counted and
 # printed apart (the test fails on any other). Remove an entry once its fix lands.
 # The patch rollout that waited for ever on a blocker was found here and fixed in ebc3203.
-# Issue 18's sequences, shown by its generators; each fix is being built on the branch named.
-KNOWN: dict[str, re.Pattern[str]] = {
-    "issue 18 #2: a patch restart sent again after its worker died (branch patch)": re.compile(
-        r"while patch \S+ ran: a second restart"
-    ),
-    "issue 18 #4: a rollout patches a node an operator cordoned (branch patch)": re.compile(
-        r"had it to come, was patched anyway"
-    ),
-    "issue 18 #3: a manual upgrade that never ends is polled for ever (branch patch)": re.compile(
-        r"never ended: waiting at rollout .*node\(s\) in flight"
-    ),
-}
+# Issue 18's sequences (a send repeated after a worker died, a repair deleting a node Ready again,
+# instances not yet nodes lifting the brake, an image job's leftovers, an operator's cordon not
+# re-checked, a manual upgrade polled for ever) were shown by its generators here and are fixed.
+KNOWN: dict[str, re.Pattern[str]] = {}
 
 
 def known_issue(violation: str) -> str | None:
