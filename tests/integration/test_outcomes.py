@@ -15,7 +15,7 @@ from typing import Any
 
 from shared.decide.writes import write_mark
 from tests.simulator import Simulator
-from tests.truth_support import CANNOT_ALLOCATE, DELETE, UPDATE, World, make_world
+from tests.truth_support import CANNOT_ALLOCATE, DELETE, SPEED, UPDATE, World, make_world
 
 VMSS = "aks-fate-41414141-vmss"
 
@@ -114,22 +114,36 @@ def test_a_victim_whose_lost_delete_may_still_land_stays_cordoned_until_it_lands
 def test_a_lost_answer_for_a_delete_that_fails_later_releases_the_survivor_after_it_settles(
     sim: Simulator, azurite: Any
 ) -> None:
-    world = _world(sim, azurite)
+    # The delete whose answer is lost runs a simulated day, until the test moves the clock, and
+    # the job runs at 30x: the settle step surely sees the victim going, whatever the machine's
+    # speed (its 3-minute quiet time is 6 wall seconds, its 30-minute deadline a wall minute).
+    # At 600x a 60 s delete was Deleting for 0.1 wall second: a read slower than that on a
+    # loaded machine saw the victim back, never going, and sent the delete again.
+    world = _world(sim, azurite, latencies={"delete": 86400})
     assert world.run("reconcile").status == "done"
     _fault(
         world,
         operation=DELETE,
         kind="lost_answer",
-        apply_after=30,
         outcome="lro_failed",
         error=CANNOT_ALLOCATE,
         count=1,
     )
-    record = world.run("scale", {"delta": -1})
-    assert record.status == "failed"
+    sim.post("clock", {"speed": 30})
+    job_id = world.send("scale", {"delta": -1})
+    going = world.drive("scale", job_id, lambda r: bool(r.state.get("seen_going")))
+    assert (going.status, going.step) == ("waiting", "settle")
+    cordoned = [name for name, node in world.cluster().items() if node["unschedulable"]]
+    assert len(cordoned) == 1  # the victim's node, kept cordoned while its delete runs
+    sim.post("clock", {"speed": SPEED})
+    sim.advance(86400)  # the delete fails; the instance is back
+    record = world.drive("scale", job_id)
+    assert record.status == "failed", record.outcome
     victims = record.state["plan"]["victims"]
-    assert record.outcome["survivors"] == victims
+    assert record.state["seen_going"] == victims
+    assert record.outcome["survivors"] == victims and record.outcome["deleted"] == []
     assert list(record.outcome["uncordoned"].values()) == ["uncordoned"]
+    assert not record.state.get("resent") and len(world.witness.deletes) == 1
     world.assert_truth()  # nothing left cordoned, the record equals the truth
 
 
