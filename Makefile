@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 7071
 
-.PHONY: deps az run demo test lint checkov bench chaos clean
+.PHONY: deps az run demo test screenshots lint checkov bench chaos clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Poolkeeper needs Python 3.11 (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
@@ -64,6 +64,12 @@ lint: $(VENV)/.installed
 
 test: deps az lint checkov
 	$(BIN)/python -m pytest
+
+# The README's and docs/dashboard.md's picture of the status page: the browser test, publishing
+# its screenshot into docs/img (`make test` keeps it in a temp dir, so the tree stays clean).
+screenshots: deps
+	$(BIN)/python -m pytest tests/integration/test_dashboard_browser.py -p no:cacheprovider \
+		--screenshots docs/img
 
 bench: deps
 	$(BIN)/python -m bench.cold_start

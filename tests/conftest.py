@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,37 @@ DEFAULT_HOST_JSON: dict[str, Any] = {
         }
     },
 }
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--screenshots",
+        default=None,
+        metavar="DIR",
+        help="also write the browser tests' screenshots here (make screenshots: docs/img)",
+    )
+
+
+@pytest.fixture
+def screenshot(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[Any, str], Path]:
+    """Take a full-page screenshot of a Playwright page into the test's temp dir (a test run
+    never writes the tree); with --screenshots DIR, also publish it there as `name`."""
+    option = request.config.getoption("screenshots")
+    publish = request.config.invocation_params.dir / option if option else None
+
+    def take(page: Any, name: str) -> Path:
+        path = tmp_path / name
+        page.screenshot(path=str(path), full_page=True)
+        assert path.read_bytes().startswith(b"\x89PNG"), f"{path} is no PNG"
+        if publish is not None:
+            publish.mkdir(parents=True, exist_ok=True)
+            # Written beside it, then renamed: a reader never sees half a picture.
+            partial = publish / f".{name}-{uuid.uuid4().hex}"
+            shutil.copyfile(path, partial)
+            os.replace(partial, publish / name)
+        return path
+
+    return take
 
 
 @pytest.fixture(scope="session")

@@ -1,17 +1,16 @@
 """The status page in a real browser: headless Chromium (Debian's, driven by Playwright) against
 the local host on function_app.py, the Azure simulator and Azurite. The counts it shows equal
-`/api/pools`, its charts are drawn, and its screenshot is docs/img/dashboard.png (the README's)."""
+`/api/pools`, and its charts are drawn. Its screenshot goes to the test's temp dir; `make
+screenshots` runs this test with `--screenshots docs/img` to refresh the README's picture."""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from local.azurite import ROOT
 from shared.flows.capacity.evaluation import evaluate_capacity
 from tests.debian import tool
 from tests.integration.test_downscale_review import _history
@@ -30,7 +29,6 @@ LAUNCH_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SCREENSHOT = ROOT / "docs" / "img" / "dashboard.png"
 STATES = ("live", "creating", "deleting", "failed")
 
 
@@ -79,7 +77,11 @@ def _shown_counts(page: Any) -> dict[str, int]:
 
 
 def test_status_page_in_chromium_shows_the_recorded_counts_and_its_charts(
-    sim: Any, azurite: Any, start_host: Any, browser: Any
+    sim: Any,
+    azurite: Any,
+    start_host: Any,
+    browser: Any,
+    screenshot: Callable[[Any, str], Path],
 ) -> None:
     world = _world(
         sim,
@@ -121,11 +123,7 @@ def test_status_page_in_chromium_shows_the_recorded_counts_and_its_charts(
                 index
             ).inner_text()
         assert page.locator(".empty-text").count() == 0
-        # Written beside it, then renamed: two suites at once never leave half a picture.
-        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-        partial = SCREENSHOT.with_name(f".dashboard-{uuid.uuid4().hex}.png")
-        page.screenshot(path=str(partial), full_page=True)
-        os.replace(partial, SCREENSHOT)
+        screenshot(page, "dashboard.png")
 
         # The job's link carries the key: a browser follows it to the ledger entry.
         page.click(f'tr[data-job="{scale_job}"] a')
