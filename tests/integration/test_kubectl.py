@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 from local.sim.kube import Clusters, pods_by_node, write_kubeconfig
 from local.sim.kube.model import Cluster
 from local.sim.kube.serve import Served, serve_in_thread, standalone_app, world_from
+from tests.debian import tool
 from tests.simulator import scale_set, scenario
 
 pytestmark = pytest.mark.integration
@@ -36,25 +36,9 @@ WORKLOADS: dict[str, Any] = {
 }
 
 
-def _install_kubectl() -> str:
-    """kubectl from PATH, else Debian's kubernetes-client; a test without it fails, never skips."""
-    found = shutil.which("kubectl")
-    if found:
-        return found
-    steps = [["apt-get", "update"], ["apt-get", "install", "-y", "kubernetes-client"]]
-    for step in steps:
-        done = subprocess.run(step, capture_output=True, text=True, timeout=600, check=False)
-        if done.returncode != 0:
-            pytest.fail(f"kubectl is missing and {' '.join(step)} failed:\n{done.stderr}")
-    found = shutil.which("kubectl")
-    if not found:
-        pytest.fail("kubectl is still missing after installing kubernetes-client")
-    return found
-
-
 @pytest.fixture(scope="session")
 def kubectl_binary() -> str:
-    return _install_kubectl()
+    return tool("kubectl", "kubernetes-client")  # Debian's, installed when missing
 
 
 class Kubectl:

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.debian import tool
+
 SCRIPTS = sorted((Path(__file__).resolve().parents[2] / "shared" / "scripts").glob("*.sh"))
-
-
-def _shellcheck() -> str:
-    """Debian's shellcheck, installed on first use (as `make test` does for kubectl)."""
-    found = shutil.which("shellcheck")
-    if found:
-        return found
-    for step in (["apt-get", "update"], ["apt-get", "install", "-y", "shellcheck"]):
-        done = subprocess.run(step, capture_output=True, text=True, timeout=600, check=False)
-        if done.returncode != 0:
-            pytest.fail(f"shellcheck is missing and {' '.join(step)} failed:\n{done.stderr}")
-    found = shutil.which("shellcheck")
-    if not found:
-        pytest.fail("shellcheck is still missing after installing it")
-    return found
 
 
 def test_there_are_scripts_to_check() -> None:
@@ -33,7 +19,7 @@ def test_there_are_scripts_to_check() -> None:
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_script_passes_shellcheck(script: Path) -> None:
     done = subprocess.run(
-        [_shellcheck(), "--shell=bash", "--severity=style", str(script)],
+        [tool("shellcheck", "shellcheck"), "--shell=bash", "--severity=style", str(script)],
         capture_output=True,
         text=True,
         check=False,
