@@ -62,8 +62,12 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Tests run in parallel (pytest-xdist): they mostly wait on simulated time, so a 2-core machine
+# runs several at once; each worker starts its own Azurite, simulator and hosts on free ports.
+# TEST_WORKERS=0 runs them one after another.
+TEST_WORKERS ?= 6
 test: deps az lint checkov
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 # The README's and docs/dashboard.md's picture of the status page: the browser test, publishing
 # its screenshot into docs/img (`make test` keeps it in a temp dir, so the tree stays clean).

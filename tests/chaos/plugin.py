@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # loaded with every pytest run: the suite's modules only when
     from tests.chaos.report import Tally
 
 TALLY: pytest.StashKey[Tally] = pytest.StashKey()
+# Under xdist (make test) the rounds run in a worker: its summary lines travel to the controller.
+WORKER_LINES: pytest.StashKey[list[str]] = pytest.StashKey()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -29,9 +31,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--chaos-report", default=None, help="write the figures here (Markdown)")
 
 
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+def pytest_configure(config: pytest.Config) -> None:
+    if config.option.chaos_report and getattr(config.option, "numprocesses", None):
+        raise pytest.UsageError("--chaos-report needs one process (no -n): a worker sees its own")
+
+
+def _lines(config: pytest.Config) -> list[str]:
     tally = config.stash.get(TALLY, None)
-    if tally is not None and tally.rounds:
+    return tally.lines() if tally is not None and tally.rounds else []
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    output = getattr(session.config, "workeroutput", None)  # set in an xdist worker only
+    if output is not None:
+        output["chaos_lines"] = _lines(session.config)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist's controller, as a worker ends: keep the chaos lines it sent."""
+    lines = getattr(node, "workeroutput", {}).get("chaos_lines", [])
+    node.config.stash.setdefault(WORKER_LINES, []).extend(lines)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    lines = _lines(config) + config.stash.get(WORKER_LINES, [])
+    if lines:
         terminalreporter.section("chaos")
-        for line in tally.lines():
+        for line in lines:
             terminalreporter.write_line(line)
