@@ -64,6 +64,27 @@ def _steps(record: Any) -> list[str]:
     return [s["step"] for s in record.steps]
 
 
+# A delete that runs a simulated day (`latencies={"delete": DAY}`) lasts until the test moves the
+# clock, so a settle read surely sees its victim Deleting, whatever the machine's speed. With the
+# 60 s default at 600x it was Deleting for 0.1 wall second: a read slower than that (a loaded
+# machine) saw the victim back, never going, and the job sent the delete again.
+DAY = 86400
+# The clock while a job waits for that read: the settle step's 3-minute quiet time is 6 wall
+# seconds at 30x, and its 30-minute deadline a wall minute.
+SLOW = 30
+
+
+def _settling(world: World, job_id: str) -> Any:
+    """Drive a scale-in at SLOW until a settle read saw its victim Deleting; SPEED again after."""
+    world.sim.post("clock", {"speed": SLOW})
+    record = world.drive(
+        "scale", job_id, lambda r: r.status == "waiting" and bool(r.state.get("seen_going"))
+    )
+    world.sim.post("clock", {"speed": SPEED})
+    assert record.step == "settle" and record.state["seen_going"] == record.state["deleted"]
+    return record
+
+
 def test_a_lost_delete_answer_keeps_victims_cordoned_until_the_delete_lands(
     sim: Simulator, azurite: Any
 ) -> None:
@@ -114,12 +135,7 @@ def test_a_victim_whose_lost_delete_may_still_land_stays_cordoned_until_it_lands
 def test_a_lost_answer_for_a_delete_that_fails_later_releases_the_survivor_after_it_settles(
     sim: Simulator, azurite: Any
 ) -> None:
-    # The delete whose answer is lost runs a simulated day, until the test moves the clock, and
-    # the job runs at 30x: the settle step surely sees the victim going, whatever the machine's
-    # speed (its 3-minute quiet time is 6 wall seconds, its 30-minute deadline a wall minute).
-    # At 600x a 60 s delete was Deleting for 0.1 wall second: a read slower than that on a
-    # loaded machine saw the victim back, never going, and sent the delete again.
-    world = _world(sim, azurite, latencies={"delete": 86400})
+    world = _world(sim, azurite, latencies={"delete": DAY})
     assert world.run("reconcile").status == "done"
     _fault(
         world,
@@ -129,18 +145,14 @@ def test_a_lost_answer_for_a_delete_that_fails_later_releases_the_survivor_after
         error=CANNOT_ALLOCATE,
         count=1,
     )
-    sim.post("clock", {"speed": 30})
     job_id = world.send("scale", {"delta": -1})
-    going = world.drive("scale", job_id, lambda r: bool(r.state.get("seen_going")))
-    assert (going.status, going.step) == ("waiting", "settle")
+    _settling(world, job_id)
     cordoned = [name for name, node in world.cluster().items() if node["unschedulable"]]
     assert len(cordoned) == 1  # the victim's node, kept cordoned while its delete runs
-    sim.post("clock", {"speed": SPEED})
-    sim.advance(86400)  # the delete fails; the instance is back
+    sim.advance(DAY)  # the delete fails; the instance is back
     record = world.drive("scale", job_id)
     assert record.status == "failed", record.outcome
     victims = record.state["plan"]["victims"]
-    assert record.state["seen_going"] == victims
     assert record.outcome["survivors"] == victims and record.outcome["deleted"] == []
     assert list(record.outcome["uncordoned"].values()) == ["uncordoned"]
     assert not record.state.get("resent") and len(world.witness.deletes) == 1
@@ -150,17 +162,15 @@ def test_a_lost_answer_for_a_delete_that_fails_later_releases_the_survivor_after
 def test_a_worker_dying_after_the_send_never_counts_deleting_as_deleted(
     sim: Simulator, azurite: Any
 ) -> None:
-    # The delete runs a simulated day, until the test moves the clock: the redelivered step
-    # surely finds the victim Deleting, whatever the machine's speed.
-    world = _world(sim, azurite, latencies={"delete": 86400})
+    world = _world(sim, azurite, latencies={"delete": DAY})
     assert world.run("reconcile").status == "done"
     _fault(world, operation=DELETE, kind="lro_failed", error=CANNOT_ALLOCATE, count=1)
     world.witness.crash_after_send = 1
     job_id = world.send("scale", {"delta": -1})
-    settling = world.drive("scale", job_id, lambda r: r.step == "settle" and r.status == "waiting")
+    settling = _settling(world, job_id)  # the redelivered step found the victim Deleting
     assert settling.state["deleted"] == settling.state["plan"]["victims"]
     world.assert_truth(settled=False)  # the victim is Deleting: not counted as gone
-    world.sim.advance(86400)  # the delete fails; the instance is back
+    sim.advance(DAY)  # the delete fails; the instance is back
     record = world.drive("scale", job_id)
     assert record.status == "failed", record.outcome
     victims = record.state["plan"]["victims"]
@@ -172,17 +182,21 @@ def test_a_worker_dying_after_the_send_never_counts_deleting_as_deleted(
 def test_a_refused_status_poll_settles_by_re_reads_and_releases_the_survivors(
     sim: Simulator, azurite: Any
 ) -> None:
-    world = _world(sim, azurite)
+    world = _world(sim, azurite, latencies={"delete": DAY})
     assert world.run("reconcile").status == "done"
     _fault(world, operation=DELETE, kind="lro_failed", error=CANNOT_ALLOCATE, count=1)
     world.sim.post(
         "faults",
         {"operation": "OperationStatus", "kind": "error", "status": 404, "error": "NotFound"},
     )
-    record = world.run("scale", {"delta": -1})
+    job_id = world.send("scale", {"delta": -1})
+    assert "await_delete" in _steps(_settling(world, job_id))  # its poll was refused
+    sim.advance(DAY)  # the delete fails; the instance is back
+    record = world.drive("scale", job_id)
     assert record.status == "failed"
     assert record.outcome["survivors"] == record.state["plan"]["victims"]
     assert _steps(record)[-1] == "settle"  # the full re-read came last
+    assert not record.state.get("resent") and len(world.witness.deletes) == 1
     world.assert_truth()
 
 
