@@ -16,12 +16,19 @@ from typing import Any
 
 import pytest
 import requests
+from hypothesis import settings
 
 from local.azurite import ROOT, Azurite
 from local.procs import free_port, stop_group, wait_until
 from tests.simulator import Simulator, running_simulator, scenario
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# Hypothesis's 200 ms deadline per example is a wall-time assertion: on a loaded machine (parallel
+# workers, two suites at once) a plain example takes longer. Loaded before any test module, so
+# every @settings inherits it.
+settings.register_profile("poolkeeper", deadline=None)
+settings.load_profile("poolkeeper")
 
 DEFAULT_HOST_JSON: dict[str, Any] = {
     "version": "2.0",
