@@ -71,9 +71,14 @@ class Pump:
         self.services.queues.send(self.queue(kind), raw)
 
     def once(self, kind: str) -> list[Handled]:
+        """One receive of up to 16 visible messages, each handled. One request, not the SDK's
+        `max_messages` (it asks again after each message, so on a slow machine a continuation
+        that became visible meanwhile ran in the same call, and a test's `until` never saw the
+        step before it)."""
         client = self.services.queues._queue(self.queue(kind))
+        pages = client.receive_messages(messages_per_page=16, visibility_timeout=60).by_page()
         handled = []
-        for message in client.receive_messages(max_messages=16, visibility_timeout=60):
+        for message in next(pages, []):
             try:
                 handled.append(handle(self.services, self.queue(kind), message.content))
             except WorkerKilled:
@@ -84,7 +89,7 @@ class Pump:
             client.delete_message(message)
         return handled
 
-    def run(self, kind: str, job_id: str, *, timeout: float = 60) -> Any:
+    def run(self, kind: str, job_id: str, *, timeout: float = 240) -> Any:
         """Deliver messages until the job is done or failed; returns its ledger record."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
