@@ -176,10 +176,11 @@ class World:
         job_id: str,
         until: Callable[[JobRecord], bool] = lambda r: r.status in FINAL,
         *,
-        timeout: float = 30,
+        timeout: float = 120,
     ) -> JobRecord:
         """Deliver `kind` messages (waits, throttling and lease retries included) until `until`;
-        several kinds for a job that starts jobs of other kinds."""
+        several kinds for a job that starts jobs of other kinds. `until` is asked after every
+        receive; `timeout` (wall seconds) only ends a job that hangs, so it is generous."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for each in (kind,) if isinstance(kind, str) else kind:
@@ -199,7 +200,7 @@ class World:
         return str(message["id"])
 
     def run(
-        self, kind: str, params: dict[str, Any] | None = None, *, timeout: float = 30
+        self, kind: str, params: dict[str, Any] | None = None, *, timeout: float = 120
     ) -> JobRecord:
         job_id = self.send(kind, params)
         return self.drive(kind, job_id, timeout=timeout)
