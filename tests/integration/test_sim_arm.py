@@ -509,7 +509,8 @@ def test_the_sdk_retry_honours_retry_after_and_then_succeeds(sim: Simulator) -> 
 
     began = time.monotonic()
     assert compute.virtual_machine_scale_sets.get(RG, VMSS).name == VMSS
-    assert 0.9 < time.monotonic() - began < 3
+    # It waited the Retry-After second (no upper bound: a loaded machine may take longer).
+    assert time.monotonic() - began > 0.9
     gets = [
         c["status"] for c in sim.calls()["calls"] if c["operation"] == "VirtualMachineScaleSets_Get"
     ]
