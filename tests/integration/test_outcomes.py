@@ -74,9 +74,16 @@ DAY = 86400
 SLOW = 30
 
 
+def _slow(world: World) -> None:
+    """The clock for a job whose outcome hangs on when a lost delete lands against the settle
+    step's quiet time and deadline: at 600x a step on a loaded machine took ten simulated
+    minutes, long enough to pass both before a read saw the landing."""
+    world.sim.post("clock", {"speed": SLOW})
+
+
 def _settling(world: World, job_id: str) -> Any:
     """Drive a scale-in at SLOW until a settle read saw its victim Deleting; SPEED again after."""
-    world.sim.post("clock", {"speed": SLOW})
+    _slow(world)
     record = world.drive(
         "scale", job_id, lambda r: r.status == "waiting" and bool(r.state.get("seen_going"))
     )
@@ -90,6 +97,7 @@ def test_a_lost_delete_answer_keeps_victims_cordoned_until_the_delete_lands(
 ) -> None:
     world = _world(sim, azurite)
     assert world.run("reconcile").status == "done"
+    _slow(world)
     # Azure takes the request but the answer is lost, and the delete starts a minute later.
     _fault(world, operation=DELETE, kind="lost_answer", apply_after=60, count=1)
     record = world.run("scale", {"delta": -1})
@@ -106,6 +114,7 @@ def test_a_lost_delete_that_never_shows_itself_is_sent_again_and_ends_with_an_an
 ) -> None:
     world = _world(sim, azurite)
     assert world.run("reconcile").status == "done"
+    _slow(world)
     # The lost request takes effect 20 minutes later: long after the victim looked steady.
     _fault(world, operation=DELETE, kind="lost_answer", apply_after=1200, count=1)
     record = world.run("scale", {"delta": -1})
@@ -120,6 +129,7 @@ def test_a_victim_whose_lost_delete_may_still_land_stays_cordoned_until_it_lands
 ) -> None:
     world = _world(sim, azurite)
     assert world.run("reconcile").status == "done"
+    _slow(world)
     # The first request's answer is lost and it lands after 20 minutes; the second is refused
     # definitively meanwhile. The node must still be cordoned when the first one lands.
     _fault(world, operation=DELETE, kind="lost_answer", apply_after=1200, count=1)
