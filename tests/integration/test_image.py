@@ -230,6 +230,10 @@ def test_a_bad_image_fails_its_canary_and_is_rolled_back(
             return scale_up is not None and scale_up.step == "await_ready"
 
         _drive(world, job_id, until=adding)
+        # From here the scale-up's 20-minute wait for its node must end before the image job's
+        # hour for it does: 40 wall seconds apart at 30x, 4 at 600x (a loaded machine's steps
+        # took longer, and the image job gave the canary up as late instead of never Ready).
+        sim.post("clock", {"speed": 30})
         sim.advance(11 * 60)
         reconciled = world.run("reconcile")
         assert "is proving a new image on a canary" in json.dumps(reconciled.outcome), (
@@ -256,6 +260,33 @@ def test_a_bad_image_fails_its_canary_and_is_rolled_back(
     sim.advance(600)
     assert _made(sim) == []
     _node_back(world, record.outcome["donor"]["name"])
+    world.assert_truth()
+
+
+def test_a_canary_scale_up_that_ends_after_its_deadline_has_what_it_added_removed(
+    sim: Simulator, azurite: Any
+) -> None:
+    world = _world(sim, azurite, patched=False)
+    before = _instances(sim)
+    previous = _model_image(world)
+    job_id = world.send("image")
+    # Only image jobs run: the canary's scale-up stays queued (a busy queue, a slow write) ...
+    world.drive("image", job_id, until=lambda r: "canary-add" in r.state.get("children", {}))
+    sim.advance(61 * 60)  # ... past the 60 minutes the image job gives it
+    waiting = world.drive(
+        "image", job_id, until=lambda r: r.step == "canary_remove" or r.status in FINAL
+    )
+    assert waiting.status == "waiting", "the image job ended before its late scale-up did"
+    assert waiting.state["rolled_back"] and _model_image(world) == previous
+    # Now the scale-up runs after all, on the restored model: its instance is removed too.
+    record = _drive(world, job_id, timeout=180)
+    assert record.status == "failed" and "had not ended" in record.error, record.error
+    canary = record.outcome["canary"]
+    assert canary["late_add"].startswith("added ") and canary["removed"] == "drained and deleted"
+    late = world.drive("scale", f"{job_id}.canary-add")
+    assert late.outcome["added"] == [canary["instance"]]
+    assert set(_instances(sim)) == set(before), "what the late scale-up added is gone"
+    assert _model_image(world) == previous
     world.assert_truth()
 
 

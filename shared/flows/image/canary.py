@@ -268,8 +268,47 @@ def include(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     return Next("canary_remove", state)
 
 
+def _late_canary(ctx: StepContext, state: dict[str, Any]) -> Outcome | None:
+    """A canary scale-up that missed its deadline may still add an instance (it was queued, or
+    its write was slow): wait for it to end, within REMOVAL of its enqueueing, and take what it
+    added as the canary to remove, if that is still there (the strays step may have taken it)."""
+    canary = state["canary"]
+    if (
+        canary.get("instance")
+        or "late_add" in canary
+        or "canary-add" not in state.get("children", {})
+    ):
+        return None
+    got = child(
+        ctx, state, "canary-add", JobKind.SCALE, {"delta": 1}, step="canary_remove", within=REMOVAL
+    )
+    if isinstance(got, ChildLate):
+        canary["late_add"] = f"not removed: {got.why('the canary scale-up')}"
+        return None
+    if not isinstance(got, ChildEnded):
+        return got
+    added = (got.record.outcome or {}).get("added") or []
+    if not added:
+        canary["late_add"] = "ended without adding an instance"
+        return None
+    try:
+        truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
+    except TemporaryAzureError as error:
+        return temporary_wait("canary_remove", state, error, ctx)
+    seen = truth.record["instances"].get(added[0])
+    if seen is None:
+        canary["late_add"] = f"added {added[0]} late; already gone"
+        return None
+    canary["late_add"] = f"added {added[0]} late"
+    canary |= {"instance": added[0], "node": seen.get("node")}
+    return None
+
+
 def canary_remove(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """The canary goes the way every node goes: a scale job that drains and deletes it."""
+    waiting = _late_canary(ctx, state)
+    if waiting is not None:
+        return waiting
     canary = state["canary"]
     if not canary.get("instance"):
         return Next("cleanup", state)  # none was added

@@ -22,6 +22,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.adapters.ledger import FINAL
 from shared.adapters.notify import Notifier
 from shared.adapters.scaleset import OperationStatus, TemporaryAzureError
 from shared.flows.image import canary as image_canary
@@ -235,6 +236,14 @@ def _abort(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
             f"instance {canary['instance']} ({canary.get('node') or 'no node'}) is still there: "
             "remove it with a scale job naming it"
         )
+    adding = (state.get("children") or {}).get("canary-add")
+    if adding and not canary.get("instance") and "late_add" not in canary:
+        late = ctx.services.tables.job(adding)
+        if late is None or late.status not in FINAL:
+            undone["canary"] = (
+                f"the canary scale-up {adding} has not ended and may still add an instance: "
+                "once it ends, remove what it added with a scale job naming it"
+            )
     model = image_canary.restore_on_abort(ctx, state)
     if model:
         undone["model"] = model
