@@ -224,24 +224,28 @@ def test_a_bad_image_fails_its_canary_and_is_rolled_back(
         version_id = waiting.state["names"]["version_id"]
         sim.post("faults", {"operation": "Boot", "kind": "never_boots", "image": version_id})
 
+        # From the canary's scale-up on, the clock runs at 30x and the scale-up's 20-minute wait
+        # for its node is jumped over: it surely ends (never Ready) well inside the hour the image
+        # job gives it. At 600x a loaded machine's slow steps ate that hour first, and the image
+        # job gave the canary up as late instead.
+        _drive(world, job_id, until=lambda r: "canary-add" in r.state.get("children", {}))
+        sim.post("clock", {"speed": 30})
+
         # The canary never registers a node: repair leaves it to the image job meanwhile.
         def adding(record: JobRecord) -> bool:
             scale_up = world.tables.job(f"{record.id}.canary-add")
             return scale_up is not None and scale_up.step == "await_ready"
 
         _drive(world, job_id, until=adding)
-        # From here the scale-up's 20-minute wait for its node must end before the image job's
-        # hour for it does: 40 wall seconds apart at 30x, 4 at 600x (a loaded machine's steps
-        # took longer, and the image job gave the canary up as late instead of never Ready).
-        sim.post("clock", {"speed": 30})
-        sim.advance(11 * 60)
+        sim.advance(21 * 60)
         reconciled = world.run("reconcile")
         assert "is proving a new image on a canary" in json.dumps(reconciled.outcome), (
             reconciled.outcome
         )
         # Meanwhile the autoscaler (here: a scale job) adds a node: it boots the bad version too.
-        world.send("scale", {"delta": 1})
-    record = _drive(world, job_id, timeout=180)
+        autoscaler = world.send("scale", {"delta": 1})
+        world.drive("scale", autoscaler, until=lambda r: r.step == "await_ready")
+    record = _drive(world, job_id, timeout=400)
     assert record.status == "failed", record.outcome
     assert "canary failed" in record.error
     assert record.outcome["rolled_back"]

@@ -299,6 +299,12 @@ def test_worker_killed_after_the_delete_started_is_resumed_by_redelivery_without
 # The runner is driven directly (`handle`), with the queue as Azurite holds it.
 
 
+# A clock and a delete for jobs driven message by message: the delete is Deleting for 5 wall
+# seconds (surely seen by a settle read), and the settle step's 30-minute deadline is 30 wall
+# seconds. At 600x (a 1200 s delete) a loaded machine's stall of a few seconds passed it.
+UNHURRIED: dict[str, Any] = {"speed": 60, "latencies": {"delete": 300}}
+
+
 def _receive(pool: Pool, *, lease: int) -> list[Any]:
     client = pool.services.queues._queue(pool.services.settings["POOLKEEPER_SCALE_QUEUE"])
     return list(client.receive_messages(max_messages=16, visibility_timeout=lease))
@@ -309,7 +315,7 @@ def _on_queue(pool: Pool) -> int:
     return client.get_queue_properties().approximate_message_count
 
 
-def _deliver_until_final(pool: Pool, job_id: str, timeout: float = 30) -> Any:
+def _deliver_until_final(pool: Pool, job_id: str, timeout: float = 120) -> Any:
     """Deliver like the host: success deletes the message."""
     queue = pool.services.settings["POOLKEEPER_SCALE_QUEUE"]
     client = pool.services.queues._queue(queue)
@@ -354,7 +360,7 @@ def _redeliver(pool: Pool, message_id: str) -> Any:
 def test_redelivered_message_whose_continuation_was_enqueued_adds_no_second_continuation(
     sim: Simulator, azurite
 ) -> None:
-    pool = _pool(sim, azurite, capacity=5, min_nodes=3, latencies={"delete": 1200})
+    pool = _pool(sim, azurite, capacity=5, min_nodes=3, **UNHURRIED)
     message = job("scale", pool.name, {"delta": -1})
     _first_wait(pool, message)
     assert _on_queue(pool) == 2  # the dead worker's message, and the continuation it enqueued
@@ -371,7 +377,7 @@ def test_redelivered_message_whose_continuation_was_enqueued_adds_no_second_cont
 def test_continuation_lost_with_its_worker_is_sent_again_when_the_message_returns(
     sim: Simulator, azurite, monkeypatch
 ) -> None:
-    pool = _pool(sim, azurite, capacity=5, min_nodes=3, latencies={"delete": 1200})
+    pool = _pool(sim, azurite, capacity=5, min_nodes=3, **UNHURRIED)
     message = job("scale", pool.name, {"delta": -1})
     real_send = pool.services.queues.send
 
