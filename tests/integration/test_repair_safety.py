@@ -105,10 +105,18 @@ def test_a_node_back_ready_after_a_slow_reimage_is_given_back_not_replaced(
     )
     record = reconcile_and_repair(world, timeout=120)
     assert record.status == "done", (record.error, record.outcome)
-    assert record.outcome["repair"]["rungs"] == [
-        {"rung": "restart", "result": "not back Ready within 0:30:00 of the restart"},
-        {"rung": "reimage", "result": "back Ready"},
-    ]
+    rungs = record.outcome["repair"]["rungs"]
+    assert rungs[0] == {"rung": "restart", "result": "not back Ready within 0:30:00 of the restart"}
+    # Its boot is Ready soon after the reimage ends: the reimage rung sees it, or, when a loaded
+    # machine's steps were further apart than the rung's 30 minutes, the replace rung's re-check
+    # does, before it grows or deletes anything.
+    assert rungs[1:] in (
+        [{"rung": "reimage", "result": "back Ready"}],
+        [
+            {"rung": "reimage", "result": "not back Ready within 0:30:00 of the reimage"},
+            {"rung": "replace", "result": f"stopped: {NODE} is Ready again"},
+        ],
+    ), rungs
     assert _calls(sim, "VMs_Reimage") == 1
     assert world.witness.raises == [] and world.witness.deletes == []  # not replaced
     node = world.pump.services.kube.node(NODE)
