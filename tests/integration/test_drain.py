@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +200,51 @@ def test_drain_times_out_naming_the_pods_still_there(sim: Simulator) -> None:
     assert all(r.endswith("held by its disruption budget") for r in result.remaining)
     assert release(sim.kube(), NODE0, OWNER) == "uncordoned"
     assert not sim.kube().node(NODE0).unschedulable
+
+
+def test_a_pod_its_budget_lets_go_just_past_the_deadline_gets_time_to_go(
+    sim: Simulator,
+) -> None:
+    # The budget holds the second pod until the first one's replacement is Ready; the round that
+    # finally evicts it comes past the drain's deadline (a busy queue). That round made progress:
+    # the pod gets GOING_GRACE to go instead of the drain failing on what it just did.
+    _load(
+        sim,
+        {
+            "deployments": [
+                {"name": "api", "replicas": 2, "node_selector": GROUP, "pdb": {"min_available": 1}}
+            ]
+        },
+        capacity=1,
+    )
+    compute = sim.compute()
+    compute.virtual_machine_scale_sets.begin_update(RG, VMSS, {"sku": {"capacity": 2}}).result()
+    kube = sim.kube()
+    other = "aks-apps-22222222-vmss000001"
+    deadline = time.monotonic() + 30
+    while kube.node(other) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    kube.set_unschedulable(other, True)
+    first = _start(sim, DrainOptions(), timeout=120)
+    assert isinstance(first, Waiting) and len(first.state.budget_blocked) == 1, first
+    (held,) = first.state.budget_blocked
+    kube.set_unschedulable(other, False)
+
+    def allowed() -> int:
+        (pdb,) = requests.get(f"{sim.admin}/kube/pdbs", timeout=10).json()["pdbs"]
+        return int(pdb["disruptions_allowed"])
+
+    deadline = time.monotonic() + 60
+    while allowed() < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert allowed() == 1, "the replacement never became Ready"
+    late = datetime.fromisoformat(first.state.deadline) + timedelta(minutes=1)
+    step = continue_drain(sim.kube(), first.state, now=late)
+    assert isinstance(step, Waiting), step  # was: DrainFailed "timed out" on the pod it evicted
+    assert step.remaining == [f"{held}: evicted just now"]
+    done = _drive(sim, step)
+    assert isinstance(done, Drained), done
+    assert len(done.evicted) == 2
 
 
 def _kubectl() -> str:
