@@ -131,8 +131,10 @@ def test_default_flags_refuse_bare_and_emptydir_pods_and_abort_uncordons(sim: Si
     assert DRAINING_ANNOTATION not in node.annotations
 
 
-def test_budget_holds_the_drain_until_a_replacement_is_ready_elsewhere(sim: Simulator) -> None:
-    # Both replicas start on the only node; a second node joins; the budget lets one go at a time.
+def _two_pods_one_disruption(sim: Simulator) -> tuple[Kube, str]:
+    """Two replicas on NODE0 under a budget of one disruption, and a second node that joins
+    cordoned: no replacement can be Ready before the test uncordons it, however slow this
+    machine is against the simulated clock."""
     _load(
         sim,
         {
@@ -144,14 +146,18 @@ def test_budget_holds_the_drain_until_a_replacement_is_ready_elsewhere(sim: Simu
     )
     compute = sim.compute()
     compute.virtual_machine_scale_sets.begin_update(RG, VMSS, {"sku": {"capacity": 2}}).result()
-    # The new node stays cordoned until the budget has been seen to hold: no replacement can be
-    # Ready before that, however slow this machine is against the simulated clock.
     kube = sim.kube()
     other = "aks-apps-22222222-vmss000001"
     deadline = time.monotonic() + 30
     while kube.node(other) is None and time.monotonic() < deadline:
         time.sleep(0.05)
     kube.set_unschedulable(other, True)
+    return kube, other
+
+
+def test_budget_holds_the_drain_until_a_replacement_is_ready_elsewhere(sim: Simulator) -> None:
+    # Both replicas start on the only node; a second node joins; the budget lets one go at a time.
+    kube, other = _two_pods_one_disruption(sim)
     step = _start(sim, DrainOptions())
     held_rounds = 0
     clock = FileClock(Path(sim.info["clock_file"]))
@@ -208,23 +214,7 @@ def test_a_pod_its_budget_lets_go_just_past_the_deadline_gets_time_to_go(
     # The budget holds the second pod until the first one's replacement is Ready; the round that
     # finally evicts it comes past the drain's deadline (a busy queue). That round made progress:
     # the pod gets GOING_GRACE to go instead of the drain failing on what it just did.
-    _load(
-        sim,
-        {
-            "deployments": [
-                {"name": "api", "replicas": 2, "node_selector": GROUP, "pdb": {"min_available": 1}}
-            ]
-        },
-        capacity=1,
-    )
-    compute = sim.compute()
-    compute.virtual_machine_scale_sets.begin_update(RG, VMSS, {"sku": {"capacity": 2}}).result()
-    kube = sim.kube()
-    other = "aks-apps-22222222-vmss000001"
-    deadline = time.monotonic() + 30
-    while kube.node(other) is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    kube.set_unschedulable(other, True)
+    kube, other = _two_pods_one_disruption(sim)
     first = _start(sim, DrainOptions(), timeout=120)
     assert isinstance(first, Waiting) and len(first.state.budget_blocked) == 1, first
     (held,) = first.state.budget_blocked
