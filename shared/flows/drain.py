@@ -21,9 +21,11 @@ from shared.flows.claims import Owner, holds
 ROUND_DELAY = timedelta(seconds=5)
 BUDGET_RETRY = timedelta(seconds=5)  # kubectl retries a 429 eviction after 5 s
 EVICTION_WORKERS = 16
-# Past the deadline, pods the API has accepted for eviction (and nothing else) get this long to
-# go: a budget that let the last pod go just before the deadline fails nothing it allowed.
-GOING_GRACE = timedelta(minutes=10)
+# Past the deadline, a drain with no pod held by a budget (every pod left is terminating, evicted,
+# gone or deleted) gets this long for them to go: a budget that let the last pod go just before
+# the deadline fails nothing it allowed. Counted from the deadline, so every drain still ends;
+# shorter than claims' STALL_GRACE, so a drain in it is never reported stalled.
+GOING_GRACE = timedelta(minutes=4)
 
 
 @dataclass
@@ -129,7 +131,7 @@ def continue_drain(
             return DrainFailed(state, f"cannot evict {pod.key}", [f"{pod.key}: {result.value}"])
     state.budget_blocked = held
     remaining = {
-        d.pod.key: _why_left(d.pod.key, d.action, held, gone, asked_before)
+        d.pod.key: _why_left(d.pod.key, d.pod.uid, d.action, held, gone, asked_before)
         for d in plan.decisions
         if d.action in (Action.EVICT, Action.WAIT, Action.DELETE)
     }
@@ -137,15 +139,18 @@ def continue_drain(
         return Drained(state, sorted(state.evicted), [p.key for p in plan.pods(Action.SKIP)])
     listed = [f"{key}: {why}" for key, why in remaining.items()]
     deadline = datetime.fromisoformat(state.deadline)
-    if now >= deadline:
-        going = all(why != "held by its disruption budget" for why in remaining.values())
-        if not (going and now < deadline + GOING_GRACE):
-            return DrainFailed(state, f"drain of {state.node} timed out", listed)
+    if now >= deadline and (held or now >= deadline + GOING_GRACE):
+        return DrainFailed(state, f"drain of {state.node} timed out", listed)
     return Waiting(state, BUDGET_RETRY if held else ROUND_DELAY, listed)
 
 
 def _why_left(
-    key: str, action: Action, held: list[str], gone: set[str], asked_before: dict[str, str]
+    key: str,
+    uid: str,
+    action: Action,
+    held: list[str],
+    gone: set[str],
+    asked_before: dict[str, str],
 ) -> str:
     """What a pod still listed this round is waiting for, in the words of the drain's report."""
     if key in held:
@@ -156,6 +161,6 @@ def _why_left(
         return "completed, deleted"
     if key in gone:
         return "gone or replaced"
-    if key in asked_before:
+    if asked_before.get(key) == uid:
         return "evicted, waiting for it to go"
     return "evicted just now"

@@ -278,7 +278,7 @@ def test_a_canary_scale_up_that_ends_after_its_deadline_has_what_it_added_remove
     world.drive("image", job_id, until=lambda r: "canary-add" in r.state.get("children", {}))
     sim.advance(61 * 60)  # ... past the 60 minutes the image job gives it
     waiting = world.drive(
-        "image", job_id, until=lambda r: r.step == "canary_remove" or r.status in FINAL
+        "image", job_id, until=lambda r: r.step == "late_canary" or r.status in FINAL
     )
     assert waiting.status == "waiting", "the image job ended before its late scale-up did"
     assert waiting.state["rolled_back"] and _model_image(world) == previous

@@ -201,7 +201,10 @@ def canary_add(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     )
     if isinstance(got, ChildLate):
         why = got.why("the canary's scale-up")
-        state["canary"] = {"verdict": f"{why}: {within} after it was asked, its deadline"}
+        state["canary"] = {
+            "verdict": f"{why}: {within} after it was asked, its deadline",
+            "late": got.job_id,
+        }
         return Next("rollback", state)
     if not isinstance(got, ChildEnded):
         return got
@@ -268,47 +271,39 @@ def include(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     return Next("canary_remove", state)
 
 
-def _late_canary(ctx: StepContext, state: dict[str, Any]) -> Outcome | None:
+def late_canary(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """A canary scale-up that missed its deadline may still add an instance (it was queued, or
-    its write was slow): wait for it to end, within REMOVAL of its enqueueing, and take what it
-    added as the canary to remove, if that is still there (the strays step may have taken it)."""
+    its write was slow): after the rollback, wait for it to end, within REMOVAL of its
+    enqueueing, and take what it added as the canary to remove, if that is still there (the
+    strays step may have taken it). Not a canary step: the model is restored, repair may act."""
     canary = state["canary"]
-    if (
-        canary.get("instance")
-        or "late_add" in canary
-        or "canary-add" not in state.get("children", {})
-    ):
-        return None
     got = child(
-        ctx, state, "canary-add", JobKind.SCALE, {"delta": 1}, step="canary_remove", within=REMOVAL
+        ctx, state, "canary-add", JobKind.SCALE, {"delta": 1}, step="late_canary", within=REMOVAL
     )
     if isinstance(got, ChildLate):
         canary["late_add"] = f"not removed: {got.why('the canary scale-up')}"
-        return None
+        return Next("cleanup", state)
     if not isinstance(got, ChildEnded):
         return got
     added = (got.record.outcome or {}).get("added") or []
     if not added:
         canary["late_add"] = "ended without adding an instance"
-        return None
+        return Next("cleanup", state)
     try:
         truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
     except TemporaryAzureError as error:
-        return temporary_wait("canary_remove", state, error, ctx)
+        return temporary_wait("late_canary", state, error, ctx)
     seen = truth.record["instances"].get(added[0])
     if seen is None:
         canary["late_add"] = f"added {added[0]} late; already gone"
-        return None
+        return Next("cleanup", state)
     canary["late_add"] = f"added {added[0]} late"
     canary |= {"instance": added[0], "node": seen.get("node")}
-    return None
+    return Next("canary_remove", state)
 
 
 def canary_remove(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """The canary goes the way every node goes: a scale job that drains and deletes it."""
-    waiting = _late_canary(ctx, state)
-    if waiting is not None:
-        return waiting
     canary = state["canary"]
     if not canary.get("instance"):
         return Next("cleanup", state)  # none was added
@@ -373,4 +368,5 @@ def strays(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         if not isinstance(got, ChildEnded):
             return got
         strays[key] = "removed" if got.done else f"not removed: {got.record.error}"
-    return Next("canary_remove", state)
+    late = state["canary"].get("late") and not state["canary"].get("instance")
+    return Next("late_canary" if late else "canary_remove", state)

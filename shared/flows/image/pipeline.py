@@ -5,8 +5,9 @@ exist) → the donor's part (`shared.flows.image.donor`: take, drain, clean, pow
 start, back) → version (from the snapshot, excluded from latest; ZRS falls back to LRS) →
 replication (asked every few minutes; no function waits) → the canary half
 (`shared.flows.image.canary`: point, canary_add, canary_check with its soak, include and
-canary_remove, or rollback and strays) → cleanup (`shared.flows.image.cleanup`: the snapshot, a
-failed job's version, earlier runs' leftovers) → rollout (a patch job moves existing nodes to the
+canary_remove, or rollback, strays, late_canary and canary_remove) → cleanup
+(`shared.flows.image.cleanup`: the snapshot, a failed job's version, earlier runs' leftovers)
+→ rollout (a patch job moves existing nodes to the
 new model, when the pool asks for it) → finish. The abort (`_abort`) undoes what it can under the
 same guards.
 
@@ -236,18 +237,38 @@ def _abort(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
             f"instance {canary['instance']} ({canary.get('node') or 'no node'}) is still there: "
             "remove it with a scale job naming it"
         )
-    adding = (state.get("children") or {}).get("canary-add")
-    if adding and not canary.get("instance") and "late_add" not in canary:
-        late = ctx.services.tables.job(adding)
-        if late is None or late.status not in FINAL:
-            undone["canary"] = (
-                f"the canary scale-up {adding} has not ended and may still add an instance: "
-                "once it ends, remove what it added with a scale job naming it"
-            )
     model = image_canary.restore_on_abort(ctx, state)
     if model:
         undone["model"] = model
+    late = _late_canary_left(ctx, state)
+    if late:
+        undone["canary"] = late
     return undone | image_cleanup.on_abort(ctx, state)
+
+
+def _late_canary_left(ctx: StepContext, state: dict[str, Any]) -> str | None:
+    """What a canary scale-up the job gave up as late may have left: it may still add an
+    instance, or it ended having added one this job never took as its canary."""
+    canary = state.get("canary") or {}
+    adding = (state.get("children") or {}).get("canary-add")
+    if not adding or not canary.get("late") or canary.get("instance"):
+        return None
+    try:
+        record = ctx.services.tables.job(adding)
+    except Exception as error:  # noqa: BLE001 - best effort: the abort goes on, and says so
+        return f"the canary scale-up {adding} could not be read ({error}): check what it added"
+    if record is None or record.status not in FINAL:
+        return (
+            f"the canary scale-up {adding} has not ended and may still add an instance: once it "
+            "ends, remove what it added with a scale job naming it"
+        )
+    added = (record.outcome or {}).get("added") or []
+    if added and not canary.get("late_add", "").endswith("already gone"):
+        return (
+            f"the canary scale-up {adding} added {', '.join(added)} late: remove it with a scale "
+            "job naming it, unless the strays step did"
+        )
+    return None
 
 
 register(
@@ -271,6 +292,7 @@ register(
             "canary_check": image_canary.canary_check,
             "include": image_canary.include,
             "canary_remove": image_canary.canary_remove,
+            "late_canary": image_canary.late_canary,
             "rollback": image_canary.rollback,
             "strays": image_canary.strays,
             "cleanup": _cleanup,

@@ -18,7 +18,14 @@ from shared.adapters.kube import SCALE_DOWN_DISABLED, Node
 from shared.decide.drain import DrainOptions
 from shared.decide.patching import kernel_order, why_not_take
 from shared.flows.claims import Claimed, Owner, claim, holds, mark, release
-from shared.flows.drain import Drained, DrainFailed, DrainState, continue_drain, start_drain
+from shared.flows.drain import (
+    GOING_GRACE,
+    Drained,
+    DrainFailed,
+    DrainState,
+    continue_drain,
+    start_drain,
+)
 from shared.flows.jobs import StepContext
 from shared.flows.patch import operations
 from shared.flows.patch.progress import POLL, Progress, enter, failed
@@ -54,8 +61,9 @@ def begin(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
         timeout=timeout,
         options=DrainOptions(delete_emptydir_data=True),
     )
-    # The drain ends itself at its timeout; a round or two later at the latest, the node moves.
-    enter(node, "drain", ctx.now, ctx.now + timeout + 2 * POLL)
+    # The drain ends itself at its timeout (plus the grace for pods already going); a round or
+    # two later at the latest, the node moves.
+    enter(node, "drain", ctx.now, ctx.now + timeout + GOING_GRACE + 2 * POLL)
     return _drained(ctx, owner, node, step)
 
 

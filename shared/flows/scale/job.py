@@ -288,10 +288,18 @@ def _await_ready(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 
     # Azure numbers new instances upwards: when another scale-up landed after ours, its
     # instances come after ours, so ours are the first `wanted` of those added since our read.
-    added = sorted(
-        (i for i in truth.state.instances if i.instance_id not in existing),
-        key=lambda i: int(i.instance_id) if i.instance_id.isdigit() else 0,
-    )[:wanted]
+    # Once seen they are recorded: if one of ours goes (someone deletes it), a later scale-up's
+    # instance never takes its place in our count or our outcome.
+    if state.get("added") is not None:
+        ours = set(state["added"])
+        added = [i for i in truth.state.instances if i.instance_id in ours]
+    else:
+        added = sorted(
+            (i for i in truth.state.instances if i.instance_id not in existing),
+            key=lambda i: int(i.instance_id) if i.instance_id.isdigit() else 0,
+        )[:wanted]
+        if len(added) == wanted:
+            state = state | {"added": [i.instance_id for i in added]}
     added_ready = sum(1 for i in added if live_ready(i))
     failed = {i.instance_id: i.failure for i in added if classify(i) is InstanceState.FAILED}
     outcome = {
@@ -299,7 +307,7 @@ def _await_ready(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         "counts": counts,
         "ready": sum(1 for i in truth.state.instances if live_ready(i)),
         "added_ready": added_ready,
-        "added": [i.instance_id for i in added],
+        "added": state.get("added") or [i.instance_id for i in added],
     }
     if added_ready >= wanted:
         return Done(outcome)
