@@ -13,8 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from shared.adapters.ledger import FINAL
 from shared.decide.writes import write_mark
-from tests.simulator import Simulator
+from tests.simulator import RG, Simulator
 from tests.truth_support import CANNOT_ALLOCATE, DELETE, SPEED, UPDATE, World, make_world
 
 VMSS = "aks-fate-41414141-vmss"
@@ -229,6 +230,30 @@ def test_a_scale_up_whose_write_failed_adds_its_own_delta_on_top_of_anothers(
     mine = set(record.state["existing"])
     assert set(u2.state["existing"]) < mine  # U1 planned after U2's instances existed
     world.assert_truth()
+
+
+def test_a_scale_up_never_takes_a_later_instance_for_its_own_that_someone_deleted(
+    sim: Simulator, azurite: Any
+) -> None:
+    world = _world(sim, azurite)
+    assert world.run("reconcile").status == "done"
+    # U1's instance (5) hangs at boot; U1 sees it and records it as its own.
+    _fault(world, operation="Boot", kind="never_boots", instance="5", count=1)
+    u1 = world.deliver_once("scale", {"delta": 1})
+    seen = world.drive("scale", u1, lambda r: bool(r.state.get("added")) or r.status in FINAL)
+    assert seen.state.get("added") == ["5"], seen
+    with _held(world, u1):
+        # Someone deletes it, and another scale-up adds instance 6, which is Ready.
+        compute = sim.compute()
+        compute.virtual_machine_scale_sets.begin_delete_instances(
+            RG, VMSS, {"instanceIds": ["5"]}
+        ).result()
+        u2 = world.run("scale", {"delta": 1})
+    assert u2.status == "done" and u2.outcome["added"] == ["6"], u2.outcome
+    record = world.drive("scale", u1)
+    # Before, U1 took 6 (the first instance added since its read) for its own and ended done.
+    assert record.status == "failed" and record.outcome["added"] == ["5"], record.outcome
+    assert record.outcome["added_ready"] == 0
 
 
 def test_a_scale_in_between_a_failed_write_and_its_replan_does_not_overshoot(
