@@ -10,7 +10,7 @@ minutes; the job machinery re-enqueues the state.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,7 +30,7 @@ GOING_GRACE = timedelta(minutes=4)
 
 @dataclass
 class DrainState:
-    """Everything a later round needs; JSON-serialisable (`asdict` / `DrainState(**data)`)."""
+    """Everything a later round needs; JSON-serialisable (`to_json` / `from_json`)."""
 
     node: str
     started_at: str
@@ -42,6 +42,12 @@ class DrainState:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DrainState:
+        """From `to_json`'s dict, ignoring what else the job keeps beside it (e.g. the runner's
+        `_failures` count when the drain's state is the whole job state)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 @dataclass(frozen=True)

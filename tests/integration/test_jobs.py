@@ -340,6 +340,25 @@ def test_a_step_that_keeps_failing_is_retried_then_aborted_and_uncordons(
     assert sim.scale_set_state(VMSS)["capacity"] == 5
 
 
+def test_a_drain_job_whose_round_failed_a_while_resumes_its_drain(sim: Simulator, azurite) -> None:
+    # Two evictions fail with 500s: the runner retries the step and keeps its count of failures
+    # in the job's state, beside the drain's own (a drain job's state is the drain's state).
+    pump = _world(sim, azurite)
+    sim.post(
+        "kube/faults",
+        {"verbs": ["create"], "resources": ["pods/eviction"], "status": 500, "count": 2},
+    )
+    node = "aks-apps-44444444-vmss000001"
+    message = job("drain", "apps", {"node": node})
+    pump.send("drain", message)
+    record = pump.run("drain", message["id"], timeout=90)
+    assert record.status == "done", record.error  # was: TypeError on `_failures`, gave up
+    assert any(
+        s["result"] == "wait" and "ServiceException" in s.get("reason", "") for s in record.steps
+    ), record.steps
+    assert pump.services.kube.node(node).unschedulable  # drained and left cordoned
+
+
 def test_scale_in_by_count_picks_the_node_with_fewest_pods_to_move(sim: Simulator, azurite) -> None:
     pump = _world(sim, azurite)
     node = "aks-apps-44444444-vmss00000{}".format

@@ -66,7 +66,7 @@ def drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     ctx.before_write()
     step = continue_drain(
         ctx.services.kube,
-        DrainState(**state["donor"]["drain"]),
+        DrainState.from_json(state["donor"]["drain"]),
         now=ctx.now,
         owner=Owner.of(ctx.job),
     )

@@ -74,7 +74,9 @@ def advance(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
 
 def _drain(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
     ctx.before_write()
-    step = continue_drain(ctx.services.kube, DrainState(**node["drain"]), now=ctx.now, owner=owner)
+    step = continue_drain(
+        ctx.services.kube, DrainState.from_json(node["drain"]), now=ctx.now, owner=owner
+    )
     return _drained(ctx, owner, node, step)
 
 

@@ -29,8 +29,10 @@ def _drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     params = _params(ctx)
     kube = ctx.services.kube
     options = DrainOptions(delete_emptydir_data=params.delete_emptydir_data, force=params.force)
-    if state:
-        step = continue_drain(kube, DrainState(**state), now=ctx.now, owner=Owner.of(ctx.job))
+    if "node" in state:  # a drain under way (the runner may keep a `_failures` count beside it)
+        step = continue_drain(
+            kube, DrainState.from_json(state), now=ctx.now, owner=Owner.of(ctx.job)
+        )
     else:
         node = kube.node(params.node)
         if node is None:

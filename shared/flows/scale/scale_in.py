@@ -68,7 +68,7 @@ def drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         ctx.before_write()
         if node in drains:
             step = continue_drain(
-                kube, DrainState(**drains[node]["state"]), now=ctx.now, owner=owner
+                kube, DrainState.from_json(drains[node]["state"]), now=ctx.now, owner=owner
             )
         else:
             step = start_drain(
