@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from shared.config.patch import DAYS, Window
 from shared.decide.capacity import NodeUsage, Resource, Thresholds
-from shared.patch_config import DAYS, Window
 
 DONE_MARKER = "== done"
 

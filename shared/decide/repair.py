@@ -15,10 +15,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from shared.config.repair import RepairSettings
 from shared.decide.claims import FINAL, UNKNOWN_JOB_GRACE
 from shared.decide.counting import InstanceState
 from shared.decide.wording import listing, plural, span
-from shared.repair_config import RepairSettings
 
 NO_REPAIR_ANNOTATION = "poolkeeper.io/no-repair"  # "true" on a node: never repaired
 QUARANTINE_ANNOTATION = "poolkeeper.io/quarantined"  # set by a repair job, with the reason

@@ -20,7 +20,7 @@ import requests
 
 from shared.adapters.kube import CLAIM_ANNOTATION, Kube, Node
 from shared.adapters.ledger import AlertLog
-from shared.patch_config import Window
+from shared.config.patch import Window
 from tests.jobs_support import WorkerKilled
 from tests.simulator import RG, Simulator
 from tests.truth_support import World, make_world

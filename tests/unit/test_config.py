@@ -1,4 +1,4 @@
-"""Unit tests for shared/config.py: every configuration mistake gets a message naming the pool,
+"""Unit tests for shared/config/: every configuration mistake gets a message naming the pool,
 the field, what is allowed and what was given; good configurations load from either setting."""
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from shared.config.patch import Window
 from shared.decide.capacity import NodeUsage, Thresholds
 from shared.decide.patching import (
     CheckUnreadable,
@@ -19,7 +20,6 @@ from shared.decide.patching import (
     why_not_take,
     window_end,
 )
-from shared.patch_config import Window
 
 MONDAY_10 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)  # a Monday
 

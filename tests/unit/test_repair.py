@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shared.config.repair import RepairSettings
 from shared.decide.counting import InstanceState
 from shared.decide.repair import (
     Member,
@@ -20,7 +21,6 @@ from shared.decide.repair import (
     plan_repair,
     repair_job_id,
 )
-from shared.repair_config import RepairSettings
 
 NOW = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
 LIVE, FAILED = InstanceState.LIVE, InstanceState.FAILED

@@ -15,7 +15,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StrictBool,
     StrictInt,
     StrictStr,
     ValidationError,
@@ -25,9 +24,10 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from shared.image_config import IMAGE_ALLOWED, ImageSettings
-from shared.patch_config import PATCH_ALLOWED, PatchSettings, Window
-from shared.repair_config import REPAIR_ALLOWED, RepairSettings
+from shared.config.capacity import CAPACITY_ALLOWED, CapacitySettings
+from shared.config.image import IMAGE_ALLOWED, ImageSettings
+from shared.config.patch import PATCH_ALLOWED, PatchSettings, Window
+from shared.config.repair import REPAIR_ALLOWED, RepairSettings
 
 POOLS_SETTING = "POOLKEEPER_POOLS"
 POOLS_FILE_SETTING = "POOLKEEPER_POOLS_FILE"
@@ -91,36 +91,8 @@ class PoolNotFound(KeyError):
         return f"no pool named {self.name!r} is configured; configured pools: {known}"
 
 
-Percent = Annotated[float, Field(gt=0, le=100, allow_inf_nan=False, strict=False)]
-
-# What each capacity field accepts, in the words the error messages use.
-_CAPACITY_ALLOWED = {
-    "p1_cpu": "a percentage above 0 and at most 100 (default 95: node or group CPU over 1 h)",
-    "p1_memory": "a percentage above 0 and at most 100 (default 85: memory over 1 h)",
-    "p2_cpu": "a percentage above 0 and at most 100 (default 75: group CPU over 24 h)",
-    "p2_memory": "a percentage above 0 and at most 100 (default 75: group memory over 24 h)",
-    "auto_scale_up_on_p2": "true or false (default false: a P2 only notifies)",
-    "execute_downscale": "true or false (default false: downscale reviews only recommend)",
-    "cooldown_minutes": "a whole number of minutes from 1 to 1440 (default 30)",
-}
-
-
-class CapacitySettings(BaseModel):
-    """A pool's capacity-management section (docs/capacity.md); every field is optional."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    p1_cpu: Percent = 95.0
-    p1_memory: Percent = 85.0
-    p2_cpu: Percent = 75.0
-    p2_memory: Percent = 75.0
-    auto_scale_up_on_p2: StrictBool = False
-    execute_downscale: StrictBool = False
-    cooldown_minutes: Annotated[StrictInt, Field(ge=1, le=1440)] = 30
-
-
 _SECTIONS: dict[str, tuple[type[BaseModel], Mapping[str, str]]] = {
-    "capacity": (CapacitySettings, _CAPACITY_ALLOWED),
+    "capacity": (CapacitySettings, CAPACITY_ALLOWED),
     "patch": (PatchSettings, PATCH_ALLOWED),
     "image": (ImageSettings, IMAGE_ALLOWED),
     "repair": (RepairSettings, REPAIR_ALLOWED),
