@@ -240,7 +240,7 @@ module galleryAccess 'modules/access.bicep' = {
   }
 }
 
-// The capacity defaults (shared/config.py CapacitySettings; tests/unit/test_alert_rules.py holds
+// The capacity defaults (shared/config/capacity.py CapacitySettings; tests/unit/test_alert_rules.py holds
 // them equal); a pool's own `capacity` section overrides them, as it does in the product.
 var capacityDefaults = { p1_cpu: 95, p1_memory: 85, p2_cpu: 75, p2_memory: 75 }
 var pools = json(poolsJson).pools
