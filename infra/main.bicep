@@ -1,9 +1,10 @@
 // Poolkeeper in Azure: a Flex Consumption Function App (Python 3.11) with a user-assigned
-// managed identity, its Storage account (identity-based, no shared keys) and Application Insights.
-// The identity may do exactly what scale, drain, patch and image jobs call in the cluster's node
-// resource group (custom role), read the scale sets' metrics, and keep prototype images in the
-// gallery resource group; nothing else. Each pool gets metric alert rules for its P1/P2
-// conditions that call POST /api/alerts (docs/alerts.md).
+// managed identity, its Storage account (identity-based, no shared keys), Application Insights
+// (Entra ingestion) and a Key Vault (RBAC) for the secrets it reads. The identity may do exactly
+// what scale, drain, patch and image jobs call in every resource group the pools name (custom
+// role), read the scale sets' metrics, and keep prototype images in each pool's gallery resource
+// group; nothing else. Each pool gets metric alert rules for its P1/P2 conditions that call
+// POST /api/alerts (docs/alerts.md). Walkthrough: docs/deploy.md.
 
 targetScope = 'resourceGroup'
 
@@ -15,27 +16,68 @@ param location string = resourceGroup().location
 @maxLength(16)
 param name string = 'poolkeeper'
 
-@description('The pools Poolkeeper manages, as JSON (docs/configuration.md): the allow-list.')
-param poolsJson string
+// Base64, because azd pastes an environment value into main.parameters.json as it is: the
+// pools' quotes and newlines would end the JSON string they are pasted into.
+@description('The pools Poolkeeper manages (docs/configuration.md), the JSON file base64-encoded: the allow-list. The app receives the decoded text unchanged as POOLKEEPER_POOLS.')
+param poolsB64 string
 
-@description('Resource group holding the node pools\' scale sets (the AKS node resource group).')
-param nodeResourceGroup string
+@description('Comma-separated <subscription-id>/<resource-group> pairs where the scale sets\' models reference subnets, load balancers, network security groups or user-assigned identities outside the pools\' own resource groups; empty: none.')
+param networkResourceGroups string = ''
 
-@description('API server URL of the AKS cluster (Entra ID integration); see docs/drain.md.')
-param kubeServer string
+@description('Grant what image jobs need in each pool\'s gallery resource group (its image.gallery\'s, else its scale set\'s); docs/images.md.')
+param imageJobs bool = true
+
+@description('API server URL for the single-cluster setting POOLKEEPER_KUBE_SERVER (an Entra ID token of the identity); empty when the pools\' clusters are described otherwise (docs/drain.md).')
+param kubeServer string = ''
+
+@description('observe or act, passed to the app as POOLKEEPER_MODE: provision in observe first, check GET /api/preflight, then act (docs/deploy.md).')
+@allowed([ 'observe', 'act' ])
+param mode string = 'observe'
+
+@description('Where node utilisation comes from (POOLKEEPER_USAGE_SOURCE, docs/capacity.md).')
+@allowed([ 'platform', 'container-insights' ])
+param usageSource string = 'platform'
+
+@description('Region of the pools\' scale sets: the metrics endpoint answers for its own region only. Empty: the app\'s region.')
+param scaleSetRegion string = ''
+
+@description('Resource id of the Log Analytics workspace Container Insights writes to; required with usageSource container-insights (the identity may read it).')
+param logWorkspaceResourceId string = ''
+
+@description('Secret that signs POST /api/alerts (POOLKEEPER_ALERT_SECRET); empty: no signature asked. Azure Monitor cannot sign: leave it empty with deployAlertRules.')
+@secure()
+param alertSecret string = ''
+
+@description('URL that notifications are POSTed to (POOLKEEPER_NOTIFY_WEBHOOK); empty: the notifications queue only.')
+@secure()
+param notifyWebhook string = ''
+
+@description('Object id of the person or pipeline that deploys (azd: AZURE_PRINCIPAL_ID): may set the vault\'s secrets, e.g. the clusters\' tokens. Empty: nobody.')
+param secretsOfficerId string = ''
+
+@description('Subnet for VNet integration (delegated to Microsoft.App/environments), to reach a private API server; empty: none.')
+param subnetId string = ''
 
 @description('Schedule of the reconcile timer (6-field NCRONTAB, UTC).')
 param reconcileSchedule string = '0 */5 * * * *'
-
-@description('Resource group of the Azure Compute Gallery for prototype images (a pool\'s image.gallery, or the default gallery "poolkeeper" in the scale set\'s resource group); docs/images.md.')
-param galleryResourceGroup string = nodeResourceGroup
 
 @description('Deploy the P1/P2 metric alert rules of every pool and their action group (docs/alerts.md).')
 param deployAlertRules bool = true
 
 var suffix = uniqueString(resourceGroup().id, name)
 var storageName = take('${name}${suffix}', 24)
+var vaultName = take('kv${name}${suffix}', 24)
 var deploymentContainer = 'app-package'
+var alertSecretName = 'poolkeeper-alert-secret'
+var notifyWebhookName = 'poolkeeper-notify-webhook'
+var metricsRegion = empty(scaleSetRegion) ? location : scaleSetRegion
+var usesContainerInsights = usageSource == 'container-insights'
+
+// Built-in roles.
+var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
+var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
+var keyVaultSecretsOfficer = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
+var monitoringReader = '43d0d8ad-25c7-4714-9337-8ba259a9fe05'
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: '${name}-id'
@@ -106,6 +148,72 @@ resource insights 'Microsoft.Insights/components@2020-02-02' = {
   }
 }
 
+// Ingestion is Entra-only (DisableLocalAuth): without this role the app's telemetry is refused.
+resource insightsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(insights.id, identity.id, monitoringMetricsPublisher)
+  scope: insights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringMetricsPublisher)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The secrets the app reads: its own (below, from the secure parameters) and the clusters'
+// tokens, certificates and kubeconfigs that the pools' `clusters` section names.
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  // checkov:skip=CKV_AZURE_109:The app reads its secrets over the public endpoint with its managed identity (RBAC, no access policies); a deny-by-default firewall needs private endpoints, which this template does not set up (docs/deploy.md)
+  // checkov:skip=CKV_AZURE_189:Same reason: Flex Consumption resolves Key Vault references and the app's SDK reads secrets over the public endpoint unless a private endpoint exists
+  name: vaultName
+  location: location
+  properties: {
+    tenantId: subscription().tenantId
+    sku: { family: 'A', name: 'standard' }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 90
+    enablePurgeProtection: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: { defaultAction: 'Allow', bypass: 'AzureServices' }
+  }
+}
+
+resource vaultReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(vault.id, identity.id, keyVaultSecretsUser)
+  scope: vault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUser)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Whoever deploys puts the clusters' secrets in (az keyvault secret set): the data plane needs
+// its own role, ARM rights on the vault are not enough.
+resource vaultOfficer 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(secretsOfficerId)) {
+  name: guid(vault.id, secretsOfficerId, keyVaultSecretsOfficer)
+  scope: vault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsOfficer)
+    principalId: secretsOfficerId
+  }
+}
+
+// A secure parameter left empty creates no secret, and its app setting stays empty.
+var alertSecretGiven = empty(alertSecret) ? [] : [ { name: alertSecretName, value: alertSecret } ]
+var notifyWebhookGiven = empty(notifyWebhook) ? [] : [ { name: notifyWebhookName, value: notifyWebhook } ]
+var givenSecrets = concat(alertSecretGiven, notifyWebhookGiven)
+
+resource secrets 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = [for secret in givenSecrets: {
+  // checkov:skip=CKV_AZURE_41:An expiry would silently switch alert signing or notifications off; these change by setting the parameter again and provisioning (docs/deploy.md)
+  parent: vault
+  name: secret.name
+  properties: { value: secret.value, contentType: 'text/plain' }
+}]
+
+// Versionless: the app picks up a new version of a secret without a change of its settings.
+var secretReference = '@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/'
+
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   // checkov:skip=CKV_AZURE_225:A zone outage costs a timer tick, not state: every job is resumable from storage, and zone redundancy is not offered in every region Flex Consumption runs in
   name: '${name}-plan'
@@ -131,6 +239,9 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    // Key Vault references resolve with this identity; there is no system-assigned one.
+    keyVaultReferenceIdentity: identity.id
+    virtualNetworkSubnetId: empty(subnetId) ? null : subnetId
     functionAppConfig: {
       deployment: {
         storage: {
@@ -156,8 +267,12 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'AZURE_CLIENT_ID', value: identity.properties.clientId }
         { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }
         { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'ClientId=${identity.properties.clientId};Authorization=AAD' }
-        { name: 'POOLKEEPER_POOLS', value: poolsJson }
+        { name: 'POOLKEEPER_POOLS', value: poolsText }
+        { name: 'POOLKEEPER_MODE', value: mode }
         { name: 'POOLKEEPER_KUBE_SERVER', value: kubeServer }
+        { name: 'POOLKEEPER_KEY_VAULT_URL', value: vault.properties.vaultUri }
+        { name: 'POOLKEEPER_ALERT_SECRET', value: empty(alertSecret) ? '' : '${secretReference}${alertSecretName})' }
+        { name: 'POOLKEEPER_NOTIFY_WEBHOOK', value: empty(notifyWebhook) ? '' : '${secretReference}${notifyWebhookName})' }
         { name: 'POOLKEEPER_SCALE_QUEUE', value: 'scale-jobs' }
         { name: 'POOLKEEPER_DRAIN_QUEUE', value: 'drain-jobs' }
         { name: 'POOLKEEPER_RECONCILE_QUEUE', value: 'reconcile-jobs' }
@@ -168,17 +283,37 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'DOWNSCALE_SCHEDULE', value: '0 0 6 * * MON' }
         { name: 'PATCH_SCHEDULE', value: '0 */15 * * * *' }
         { name: 'IMAGE_SCHEDULE', value: '0 42 0 * * *' }
-        { name: 'POOLKEEPER_METRICS_ENDPOINT', value: 'https://${location}.metrics.monitor.azure.com' }
+        { name: 'POOLKEEPER_USAGE_SOURCE', value: usageSource }
+        { name: 'POOLKEEPER_METRICS_ENDPOINT', value: 'https://${metricsRegion}.metrics.monitor.azure.com' }
+        { name: 'POOLKEEPER_LOG_WORKSPACE', value: usesContainerInsights ? workspaceReader.outputs.customerId : '' }
       ]
     }
   }
-  dependsOn: [ storageAccess ]
+  // The roles first: a Key Vault reference or an Entra-only ingestion that is refused at the
+  // app's first start is only retried hours later.
+  dependsOn: [ storageAccess, insightsPublisher, vaultReader, secrets ]
 }
 
-// Exactly what the adapters call in the node resource group (tests/unit/test_infra.py maps each
+// The pools as azd delivered them; the app receives this text unchanged.
+var poolsText = base64ToString(poolsB64)
+var pools = json(poolsText).pools
+
+// Where each pool's resource groups are, as '<subscription-id>/<resource-group>' (ARM ids:
+// /subscriptions/<id>/resourceGroups/<name>/...). A pool's images go to its image.gallery, else
+// to the gallery `poolkeeper` in its scale set's resource group (shared/flows/image/plan.py).
+// union() drops repeats (ARM's idiom for distinct): one role per resource group, however many
+// pools it holds. tests/unit/test_azd_parameters.py evaluates these for a pools file.
+var galleryIds = [for pool in pools: union({ gallery: pool.vmss_id }, contains(pool, 'image') ? pool.image : {}).gallery]
+var poolGroups = [for pool in pools: toLower(format('{0}/{1}', split(pool.vmss_id, '/')[2], split(pool.vmss_id, '/')[4]))]
+var galleryGroups = [for id in galleryIds: toLower(format('{0}/{1}', split(id, '/')[2], split(id, '/')[4]))]
+var networkGroups = [for entry in (empty(networkResourceGroups) ? [] : split(networkResourceGroups, ',')): toLower(trim(entry))]
+var nodeScopes = union(poolGroups, poolGroups)
+var galleryScopes = imageJobs ? union(galleryGroups, galleryGroups) : []
+var networkScopes = union(networkGroups, networkGroups)
+
+// Exactly what the adapters call in a pool's resource group (tests/unit/test_infra.py maps each
 // SDK call to its action). Model writes are checked by ARM against what the model references, so
-// the joins and the identity assignment are there too; a network or identity in another resource
-// group needs the same few actions there (docs/deploy.md).
+// the joins and the identity assignment are there too, and in networkResourceGroups.
 var nodePoolActions = [
   'Microsoft.Compute/virtualMachineScaleSets/read'
   'Microsoft.Compute/virtualMachineScaleSets/write' // capacity up, image reference (with If-Match)
@@ -203,6 +338,15 @@ var nodePoolActions = [
   'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action' // the kubelet identity
 ]
 
+// What a model write references outside the pools' resource groups (networkResourceGroups): the
+// node role's last four actions.
+var referenceActions = [
+  'Microsoft.Network/virtualNetworks/subnets/join/action'
+  'Microsoft.Network/loadBalancers/backendAddressPools/join/action'
+  'Microsoft.Network/networkSecurityGroups/join/action'
+  'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action'
+]
+
 // Prototype images: the gallery and definition are created on first use; versions come and go.
 var galleryActions = [
   'Microsoft.Compute/galleries/read'
@@ -215,11 +359,9 @@ var galleryActions = [
   'Microsoft.Compute/locations/operations/read'
 ]
 
-var monitoringReader = '43d0d8ad-25c7-4714-9337-8ba259a9fe05'
-
-module nodeAccess 'modules/access.bicep' = {
-  name: 'poolkeeper-node-access'
-  scope: resourceGroup(nodeResourceGroup)
+module nodeAccess 'modules/access.bicep' = [for group in nodeScopes: {
+  name: 'poolkeeper-node-access-${uniqueString(group)}'
+  scope: resourceGroup(first(split(group, '/')), last(split(group, '/')))
   params: {
     principalId: identity.properties.principalId
     roleName: 'Poolkeeper node pools'
@@ -227,23 +369,46 @@ module nodeAccess 'modules/access.bicep' = {
     actions: nodePoolActions
     builtInRoles: [ monitoringReader ]
   }
-}
+}]
 
-module galleryAccess 'modules/access.bicep' = {
-  name: 'poolkeeper-gallery-access'
-  scope: resourceGroup(galleryResourceGroup)
+module galleryAccess 'modules/access.bicep' = [for group in galleryScopes: {
+  name: 'poolkeeper-gallery-access-${uniqueString(group)}'
+  scope: resourceGroup(first(split(group, '/')), last(split(group, '/')))
   params: {
     principalId: identity.properties.principalId
     roleName: 'Poolkeeper image gallery'
     roleDescription: 'Prototype images: gallery, image definitions and versions.'
     actions: galleryActions
   }
+}]
+
+module networkAccess 'modules/access.bicep' = [for group in networkScopes: {
+  name: 'poolkeeper-network-access-${uniqueString(group)}'
+  scope: resourceGroup(first(split(group, '/')), last(split(group, '/')))
+  params: {
+    principalId: identity.properties.principalId
+    roleName: 'Poolkeeper scale set references'
+    roleDescription: 'What a scale set model write references: subnets, load balancer pools, network security groups, identities.'
+    actions: referenceActions
+  }
+}]
+
+// Container Insights: read its workspace. Off, the module is skipped; its scope still has to be
+// a valid id, so it falls back to Poolkeeper's own workspace.
+var insightsWorkspaceId = empty(logWorkspaceResourceId) ? workspace.id : logWorkspaceResourceId
+
+module workspaceReader 'modules/workspace-reader.bicep' = if (usesContainerInsights) {
+  name: 'poolkeeper-workspace-reader'
+  scope: resourceGroup(split(insightsWorkspaceId, '/')[2], split(insightsWorkspaceId, '/')[4])
+  params: {
+    workspaceName: last(split(insightsWorkspaceId, '/'))
+    principalId: identity.properties.principalId
+  }
 }
 
 // The capacity defaults (shared/config/capacity.py CapacitySettings; tests/unit/test_alert_rules.py holds
 // them equal); a pool's own `capacity` section overrides them, as it does in the product.
 var capacityDefaults = { p1_cpu: 95, p1_memory: 85, p2_cpu: 75, p2_memory: 75 }
-var pools = json(poolsJson).pools
 
 // Azure Monitor cannot sign a webhook: the function key in the URL is its credential.
 resource alertsGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (deployAlertRules) {

