@@ -22,6 +22,16 @@ RG = "mc_rg-test_aks-test_westeurope"
 # A clock that moves only when a test advances it (a simulated millisecond per wall second): a
 # test that needs an operation still running when it looks must not race the wall clock.
 STOPPED = 0.001
+# The API server's answer to a request without valid credentials (a scenario's `clusters`).
+KUBE_UNAUTHORIZED = {
+    "kind": "Status",
+    "apiVersion": "v1",
+    "metadata": {},
+    "status": "Failure",
+    "message": "Unauthorized",
+    "reason": "Unauthorized",
+    "code": 401,
+}
 
 
 def scale_set(name: str, capacity: int, **extra: Any) -> dict[str, Any]:
@@ -33,6 +43,12 @@ def scale_set(name: str, capacity: int, **extra: Any) -> dict[str, Any]:
         "node_group": name.split("-")[1] if name.count("-") >= 2 else name,
         "zones": ["1", "2", "3"],
     } | extra
+
+
+def cluster(name: str, *scale_sets: str, mode: str = "token", **extra: Any) -> dict[str, Any]:
+    """An entry of a scenario's `clusters`: `audience` (entra) and `workloads` go in `extra`."""
+    auth = {"mode": mode} | ({"audience": extra.pop("audience")} if "audience" in extra else {})
+    return {"name": name, "scale_sets": list(scale_sets), "auth": auth} | extra
 
 
 def scenario(*scale_sets: dict[str, Any], speed: float = 600, **extra: Any) -> dict[str, Any]:
@@ -78,17 +94,66 @@ class Simulator:
     def advance(self, seconds: float) -> None:
         self.post("clock", {"advance_seconds": seconds})
 
+    def delete(self, path: str) -> Any:
+        response = requests.delete(f"{self.admin}/{path}", timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def cluster(self, name: str) -> dict[str, Any]:
+        """What the simulator published about one of the scenario's clusters."""
+        return self.info["clusters"][name]
+
+    def deny(self, cluster: str, **rule: str) -> Any:
+        """Deny a permission in a cluster, e.g. verb="create", resource="pods",
+        subresource="eviction"."""
+        return self.post(f"kube/clusters/{cluster}/deny", rule)
+
+    def hang(self, cluster: str, seconds: float | None = None) -> Any:
+        """Hold every API request of the cluster (until `release`, or `seconds`)."""
+        return self.post(
+            f"kube/clusters/{cluster}/hang", {} if seconds is None else {"seconds": seconds}
+        )
+
+    def release(self, cluster: str) -> Any:
+        return self.delete(f"kube/clusters/{cluster}/hang")
+
+    def set_secret(self, name: str, value: str | dict[str, Any]) -> Any:
+        """A new version of a Key Vault secret."""
+        return self.post(f"keyvault/secrets/{name}", value)
+
+    def vault_access(self, readable: bool, secrets: list[str] | None = None) -> Any:
+        """Grant or revoke reading the vault (or only some secrets)."""
+        body: dict[str, Any] = {"readable": readable}
+        if secrets is not None:
+            body["secrets"] = secrets
+        return self.post("keyvault/access", body)
+
+    def secret_client(self, **options: Any) -> Any:
+        """A real SecretClient for the simulator's vault, with the managed identity."""
+        from azure.keyvault.secrets import SecretClient
+
+        return SecretClient(
+            vault_url=self.info["key_vault"]["url"],
+            credential=self.credential(),
+            connection_verify=self.info["ca_cert"],
+            **options,
+        )
+
     def credential(self) -> Any:
         """The managed identity as App Service provides it (`running_simulator` sets the env)."""
         from azure.identity import ManagedIdentityCredential
 
         return ManagedIdentityCredential()
 
-    def kube(self) -> Any:
-        """The product's Kubernetes adapter, connected to the simulator's cluster."""
+    def kube(self, cluster: str | None = None) -> Any:
+        """The product's Kubernetes adapter, connected to the simulator's cluster (or to one of
+        the scenario's `clusters`, through its kubeconfig)."""
         from shared.adapters.kube import Kube
 
-        return Kube.from_settings({"POOLKEEPER_KUBECONFIG": self.info["kubeconfig"]})
+        kubeconfig = (
+            self.info["kubeconfig"] if cluster is None else self.cluster(cluster)["kubeconfig"]
+        )
+        return Kube.from_settings({"POOLKEEPER_KUBECONFIG": kubeconfig})
 
     def compute(self, **options: Any) -> Any:
         """A real ComputeManagementClient pointed at the simulator."""

@@ -96,6 +96,20 @@ def problem(
     return None
 
 
+def signed_claims(authorization: str | None) -> dict[str, Any] | None:
+    """The claims of a bearer token this process signed (expired or not, for any audience)."""
+    return _claims(authorization)
+
+
+def verified_claims(
+    authorization: str | None, audiences: tuple[str, ...], now: float | None = None
+) -> dict[str, Any] | None:
+    """The claims of a good token (signed here, not expired, for one of `audiences`), or None."""
+    if problem(authorization, audiences, now) is not None:
+        return None
+    return _claims(authorization)
+
+
 class TokenIssuer:
     """Issues signed JWT-shaped tokens; survives scenario reloads."""
 

@@ -1,6 +1,8 @@
 """Scenario files: the world the simulator starts from (documented in docs/local-stack.md).
 
 Parsed strictly (unknown keys are errors) so a typo in a scenario fails loudly, not silently.
+`clusters` (several Kubernetes clusters, each over TLS with its own auth) is documented in
+local/sim/kube/__init__.py, `key_vault` (Key Vault secrets) in local/sim/keyvault.py.
 """
 
 from __future__ import annotations
@@ -219,6 +221,70 @@ class OsUpdate(Strict):
     _aware = field_validator("date")(Clock._aware.__func__)  # type: ignore[attr-defined]
 
 
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+SECRET_NAME = r"^[0-9a-zA-Z-]{1,127}$"
+
+
+class ClusterAuth(Strict):
+    """How clients authenticate to a cluster (local/sim/kube/__init__.py)."""
+
+    mode: Literal["token", "client_certificate", "entra", "none"]
+    audience: str | None = Field(default=None, min_length=1)  # entra: the server application id
+
+    @model_validator(mode="after")
+    def _audience(self) -> ClusterAuth:
+        if (self.mode == "entra") != (self.audience is not None):
+            raise ValueError("mode entra takes an audience (the application id), and only it does")
+        return self
+
+
+class ClusterSpec(Strict):
+    """A Kubernetes cluster whose nodes are the instances of `scale_sets`."""
+
+    name: str = Field(pattern=DNS_LABEL)
+    scale_sets: list[str] = []
+    auth: ClusterAuth
+    workloads: Workloads | None = None  # default: the top-level workloads that fit its nodes
+
+
+class SecretSpec(Strict):
+    """A Key Vault secret's current version (local/sim/keyvault.py)."""
+
+    value: str
+    content_type: str | None = None
+    exp: datetime | None = None
+    nbf: datetime | None = None
+    enabled: bool = True
+    tags: dict[str, str] = {}
+
+    _aware = field_validator("exp", "nbf")(Clock._aware.__func__)  # type: ignore[attr-defined]
+
+    @classmethod
+    def of(cls, entry: str | SecretSpec) -> SecretSpec:
+        return cls(value=entry) if isinstance(entry, str) else entry
+
+
+class KeyVaultSpec(Strict):
+    """The one vault the simulator serves, on the ARM port (local/sim/keyvault.py)."""
+
+    name: str = Field(default="kv-poolkeeper", pattern=r"^[a-zA-Z][a-zA-Z0-9-]{1,22}[a-zA-Z0-9]$")
+    resource_group: str = "rg-poolkeeper"
+    readable: bool = True  # the managed identity holds "Key Vault Secrets User" on the vault
+    secrets: dict[str, str | SecretSpec] = {}
+
+    @field_validator("secrets")
+    @classmethod
+    def _names(cls, secrets: dict[str, str | SecretSpec]) -> dict[str, str | SecretSpec]:
+        seen: set[str] = set()
+        for name in secrets:
+            if not re.match(SECRET_NAME, name):
+                raise ValueError(f"secret name {name!r}: 1-127 letters, digits and hyphens")
+            if name.lower() in seen:
+                raise ValueError(f"secret {name!r} is defined twice (names ignore case)")
+            seen.add(name.lower())
+        return secrets
+
+
 class Scenario(Strict):
     subscription: str = Field(
         pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
@@ -238,7 +304,35 @@ class Scenario(Strict):
     zonal_regions: list[str] = list(ZONAL_REGIONS)
     seed: int = 7
     workloads: Workloads = Workloads()  # the cluster's pods (local/sim/kube/__init__.py)
+    # Several clusters, each over TLS with its own auth; None: one plain-HTTP cluster of every
+    # scale set (local/sim/kube/__init__.py)
+    clusters: list[ClusterSpec] | None = None
+    key_vault: KeyVaultSpec = KeyVaultSpec()
     pools: dict[str, Any] | None = None  # Poolkeeper's configuration for this world, verbatim
+
+    @model_validator(mode="after")
+    def _cluster_members(self) -> Scenario:
+        if self.clusters is None:
+            return self
+        if not self.clusters:
+            raise ValueError("clusters: list at least one cluster, or leave clusters out")
+        known = {s.name.lower() for s in self.scale_sets}
+        names: set[str] = set()
+        owner: dict[str, str] = {}
+        for cluster in self.clusters:
+            if cluster.name in names:
+                raise ValueError(f"clusters: {cluster.name!r} is listed twice")
+            names.add(cluster.name)
+            for member in cluster.scale_sets:
+                if member.lower() not in known:
+                    raise ValueError(f"clusters.{cluster.name}: no scale set {member!r}")
+                if member.lower() in owner:
+                    raise ValueError(
+                        f"clusters: scale set {member!r} is in {owner[member.lower()]!r} and "
+                        f"{cluster.name!r}; a scale set belongs to one cluster at most"
+                    )
+                owner[member.lower()] = cluster.name
+        return self
 
 
 class ScenarioError(ValueError):

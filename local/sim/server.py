@@ -1,7 +1,16 @@
-"""`python -m local.sim --scenario FILE`: serves ARM and Azure Monitor over HTTPS (test CA) and the
-managed-identity endpoint and `/_sim/` admin API over HTTP, all on loopback.
+"""`python -m local.sim --scenario FILE`: serves ARM, Azure Monitor and Key Vault secrets over
+HTTPS (test CA) and the managed-identity endpoint and `/_sim/` admin API over HTTP, all on
+loopback; the Kubernetes API over plain HTTP, or, with the scenario's `clusters`, each cluster
+over TLS on a port of its own (local/sim/kube/__init__.py).
 
-Prints one JSON line with the endpoints once listening; SIGTERM stops it.
+Prints one JSON line with the endpoints once listening (`info`); SIGTERM stops it. Its keys:
+`arm`, `metrics`, `logs`, `admin`, `identity_endpoint`, `identity_header`, `ca_cert`, `kube`,
+`kubeconfig`, `clock_file`, `subscription`, `tenant`; `key_vault` (`url`: the vault URL, the ARM
+URL; `name`; `resource`: the token audience its challenge names, local/sim/keyvault.py); and
+with `clusters`, `clusters`: {name: {`server`, `ca_cert`, `ca_pem`, `auth`, `kubeconfig`,
+`token` (token mode), `client_cert_pem` (client_certificate mode: certificate and key PEM),
+`audience` (entra), `secrets` (the Key Vault secrets holding its credential)}}, and `kube` and
+`kubeconfig` are the first cluster's.
 """
 
 from __future__ import annotations
@@ -14,19 +23,23 @@ import ssl
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import trustme
 from aiohttp import web
 
-from local.sim import arm, monitor, tenancy
+from local.sim import arm, keyvault, monitor, tenancy
 from local.sim.bodies import json_body
 from local.sim.clock import SimClock
 from local.sim.guest import plan
 from local.sim.identity import ARM_AUDIENCES, MONITOR_AUDIENCES, TokenIssuer, unauthorised
+from local.sim.keyvault import Caller, Vault
 from local.sim.kube import Clusters, kube_app, write_kubeconfig
 from local.sim.kube import admin_app as kube_admin_app
+from local.sim.kube.admin import cluster_admin_app
+from local.sim.kube.endpoint import Endpoint
 from local.sim.scenario import (
     Fault,
     Scenario,
@@ -46,16 +59,64 @@ class Simulator:
         self.clock_file = state_dir / "clock.json"
         self.issuer = TokenIssuer(scenario.tenant)
         self.world = self._world(scenario)
-        self.clusters = Clusters(lambda: self.world)
-        self.clusters()  # check the workloads at start-up, not at the first request
+        # The scenario's clusters, fixed for the process: their ports, CAs and credentials.
+        self.endpoints = {
+            spec.name: Endpoint(
+                spec.name, spec.auth, state_dir, lambda: self.world, self.issuer.issue
+            )
+            for spec in scenario.clusters or []
+        }
+        # The cluster of `/_sim/kube/` and `info["kube"]`: the first listed, or every scale set's.
+        self.clusters = (
+            next(iter(self.endpoints.values())).clusters
+            if self.endpoints
+            else Clusters(lambda: self.world)
+        )
+        self.vault = Vault(scenario.key_vault, self.now)
+        self._check_clusters()  # bad workloads fail at start-up, not at the first request
 
     def _world(self, scenario: Scenario) -> World:
         clock = SimClock(scenario.clock.start, scenario.clock.speed, publish_to=self.clock_file)
         return World(scenario, clock)
 
-    def load(self, scenario: Scenario) -> None:
-        self.world = self._world(scenario)
+    def now(self) -> datetime:
+        return self.world.now()
+
+    def _check_clusters(self) -> None:
         self.clusters()
+        for endpoint in self.endpoints.values():
+            endpoint.clusters()
+
+    def load(self, scenario: Scenario) -> None:
+        """Replace the world. The clusters are fixed at start: the scenario must name the same
+        ones with the same auth (their scale sets and workloads may change)."""
+        have = [(e.name, e.auth) for e in self.endpoints.values()]
+        if [(c.name, c.auth) for c in scenario.clusters or []] != have:
+            listed = ", ".join(f"{name} ({auth.mode})" for name, auth in have) or "none"
+            raise ScenarioError(
+                f"the simulator serves the clusters it started with ({listed}): a loaded "
+                "scenario must list the same names with the same auth"
+            )
+        self.world = self._world(scenario)
+        self._check_clusters()
+        for endpoint in self.endpoints.values():
+            endpoint.access.reset()
+        self.vault = Vault(scenario.key_vault, self.now)
+        self.store_credentials()
+
+    def store_credentials(self) -> dict[str, list[str]]:
+        """Put each served cluster's credential into the vault (a secret the scenario defines
+        stays as it is); the names stored, per cluster."""
+        stored: dict[str, list[str]] = {}
+        for endpoint in self.endpoints.values():
+            if not endpoint.url:
+                continue
+            stored[endpoint.name] = [
+                name
+                for name, (value, content_type) in endpoint.secrets().items()
+                if self.vault.add_default(name, value, content_type)
+            ]
+        return stored
 
     def record(self, operation: str, request: web.Request, status: int) -> None:
         self.world.calls.append(
@@ -77,6 +138,17 @@ class Simulator:
         world.settle()
         path = request.path
         monitor_audiences = MONITOR_AUDIENCES + tuple(a + "/" for a in MONITOR_AUDIENCES)
+        if keyvault.serves(path):
+            scenario = world.scenario
+            caller = Caller(
+                scenario.subscription,
+                scenario.tenant,
+                scenario.location,
+                request.headers.get("Authorization", ""),
+            )
+            response = keyvault.handle(request, self.vault, caller)
+            self.record(keyvault.operation(request), request, response.status)
+            return response
         if path.lower().endswith("/metrics:getbatch") and request.method == "POST":
             operation, handler = "MetricsBatch_Batch", monitor.metrics_batch
         elif path.lower().startswith("/v1/workspaces/") and path.lower().endswith("/query"):
@@ -310,6 +382,26 @@ def admin_app(sim: Simulator) -> web.Application:
     app.router.add_get("/_sim/calls", sim.get_calls)
     app.router.add_delete("/_sim/calls", sim.clear_calls)
     app.router.add_get("/_sim/held", sim.get_held)
+    keyvault.add_admin_routes(app, lambda: sim.vault)
+
+    async def list_clusters(_: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                name: {
+                    "server": e.url,
+                    "kubeconfig": str(e.kubeconfig),
+                    "scale_sets": sorted(e.clusters().scale_sets or []),
+                }
+                | e.access.view()
+                for name, e in sim.endpoints.items()
+            }
+        )
+
+    app.router.add_get("/_sim/kube/clusters", list_clusters)
+    for name, endpoint in sim.endpoints.items():
+        app.add_subapp(
+            f"/_sim/kube/clusters/{name}/", cluster_admin_app(endpoint.clusters, endpoint.access)
+        )
     app.add_subapp("/_sim/kube/", kube_admin_app(sim.clusters))
     return app
 
@@ -330,47 +422,70 @@ async def serve(
 ) -> None:
     sim = Simulator(load_scenario(scenario_path), state_dir)
     context, ca_path = tls_context(state_dir)
-    runners = [
-        web.AppRunner(azure_app(sim), access_log=None),
-        web.AppRunner(admin_app(sim), access_log=None),
-        web.AppRunner(kube_app(sim.clusters), access_log=None),
-    ]
+    azure = web.AppRunner(azure_app(sim), access_log=None)
+    admin = web.AppRunner(admin_app(sim), access_log=None)
+    # Without clusters: one plain-HTTP API server of every scale set, as always.
+    plain = None if sim.endpoints else web.AppRunner(kube_app(sim.clusters), access_log=None)
+    served = {
+        name: web.AppRunner(kube_app(e.clusters, e.access), access_log=None)
+        for name, e in sim.endpoints.items()
+    }
+    runners = [azure, admin, *([plain] if plain else []), *served.values()]
     for runner in runners:
         await runner.setup()
-    azure_site = web.TCPSite(runners[0], "127.0.0.1", arm_port, ssl_context=context)
-    admin_site = web.TCPSite(runners[1], "127.0.0.1", admin_port)
-    kube_site = web.TCPSite(runners[2], "127.0.0.1", kube_port)
-    for site in (azure_site, admin_site, kube_site):
+    azure_site = web.TCPSite(azure, "127.0.0.1", arm_port, ssl_context=context)
+    admin_site = web.TCPSite(admin, "127.0.0.1", admin_port)
+    plain_site = None if plain is None else web.TCPSite(plain, "127.0.0.1", kube_port)
+    cluster_sites = {
+        name: web.TCPSite(runner, "127.0.0.1", 0, ssl_context=sim.endpoints[name].ssl_context())
+        for name, runner in served.items()
+    }
+    for site in (azure_site, admin_site, *([plain_site] if plain_site else [])):
+        await site.start()
+    for site in cluster_sites.values():
         await site.start()
     arm_url = f"https://127.0.0.1:{_port(azure_site)}"
     admin_url = f"http://127.0.0.1:{_port(admin_site)}"
-    kube_url = f"http://127.0.0.1:{_port(kube_site)}"
-    kubeconfig = state_dir / "kubeconfig"
-    write_kubeconfig(kubeconfig, kube_url)
-    print(
-        json.dumps(
-            {
-                "arm": arm_url,
-                "metrics": arm_url,
-                "logs": f"{arm_url}/v1",
-                "admin": f"{admin_url}/_sim",
-                "identity_endpoint": f"{admin_url}/msi/token",
-                "identity_header": sim.issuer.header_secret,
-                "ca_cert": str(ca_path),
-                "kube": kube_url,
-                "kubeconfig": str(kubeconfig),
-                "clock_file": str(sim.clock_file),
-                "subscription": sim.world.scenario.subscription,
-                "tenant": sim.world.scenario.tenant,
-            }
-        ),
-        flush=True,
-    )
+    for name, site in cluster_sites.items():
+        sim.endpoints[name].served(f"https://127.0.0.1:{_port(site)}")
+    stored = sim.store_credentials()
+    clusters = {name: e.info() | {"secrets": stored[name]} for name, e in sim.endpoints.items()}
+    if plain_site is not None:
+        kube_url = f"http://127.0.0.1:{_port(plain_site)}"
+        kubeconfig = state_dir / "kubeconfig"
+        write_kubeconfig(kubeconfig, kube_url)
+    else:
+        first = next(iter(sim.endpoints.values()))
+        kube_url, kubeconfig = first.url, first.kubeconfig
+    info: dict[str, Any] = {
+        "arm": arm_url,
+        "metrics": arm_url,
+        "logs": f"{arm_url}/v1",
+        "admin": f"{admin_url}/_sim",
+        "identity_endpoint": f"{admin_url}/msi/token",
+        "identity_header": sim.issuer.header_secret,
+        "ca_cert": str(ca_path),
+        "kube": kube_url,
+        "kubeconfig": str(kubeconfig),
+        "clock_file": str(sim.clock_file),
+        "subscription": sim.world.scenario.subscription,
+        "tenant": sim.world.scenario.tenant,
+        "key_vault": {
+            "url": arm_url,
+            "name": sim.world.scenario.key_vault.name,
+            "resource": keyvault.resource_for(arm_url.removeprefix("https://")),
+        },
+    }
+    if clusters:
+        info["clusters"] = clusters
+    print(json.dumps(info), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    for endpoint in sim.endpoints.values():
+        endpoint.access.release()  # a held request is answered, not left to the shutdown timeout
     for runner in runners:
         await runner.cleanup()
 

@@ -242,6 +242,11 @@ def fault_message(fault: Fault, scale_set: str | None = None, instance: str | No
     }.get(fault.error, f"Simulated failure {fault.error}.")
 
 
+def computer_name_prefix(spec: ScaleSetSpec) -> str:
+    """What an instance's computer name (its node's name) starts with: base-36 id follows."""
+    return spec.computer_name_prefix or f"{spec.name.removesuffix('-vmss')}-vmss"
+
+
 class World:
     """Everything the simulator knows, driven by `clock`; not thread-safe (one event loop)."""
 
@@ -281,7 +286,7 @@ class World:
                 location=scenario.location,
                 capacity=spec.capacity,
                 image=spec.image.model_dump(exclude_none=True),
-                prefix=spec.computer_name_prefix or f"{spec.name.removesuffix('-vmss')}-vmss",
+                prefix=computer_name_prefix(spec),
                 unique_id=str(uuid.uuid5(uuid.NAMESPACE_URL, spec.name)),
                 created=now,
                 tags=dict(spec.tags),

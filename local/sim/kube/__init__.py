@@ -1,11 +1,13 @@
 """The Kubernetes API view of the simulated world: nodes derived from the world's instances,
 workloads with simplified controllers, a scheduler, PodDisruptionBudgets and the eviction API,
-served over plain HTTP for the real `kubernetes` client and a real kubectl.
+served for the real `kubernetes` client and a real kubectl.
 
-Nothing here authenticates: no TLS, no tokens, every client may do everything that is served.
-There is no watch; lists are not snapshots at a resourceVersion (paging continues after the last
-key of the previous page, over the current state). Faults (errors, held requests, conflicts,
-outage windows) are injected through `/_sim/kube/faults`: see `faults.py`.
+A scenario without `clusters` has one cluster of every scale set, served over plain HTTP with no
+authentication: every client may do everything that is served. With `clusters` (below), each
+listed cluster is served over TLS on a port of its own, with its own CA and auth mode (`access`,
+`endpoint`). There is no watch; lists are not snapshots at a resourceVersion (paging continues
+after the last key of the previous page, over the current state). Faults (errors, held requests,
+conflicts, outage windows) are injected through `/_sim/kube/faults`: see `faults.py`.
 
 Wiring (one world at a time; the cluster follows a replaced world)::
 
@@ -13,6 +15,54 @@ Wiring (one world at a time; the cluster follows a replaced world)::
     kube = kube_app(clusters)                                # aiohttp app, mount at "/"
     admin.add_subapp("/_sim/kube/", admin_app(clusters))     # views, faults, cloud-node-manager
     write_kubeconfig(path, "http://127.0.0.1:PORT")
+    # one of the scenario's clusters:
+    endpoint = Endpoint(name, auth, state_dir, lambda: sim.world, issuer.issue)
+    kube_app(endpoint.clusters, endpoint.access)             # served with endpoint.ssl_context()
+
+Several clusters (`clusters` in the scenario; `auth` is required)::
+
+    "clusters": [
+      {"name": "capz-prod",                       // a DNS label
+       "scale_sets": ["capz-prod-md-0"],          // their instances are its nodes (names, any case)
+       "auth": {"mode": "token"}                  // or "client_certificate", "none",
+                                                  // or "entra" with "audience": "<app id>"
+       "workloads": {...}}                        // optional, the schema below
+    ]
+
+- Membership: a scale set is in one cluster at most; with `clusters`, a scale set in none has no
+  nodes anywhere. A cluster's workloads are its own `workloads`, or else the top-level
+  `workloads` entries that fit its nodes (the rule is in `scope.py`: node selectors against its
+  scale sets' node labels; an empty selector fits every cluster that has a scale set).
+- Serving: TLS always, a fresh CA per cluster (made at start under the state directory) and a
+  server certificate for 127.0.0.1 and localhost. Auth (`access.py`): `token`, a
+  ServiceAccount-style bearer token made at start (user
+  `system:serviceaccount:kube-system:poolkeeper`); `client_certificate`, a client certificate
+  signed by the cluster's CA, CN and O `poolkeeper` (a certificate of another CA fails the TLS
+  handshake); `entra`, a JWT from the simulator's identity endpoint whose `aud` is the audience
+  (what `ManagedIdentityCredential().get_token("<app id>/.default")` gets; user = its `oid`);
+  `none`, anyone (`system:anonymous`). A request without valid credentials, whatever its path,
+  gets the API server's 401 Status (`"message":"Unauthorized","reason":"Unauthorized"`); a token
+  of another cluster is just invalid. Everything is allowed unless an admin denied it: then 403
+  with the Forbidden Status naming user, verb, resource and scope. `POST
+  /apis/authorization.k8s.io/v1/selfsubjectaccessreviews` answers from the same rules (every
+  cluster serves it; the plain one allows everything and lists no new group in discovery).
+- Published (`server.py`'s info line, `clusters`): per cluster `server`, `ca_cert` (path),
+  `ca_pem`, `auth`, `kubeconfig` (path, `<state dir>/kubeconfig-<name>`: server, CA data and the
+  credential; an entra cluster's holds a static identity-endpoint token valid 30 days, as
+  kubectl here runs no exec plugin), `token` (token mode), `client_cert_pem` (certificate and
+  key PEM), `audience` (entra), `secrets` (the Key Vault secrets holding the credential,
+  `<name>-token` / `<name>-client-certificate`, `<name>-kubeconfig`, `<name>-ca`: see
+  local/sim/keyvault.py). `kube`/`kubeconfig` are then the first cluster's.
+- Admin (`/_sim/kube/clusters` lists them; per cluster under `/_sim/kube/clusters/<name>/`): the
+  views and faults of `/_sim/kube/` (pods, pdbs, evictions, requests, removals, faults,
+  cloud-node-manager), and `GET access`, `POST deny` / `POST allow` with a rule like
+  `{"verb": "create", "resource": "pods", "subresource": "eviction"}` (also `group`,
+  `namespace`; a field left out matches all), `DELETE deny` (allow all again), `POST hang`
+  (`{"seconds": N}` optional: every API request of that cluster is held until `DELETE hang` or
+  N wall seconds). `/_sim/kube/` itself is the first cluster's.
+- Clusters, ports and credentials are fixed when the simulator starts: a loaded scenario must
+  list the same names with the same auth (scale sets and workloads may change); loading resets
+  denials, hangs and faults.
 
 Each request (API or admin view) first `sync()`s: the world settles, the cluster replays its own
 due wake-ups in order (pod starts, graceful terminations, replacements, taint evictions), then

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from local.sim.bodies import BodyError, json_body
+from local.sim.kube.access import Access, Rule
 from local.sim.kube.controllers import budget_pods
 from local.sim.kube.faults import KubeFault
 from local.sim.kube.model import Cluster
@@ -129,4 +130,58 @@ def admin_app(current: Callable[[], Cluster]) -> web.Application:
     app.router.add_get("/faults", list_faults)
     app.router.add_post("/faults", add_fault)
     app.router.add_delete("/faults", clear_faults)
+    return app
+
+
+def cluster_admin_app(current: Callable[[], Cluster], access: Access) -> web.Application:
+    """`admin_app` for one of the scenario's clusters, plus its permissions and hang:
+    GET /access; POST /deny and POST /allow with a rule (`access.Rule`: verb, resource,
+    subresource, group, namespace), DELETE /deny (allow everything again); POST /hang
+    (`{"seconds": N}` optional: it ends by itself after N wall seconds), DELETE /hang."""
+    app = admin_app(current)
+
+    async def view(_: web.Request) -> web.Response:
+        return web.json_response(access.view())
+
+    async def change(request: web.Request) -> web.Response:
+        try:
+            rule = Rule.model_validate(await json_body(request))
+        except ValueError as error:  # a BodyError or pydantic's ValidationError
+            return web.json_response({"error": f"invalid rule: {error}"}, status=400)
+        if request.path.endswith("/deny"):
+            access.deny(rule)
+            return web.json_response(access.view(), status=201)
+        access.allow(rule)
+        return web.json_response(access.view())
+
+    async def allow_all(_: web.Request) -> web.Response:
+        access.denied.clear()
+        return web.json_response(access.view())
+
+    async def hang(request: web.Request) -> web.Response:
+        try:
+            body = await json_body(request) if request.can_read_body else None
+        except BodyError:
+            body = []
+        body = {} if body is None else body
+        seconds = body.get("seconds") if isinstance(body, dict) else "?"
+        if isinstance(seconds, bool) or not (
+            seconds is None or (isinstance(seconds, int | float) and seconds > 0)
+        ):
+            return web.json_response(
+                {"error": 'body must be {} or {"seconds": N} (N > 0, wall seconds)'}, status=400
+            )
+        access.hang(None if seconds is None else float(seconds))
+        return web.json_response(access.view(), status=201)
+
+    async def release(_: web.Request) -> web.Response:
+        access.release()
+        return web.json_response(access.view())
+
+    app.router.add_get("/access", view)
+    app.router.add_post("/deny", change)
+    app.router.add_post("/allow", change)
+    app.router.add_delete("/deny", allow_all)
+    app.router.add_post("/hang", hang)
+    app.router.add_delete("/hang", release)
     return app

@@ -1,6 +1,8 @@
-"""The Kubernetes API over plain HTTP (aiohttp), as the `kubernetes` client and kubectl use it.
+"""The Kubernetes API (aiohttp), as the `kubernetes` client and kubectl use it. No watch.
 
-No authentication and no TLS: any client may do anything it is served. No watch.
+Without an `Access` (the plain-HTTP cluster) any client may do anything it is served; with one
+(a scenario's cluster, served over TLS by `server`), each request is held while the cluster
+hangs, then authenticated and authorized first (`access`). SelfSubjectAccessReviews are served.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from aiohttp import web
 from local.sim import bodies
 from local.sim.bodies import BodyError
 from local.sim.kube import tables
+from local.sim.kube.access import REVIEW_GROUP, Access, User, review
 from local.sim.kube.faults import KubeFault
 from local.sim.kube.model import ApiError, Cluster, conflict
 from local.sim.kube.objects import BY_RESOURCE, KINDS, SERVER_VERSION, Kind, Obj
@@ -48,6 +51,19 @@ _SUBRESOURCES: dict[tuple[str, str], list[tuple[str, str, tuple[str, ...], str, 
     ("policy", "v1"): [("poddisruptionbudgets/status", "PodDisruptionBudget", ("get",), "", "")],
 }
 GROUPS = ("apps", "policy")
+# Resources served outside the object store: (group, version) -> their discovery entries.
+_OTHER_RESOURCES: dict[tuple[str, str], list[Obj]] = {
+    (REVIEW_GROUP, "v1"): [
+        {
+            "name": "selfsubjectaccessreviews",
+            "singularName": "selfsubjectaccessreview",
+            "namespaced": False,
+            "kind": "SelfSubjectAccessReview",
+            "verbs": ["create"],
+        }
+    ]
+}
+USER_KEY = "kube_user"  # the request's authenticated user, kept on the aiohttp request
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -105,6 +121,7 @@ def _resource_list(group: str, version: str) -> Obj:
         if body_group:
             entry |= {"group": body_group, "version": body_version}
         resources.append(entry)
+    resources.extend(_OTHER_RESOURCES.get((group, version), []))
     return {
         "kind": "APIResourceList",
         "apiVersion": "v1",
@@ -139,18 +156,27 @@ def _decode_continue(token: str) -> tuple[str, str]:
 
 
 class KubeApi:
-    """The request handler; `current()` gives the cluster of the current world at every call."""
+    """The request handler; `current()` gives the cluster of the current world at every call,
+    `access` (None: everyone may do everything) who may call it."""
 
-    def __init__(self, current: Callable[[], Cluster]) -> None:
+    def __init__(self, current: Callable[[], Cluster], access: Access | None = None) -> None:
         self.current = current
+        self.access = access
+        # The plain-HTTP cluster lists the groups it always did; it answers reviews all the same.
+        self.groups = GROUPS if access is None else (*GROUPS, REVIEW_GROUP)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if self.access is not None:
+            await self.access.hold()
         raw = await request.read() if request.can_read_body else b""
         cluster = self.current()
         fault: KubeFault | None = None
+        user: User | None = None
         try:
             cluster.sync()
             info = request_info(request.method, request.path, request.query)
+            if self.access is not None:
+                user = request[USER_KEY] = self.access.check(request, info)
             fault = cluster.faults.take(info, raw, cluster.world.now())
             if fault is None:
                 response = self._route(request, cluster, raw)
@@ -161,17 +187,18 @@ class KubeApi:
         except Exception as error:  # a simulator bug: answer as the API server would, and log it
             LOG.exception("kube simulator failed on %s %s", request.method, request.path)
             response = _status(ApiError(500, "InternalError", f"Internal error occurred: {error}"))
-        cluster.requests.append(
-            {
-                "method": request.method,
-                "path": request.path,
-                "query": request.query_string,
-                "status": response.status,
-                "sim_time": cluster.at.isoformat(),
-                "wall_time": time.time(),
-                "fault": fault.kind if fault else None,
-            }
-        )
+        record: Obj = {
+            "method": request.method,
+            "path": request.path,
+            "query": request.query_string,
+            "status": response.status,
+            "sim_time": cluster.at.isoformat(),
+            "wall_time": time.time(),
+            "fault": fault.kind if fault else None,
+        }
+        if self.access is not None:
+            record["user"] = user.name if user else None
+        cluster.requests.append(record)
         return response
 
     async def _fault(
@@ -224,13 +251,23 @@ class KubeApi:
                 {
                     "kind": "APIGroupList",
                     "apiVersion": "v1",
-                    "groups": [_api_group(g) for g in GROUPS],
+                    "groups": [_api_group(g) for g in self.groups],
                 }
             )
-        if len(parts) == 2 and parts[0] == "apis" and parts[1] in GROUPS:
+        if len(parts) == 2 and parts[0] == "apis" and parts[1] in self.groups:
             return _json({"kind": "APIGroup", "apiVersion": "v1", **_api_group(parts[1])})
         info = request_info(method, request.path, request.query)
-        if info.group not in ("", *GROUPS) or info.version != "v1":
+        if (info.group, info.version, info.resource) == (
+            REVIEW_GROUP,
+            "v1",
+            "selfsubjectaccessreviews",
+        ):
+            if info.name is not None or info.namespace is not None:
+                return _not_found_page()
+            if method != "POST":
+                raise _method_not_allowed()
+            return _json(review(self.access, request.get(USER_KEY), self._body(raw)), 201)
+        if info.group not in ("", *self.groups) or info.version != "v1":
             return _not_found_page()
         if info.resource is None:
             return _json(_resource_list(info.group, info.version))
@@ -385,9 +422,10 @@ class KubeApi:
         )
 
 
-def kube_app(current: Callable[[], Cluster]) -> web.Application:
+def kube_app(current: Callable[[], Cluster], access: Access | None = None) -> web.Application:
     """The API server as an aiohttp application (mount at `/`): `current()` is called on every
-    request, so a `Clusters` follower makes it follow scenario reloads."""
+    request, so a `Clusters` follower makes it follow scenario reloads; `access` (None: none)
+    authenticates and authorizes each request."""
     app = web.Application(client_max_size=16 * 1024 * 1024)
-    app.router.add_route("*", "/{tail:.*}", KubeApi(current).handle)
+    app.router.add_route("*", "/{tail:.*}", KubeApi(current, access).handle)
     return app

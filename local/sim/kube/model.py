@@ -11,11 +11,11 @@ import heapq
 import itertools
 import random
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-from local.sim.kube import controllers, nodes, patch
+from local.sim.kube import controllers, nodes, patch, scope
 from local.sim.kube.faults import Faults
 from local.sim.kube.objects import (
     BY_RESOURCE,
@@ -105,10 +105,18 @@ NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
 class Cluster:
-    """Kubernetes objects of one world. Every API request calls `sync()` first."""
+    """Kubernetes objects of one world. Every API request calls `sync()` first.
 
-    def __init__(self, world: World, workloads: Workloads | dict[str, Any] | None = None) -> None:
+    `scale_sets` names the scale sets whose instances are its nodes (None: every one)."""
+
+    def __init__(
+        self,
+        world: World,
+        workloads: Workloads | dict[str, Any] | None = None,
+        scale_sets: Collection[str] | None = None,
+    ) -> None:
         self.world = world
+        self.scale_sets = None if scale_sets is None else frozenset(s.lower() for s in scale_sets)
         self.spec = parse_workloads(workloads)
         self.store: dict[str, dict[tuple[str, str], Obj]] = {k.resource: {} for k in KINDS}
         self.evictions: list[Obj] = []
@@ -164,11 +172,17 @@ class Cluster:
         nodes.observe(self)
         controllers.reconcile(self)
 
+    def has(self, scale_set: Any) -> bool:
+        """Whether the instances of this scale set are nodes of this cluster."""
+        return self.scale_sets is None or scale_set.name.lower() in self.scale_sets
+
     def _note_removal(self, scale_set: Any, instance: Any) -> None:
         """Record the node of an instance that goes for good, as it is at that moment: was it
         cordoned, and which pods a drain would have had to move were still on it (a pod whose
         grace period has ended by now counts as gone, whether or not the loop caught up), and how
-        many active instances the scale set keeps."""
+        many active instances the scale set keeps. Only its own scale sets' instances."""
+        if not self.has(scale_set):
+            return
         name = instance.computer_name
         node = self.store["nodes"].get(("", name))
         now = self.world.now()
@@ -596,22 +610,33 @@ def _workload(pod: Obj) -> bool:
 class Clusters:
     """The cluster of whichever world is current: built anew when the world is replaced.
 
-    `workloads_for(world)` gives the workloads of a world (default: `world.scenario.workloads`
-    if the scenario has that field, else none)."""
+    Without `name`: every scale set's instances are nodes, and `workloads_for(world)` gives the
+    workloads (default: `world.scenario.workloads` if the scenario has that field, else none).
+    With `name`: the scenario's cluster of that name, its scale sets and workloads (`scope`)."""
 
     def __init__(
         self,
         get_world: Callable[[], World],
         workloads_for: Callable[[World], Workloads | dict[str, Any] | None] | None = None,
+        *,
+        name: str | None = None,
     ) -> None:
         self._get_world = get_world
+        self.name = name
         self._workloads_for = workloads_for or (
             lambda world: getattr(world.scenario, "workloads", None)
         )
         self._cluster: Cluster | None = None
 
+    def _build(self, world: World) -> Cluster:
+        if self.name is None:
+            return Cluster(world, self._workloads_for(world))
+        spec = scope.cluster_spec(world.scenario, self.name)
+        members = [s.name for s in scope.members(world.scenario, spec)]
+        return Cluster(world, scope.workloads_of(world.scenario, spec), members)
+
     def __call__(self) -> Cluster:
         world = self._get_world()
         if self._cluster is None or self._cluster.world is not world:
-            self._cluster = Cluster(world, self._workloads_for(world))
+            self._cluster = self._build(world)
         return self._cluster

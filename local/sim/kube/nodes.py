@@ -25,7 +25,7 @@ from local.sim.kube.objects import (
     set_condition,
     ts,
 )
-from local.sim.scenario import VM_SIZES
+from local.sim.scenario import VM_SIZES, ScaleSetSpec
 from local.sim.world import Instance, ScaleSet, kubelet_ready
 
 if TYPE_CHECKING:
@@ -50,6 +50,8 @@ class Seen:
 def seen_nodes(cluster: Cluster) -> dict[str, Seen]:
     found: dict[str, Seen] = {}
     for index, scale_set in enumerate(cluster.world.scale_sets.values()):
+        if not cluster.has(scale_set):
+            continue
         for instance in scale_set.instances.values():
             if instance.booted_at is not None and instance.provisioning != "Creating":
                 found[instance.computer_name] = Seen(scale_set, instance, index)
@@ -95,6 +97,21 @@ def provider_id(seen: Seen) -> str:
 def internal_ip(seen: Seen) -> str:
     number = seen.instance.instance_id
     return f"10.{224 + seen.index % 32}.{number // 250}.{number % 250 + 4}"
+
+
+def template_labels(spec: ScaleSetSpec, location: str) -> dict[str, str]:
+    """The labels every node of a scale set gets when it registers (all but its hostname and
+    zone): what a workload's node selector is matched against to place it in a cluster."""
+    return {
+        NODE_GROUP_LABEL: spec.node_group,
+        "kubernetes.azure.com/agentpool": spec.agent_pool or spec.node_group,
+        "kubernetes.azure.com/mode": "user",
+        "kubernetes.azure.com/role": "agent",
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "node.kubernetes.io/instance-type": spec.sku,
+        "topology.kubernetes.io/region": location,
+    }
 
 
 def kubelet_labels(cluster: Cluster, seen: Seen) -> dict[str, str]:
