@@ -236,6 +236,10 @@ def _run(
                     "identity_header": sim["identity_header"],
                     "clock_file": sim["clock_file"],
                     "log_dir": str(logs),
+                    # The vault beside ARM, and each of the scenario's clusters (server, CA,
+                    # credential, kubeconfig): local/sim/server.py lists their keys.
+                    "key_vault": sim.get("key_vault"),
+                    **({"clusters": sim["clusters"]} if "clusters" in sim else {}),
                 }
             ),
             flush=True,
