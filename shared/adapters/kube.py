@@ -7,6 +7,8 @@ integration, with a token from `azure-identity`.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -15,13 +17,18 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from shared.config.clusters import (
+    CA_SETTING,
+    KEY_VAULT_SETTING,
+    KUBECONFIG_CONTENT_SETTING,
+    KUBECONFIG_SETTING,
+    SERVER_SETTING,
+    Cluster,
+    EntraAuth,
+)
 from shared.decide.counting import NodeView
 from shared.decide.drain import Pod
 
-KUBECONFIG_SETTING = "POOLKEEPER_KUBECONFIG"
-KUBECONFIG_CONTENT_SETTING = "POOLKEEPER_KUBECONFIG_CONTENT"
-SERVER_SETTING = "POOLKEEPER_KUBE_SERVER"
-CA_SETTING = "POOLKEEPER_KUBE_CA_FILE"
 # The well-known application id of the AKS Entra ID server: the token audience AKS expects.
 AKS_ENTRA_SCOPE = "6dae42f8-4368-4678-94ff-3960e28e3630/.default"
 
@@ -106,6 +113,20 @@ class EvictionResult(StrEnum):
     BUDGET = "disruption budget allows no disruption now (429)"
     MULTIPLE_BUDGETS = "more than one PodDisruptionBudget selects the pod (500)"
     GONE = "pod no longer exists (404)"
+
+
+def _private_file(content: str, suffix: str) -> str:
+    """`content` in a file only this process's user can read (the client takes paths), named by
+    its hash so that rebuilding a connection reuses it."""
+    folder = os.path.join(tempfile.gettempdir(), f"poolkeeper-{os.getuid()}")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    path = os.path.join(folder, hashlib.sha256(content.encode()).hexdigest()[:32] + suffix)
+    if not os.path.exists(path):
+        fd, partial = tempfile.mkstemp(dir=folder)  # 0600
+        with os.fdopen(fd, "w") as out:
+            out.write(content)
+        os.replace(partial, path)
+    return path
 
 
 def parse_provider_id(provider_id: str) -> tuple[str, str] | None:
@@ -219,6 +240,79 @@ class Kube:
             f"{KUBECONFIG_CONTENT_SETTING} (its content) or {SERVER_SETTING} (API server URL, "
             "with an Entra ID token from the managed identity)"
         )
+
+    @classmethod
+    def for_cluster(
+        cls,
+        cluster: Cluster,
+        secrets: Any,
+        settings: Mapping[str, str],
+        *,
+        one_attempt: bool = False,
+        read_timeout: float | None = None,
+    ) -> Kube:
+        """A listed cluster (`shared.config.clusters`): its server, CA and credential, the secrets
+        read through `secrets` (shared.adapters.secrets.Secrets). A token is read again (from the
+        cache) before each call, so a rotated one is used once the cache lets it go."""
+        from kubernetes import client, config
+
+        read = min(read_timeout or cluster.request_timeout_seconds, cluster.request_timeout_seconds)
+        timeout = (min(REQUEST_TIMEOUT[0], read), read)
+        vault = cluster.key_vault or settings.get(KEY_VAULT_SETTING, "")
+        configuration = type.__call__(client.Configuration)  # not the process-wide default
+        configuration.retries = 0 if one_attempt else None
+        auth = cluster.auth
+        if not isinstance(auth, EntraAuth) and auth.mode == "kubeconfig":
+            import yaml
+
+            content = secrets.get(vault, auth.secret)
+            try:
+                api_client = config.new_client_from_config_dict(
+                    yaml.safe_load(content), client_configuration=configuration
+                )
+            except (
+                yaml.YAMLError,
+                config.ConfigException,
+                ValueError,
+                TypeError,
+                KeyError,
+            ) as error:
+                raise KubeConfigError(
+                    f"cluster {cluster.name}: the kubeconfig in secret {auth.secret!r} cannot be "
+                    f"used: {type(error).__name__}: {error}"
+                ) from None
+            return cls(api_client, timeout=timeout)
+        assert cluster.server is not None and cluster.ca is not None  # the config guarantees it
+        configuration.host = cluster.server
+        pem = cluster.ca.pem or secrets.get(vault, str(cluster.ca.secret))
+        configuration.ssl_ca_cert = _private_file(pem, ".crt")
+        configuration.api_key_prefix["authorization"] = "Bearer"
+        if isinstance(auth, EntraAuth):
+            from azure.identity import DefaultAzureCredential
+
+            credential, scope = DefaultAzureCredential(), f"{auth.application_id}/.default"
+
+            def entra(conf: Any) -> None:
+                conf.api_key["authorization"] = credential.get_token(scope).token
+
+            configuration.refresh_api_key_hook = entra
+        elif auth.mode == "token":
+            name = auth.secret
+
+            def token(conf: Any) -> None:
+                conf.api_key["authorization"] = secrets.get(vault, name).strip()
+
+            configuration.refresh_api_key_hook = token
+        else:  # client_certificate: the certificate and its key in one PEM
+            both = secrets.get(vault, auth.secret)
+            if "CERTIFICATE-----" not in both or "PRIVATE KEY-----" not in both:
+                raise KubeConfigError(
+                    f"cluster {cluster.name}: secret {auth.secret!r} must hold the client "
+                    "certificate and its private key, both PEM"
+                )
+            configuration.api_key_prefix.pop("authorization")
+            configuration.cert_file = configuration.key_file = _private_file(both, ".pem")
+        return cls(client.ApiClient(configuration), timeout=timeout)
 
     def nodes(self) -> list[Node]:
         """Every node, fresh from the API server."""

@@ -25,6 +25,12 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from shared.config.capacity import CAPACITY_ALLOWED, CapacitySettings
+from shared.config.clusters import (
+    CLUSTER_ALLOWED,
+    DEFAULT_CLUSTER,
+    KEY_VAULT_SETTING,
+    Cluster,
+)
 from shared.config.image import IMAGE_ALLOWED, ImageSettings
 from shared.config.patch import PATCH_ALLOWED, PatchSettings, Window
 from shared.config.repair import REPAIR_ALLOWED, RepairSettings
@@ -64,6 +70,8 @@ _ALLOWED = {
     "patch": "an object with patch settings (docs/patching.md)",
     "image": "an object with image settings (docs/images.md)",
     "repair": 'an object with repair settings, or "off" (docs/repair.md)',
+    "cluster": "the name of a cluster in the top-level clusters list (default "
+    f"{DEFAULT_CLUSTER!r}: the single-cluster settings, docs/configuration.md#clusters)",
 }
 
 
@@ -109,6 +117,7 @@ class Pool(BaseModel):
     node_group: StrictStr
     min_nodes: Annotated[StrictInt, Field(ge=0)]
     max_nodes: Annotated[StrictInt, Field(ge=1, le=MAX_SCALE_SET_SIZE)]
+    cluster: StrictStr = DEFAULT_CLUSTER
     capacity: CapacitySettings = CapacitySettings()
     patch: PatchSettings = PatchSettings()
     image: ImageSettings = ImageSettings()
@@ -160,6 +169,7 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     pools: tuple[Pool, ...]
+    clusters: tuple[Cluster, ...] = ()
 
     @field_validator("pools", mode="before")
     @classmethod
@@ -177,6 +187,38 @@ class Config(BaseModel):
                 "pool_overlap", "{problems}", {"problems": "; ".join(problems)}
             )
         return self
+
+    @model_validator(mode="after")
+    def _clusters_named_once_and_known(self) -> Self:
+        names = [cluster.name for cluster in self.clusters]
+        problems = [
+            f"cluster {name!r}: is listed {names.count(name)} times; names must be unique"
+            for name in sorted(set(names))
+            if names.count(name) > 1
+        ]
+        known = ", ".join(
+            [repr(DEFAULT_CLUSTER)] + [repr(n) for n in names if n != DEFAULT_CLUSTER]
+        )
+        problems += [
+            f"pool {pool.name!r} field 'cluster': names no cluster in the top-level clusters "
+            f"list; got {pool.cluster!r}, known: {known}"
+            for pool in self.pools
+            if pool.cluster != DEFAULT_CLUSTER and pool.cluster not in names
+        ]
+        if problems:
+            raise PydanticCustomError(
+                "cluster_unknown", "{problems}", {"problems": "; ".join(problems)}
+            )
+        return self
+
+    def cluster(self, name: str) -> Cluster | None:
+        """The listed cluster called `name`; None for `default` when the single-cluster settings
+        describe it."""
+        return next((cluster for cluster in self.clusters if cluster.name == name), None)
+
+    def pools_of(self, cluster: str) -> list[Pool]:
+        """The pools whose nodes are in `cluster`."""
+        return [pool for pool in self.pools if pool.cluster == cluster]
 
     def pool(self, name: str) -> Pool:
         """The pool called `name`; raises PoolNotFound if there is none."""
@@ -200,7 +242,7 @@ def load_config(settings: Mapping[str, str]) -> Config:
     if inline.strip() and file:
         raise ConfigError("app settings", [f"set only one of {both}; both are set"])
     if inline.strip():
-        return parse_config(inline, source=POOLS_SETTING)
+        return _with_vault(parse_config(inline, source=POOLS_SETTING), POOLS_SETTING, settings)
     if not file:
         raise ConfigError("app settings", [f"set one of {both}; neither is set (see {DOCS})"])
     path = Path(file)
@@ -212,7 +254,24 @@ def load_config(settings: Mapping[str, str]) -> Config:
     except (OSError, UnicodeDecodeError) as error:
         problem = f"{POOLS_FILE_SETTING} is {file!r}, but {path.absolute()} cannot be read: {error}"
         raise ConfigError(POOLS_FILE_SETTING, [problem]) from None
-    return parse_config(text, source=f"{POOLS_FILE_SETTING} ({path.absolute()})")
+    source = f"{POOLS_FILE_SETTING} ({path.absolute()})"
+    return _with_vault(parse_config(text, source=source), source, settings)
+
+
+def _with_vault(config: Config, source: str, settings: Mapping[str, str]) -> Config:
+    """Every cluster that reads a secret has a vault to read it from."""
+    problems = []
+    if not settings.get(KEY_VAULT_SETTING, "").strip():
+        problems += [
+            f"cluster {cluster.name!r}: reads the Key Vault secret(s) "
+            f"{', '.join(cluster.secrets)} but names no vault; set its key_vault field or the "
+            f"{KEY_VAULT_SETTING} app setting"
+            for cluster in config.clusters
+            if cluster.secrets and cluster.key_vault is None
+        ]
+    if problems:
+        raise ConfigError(source, problems)
+    return config
 
 
 def parse_config(text: str, *, source: str) -> Config:
@@ -253,11 +312,16 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _explain(error: ErrorDetails, data: object) -> str:
     """One pydantic error in our words: which pool, which field, what is allowed, what was given."""
     loc, kind, got = error["loc"], error["type"], f"got {_show(error['input'])}"
+    if kind == "cluster_unknown":
+        return str(error.get("ctx", {})["problems"])
     if not loc:
         return f'the configuration must be a JSON object like {{"pools": [...]}}; {got}'
+    if loc[0] == "clusters":
+        return _explain_cluster(error, data)
     if loc[0] != "pools":
         return (
-            f"top-level field {loc[0]!r}: is not a known field; allowed top-level fields are pools"
+            f"top-level field {loc[0]!r}: is not a known field; allowed top-level fields are "
+            "pools, clusters"
         )
     if len(loc) == 1 and kind == "missing":
         return "top-level field 'pools': is missing; must be a list of at least one pool"
@@ -288,6 +352,45 @@ def _explain(error: ErrorDetails, data: object) -> str:
     if kind == "missing":
         return f"{pool} field {field!r}: is missing; must be {_ALLOWED[field]}"
     return f"{pool} field {field!r}: must be {_ALLOWED[field]}; {got}"
+
+
+def _explain_cluster(error: ErrorDetails, data: object) -> str:
+    """A mistake in the clusters list, named by the cluster's name where it has a usable one."""
+    loc, kind, got = error["loc"], error["type"], f"got {_show(error['input'])}"
+    if len(loc) == 1:
+        return f"top-level field 'clusters': must be a list of clusters; {got}"
+    raw = data.get("clusters") if isinstance(data, dict) else None
+    entry = raw[loc[1]] if isinstance(raw, list) and isinstance(loc[1], int) else None
+    name = entry.get("name") if isinstance(entry, dict) else None
+    label = f"cluster {name!r}" if isinstance(name, str) and name else f"clusters[{loc[1]}]"
+    # The auth union puts its tag ("entra", "token") in the location: not a field anyone wrote.
+    parts = [str(p) for p in loc[2:] if not isinstance(p, int)]
+    if (
+        parts[:1] == ["auth"]
+        and len(parts) > 1
+        and parts[1] in ("entra", "token", "client_certificate", "kubeconfig")
+    ):
+        del parts[1]
+    path, leaf = ".".join(parts), (parts or [""])[-1]
+    if kind == "value_error":
+        message = str(error["msg"]).removeprefix("Value error, ")
+        return f"{label} field {path!r}: {message}; {got}" if path else f"{label}: {message}"
+    if not path:
+        fields = ", ".join(Cluster.model_fields)
+        return f"{label}: must be an object with the fields {fields}; {got}"
+    if kind == "extra_forbidden":
+        allowed = {
+            "": ", ".join(Cluster.model_fields),
+            "ca": "pem, secret",
+            "auth": "mode, and application_id (entra) or secret (token, client_certificate, "
+            "kubeconfig)",
+        }[path.rpartition(".")[0]]
+        return f"{label} field '{path}': is not a known field; allowed: {allowed}"
+    if kind == "union_tag_invalid" or (kind == "union_tag_not_found"):
+        return f"{label} field 'auth.mode': must be {CLUSTER_ALLOWED['mode']}; {got}"
+    if kind == "missing":
+        return f"{label} field '{path}': is missing; must be {CLUSTER_ALLOWED.get(leaf, 'set')}"
+    return f"{label} field '{path}': must be {CLUSTER_ALLOWED.get(leaf, 'valid')}; {got}"
 
 
 def _raw_pools(data: object) -> list[Any]:

@@ -65,11 +65,16 @@ class IntakeServices(Services):
         return ScaleSets.from_settings(self.settings, clock=self.clock, **INTAKE_OPTIONS)
 
     @cached_property
-    def kube(self) -> Any:
-        from shared.adapters.kube import Kube
+    def connections(self) -> Any:
+        from shared.adapters.connections import Connections
 
-        bound = (INTAKE_OPTIONS["connection_timeout"], INTAKE_OPTIONS["read_timeout"])
-        return Kube.from_settings(self.settings, timeout=bound, one_attempt=True)
+        return Connections(
+            self.config,
+            self.settings,
+            lambda: self.secrets,
+            one_attempt=True,
+            read_timeout=INTAKE_OPTIONS["read_timeout"],
+        )
 
 
 @functools.cache

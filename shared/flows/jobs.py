@@ -86,10 +86,25 @@ class Services:
         return ScaleSets.from_settings(self.settings, clock=self.clock)
 
     @cached_property
-    def kube(self) -> Any:
-        from shared.adapters.kube import Kube
+    def secrets(self) -> Any:
+        from shared.adapters.secrets import Secrets
 
-        return Kube.from_settings(self.settings)
+        return Secrets.from_settings(self.settings)
+
+    @cached_property
+    def connections(self) -> Any:
+        from shared.adapters.connections import Connections
+
+        return Connections(self.config, self.settings, lambda: self.secrets)
+
+    def kube_for(self, pool: Pool) -> Any:
+        """The Kubernetes API of the pool's cluster."""
+        return self.connections.kube(pool.cluster)
+
+    @property
+    def kube(self) -> Any:
+        """The `default` cluster's API (the single-cluster settings, or the cluster listed so)."""
+        return self.connections.kube()
 
 
 @dataclass
@@ -107,6 +122,11 @@ class StepContext:
     # that recorded an intent and finds it again under the same invocation knows nothing was
     # sent in between (a redelivery, after a worker died mid-send, comes with another).
     invocation: str = ""
+
+    @property
+    def kube(self) -> Any:
+        """The Kubernetes API of the job's pool's cluster."""
+        return self.services.kube_for(self.pool)
 
     def before_write(self) -> None:
         """Call right before any write to Azure or the cluster: a lost lease stops the step."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -80,7 +81,7 @@ def _release_left_over_claims(ctx: StepContext, truth: Truth) -> dict[str, str]:
             done[node.name] = f"{why}; kept: its delete got no answer and may still land"
             continue
         ctx.before_write()
-        released = release(ctx.services.kube, node.name, Owner(found.job, found.kind))
+        released = release(ctx.kube, node.name, Owner(found.job, found.kind))
         log.warning("Pool %s: stale claim on %s (%s): %s", ctx.pool.name, node.name, why, released)
         done[node.name] = f"{why}; {released}"
     return done
@@ -92,19 +93,36 @@ register(JobKind.RECONCILE, Flow(first_step="reconcile", steps={"reconcile": _re
 FULL_READ_SETTING = "POOLKEEPER_FULL_READ_MINUTES"
 
 
+# The survey waits this long for the clusters' node lists: a hung cluster's pools are then
+# surveyed by counts alone, and the others are not held up.
+NODE_LIST_WAIT_SECONDS = 20.0
+
+
+def _node_list(services: Any, cluster: str) -> list[Any]:
+    return list(services.connections.kube(cluster).nodes())
+
+
 def _not_ready(services: Any) -> set[str]:
     """The scale sets (lower-cased ids) and node groups that have a NotReady node, from one
-    list of the cluster's nodes (none when it cannot be read: a full read could not either)."""
-    try:
-        nodes = services.kube.nodes()
-    except Exception as error:  # noqa: BLE001 - the survey goes on by counts alone
-        log.warning("Survey: the cluster's nodes could not be read (%s)", error)
-        return set()
+    list of each cluster's nodes, read side by side (none from a cluster that cannot be read
+    in time: a full read could not either)."""
+    clusters = sorted({pool.cluster for pool in services.config.pools})
+    readers = ThreadPoolExecutor(max_workers=min(8, len(clusters)) or 1)
+    lists = {name: readers.submit(_node_list, services, name) for name in clusters}
+    wait(lists.values(), timeout=NODE_LIST_WAIT_SECONDS)
+    readers.shutdown(wait=False, cancel_futures=True)
     found: set[str] = set()
-    for node in nodes:
-        if not node.ready:
-            found.add(node.labels.get(NODE_GROUP_LABEL, ""))
-            found.add((node.scale_set_instance or ("",))[0])
+    for name, future in lists.items():
+        if not future.done():
+            log.warning("Survey: cluster %s did not list its nodes in time", name)
+            continue
+        if (error := future.exception()) is not None:
+            log.warning("Survey: cluster %s's nodes could not be read (%s)", name, error)
+            continue
+        for node in future.result():
+            if not node.ready:
+                found.add(node.labels.get(NODE_GROUP_LABEL, ""))
+                found.add((node.scale_set_instance or ("",))[0])
     return found - {""}
 
 

@@ -71,10 +71,10 @@ def outside_pool(services: Any, job: Job) -> str | None:
 
 def _not_in_pool(services: Any, name: str, pool: Pool) -> str | None:
     try:
-        node = services.kube.node(name)
+        node = services.kube_for(pool).node(name)
     except Exception as error:  # any failure: the cluster did not answer
         raise TargetsUnknown(
-            f"pool {pool.name}: the cluster did not answer for node {name}: {error}"
+            f"pool {pool.name}: cluster {pool.cluster} did not answer for node {name}: {error}"
         ) from error
     if node is None:
         return "the cluster has no node of that name"

@@ -37,11 +37,11 @@ class Truth:
     record: dict[str, Any]
 
 
-def _nodes(services: Any) -> tuple[list[NodeView] | None, str | None]:
+def _nodes(services: Any, pool: Pool) -> tuple[list[NodeView] | None, str | None]:
     try:
-        return [node.view() for node in services.kube.nodes()], None
+        return [node.view() for node in services.kube_for(pool).nodes()], None
     except Exception as error:  # noqa: BLE001 - reported in the record; counting goes on
-        return None, f"cluster not readable: {error}"
+        return None, f"cluster {pool.cluster} not readable: {error}"
 
 
 def _claim_summary(raw: str) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def read_truth(
 ) -> Truth:
     """Re-read the pool in full (scale set, every instance, the nodes) and record it."""
     state = services.scale_sets.read(pool.vmss_id)
-    nodes, cluster_error = _nodes(services)
+    nodes, cluster_error = _nodes(services, pool)
     previous_record = services.tables.pool_status(pool.name) or {}
     previous = {
         instance_id: Observation(InstanceState(o["state"]), datetime.fromisoformat(o["since"]))

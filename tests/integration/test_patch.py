@@ -121,7 +121,8 @@ def _world(
     )
     world.sim.advance(2 * 3600)  # an hour of usage history for the headroom check
     watch = Watch(sim, (patch or {}).get("max_unavailable", 1), 2)
-    world.pump.services.__dict__["kube"] = watch.wrap(world.pump.services.kube)
+    watched = watch.wrap(world.pump.services.kube)
+    world.pump.services.kube_for = lambda pool: watched  # type: ignore[method-assign]
     assert world.run("reconcile").status == "done"
     return world, watch
 

@@ -50,8 +50,8 @@ MISTAKES = [
         document(pool(maxNodes=5)),
         "pool 'gpu' field 'maxNodes': is not a known field",
         [
-            "allowed fields are name, vmss_id, node_group, min_nodes, max_nodes, capacity, patch, "
-            "image, repair"
+            "allowed fields are name, vmss_id, node_group, min_nodes, max_nodes, cluster, "
+            "capacity, patch, image, repair"
         ],
         id="unknown-key-in-pool",
     ),
@@ -264,7 +264,8 @@ def test_all_problems_are_reported_together_including_overlaps_of_otherwise_brok
         "pool 'workers' field 'max_nodes': must be a whole number from 1 to 1000 "
         "(the scale set instance limit); got '50'",
         "pool 'batch' field 'extra': is not a known field; "
-        "allowed fields are name, vmss_id, node_group, min_nodes, max_nodes, capacity, patch, "
+        "allowed fields are name, vmss_id, node_group, min_nodes, max_nodes, cluster, capacity, "
+        "patch, "
         "image, repair",
         "pools[3] field 'name': must be 1-63 characters of lowercase letters, digits and '-', "
         "starting with a letter or digit; got 'BATCH'",

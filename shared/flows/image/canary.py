@@ -223,7 +223,7 @@ def canary_add(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 def canary_check(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     canary = state["canary"]
     wanted = (ctx.pool.vmss_id.lower(), canary["instance"])
-    nodes = ctx.services.kube.nodes()
+    nodes = ctx.kube.nodes()
     mine = next((n for n in nodes if n.scale_set_instance == wanted), None)
     others = {n.name: (n.boot_id, n.machine_id) for n in nodes if n is not mine}
     deadline = datetime.fromisoformat(canary["since"]) + timedelta(

@@ -41,7 +41,7 @@ POWER_UNDER_WAY = timedelta(minutes=30)
 
 def take(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """Claim the donor (cordon), mark it scale-down-disabled, start its drain."""
-    kube, donor, owner = ctx.services.kube, state["donor"], Owner.of(ctx.job)
+    kube, donor, owner = ctx.kube, state["donor"], Owner.of(ctx.job)
     ctx.before_write()
     claimed = claim(kube, donor["name"], owner, ctx.now)
     if not isinstance(claimed, Claimed):
@@ -65,7 +65,7 @@ def take(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 def drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     ctx.before_write()
     step = continue_drain(
-        ctx.services.kube,
+        ctx.kube,
         DrainState.from_json(state["donor"]["drain"]),
         now=ctx.now,
         owner=Owner.of(ctx.job),
@@ -90,7 +90,7 @@ def clean(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     donor = state["donor"]
     run = Instances(ctx.services.scale_sets)
     if "clean_token" not in donor:
-        why = why_not_idle(ctx.services.kube, donor["name"], Owner.of(ctx.job))
+        why = why_not_idle(ctx.kube, donor["name"], Owner.of(ctx.job))
         if why:
             return Fail(f"donor not captured: {why}", _report(state) | give_back(ctx, state))
         if "clean_since" not in donor:
@@ -234,7 +234,7 @@ def start(ctx: StepContext, state: dict[str, Any]) -> Outcome:
                 return temporary_wait("start_donor", state, error, ctx)
             how = "restart" if power in ("running", "starting") else "start"
         if how == "restart":
-            node = ctx.services.kube.node(donor["name"])
+            node = ctx.kube.node(donor["name"])
             donor["boot_before_restart"] = node.boot_id if node else ""
         donor["how"] = how
     if donor["how"] == "restart":
@@ -264,7 +264,7 @@ def start(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 
 
 def _rebooted(ctx: StepContext, donor: dict[str, Any]) -> Seen:
-    node = ctx.services.kube.node(donor["name"])
+    node = ctx.kube.node(donor["name"])
     rebooted = node is not None and node.boot_id not in ("", donor["boot_before_restart"])
     return "done" if rebooted else "absent"
 
@@ -273,7 +273,7 @@ def back(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """The donor Ready on a new boot: give it back. Not back by the deadline: give it back
     anyway (uncordoned, it takes no pods while NotReady) and say so."""
     donor = state["donor"]
-    found = ctx.services.kube.node(donor["name"])
+    found = ctx.kube.node(donor["name"])
     up = found is not None and found.ready and found.boot_id and found.boot_id != donor["boot_id"]
     late = ctx.now - datetime.fromisoformat(donor["started_at"]) > BACK_DEADLINE
     if not up and not late:
@@ -281,7 +281,7 @@ def back(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     ctx.before_write()
     if not up:  # a power-off that came late (a clean-up answered after its deadline): start it
         donor["restart"] = give_back(ctx, state).get("donor", {})
-    released = donor.get("released") or release(ctx.services.kube, donor["name"], Owner.of(ctx.job))
+    released = donor.get("released") or release(ctx.kube, donor["name"], Owner.of(ctx.job))
     donor["released"] = released
     donor["out_of_service"] = (ctx.now - datetime.fromisoformat(donor["taken_at"])).total_seconds()
     if not up:
@@ -307,7 +307,7 @@ def give_back(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
             undone["started"] = donor["instance"]
     except AzureCallError as error:
         undone["start"] = f"not started: {error.code}: {error.message}"
-    undone["released"] = release(ctx.services.kube, donor["name"], Owner.of(ctx.job))
+    undone["released"] = release(ctx.kube, donor["name"], Owner.of(ctx.job))
     donor["released"] = undone["released"]
     return {"donor": undone}
 

@@ -184,7 +184,7 @@ def _candidates(ctx: StepContext, record: Mapping[str, Any]) -> dict[str, DonorC
     checks = ctx.services.tables.patch_status(ctx.pool.name)
     ignore = ctx.pool.image.ignore_annotation
     found: dict[str, DonorCandidate] = {}
-    for node in ctx.services.kube.nodes():
+    for node in ctx.kube.nodes():
         if node.name not in instances:
             continue
         instance_id, seen = instances[node.name]

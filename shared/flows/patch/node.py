@@ -41,7 +41,7 @@ def begin(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
     """Take the node: re-checked and claimed in one conditional write (which cordons), marked
     for the autoscaler, its drain started. A node someone cordoned, another job holds, or that
     is not Ready any more since the plan is not taken (skipped: "not reached", with why)."""
-    kube = ctx.services.kube
+    kube = ctx.kube
     ctx.before_write()
     claimed = claim(kube, node["name"], owner, ctx.now, unless=_take)
     if not isinstance(claimed, Claimed):
@@ -74,9 +74,7 @@ def advance(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
 
 def _drain(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
     ctx.before_write()
-    step = continue_drain(
-        ctx.services.kube, DrainState.from_json(node["drain"]), now=ctx.now, owner=owner
-    )
+    step = continue_drain(ctx.kube, DrainState.from_json(node["drain"]), now=ctx.now, owner=owner)
     return _drained(ctx, owner, node, step)
 
 
@@ -98,7 +96,7 @@ def _undrainable(
 ) -> Progress:
     """AKS's two behaviours: `skip` gives the node back; `quarantine` keeps it cordoned and
     labelled. Either way the rollout goes on and the report says why."""
-    kube = ctx.services.kube
+    kube = ctx.kube
     why = f"{step.reason}: " + "; ".join(step.remaining[:5])
     ctx.before_write()
     found = kube.node(node["name"])
@@ -115,7 +113,7 @@ def _undrainable(
 
 def _ready(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
     """Back: Ready, on a new boot, running the kernel the updates brought (if any)."""
-    found = ctx.services.kube.node(node["name"])
+    found = ctx.kube.node(node["name"])
     expected = node.get("new_kernel") if node.get("installed") else None
     if (
         found is not None
@@ -148,7 +146,7 @@ def _ready(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
 
 
 def _soak(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
-    found = ctx.services.kube.node(node["name"])
+    found = ctx.kube.node(node["name"])
     if found is None or not found.ready:
         return failed(ctx, owner, node, "became NotReady while soaking")
     until = datetime.fromisoformat(node["soak_until"])
@@ -158,10 +156,10 @@ def _soak(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> Progress:
     if node.get("upgrade"):
         # On the image's patch level now, not patched here: no last-patched (a node stamped
         # so would count as freshly patched, and donate the same image again next night).
-        released = release(ctx.services.kube, node["name"], owner)
+        released = release(ctx.kube, node["name"], owner)
         return Progress(outcome=f"patched: on the latest model, kernel {found.kernel}; {released}")
-    ctx.services.kube.annotate(node["name"], {LAST_PATCHED: ctx.now.isoformat()})
-    released = release(ctx.services.kube, node["name"], owner)
+    ctx.kube.annotate(node["name"], {LAST_PATCHED: ctx.now.isoformat()})
+    released = release(ctx.kube, node["name"], owner)
     # What the pool status shows for the node, until its next check.
     ctx.services.tables.put_patch_checks(
         ctx.pool.name,

@@ -164,7 +164,7 @@ def _look(ctx: StepContext, node: dict[str, Any]) -> InstanceLook:
 def _judge_restart(
     ctx: StepContext, owner: Owner, node: dict[str, Any], intent: dict[str, Any]
 ) -> Progress:
-    found = ctx.services.kube.node(node["name"])
+    found = ctx.kube.node(node["name"])
     rebooted = (
         found is not None
         and bool(found.boot_id)
@@ -191,7 +191,7 @@ def _judge_upgrade(
         return _running(ctx, owner, node, intent, f"could not be seen ({error.code})")
     if look.instance.latest_model and look.instance.provisioning != "Updating":
         return _upgraded(ctx, node)
-    found = ctx.services.kube.node(node["name"])
+    found = ctx.kube.node(node["name"])
     if look.instance.provisioning == "Updating" or (found is not None and not found.ready):
         return _running(ctx, owner, node, intent, "did not finish")
     return _unseen(ctx, owner, node, intent, "the instance is not on the latest model")

@@ -49,7 +49,7 @@ def past(node: dict[str, Any], now: datetime) -> bool:
 
 def still_ours(ctx: StepContext, owner: Owner, node: dict[str, Any]) -> str | None:
     """Why the node must not be worked on now: no longer ours, uncordoned, or pods back."""
-    return why_not_idle(ctx.services.kube, node["name"], owner)
+    return why_not_idle(ctx.kube, node["name"], owner)
 
 
 def failed(
@@ -58,6 +58,6 @@ def failed(
     """The node did not make it: give it back, say why, and halt the rollout."""
     why = error if isinstance(error, str) else f"{error.code}: {error.message}"
     ctx.before_write()
-    released = release(ctx.services.kube, node["name"], owner)
+    released = release(ctx.kube, node["name"], owner)
     node.pop("deadline", None)
     return Progress(outcome=f"failed in {node['phase']}: {why}; {released}", halt=True)

@@ -168,7 +168,7 @@ def _await_checks(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 
 
 def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
-    kube = ctx.services.kube
+    kube = ctx.kube
     candidates = []
     for node in state["nodes"].values():
         found = kube.node(node["name"])
@@ -340,7 +340,7 @@ def _next_node(ctx: StepContext, state: dict[str, Any]) -> tuple[str | None, str
         if zones and nodes[name]["zone"] not in zones:
             reasons.append(f"one zone at a time: {name} waits for its zone's turn")
             continue
-        pods = ctx.services.kube.pods_matching(name, ctx.pool.patch.blocking_pod_selectors)
+        pods = ctx.kube.pods_matching(name, ctx.pool.patch.blocking_pod_selectors)
         if pods:
             reasons.append(f"{name} held: pods matching a blocking selector: {', '.join(pods[:5])}")
             continue
@@ -353,7 +353,7 @@ def _nodes_out(ctx: StepContext, state: dict[str, Any], pool_nodes: set[str]) ->
     """The pool's nodes out of service now, whoever took them out (this job, another job, an
     operator, or a fault): cordoned, claimed or not Ready — from a fresh node list."""
     out = set(state["active"])
-    for node in ctx.services.kube.nodes():
+    for node in ctx.kube.nodes():
         if node.name in pool_nodes and (node.unschedulable or node.claim or not node.ready):
             out.add(node.name)
     return out
@@ -361,7 +361,7 @@ def _nodes_out(ctx: StepContext, state: dict[str, Any], pool_nodes: set[str]) ->
 
 def _pool_blockers(ctx: StepContext, pool_nodes: set[str]) -> list[str]:
     """What holds every node of the pool: a P1 on the group, kured's lock on one of them."""
-    kube = ctx.services.kube
+    kube = ctx.kube
     group_p1 = any(
         a["alert"] == f"P1/group/{ctx.pool.node_group}" and a["state"] == "firing"
         for a in AlertLog(ctx.services.tables).alerts(ctx.pool.name)
@@ -444,7 +444,7 @@ def _notify_halt(ctx: StepContext, name: str, outcome: str) -> None:
 
 def _abort(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
     """Giving up: every node in flight is given back as its claim found it."""
-    return release_all(ctx.services.kube, list(state.get("active", [])), Owner.of(ctx.job))
+    return release_all(ctx.kube, list(state.get("active", [])), Owner.of(ctx.job))
 
 
 register(

@@ -77,7 +77,7 @@ def plan_for(
     services: Any, pool: Pool, truth: Truth, now: datetime, *, target: str | None = None
 ) -> RepairPlan:
     """The repair plan on this full read, with a fresh node list and the pool's repair log."""
-    nodes = services.kube.nodes()
+    nodes = services.kube_for(pool).nodes()
     return plan_repair(
         pool.name,
         members(truth, nodes, now),

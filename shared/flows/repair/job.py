@@ -188,7 +188,7 @@ def _remove(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         return stand_down(ctx, state, why, not_done=_not_done(state))
     if seen["node"] is not None and repair["problem"] != Problem.STUCK_DELETING.value:
         ctx.before_write()
-        held = claim(ctx.services.kube, seen["node"], owner(ctx), ctx.now)
+        held = claim(ctx.kube, seen["node"], owner(ctx), ctx.now)
         if not isinstance(held, Claimed):
             return end(ctx, state, Fail(f"refused: {held.reason}"))
     ctx.before_write()
@@ -250,12 +250,12 @@ def _await_grow(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 
 def _give_back(ctx: StepContext, state: dict[str, Any]) -> str:
     node = state["repair"]["node"]
-    return release(ctx.services.kube, node, owner(ctx)) if node else "-"
+    return release(ctx.kube, node, owner(ctx)) if node else "-"
 
 
 def _quarantine(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """Cordon the node for good (no claim: nothing releases it), say why on it, report it."""
-    kube, repair = ctx.services.kube, state["repair"]
+    kube, repair = ctx.kube, state["repair"]
     ctx.before_write()
     held = claim(kube, repair["node"], owner(ctx), ctx.now)
     if not isinstance(held, Claimed):
@@ -292,7 +292,7 @@ def _orphan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     if not ctx.pool.repair.delete_orphan_nodes:
         return end(ctx, state, Done({"note": message}))
     ctx.before_write()
-    ctx.services.kube.delete_node(name)
+    ctx.kube.delete_node(name)
     return end(ctx, state | {"acted": True}, Done({"note": message, "deleted_node": name}))
 
 
@@ -305,7 +305,7 @@ def _drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     name = state["repair"]["node"]
     if not isinstance(outcome, Wait) or state.get("rung") != "replace" or not name:
         return outcome
-    kube = ctx.services.kube
+    kube = ctx.kube
     node = kube.node(name)
     if node is None or node.ready or not holds(node, owner(ctx)):
         return outcome
@@ -352,7 +352,7 @@ def _abort(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
         undone = scale_in.abort(ctx, state)
     else:
         node = (state.get("repair") or {}).get("node")
-        undone = {"released": release(ctx.services.kube, node, owner(ctx))} if node else {}
+        undone = {"released": release(ctx.kube, node, owner(ctx))} if node else {}
     if state.get("repair"):
         why = "gave up after repeated errors in a step"
         if not state.get("_failures"):  # a run of temporary errors past its deadline

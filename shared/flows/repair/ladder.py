@@ -36,7 +36,7 @@ def claim_node(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     node = state["repair"]["node"]
     if node:
         ctx.before_write()
-        held = claim(ctx.services.kube, node, owner(ctx), ctx.now)
+        held = claim(ctx.kube, node, owner(ctx), ctx.now)
         if not isinstance(held, Claimed):
             return end(ctx, state, Fail(f"refused: {held.reason}"))
     return Next("rung", state)
@@ -63,7 +63,7 @@ def rung(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     if current == "replace":
         return Next("grow", state)
     if intent.get("action") != current:
-        node = ctx.services.kube.node(repair["node"]) if repair["node"] else None
+        node = ctx.kube.node(repair["node"]) if repair["node"] else None
         intent = {
             "action": current,
             "at": ctx.now.isoformat(),
@@ -107,7 +107,7 @@ def _back(ctx: StepContext, state: dict[str, Any]) -> str | None:
     """The node that is back Ready on a new boot, or None."""
     repair = state["repair"]
     if repair["node"]:
-        node = ctx.services.kube.node(repair["node"])
+        node = ctx.kube.node(repair["node"])
         if node and node.ready and node.boot_id != state.get("boot_id"):
             return node.name
         return None
@@ -121,7 +121,7 @@ def await_rung(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     repair, current = state["repair"], state["rung"]
     back = _back(ctx, state)
     if back is not None:
-        released = release(ctx.services.kube, repair["node"], owner(ctx)) if repair["node"] else "-"
+        released = release(ctx.kube, repair["node"], owner(ctx)) if repair["node"] else "-"
         rungs = [*state.get("rungs", []), {"rung": current, "result": "back Ready"}]
         state = state | {"rungs": rungs}
         note = f"{back} back Ready after the {current}"

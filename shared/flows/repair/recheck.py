@@ -28,7 +28,7 @@ EXPECTED = {  # the states in which a removal still has its reason
 def ready_node_of(ctx: StepContext, instance_id: str) -> str | None:
     """The Ready node registered for the pool's instance `instance_id`, if there is one."""
     wanted = (ctx.pool.vmss_id.lower(), instance_id)
-    for node in ctx.services.kube.nodes():
+    for node in ctx.kube.nodes():
         if node.scale_set_instance == wanted and node.ready:
             return str(node.name)
     return None
@@ -44,7 +44,7 @@ def ladder_reason_gone(ctx: StepContext, state: dict[str, Any]) -> str | None:
     if not name:
         registered = ready_node_of(ctx, repair["instance"])
         return f"{registered} registered and is Ready" if registered else None
-    node = ctx.services.kube.node(name)
+    node = ctx.kube.node(name)
     if node is None:
         return f"node {name} is gone"
     if not holds(node, owner(ctx)):
@@ -86,7 +86,7 @@ def stand_down(ctx: StepContext, state: dict[str, Any], why: str, *, not_done: s
     """The repair's reason is gone: give the node back and end `done`, saying what was not done
     and that a replacement grown already stays (capacity is never lowered by a write)."""
     node = state["repair"]["node"]
-    released = release(ctx.services.kube, node, owner(ctx)) if node else "-"
+    released = release(ctx.kube, node, owner(ctx)) if node else "-"
     note = f"{why}: not {not_done}"
     if state.get("grow"):
         note += (

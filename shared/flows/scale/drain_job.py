@@ -27,7 +27,7 @@ def _params(ctx: StepContext) -> DrainParams:
 
 def _drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     params = _params(ctx)
-    kube = ctx.services.kube
+    kube = ctx.kube
     options = DrainOptions(delete_emptydir_data=params.delete_emptydir_data, force=params.force)
     if "node" in state:  # a drain under way (the runner may keep a `_failures` count beside it)
         step = continue_drain(
@@ -84,7 +84,7 @@ def _hand_back(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     not: a claim left behind would let reconcile restore the node as the claim found it."""
     node = _params(ctx).node
     ctx.before_write()
-    handed = release(ctx.services.kube, node, Owner.of(ctx.job), keep_cordoned=True)
+    handed = release(ctx.kube, node, Owner.of(ctx.job), keep_cordoned=True)
     if handed.startswith("could not") or "kept changing" in handed:
         return Wait("hand_back", HAND_BACK_RETRY, state, reason=handed, error="NodeWriteFailed")
     return Done(state["drained"] | {"node": handed})
@@ -92,7 +92,7 @@ def _hand_back(ctx: StepContext, state: dict[str, Any]) -> Outcome:
 
 def _abort(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
     node = _params(ctx).node
-    return {node: release(ctx.services.kube, node, Owner.of(ctx.job))}
+    return {node: release(ctx.kube, node, Owner.of(ctx.job))}
 
 
 register(

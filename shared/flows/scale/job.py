@@ -111,7 +111,7 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
                 ),
                 {"refusal": "claimed", "holders": {n: c.job for n, c in held.items()}},
             )
-        pods = ctx.services.kube.evictable_pods()
+        pods = ctx.kube.evictable_pods()
         if params.instances:
             return _plan_instances(ctx, state, truth, params)
         candidates = (

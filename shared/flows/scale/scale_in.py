@@ -43,7 +43,7 @@ def _force(ctx: StepContext) -> bool:
 
 def drain(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """Claim (which cordons) and drain every victim; resumable round by round."""
-    kube = ctx.services.kube
+    kube = ctx.kube
     owner = Owner.of(ctx.job)
     nodes: list[str] = state["plan"]["nodes"]
     claimed: list[str] = list(state.get("claimed", []))
@@ -112,11 +112,7 @@ def _deletable(
     held_back = {
         v: why
         for v in candidates
-        if (
-            why := why_not_idle(ctx.services.kube, names[v], owner)
-            if names[v]
-            else _registered(truth, v)
-        )
+        if (why := why_not_idle(ctx.kube, names[v], owner) if names[v] else _registered(truth, v))
     }
     pending = [v for v in candidates if v not in held_back]
     live = truth.record["counts"]["live"]
@@ -185,7 +181,7 @@ def delete(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     names = _names(state)
     present = [v for v in plan["victims"] if v in by_id]
     pending, held_back = _deletable(ctx, truth, present, names)
-    released = release_all(ctx.services.kube, [names[v] for v in held_back], Owner.of(ctx.job))
+    released = release_all(ctx.kube, [names[v] for v in held_back], Owner.of(ctx.job))
     state = state | {"held_back": held_back, "released": released}
     if not pending:
         if gone:  # someone else deleted them: record how that ended
@@ -288,7 +284,7 @@ def settle_step(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     if found.doubtful:
         before = state
         pending, held_back = _deletable(ctx, truth, found.doubtful, names)
-        released = release_all(ctx.services.kube, [names[v] for v in held_back], Owner.of(ctx.job))
+        released = release_all(ctx.kube, [names[v] for v in held_back], Owner.of(ctx.job))
         state = state | {
             "resent": True,
             "seen_before_resend": sorted(seen),
@@ -304,9 +300,7 @@ def settle_step(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     if held:
         return Wait("settle", POLL, state, reason=held)
     ctx.before_write()
-    uncordon = release_all(
-        ctx.services.kube, [names[v] for v in found.survivors], Owner.of(ctx.job)
-    )
+    uncordon = release_all(ctx.kube, [names[v] for v in found.survivors], Owner.of(ctx.job))
     outcome |= {"survivors": found.survivors, "uncordoned": uncordon}
     error = state.get("error")
     if error:
@@ -346,7 +340,7 @@ def abort(ctx: StepContext, state: dict[str, Any]) -> dict[str, Any]:
     if not state.get("deleted"):
         # Every victim, not only those recorded as claimed: a step that raised may have claimed
         # more before it could say so. `release` leaves alone what this job does not hold.
-        return release_all(ctx.services.kube, list(plan.get("nodes", [])), Owner.of(ctx.job))
+        return release_all(ctx.kube, list(plan.get("nodes", [])), Owner.of(ctx.job))
     try:
         truth = read_truth(ctx.services, ctx.pool, ctx.now, job_id=ctx.job.id, lease=ctx.lease)
     except Exception as error:  # noqa: BLE001 - reported; reconcile reads it again
