@@ -231,7 +231,9 @@ def test_a_pod_its_budget_lets_go_just_past_the_deadline_gets_time_to_go(
     late = datetime.fromisoformat(first.state.deadline) + timedelta(minutes=1)
     step = continue_drain(sim.kube(), first.state, now=late)
     assert isinstance(step, Waiting), step  # was: DrainFailed "timed out" on the pod it evicted
-    assert step.remaining == [f"{held}: evicted just now"]
+    # The first pod may still be in its grace period: going, not held by anything.
+    assert f"{held}: evicted just now" in step.remaining, step.remaining
+    assert all(r.endswith(("evicted just now", ": terminating")) for r in step.remaining), step
     done = _drive(sim, step)
     assert isinstance(done, Drained), done
     assert len(done.evicted) == 2
