@@ -441,3 +441,5 @@ module poolAlerts 'modules/pool-alerts.bicep' = [for pool in (deployAlertRules ?
 output appName string = app.name
 output identityClientId string = identity.properties.clientId
 output identityPrincipalId string = identity.properties.principalId
+output appUrl string = 'https://${app.properties.defaultHostName}'
+output keyVaultName string = vault.name

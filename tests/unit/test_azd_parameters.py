@@ -132,10 +132,11 @@ def test_the_pools_files_are_valid_configurations(text: str) -> None:
 # -- azd's substitution ------------------------------------------------------------------------
 # azd runs github.com/drone/envsubst v1.0.3 over the parameters file: `${NAME}` becomes the
 # environment value as it is (no JSON escaping), and `${NAME=x}`, `${NAME:=x}`, `${NAME:-x}` all
-# become x when the value is empty or unset. Before azd 1.14 (April 2025) it substituted the whole
-# file, an unset name giving ""; since then it substitutes each parameter's JSON on its own
-# (`{"value":"..."}`, as Go marshals it) and leaves out a string parameter that comes out empty
-# from an unset name, so Bicep's default applies. Either way must give the same deployment.
+# become x when the value is empty or unset. Before azd 1.15 it substituted the whole file, an
+# unset name giving ""; since then it substitutes each parameter's JSON on its own
+# (`{"value":"..."}`, as Go marshals it; ours are all strings, which is the path they take) and
+# leaves out a string parameter that comes out empty from an unset name, so Bicep's default
+# applies. Either way must give the same deployment.
 _SUBSTITUTION = re.compile(r"\$\{(\w+)(?:(=|:=|:-)([^}$]*))?\}")
 
 
