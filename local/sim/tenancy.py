@@ -68,8 +68,9 @@ def cloud(base: str) -> dict[str, Any]:
 
     There is no Entra ID here (tokens come from the managed-identity endpoint), so the login
     endpoint is the simulator itself: an interactive login fails at once on a 404. Services the
-    simulator does not serve (Graph, Key Vault, Storage, ...) are left out, so a command that needs
-    one fails at once instead of calling public Azure.
+    simulator does not serve (Graph, Storage, ...) are left out, so a command that needs one fails
+    at once instead of calling public Azure; so is Key Vault's DNS suffix: its one vault is served
+    at the ARM URL itself (local/sim/keyvault.py), not at `<name>.<suffix>`.
     """
     return {
         "name": CLOUD,

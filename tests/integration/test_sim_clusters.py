@@ -235,6 +235,22 @@ def test_a_hung_cluster_holds_every_request_until_released(sim: Simulator) -> No
     assert api(sim, "prod", "/version", headers=headers, timeout=10).status_code == 200
 
 
+def test_faults_are_injected_per_cluster(sim: Simulator, tmp_path: Path) -> None:
+    fault = {"kind": "error", "status": 503, "resources": ["nodes"], "count": 1}
+    sim.post("kube/clusters/dev/faults", fault)
+    pem = tmp_path / "dev-client.pem"
+    pem.write_text(sim.cluster("dev")["client_cert_pem"])
+    prod = {"Authorization": f"Bearer {sim.cluster('prod')['token']}"}
+    assert api(sim, "prod", "/api/v1/nodes", headers=prod).status_code == 200
+    failed = api(sim, "dev", "/api/v1/nodes", cert=str(pem))
+    assert (failed.status_code, failed.json()["reason"]) == (503, "ServiceUnavailable")
+    assert api(sim, "dev", "/api/v1/nodes", cert=str(pem)).status_code == 200
+    faults = requests.get(f"{sim.admin}/kube/clusters/dev/faults", timeout=10).json()["faults"]
+    assert faults[0]["fired"] == 1
+    requests_seen = requests.get(f"{sim.admin}/kube/clusters/dev/requests", timeout=10).json()
+    assert requests_seen["calls"][-1]["user"] == "poolkeeper"
+
+
 def test_the_secret_client_reads_the_vault_unmodified(sim: Simulator) -> None:
     secrets = sim.secret_client()
     secret = secrets.get_secret("webhook-key")
