@@ -28,8 +28,9 @@ def _vmss(subscription: str, group: str, name: str) -> str:
     )
 
 
-# Every optional section, in every form it takes, over two subscriptions and three resource
-# groups (one named twice in other cases, as ARM allows), with an image gallery in a fourth.
+# Every optional section, in every form it takes, over two subscriptions: two pools in one
+# resource group (written in two cases, as ARM allows), one in another, an image gallery in a
+# third. Memory thresholds whole, as the alert rules need (docs/alerts.md).
 MAXIMAL_POOLS = {
     "pools": [
         {
@@ -49,8 +50,8 @@ MAXIMAL_POOLS = {
             "min_nodes": 3,
             "max_nodes": 50,
             "capacity": {
-                "p1_cpu": 90,
-                "p1_memory": 85.5,
+                "p1_cpu": 92.5,
+                "p1_memory": 80,
                 "p2_cpu": 70,
                 "p2_memory": 75,
                 "cooldown_minutes": 45,
