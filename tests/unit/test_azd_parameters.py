@@ -32,6 +32,20 @@ def _vmss(subscription: str, group: str, name: str) -> str:
 # resource group (written in two cases, as ARM allows), one in another, an image gallery in a
 # third. Memory thresholds whole, as the alert rules need (docs/alerts.md).
 MAXIMAL_POOLS = {
+    "clusters": [
+        {
+            "name": "capz-prod",
+            "server": "https://capz-prod-1a2b.westeurope.cloudapp.azure.com:6443",
+            # Inline PEM: newlines, which JSON writes as backslash escapes.
+            "ca": {
+                "pem": "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n"
+                "-----END CERTIFICATE-----\n"
+            },
+            "auth": {"mode": "token", "secret": "capz-prod-token"},
+            "request_timeout_seconds": 20,
+        },
+        {"name": "kubeadm-gpu", "auth": {"mode": "kubeconfig", "secret": "kubeadm-gpu-kubeconfig"}},
+    ],
     "pools": [
         {
             "name": "system",
@@ -39,6 +53,7 @@ MAXIMAL_POOLS = {
             "node_group": "system",
             "min_nodes": 3,
             "max_nodes": 6,
+            "cluster": "capz-prod",
             "repair": "off",
         },
         {
@@ -49,6 +64,7 @@ MAXIMAL_POOLS = {
             "node_group": "workers",
             "min_nodes": 3,
             "max_nodes": 50,
+            "cluster": "capz-prod",
             "capacity": {
                 "p1_cpu": 92.5,
                 "p1_memory": 80,
@@ -113,9 +129,10 @@ MAXIMAL_POOLS = {
             "node_group": "gpu",
             "min_nodes": 0,
             "max_nodes": 8,
+            "cluster": "kubeadm-gpu",
             "image": {"rollout": "none"},
         },
-    ]
+    ],
 }
 
 

@@ -49,9 +49,9 @@ def test_app_settings_give_identity_based_storage_and_the_pools() -> None:
     assert "AzureWebJobsStorage" not in settings  # no connection string, no account key
 
 
-# Settings whose readers other parts of issue 19 are adding (the mode, the clusters' vault): drop
-# a name from here once shared/ reads it.
-READERS_UNDER_WAY = {"POOLKEEPER_MODE", "POOLKEEPER_KEY_VAULT_URL"}
+# Settings whose readers another part of issue 19 is adding (the mode): drop a name from here
+# once shared/ reads it.
+READERS_UNDER_WAY = {"POOLKEEPER_MODE"}
 
 
 def test_every_poolkeeper_setting_in_the_bicep_is_read_by_the_product() -> None:
