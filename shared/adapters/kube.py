@@ -233,6 +233,8 @@ class Kube:
                 conf.api_key["authorization"] = credential.get_token(AKS_ENTRA_SCOPE).token
 
             configuration.api_key_prefix["authorization"] = "Bearer"
+            # The client sends the header only for a key it already has; the hook then refreshes it.
+            configuration.api_key["authorization"] = ""
             configuration.refresh_api_key_hook = refresh
             return cls(client.ApiClient(configuration), timeout=timeout)
         raise KubeConfigError(
@@ -287,6 +289,8 @@ class Kube:
         pem = cluster.ca.pem or secrets.get(vault, str(cluster.ca.secret))
         configuration.ssl_ca_cert = _private_file(pem, ".crt")
         configuration.api_key_prefix["authorization"] = "Bearer"
+        # The client sends the header only for a key it already has; the hooks below refresh it.
+        configuration.api_key["authorization"] = ""
         if isinstance(auth, EntraAuth):
             from azure.identity import DefaultAzureCredential
 
@@ -310,7 +314,7 @@ class Kube:
                     f"cluster {cluster.name}: secret {auth.secret!r} must hold the client "
                     "certificate and its private key, both PEM"
                 )
-            configuration.api_key_prefix.pop("authorization")
+            configuration.api_key.pop("authorization")
             configuration.cert_file = configuration.key_file = _private_file(both, ".pem")
         return cls(client.ApiClient(configuration), timeout=timeout)
 

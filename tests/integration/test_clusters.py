@@ -1,0 +1,223 @@
+"""Pools in three clusters from one runner: each cluster over TLS with its own CA and a different
+auth mode (a ServiceAccount token and a client certificate from Key Vault, an Entra token from the
+managed identity); scale, drain and patch jobs act on the right cluster's nodes, and a cluster
+that hangs holds up neither the others' jobs nor the reconcile survey."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from shared.adapters.storage import StorageAccount
+from shared.clock import clock_from_settings
+from shared.config import load_config
+from shared.flows.jobs import Services, handle
+from shared.flows.reconcile import survey
+from tests.jobs_support import Pump, job, settings_for
+from tests.simulator import (
+    RG,
+    SUBSCRIPTION,
+    Simulator,
+    cluster,
+    running_simulator,
+    scale_set,
+    scenario,
+)
+
+pytestmark = pytest.mark.integration
+
+APP_ID = "0f3a7c2e-5b1d-4e8f-9a6c-3d2b1e0f4a5c"
+CLUSTERS = {"capz": "token", "kubeadm": "client_certificate", "engine": "entra"}
+OS = {"name": "Ubuntu 24.04.1 LTS", "kernel": "6.8.0-1015-azure", "packages": {"openssl": "3"}}
+UPDATES = [{"date": "2026-11-01T06:00:00Z", "kernel": "6.8.0-1017-azure", "packages": 3}]
+
+
+def _vmss(name: str) -> str:
+    return f"{name}-md-0"
+
+
+def _scenario() -> dict[str, Any]:
+    return scenario(
+        *(scale_set(_vmss(name), 3, node_group=name) for name in CLUSTERS),
+        clusters=[
+            cluster(
+                name, _vmss(name), mode=mode, **({"audience": APP_ID} if mode == "entra" else {})
+            )
+            for name, mode in CLUSTERS.items()
+        ],
+        workloads={
+            "daemonsets": [{"name": "kube-proxy"}],
+            "deployments": [
+                {
+                    "name": f"web-{name}",
+                    "replicas": 3,
+                    "node_selector": {"elastisys.io/node-group": name},
+                    "termination_grace_seconds": 5,
+                    "pdb": {"max_unavailable": 1},
+                }
+                for name in CLUSTERS
+            ],
+        },
+        os=OS,
+        os_updates=UPDATES,
+    )
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
+    state = tmp_path_factory.mktemp("fleet")
+    (state / "scenario.json").write_text(json.dumps(_scenario()))
+    with running_simulator(state, state / "scenario.json") as running:
+        yield running
+
+
+def _clusters(sim: Simulator) -> list[dict[str, Any]]:
+    """The configuration's clusters: the CA inline for one, from Key Vault for the others."""
+    found = []
+    for name, mode in CLUSTERS.items():
+        published = sim.cluster(name)
+        auth: dict[str, Any] = {
+            "token": {"mode": "token", "secret": f"{name}-token"},
+            "client_certificate": {
+                "mode": "client_certificate",
+                "secret": f"{name}-client-certificate",
+            },
+            "entra": {"mode": "entra", "application_id": APP_ID},
+        }[mode]
+        ca = {"pem": published["ca_pem"]} if mode == "token" else {"secret": f"{name}-ca"}
+        found.append({"name": name, "server": published["server"], "ca": ca, "auth": auth})
+    return found
+
+
+def _services(sim: Simulator, azurite: Any, clusters: list[dict[str, Any]]) -> Services:
+    suffix = uuid.uuid4().hex[:6]  # fresh pool records for each test
+    pools = [
+        {
+            "name": f"{name}-{suffix}",
+            "cluster": name,
+            "vmss_id": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/"
+            f"Microsoft.Compute/virtualMachineScaleSets/{_vmss(name)}",
+            "node_group": name,
+            "min_nodes": 1,
+            "max_nodes": 6,
+            "patch": {"soak_minutes": 1, "ready_timeout_minutes": 10},
+        }
+        for name in CLUSTERS
+    ]
+    settings = settings_for(sim, azurite.connection_string, pools)
+    del settings["POOLKEEPER_KUBECONFIG"]  # no default cluster: every pool names its own
+    settings["POOLKEEPER_POOLS"] = json.dumps({"pools": pools, "clusters": clusters})
+    settings["POOLKEEPER_KEY_VAULT_URL"] = sim.info["key_vault"]["url"]
+    settings["POOLKEEPER_METRICS_ENDPOINT"] = sim.info["metrics"]
+    return Services(
+        settings,
+        clock_from_settings(settings),
+        load_config(settings),
+        StorageAccount.from_settings(settings),
+    )
+
+
+@pytest.fixture
+def fleet(sim: Simulator, azurite: Any) -> Pump:
+    """A fresh world (and fresh queues, tables and secret cache) for each test."""
+    sim.load(_scenario())
+    return Pump(_services(sim, azurite, _clusters(sim)))
+
+
+def _nodes(sim: Simulator, name: str) -> dict[str, dict[str, Any]]:
+    url = f"{sim.admin}/kube/clusters/{name}/pods"
+    return requests.get(url, timeout=10).json()["nodes"]
+
+
+def _pool(pump: Pump, cluster: str) -> str:
+    return next(p.name for p in pump.services.config.pools_of(cluster))
+
+
+def _run(pump: Pump, kind: str, cluster: str, params: dict[str, Any] | None = None) -> Any:
+    """Run a job on the pool of `cluster` until it ends."""
+    message = job(kind, _pool(pump, cluster), params)
+    pump.send(kind, message)
+    return pump.run(kind, message["id"], timeout=240)
+
+
+def test_scale_drain_and_patch_jobs_act_on_each_pools_own_cluster(
+    sim: Simulator, fleet: Pump
+) -> None:
+    sim.advance(2 * 3600)  # usage history for the patch's headroom check
+    before = {name: _nodes(sim, name) for name in CLUSTERS}
+    assert all(len(nodes) == 3 for nodes in before.values()), before
+
+    record = _run(fleet, "scale", "capz", {"delta": -1})
+    assert record.status == "done", (record.error, record.outcome)
+    (gone,) = record.outcome["deleted"]
+    assert len(_nodes(sim, "capz")) == 2
+
+    victim = sorted(before["kubeadm"])[0]
+    record = _run(fleet, "drain", "kubeadm", {"node": victim})
+    assert record.status == "done", (record.error, record.outcome)
+    drained = _nodes(sim, "kubeadm")[victim]
+    assert drained["unschedulable"] and not [p for p in drained["pods"] if "web" in p]
+
+    record = _run(fleet, "patch", "engine")
+    assert record.status == "done", (record.error, record.outcome)
+    kernels = {
+        i["computer_name"]: i["os"]["running_kernel"]
+        for i in sim.scale_set_state(_vmss("engine"))["instances"]
+    }
+    assert set(kernels.values()) == {UPDATES[0]["kernel"]}, kernels
+
+    # Each job touched its own cluster only: the others' nodes are as they were.
+    after = {name: _nodes(sim, name) for name in CLUSTERS}
+    assert not any(n["unschedulable"] for n in after["capz"].values())
+    assert [n for n, v in after["kubeadm"].items() if v["unschedulable"]] == [victim]
+    assert set(after["engine"]) == set(before["engine"])
+    assert not any(n["unschedulable"] for n in after["engine"].values())
+    requests_seen = {
+        name: requests.get(f"{sim.admin}/kube/clusters/{name}/requests", timeout=10).json()
+        for name in CLUSTERS
+    }
+    assert all(requests_seen.values()), "every cluster was asked"
+    assert gone
+
+
+def test_a_hung_cluster_holds_up_neither_the_others_jobs_nor_the_survey(
+    sim: Simulator, fleet: Pump
+) -> None:
+    sim.hang("capz")  # held until released: nothing below can finish by waiting it out
+    try:
+        record = _run(fleet, "scale", "kubeadm", {"delta": -1})
+        assert record.status == "done", (record.error, record.outcome)
+        assert len(_nodes(sim, "kubeadm")) == 2
+        enqueued = survey(fleet.services)  # reads every cluster's nodes side by side
+        # The pools never read are enqueued, the hung cluster's too (by its counts alone);
+        # kubeadm's was read in full by its scale job just now.
+        assert sorted(j.split("-")[1] for j in enqueued) == ["capz", "engine"], enqueued
+        # A job of a healthy cluster runs through, straight to the runner (the queue's capz job
+        # would take a worker until its reads time out, as it would in Azure).
+        message = job("reconcile", _pool(fleet, "engine"))
+        handle(fleet.services, fleet.queue("reconcile"), json.dumps(message))
+        record = fleet.services.tables.job(message["id"])
+        assert record is not None and record.status == "done", record
+    finally:
+        sim.release("capz")
+
+
+def test_a_wrong_token_is_refused_and_reported_naming_the_cluster(
+    sim: Simulator, fleet: Pump
+) -> None:
+    sim.set_secret("capz-token", "not-the-token")
+    record = _run(fleet, "reconcile", "capz")
+    assert record.status == "done", (record.error, record.outcome)
+    status = fleet.services.tables.pool_status(_pool(fleet, "capz"))
+    assert status is not None
+    assert "cluster capz not readable" in json.dumps(status), status
+    assert "Unauthorized" in json.dumps(status), status
+    # The other clusters are read as before.
+    assert _run(fleet, "reconcile", "kubeadm").status == "done"
+    kubeadm = fleet.services.tables.pool_status(_pool(fleet, "kubeadm"))
+    assert kubeadm is not None and "not readable" not in json.dumps(kubeadm)
