@@ -234,7 +234,11 @@ class Config(BaseModel):
 
 
 def load_config(settings: Mapping[str, str]) -> Config:
-    """Read the pools from POOLKEEPER_POOLS or the file POOLKEEPER_POOLS_FILE names."""
+    """Read the pools from POOLKEEPER_POOLS or the file POOLKEEPER_POOLS_FILE names (and check
+    POOLKEEPER_MODE, so that a mistyped mode stops everything as any mistake does)."""
+    from shared.config.mode import mode_from_settings
+
+    mode_from_settings(settings)
     # A blank setting counts as unset: deployments often declare a setting with an empty value.
     inline = settings.get(POOLS_SETTING, "")
     file = settings.get(POOLS_FILE_SETTING, "").strip()

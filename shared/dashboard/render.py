@@ -33,7 +33,9 @@ def _environment() -> Any:
     )
 
 
-def _context(now: datetime, pool_names: Sequence[str], key: str | None) -> dict[str, Any]:
+def _context(
+    now: datetime, pool_names: Sequence[str], key: str | None, mode: str = "act"
+) -> dict[str, Any]:
     suffix = f"?code={quote(key, safe='')}" if key else ""
 
     def link(path: str) -> str:
@@ -43,22 +45,30 @@ def _context(now: datetime, pool_names: Sequence[str], key: str | None) -> dict[
         "now": f"{now.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC",
         "pool_names": list(pool_names),
         "link": link,
+        "mode": mode,
     }
 
 
-def overview_page(pools: Sequence[PoolView], now: datetime, *, key: str | None = None) -> str:
+def overview_page(
+    pools: Sequence[PoolView], now: datetime, *, key: str | None = None, mode: str = "act"
+) -> str:
     """Every pool's summary: tiles, alerts and the counts chart."""
     names = [p.name for p in pools]
     template = _environment().get_template("overview.html.j2")
-    return template.render(pools=pools, **_context(now, names, key))
+    return template.render(pools=pools, **_context(now, names, key, mode))
 
 
 def pool_page(
-    pool: PoolView, now: datetime, pool_names: Sequence[str], *, key: str | None = None
+    pool: PoolView,
+    now: datetime,
+    pool_names: Sequence[str],
+    *,
+    key: str | None = None,
+    mode: str = "act",
 ) -> str:
     """One pool in full: nodes, jobs, charts and image lineage."""
     template = _environment().get_template("pool_page.html.j2")
-    return template.render(pool=pool, **_context(now, pool_names, key))
+    return template.render(pool=pool, **_context(now, pool_names, key, mode))
 
 
 def error_page(

@@ -90,5 +90,5 @@ def page(services: Any, pool: str | None, *, key: str | None, accept: str) -> Pa
         message = f"storage is unavailable, try again shortly: {error}"
         return _error(503, message, html=html, now=now, names=names, key=key)
     if pool is None:
-        return Page(200, "text/html", overview_page(views, now, key=key))
-    return Page(200, "text/html", pool_page(views[0], now, names, key=key))
+        return Page(200, "text/html", overview_page(views, now, key=key, mode=services.mode))
+    return Page(200, "text/html", pool_page(views[0], now, names, key=key, mode=services.mode))

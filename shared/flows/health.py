@@ -14,6 +14,7 @@ from shared import __version__
 from shared.adapters.storage import StorageAccount, StorageConfigError, probe_services
 from shared.clock import CLOCK_FILE_SETTING, clock_from_settings
 from shared.config import ConfigError, load_config
+from shared.config.mode import mode_from_settings
 
 log = logging.getLogger("poolkeeper.health")
 
@@ -29,7 +30,11 @@ def _config_check(settings: Mapping[str, str]) -> dict[str, Any]:
         config = load_config(settings)
     except ConfigError as error:
         return {"ok": False, "error": str(error)}
-    return {"ok": True, "pools": [pool.name for pool in config.pools]}
+    return {
+        "ok": True,
+        "pools": [pool.name for pool in config.pools],
+        "mode": mode_from_settings(settings).value,
+    }
 
 
 def _storage_check(settings: Mapping[str, str]) -> dict[str, Any]:
@@ -78,7 +83,8 @@ def health_report(settings: Mapping[str, str]) -> HealthReport:
     body: dict[str, Any] = {
         "status": "unhealthy" if summary else "healthy",
         "version": __version__,
-        "config": {"ok": config["ok"]} | ({"pools": len(config["pools"])} if config["ok"] else {}),
+        "config": {"ok": config["ok"]}
+        | ({"pools": len(config["pools"]), "mode": config["mode"]} if config["ok"] else {}),
         "clock": {"ok": clock["ok"]}
         | (
             {"now": clock["now"], "source": "system" if clock["source"] == "system" else "file"}

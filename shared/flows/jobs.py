@@ -25,8 +25,10 @@ from shared.adapters.queues import Queues
 from shared.adapters.storage import StorageAccount
 from shared.clock import Clock, clock_from_settings, visibility_timeout
 from shared.config import Config, Pool, load_config
+from shared.config.mode import Mode, mode_from_settings, observe_refusal
 from shared.flows.targets import outside_pool
 from shared.jobs import (
+    PARAMS,
     SCHEMA,
     Done,
     Fail,
@@ -70,6 +72,10 @@ class Services:
     @cached_property
     def tables(self) -> Tables:
         return Tables(self.account)
+
+    @cached_property
+    def mode(self) -> Mode:
+        return mode_from_settings(self.settings)
 
     @cached_property
     def queues(self) -> Queues:
@@ -293,7 +299,10 @@ def enqueue(
     requested_by: str,
     now: datetime,
 ) -> Job:
-    """Put a job that Poolkeeper itself decided on its queue (timers, webhooks, reviews)."""
+    """Put a job that Poolkeeper itself decided on its queue (timers, webhooks, reviews); in
+    observe mode as a dry run, so that the ledger shows what acting would have done."""
+    if services.mode is Mode.OBSERVE and "dry_run" in PARAMS[kind].model_fields:
+        params = params | {"dry_run": True}
     job = Job.model_validate(
         {
             "schema": SCHEMA,
@@ -350,6 +359,8 @@ def submit(services: Services, raw: str, *, queue: str | None = None) -> Job:
     job = parse_job(raw, queue=probe, settings=services.settings, pools=pools)
     if job.continuation:
         raise Rejection("continuation is set by Poolkeeper only; leave it out", job.id)
+    if services.mode is Mode.OBSERVE and not _dry(job):
+        raise Rejection(observe_refusal(), job.id, status=409)
     outside = outside_pool(services, job)
     if outside:
         raise Rejection(outside, job.id, status=422)
@@ -409,13 +420,20 @@ def handle(services: Services, queue: str, raw: str) -> Handled:
         )
         services.tables.reject(queue=queue, raw=raw, reason=reason, job_id=job.id, now=now)
         return Handled("rejected", job.id, reason=reason)
-    if record is None:
-        if job.continuation:
-            reason = "continuation of a job the ledger does not know"
-            services.tables.reject(queue=queue, raw=raw, reason=reason, job_id=job.id, now=now)
-            return Handled("rejected", job.id, reason=reason)
-    elif not _current(record, job, services, queue):
+    if record is None and job.continuation:
+        reason = "continuation of a job the ledger does not know"
+        services.tables.reject(queue=queue, raw=raw, reason=reason, job_id=job.id, now=now)
+        return Handled("rejected", job.id, reason=reason)
+    if record is not None and not _current(record, job, services, queue):
         return Handled("duplicate", job.id, record.status)
+    # A job that has not started does not start in observe mode unless it only reads; one
+    # under way (started in act mode) runs to its end, so nothing is left half-done.
+    starting = record is None or record.status in PENDING
+    if starting and services.mode is Mode.OBSERVE and not _dry(job):
+        reason = observe_refusal()
+        services.tables.reject(queue=queue, raw=raw, reason=reason, job_id=job.id, now=now)
+        log.warning("Job %s (%s, pool %s) not run: observe mode", job.id, job.kind, job.pool)
+        return Handled("rejected", job.id, reason=reason)
 
     lease = services.leases.acquire(job.pool) if flow.needs_lease else None
     if flow.needs_lease and lease is None:
@@ -430,6 +448,11 @@ def handle(services: Services, queue: str, raw: str) -> Handled:
     finally:
         if lease is not None:
             lease.release()
+
+
+def _dry(job: Job) -> bool:
+    """Does the job only read (a dry run, or a kind that never writes)?"""
+    return bool(getattr(job.typed_params(), "dry_run", job.kind is JobKind.DOWNSCALE_REVIEW))
 
 
 def _current(record: JobRecord, job: Job, services: Services, queue: str) -> bool:

@@ -35,9 +35,9 @@ def _reconcile(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         "capacity": truth.record["capacity"],
         "drift": [d["detail"] for d in truth.record["drift"]],
     }
-    claims = _release_left_over_claims(ctx, truth)
     params = ctx.job.typed_params()
     dry_run = isinstance(params, ReconcileParams) and params.dry_run
+    claims = _release_left_over_claims(ctx, truth, dry_run=dry_run)
     return Done(outcome | ({"claims": claims} if claims else {}) | _repair(ctx, truth, dry_run))
 
 
@@ -51,7 +51,7 @@ def _repair(ctx: StepContext, truth: Truth, dry_run: bool) -> dict[str, Any]:
         return {"repair": f"not planned: {type(error).__name__}: {error}"[:300]}
 
 
-def _release_left_over_claims(ctx: StepContext, truth: Truth) -> dict[str, str]:
+def _release_left_over_claims(ctx: StepContext, truth: Truth, *, dry_run: bool) -> dict[str, str]:
     """Give back the pool's nodes whose claim outlived its job (it ended, or the ledger never
     knew it), as the claim found them — but never one whose instance is still being deleted
     (that delete may yet land) or that has no instance (it is going away)."""
@@ -79,6 +79,9 @@ def _release_left_over_claims(ctx: StepContext, truth: Truth) -> dict[str, str]:
             continue
         if record is not None and delete_may_land(record.state, ctx.now):
             done[node.name] = f"{why}; kept: its delete got no answer and may still land"
+            continue
+        if dry_run:
+            done[node.name] = f"{why}; would be released (dry run)"
             continue
         ctx.before_write()
         released = release(ctx.kube, node.name, Owner(found.job, found.kind))

@@ -38,7 +38,7 @@ def test_unreachable_storage_is_unhealthy_and_names_each_service(caplog) -> None
     report = health_report(settings)
     assert not report.ok
     assert report.body["status"] == "unhealthy"
-    assert report.body["config"] == {"ok": True, "pools": 1}
+    assert report.body["config"] == {"ok": True, "pools": 1, "mode": "act"}
     for service in ("queue", "table", "blob"):
         assert report.body["storage"][service] == {"ok": False}
         assert f"storage {service} service does not answer" in report.body["error"]

@@ -49,14 +49,9 @@ def test_app_settings_give_identity_based_storage_and_the_pools() -> None:
     assert "AzureWebJobsStorage" not in settings  # no connection string, no account key
 
 
-# Settings whose readers another part of issue 19 is adding (the mode): drop a name from here
-# once shared/ reads it.
-READERS_UNDER_WAY = {"POOLKEEPER_MODE"}
-
-
 def test_every_poolkeeper_setting_in_the_bicep_is_read_by_the_product() -> None:
     code = "\n".join(p.read_text() for p in (ROOT / "shared").rglob("*.py"))
-    for name in _app_settings().keys() - READERS_UNDER_WAY:
+    for name in _app_settings():
         if name.startswith("POOLKEEPER_"):
             assert f'"{name}"' in code, f"{name} is set in infra but nothing reads it"
 
