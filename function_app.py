@@ -91,6 +91,15 @@ def get_pools(req: func.HttpRequest) -> func.HttpResponse:
     return _json(body, status)
 
 
+@app.route(route="preflight", methods=["GET"])
+def preflight(req: func.HttpRequest) -> func.HttpResponse:
+    """Per cluster and pool: reachable, authenticated, permitted, no other capacity writer."""
+    from shared.flows import api
+
+    status, body = api.preflight_report()
+    return _json(body, status)
+
+
 @app.route(route="dashboard/{pool?}", methods=["GET"])
 def dashboard(req: func.HttpRequest) -> func.HttpResponse:
     """The status page: every pool, or one in full; HTML, `?code=` works for a browser."""

@@ -318,6 +318,27 @@ class Kube:
             configuration.cert_file = configuration.key_file = _private_file(both, ".pem")
         return cls(client.ApiClient(configuration), timeout=timeout)
 
+    def version(self) -> str:
+        """The API server's gitVersion (any authenticated client may read it)."""
+        from kubernetes import client
+
+        info = client.VersionApi(self._core.api_client).get_code(_request_timeout=self._timeout)
+        return str(info.git_version)
+
+    def allowed(self, verb: str, resource: str, group: str = "", subresource: str = "") -> bool:
+        """May this client `verb` the resource (cluster-wide)? A SelfSubjectAccessReview."""
+        review = self._client.V1SelfSubjectAccessReview(
+            spec=self._client.V1SelfSubjectAccessReviewSpec(
+                resource_attributes=self._client.V1ResourceAttributes(
+                    verb=verb, resource=resource, group=group, subresource=subresource or None
+                )
+            )
+        )
+        answer = self._client.AuthorizationV1Api(
+            self._core.api_client
+        ).create_self_subject_access_review(review, _request_timeout=self._timeout)
+        return bool(answer.status.allowed)
+
     def nodes(self) -> list[Node]:
         """Every node, fresh from the API server."""
         return [_node(raw) for raw in self._core.list_node(_request_timeout=self._timeout).items]

@@ -183,6 +183,13 @@ def pools(name: str | None) -> tuple[int, Any]:
     return 200, (found[0] if name is not None else {"pools": found})
 
 
+def preflight_report() -> tuple[int, Any]:
+    """GET /api/preflight: 200 with every check (`ok` false names what fails)."""
+    from shared.flows.preflight import preflight
+
+    return 200, preflight(intake())
+
+
 def _pool_status(svc: Services, pool: str) -> dict[str, Any]:
     record = svc.tables.pool_status(pool)
     return (
@@ -204,6 +211,7 @@ def _configured(pool: Pool) -> dict[str, Any]:
     """The pool's allow-list entry, shown whether or not it was reconciled yet."""
     return {
         "pool": pool.name,
+        "cluster": pool.cluster,
         "vmss_id": pool.vmss_id,
         "node_group": pool.node_group,
         "min_nodes": pool.min_nodes,

@@ -17,6 +17,7 @@ from shared.adapters.storage import StorageAccount
 from shared.clock import clock_from_settings
 from shared.config import load_config
 from shared.flows.jobs import Services, handle
+from shared.flows.preflight import preflight
 from shared.flows.reconcile import survey
 from tests.jobs_support import Pump, job, settings_for
 from tests.simulator import (
@@ -221,3 +222,26 @@ def test_a_wrong_token_is_refused_and_reported_naming_the_cluster(
     assert _run(fleet, "reconcile", "kubeadm").status == "done"
     kubeadm = fleet.services.tables.pool_status(_pool(fleet, "kubeadm"))
     assert kubeadm is not None and "not readable" not in json.dumps(kubeadm)
+
+
+def test_preflight_passes_and_names_the_cluster_of_a_wrong_token_ca_or_permission(
+    sim: Simulator, azurite: Any, fleet: Pump
+) -> None:
+    report = preflight(fleet.services)
+    assert report["ok"], report
+    assert set(report["clusters"]) == set(CLUSTERS)
+    assert all(p["ok"] and p["instances"] == 3 for p in report["pools"].values()), report
+
+    sim.set_secret("capz-token", "not-the-token")
+    clusters = _clusters(sim)
+    kubeadm = next(c for c in clusters if c["name"] == "kubeadm")
+    kubeadm["ca"] = {"pem": sim.cluster("capz")["ca_pem"]}  # another cluster's CA
+    sim.deny("engine", verb="create", resource="pods", subresource="eviction")
+    report = preflight(_services(sim, azurite, clusters))
+    assert not report["ok"]
+    found = report["clusters"]
+    assert "cluster capz not reachable or not authenticated" in found["capz"]["error"]
+    assert "Unauthorized" in found["capz"]["error"]
+    assert "cluster kubeadm not reachable" in found["kubeadm"]["error"]
+    assert "CERTIFICATE_VERIFY_FAILED" in found["kubeadm"]["error"], found["kubeadm"]
+    assert found["engine"]["error"].startswith("cluster engine denies create pods/eviction:")

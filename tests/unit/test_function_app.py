@@ -67,6 +67,7 @@ def test_function_index_pins_names_triggers_routes_and_auth_levels() -> None:
         "submit_job": _http("jobs", ["POST"], "FUNCTION"),
         "get_job": _http("jobs/{id}", ["GET"], "FUNCTION"),
         "get_pools": _http("pools/{name?}", ["GET"], "FUNCTION"),
+        "preflight": _http("preflight", ["GET"], "FUNCTION"),
         "dashboard": _http("dashboard/{pool?}", ["GET"], "FUNCTION"),
         "alerts": _http("alerts", ["POST"], "FUNCTION"),
         "evaluate_capacity": [
