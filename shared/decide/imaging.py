@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
+from shared.decide.owners import AKS_TAG_PREFIX
+
 _VERSION_ID = re.compile(
     r"^(?P<gallery>/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/"
     r"galleries/[^/]+)/images/(?P<image>[^/]+)(/versions/(?P<version>[^/]+))?$",
     re.IGNORECASE,
 )
-AKS_TAG_PREFIX = "aks-managed-"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from shared.config import Pool
-from shared.decide.imaging import AKS_TAG_PREFIX
+from shared.decide.owners import capacity_owner
 
 log = logging.getLogger("poolkeeper.preflight")
 
@@ -26,7 +26,6 @@ PERMISSIONS = (
     ("get", "daemonsets", "apps", ""),
     ("list", "poddisruptionbudgets", "policy", ""),
 )
-CAPZ_TAG_PREFIX = "sigs.k8s.io_cluster-api-provider-azure_"
 # A cluster that has not answered the checks by then is reported as hanging.
 CLUSTER_WAIT_SECONDS = 30.0
 
@@ -86,29 +85,19 @@ def _pool(services: Any, pool: Pool) -> dict[str, Any]:
             "cluster": pool.cluster,
             "error": f"scale set {pool.vmss_id} not readable: {_short(error)}",
         }
-    owners = _other_writers(state.tags)
+    owner = capacity_owner(state.tags)
     found: dict[str, Any] = {
-        "ok": not owners,
+        "ok": owner is None,
         "cluster": pool.cluster,
         "capacity": state.capacity,
         "instances": len(state.instances),
     }
-    if owners:
+    if owner:
         found["error"] = (
-            f"scale set {pool.vmss_name} is managed by {owners}: it scales itself; leave this pool "
-            "out of Poolkeeper's configuration and use the owner's own scaling"
+            f"scale set {pool.vmss_name} is managed by {owner}; Poolkeeper refuses capacity "
+            "writes to it: leave the pool out of its configuration"
         )
     return found
-
-
-def _other_writers(tags: dict[str, str] | Any) -> str:
-    """Who else writes this scale set's capacity, from its tags ('' when nobody we know)."""
-    keys = [key.lower() for key in dict(tags)]
-    if any(key.startswith(CAPZ_TAG_PREFIX) for key in keys):
-        return "Cluster API Provider Azure (a MachinePool)"
-    if any(key.startswith(AKS_TAG_PREFIX) for key in keys):
-        return "AKS (a managed node pool)"
-    return ""
 
 
 def _permission(verb: str, resource: str, group: str, sub: str) -> str:

@@ -25,10 +25,16 @@ GROUP = {"elastisys.io/node-group": "apps"}
 POOL = {"name": "apps", "vmss_id": VMSS_ID, "node_group": "apps", "min_nodes": 3, "max_nodes": 8}
 
 
-def _world(sim: Simulator, azurite: Any, capacity: int = 5, **extra: Any) -> Pump:
+def _world(
+    sim: Simulator,
+    azurite: Any,
+    capacity: int = 5,
+    tags: dict[str, str] | None = None,
+    **extra: Any,
+) -> Pump:
     sim.load(
         scenario(
-            scale_set(VMSS, capacity, zones=[]),
+            scale_set(VMSS, capacity, zones=[], tags=tags or {}),
             workloads={
                 "deployments": [
                     {
@@ -143,6 +149,27 @@ def test_scale_in_below_min_nodes_is_refused_and_changes_nothing(sim: Simulator,
     pump.send("scale", message)
     record = pump.run("scale", message["id"])
     assert record.status == "failed" and "below_min" in record.error
+    assert sim.scale_set_state(VMSS)["capacity"] == 4
+    assert not any(n.unschedulable for n in pump.services.kube.nodes())
+
+
+@pytest.mark.parametrize(
+    ("tags", "owner"),
+    [
+        ({"sigs.k8s.io_cluster-api-provider-azure_cluster_prod": "owned"}, "MachinePool"),
+        ({"aks-managed-poolName": "apps"}, "AKS"),
+    ],
+)
+@pytest.mark.parametrize("delta", [1, -1])
+def test_a_scale_set_that_capz_or_aks_sizes_is_refused_any_capacity_change(
+    sim: Simulator, azurite: Any, tags: dict[str, str], owner: str, delta: int
+) -> None:
+    pump = _world(sim, azurite, capacity=4, tags=tags)
+    message = job("scale", "apps", {"delta": delta})
+    pump.send("scale", message)
+    record = pump.run("scale", message["id"])
+    assert record.status == "failed" and "refused (other owner)" in (record.error or ""), record
+    assert owner in (record.error or "")
     assert sim.scale_set_state(VMSS)["capacity"] == 4
     assert not any(n.unschedulable for n in pump.services.kube.nodes())
 

@@ -28,6 +28,7 @@ from shared.decide.counting import (
     plan_scale_in,
     plan_scale_up,
 )
+from shared.decide.owners import capacity_owner
 from shared.decide.writes import tags_with_write, write_landed
 from shared.flows.jobs import Flow, StepContext, register
 from shared.flows.retries import temporary_wait
@@ -62,6 +63,12 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     except TemporaryAzureError as error:
         return temporary_wait("plan", state, error, ctx)
     up = (params.delta or 0) > 0 or params.target is not None
+    owner = capacity_owner(truth.state.tags)
+    if owner and "sent" not in state:
+        return Fail(
+            f"refused (other owner): the scale set's capacity belongs to {owner}",
+            {"refusal": "other_owner", "dry_run": params.dry_run},
+        )
     if up and "sent" in state:
         # Our last write got no answer: tell our landed write from another job's by the marks
         # each scale-up signs its write with. Never add delta twice, never count theirs as ours.
