@@ -3,4 +3,4 @@
 `function_app.py` calls `shared.flows`; only `shared.adapters` touches Azure SDKs.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

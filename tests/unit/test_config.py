@@ -348,7 +348,7 @@ def test_example_file_loads_through_pools_file_setting() -> None:
         ("system", "system", 3, 6),
         ("workers", "workers", 3, 50),
     ]
-    assert config.pool("workers").resource_group == "rg-prod-aks"
+    assert config.pool("workers").resource_group == "rg-capz-prod"
 
 
 def test_relative_pools_file_is_read_from_the_working_directory(
