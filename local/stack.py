@@ -140,6 +140,8 @@ def host_settings(
             # POOLKEEPER_POOLS there must not clash with the scenario's pools.
             "POOLKEEPER_POOLS": "",
             "POOLKEEPER_CLOCK_FILE": sim["clock_file"],
+            # The offline stack acts; `POOLKEEPER_MODE=observe make run` tries observe mode.
+            "POOLKEEPER_MODE": os.environ.get("POOLKEEPER_MODE") or "act",
             "POOLKEEPER_ARM_ENDPOINT": sim["arm"],
             "POOLKEEPER_METRICS_ENDPOINT": sim["metrics"],
             "POOLKEEPER_LOGS_ENDPOINT": sim["logs"],

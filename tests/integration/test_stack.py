@@ -87,7 +87,7 @@ def test_stack_prints_endpoints_serves_health_and_stops_everything_on_sigterm(tm
         after = _sim_now(endpoints)
         assert health.status_code == 200, health.text
         # The product is configured with the scenario's pools, and the simulator holds them.
-        assert health.json()["config"] == {"ok": True, "pools": 2}
+        assert health.json()["config"] == {"ok": True, "pools": 2, "mode": "act"}
         # One clock: the product reads the simulator's (the scenario starts 2026-11-02), so its
         # time falls between the simulator's before and after the call, however long it took.
         product_now = datetime.fromisoformat(health.json()["clock"]["now"])
