@@ -38,6 +38,7 @@ class PoolData:
     days: list[dict[str, Any]] = field(default_factory=list)
     images: dict[str, dict[str, Any]] = field(default_factory=dict)  # version -> image job's record
     repairs: list[dict[str, Any]] = field(default_factory=list)  # the repair log, oldest first
+    cluster: str = "default"
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class ImageRow:
 @dataclass(frozen=True)
 class PoolView:
     name: str
+    cluster: str
     vmss_id: str
     node_group: str
     limits: str
@@ -355,6 +357,7 @@ def pool_view(data: PoolData, now: datetime) -> PoolView:
     others = {k: v for k, v in counts.items() if k not in STATES and k not in ("total", "active")}
     return PoolView(
         name=data.name,
+        cluster=data.cluster,
         vmss_id=data.vmss_id,
         node_group=data.node_group,
         limits=f"{data.min_nodes} to {data.max_nodes} nodes",

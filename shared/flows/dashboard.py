@@ -41,6 +41,7 @@ def _data(
     tables = services.tables
     return PoolData(
         name=pool.name,
+        cluster=pool.cluster,
         vmss_id=pool.vmss_id,
         node_group=pool.node_group,
         min_nodes=pool.min_nodes,

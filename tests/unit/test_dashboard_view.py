@@ -350,3 +350,21 @@ def test_repairs_are_listed_newest_first_with_their_rung_and_result() -> None:
     html = pool_page(pool_view(_data(repairs=repairs), NOW), NOW, ["apps"])
     assert 'href="/api/jobs/repair-1"' in html and "still NotReady" in html
     assert 'data-empty="repairs"' in pool_page(pool_view(_data(), NOW), NOW, ["apps"])
+
+
+def test_the_overview_groups_pools_by_cluster_and_shows_the_mode() -> None:
+    views = [
+        pool_view(replace(_data(), name=name, cluster=cluster), NOW)
+        for name, cluster in (("apps", "capz-prod"), ("lab", "kubeadm-lab"), ("gpu", "capz-prod"))
+    ]
+    html = overview_page(views, NOW, mode="observe")
+    assert (
+        html.index("cluster capz-prod")
+        < html.index('id="pool-apps"')
+        < html.index('id="pool-gpu"')
+        < html.index("cluster kubeadm-lab")
+        < html.index('id="pool-lab"')
+    )
+    assert "observe mode: records what it would do, changes nothing" in html
+    single = overview_page(views[:1], NOW)
+    assert "cluster capz-prod</h2>" not in single and "act mode" in single
