@@ -40,6 +40,11 @@ def _http_routes() -> set[str]:
     }
 
 
+# Routes that touch no storage: a hung Storage account does not concern them (preflight reads
+# only the configuration, ARM and the clusters).
+NO_STORAGE = {"preflight"}
+
+
 def _requests(url: str, key: str) -> dict[str, Callable[[], requests.Response]]:
     """One request per route of function_app.py (both forms of the optional parameters)."""
 
@@ -85,7 +90,7 @@ def test_every_route_answers_a_json_503_naming_storage_within_5_s_while_storage_
     host = start_host(ROOT / "function_app.py", settings=settings)
     calls = _requests(host.url, host.function_key)
     assert {name.replace("{name}", "{name?}").replace("{pool}", "{pool?}") for name in calls} == (
-        _http_routes()
+        _http_routes() - NO_STORAGE
     ), "a route of function_app.py is not exercised here"
     for name, call in calls.items():  # warm: each function's modules and clients are loaded
         assert call().status_code < 500, name
