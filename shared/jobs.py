@@ -162,6 +162,11 @@ class Job(Strict):
         max_length=64,
         description="set by Poolkeeper when it re-enqueues a waiting job; leave it out",
     )
+    parent: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$",
+        description="set by Poolkeeper on a job another job of its started; leave it out",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

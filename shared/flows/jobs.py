@@ -298,11 +298,14 @@ def enqueue(
     job_id: str,
     requested_by: str,
     now: datetime,
+    parent: str | None = None,
 ) -> Job:
-    """Put a job that Poolkeeper itself decided on its queue (timers, webhooks, reviews); in
-    observe mode as a dry run, so that the ledger shows what acting would have done."""
-    if services.mode is Mode.OBSERVE and "dry_run" in PARAMS[kind].model_fields:
+    """Put a job that Poolkeeper itself decided on its queue (timers, webhooks, reviews), or one
+    that job `parent` needs done. In observe mode a decision goes out as a dry run under its id
+    with OBSERVED appended (so the real one is free once acting); a child is its parent's."""
+    if parent is None and services.mode is Mode.OBSERVE and "dry_run" in PARAMS[kind].model_fields:
         params = params | {"dry_run": True}
+        job_id = observed_id(job_id)
     job = Job.model_validate(
         {
             "schema": SCHEMA,
@@ -313,14 +316,24 @@ def enqueue(
             "requested_by": requested_by[:200],
             "created_at": now,
         }
+        | ({"parent": parent} if parent else {})
     )
     services.queues.send(queue_name(kind, services.settings), job.to_message())
     return job
 
 
+OBSERVED = "-observed"
+
+
+def observed_id(job_id: str) -> str:
+    """The id of the dry run observe mode sends in place of job `job_id`."""
+    return job_id[: 128 - len(OBSERVED)] + OBSERVED
+
+
 def enqueue_once(services: Services, kind: JobKind, pool: str, job_id: str, *, timer: str) -> bool:
-    """A timer's job for one period: enqueued under `job_id` unless the ledger already has it."""
-    if services.tables.job(job_id) is not None:
+    """A timer's job for one period: enqueued under `job_id` unless the ledger already has it
+    (in observe mode: its dry run's id)."""
+    if services.tables.job(observed_id(job_id) if services.mode is Mode.OBSERVE else job_id):
         return False
     now = services.clock.now()
     enqueue(services, kind, pool, {}, job_id=job_id, requested_by=f"timer:{timer}", now=now)
@@ -357,8 +370,9 @@ def submit(services: Services, raw: str, *, queue: str | None = None) -> Job:
         except (ValueError, AttributeError, TypeError):
             probe = ""
     job = parse_job(raw, queue=probe, settings=services.settings, pools=pools)
-    if job.continuation:
-        raise Rejection("continuation is set by Poolkeeper only; leave it out", job.id)
+    if job.continuation or job.parent:
+        field = "continuation" if job.continuation else "parent"
+        raise Rejection(f"{field} is set by Poolkeeper only; leave it out", job.id)
     if services.mode is Mode.OBSERVE and not _dry(job):
         raise Rejection(observe_refusal(), job.id, status=409)
     outside = outside_pool(services, job)
@@ -427,11 +441,20 @@ def handle(services: Services, queue: str, raw: str) -> Handled:
     if record is not None and not _current(record, job, services, queue):
         return Handled("duplicate", job.id, record.status)
     # A job that has not started does not start in observe mode unless it only reads; one
-    # under way (started in act mode) runs to its end, so nothing is left half-done.
+    # under way (started in act mode) runs to its end, with the jobs it starts, so nothing is
+    # left half-done.
     starting = record is None or record.status in PENDING
-    if starting and services.mode is Mode.OBSERVE and not _dry(job):
+    if (
+        starting
+        and services.mode is Mode.OBSERVE
+        and not _dry(job)
+        and not _parent_under_way(services, job)
+    ):
         reason = observe_refusal()
         services.tables.reject(queue=queue, raw=raw, reason=reason, job_id=job.id, now=now)
+        if record is not None:  # recorded when it was submitted: it ends here, saying why
+            with contextlib.suppress(LedgerConflict):
+                services.tables.update_job(record, status="failed", error=reason)
         log.warning("Job %s (%s, pool %s) not run: observe mode", job.id, job.kind, job.pool)
         return Handled("rejected", job.id, reason=reason)
 
@@ -448,6 +471,16 @@ def handle(services: Services, queue: str, raw: str) -> Handled:
     finally:
         if lease is not None:
             lease.release()
+
+
+def _parent_under_way(services: Services, job: Job) -> bool:
+    """Is this a job a running (not dry) job started, which it needs to end what it began?"""
+    if job.parent is None:
+        return False
+    parent = services.tables.job(job.parent)
+    if parent is None or parent.status in FINAL:
+        return False
+    return not _dry(Job.model_validate_json(parent.envelope))
 
 
 def _dry(job: Job) -> bool:

@@ -14,7 +14,7 @@ import requests
 from shared.flows.capacity.evaluation import evaluate_capacity
 from shared.flows.jobs import submit
 from shared.flows.reconcile import survey
-from shared.jobs import Rejection
+from shared.jobs import Job, Rejection
 from tests.jobs_support import job
 from tests.repair_support import VMSS as HEAL_VMSS
 from tests.repair_support import not_ready
@@ -118,3 +118,31 @@ def test_an_operators_job_is_refused_with_409_saying_how_to_act_unless_a_dry_run
     (handled,) = world.pump.once("scale")
     assert handled.result == "rejected" and "observe mode" in (handled.reason or "")
     assert sim.scale_set_state(VMSS)["capacity"] == 4
+
+
+def test_after_a_switch_to_observe_a_job_under_way_gets_its_children_and_a_pending_one_ends(
+    sim: Simulator, azurite: Any
+) -> None:
+    world = _observing(sim, azurite)
+    services = world.pump.services
+    now = services.clock.now()
+    # Started in act mode: a repair under way, and a scale-up submitted but not yet run.
+    parent = Job.model_validate(job("repair", world.pool["name"], {"instance": "1"}))
+    services.tables.create_job(parent, first_step="plan", now=now, status="running")
+    pending = Job.model_validate(job("scale", world.pool["name"], {"delta": 1}))
+    services.tables.create_job(pending, first_step="plan", now=now, status="queued")
+
+    child = job("scale", world.pool["name"], {"delta": 1}, parent=parent.id)
+    world.pump.send("scale", child)
+    orphan = job("scale", world.pool["name"], {"delta": 1}, parent="repair-gone")
+    world.pump.send("scale", orphan)
+    world.pump.send("scale", pending.to_message())
+    world.drive("scale", child["id"])
+    assert sim.scale_set_state(VMSS)["capacity"] == 5  # the repair's replacement, for real
+    for refused in (orphan["id"], pending.id):
+        record = world.tables.job(refused)
+        assert record is None or (record.status == "failed" and "observe mode" in record.error)
+    assert world.tables.job(pending.id).status == "failed"  # type: ignore[union-attr]
+    # An operator cannot pass a job off as another job's child.
+    with pytest.raises(Rejection, match="parent is set by Poolkeeper only"):
+        submit(services, json.dumps(job("scale", world.pool["name"], {"delta": 1}, parent="x")))

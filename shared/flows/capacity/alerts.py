@@ -76,7 +76,8 @@ def scale_up_one(
         severity="P1",
         at=now,
         values=values,
-        message=f"{reason}: scaling up by one node (job {job.id})",
+        message=f"{reason}: scaling up by one node (job {job.id})"
+        + (" — observe mode: a dry run, nothing changes" if job.params.get("dry_run") else ""),
         advice=consolidation_advice((live or 0) + 1),
     )
     return job.id

@@ -254,6 +254,7 @@ def child(
             job_id=job_id,
             requested_by=f"image job {ctx.job.id}",
             now=ctx.now,
+            parent=ctx.job.id,
         )
         children[key] = job_id
         state.setdefault("children_since", {})[key] = ctx.now.isoformat()

@@ -226,6 +226,7 @@ def _grow(ctx: StepContext, state: dict[str, Any]) -> Outcome:
             job_id=grow,
             requested_by=f"repair:{ctx.job.id}",
             now=ctx.job.created_at,  # the same envelope if this step runs twice
+            parent=ctx.job.id,
         )
     since = {"grow": grow, "grow_since": ctx.now.isoformat(), "acted": True}
     return Wait("await_grow", POLL, state | since, reason=f"replacement requested ({grow})")
