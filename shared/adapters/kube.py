@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -115,11 +116,27 @@ class EvictionResult(StrEnum):
     GONE = "pod no longer exists (404)"
 
 
+_FOLDER: list[str] = []
+
+
+def _private_folder() -> str:
+    """A folder only this user can enter: the shared name when it is ours and closed to others
+    (so processes reuse the files), else one of our own."""
+    if _FOLDER:
+        return _FOLDER[0]
+    folder = os.path.join(tempfile.gettempdir(), f"poolkeeper-{os.getuid()}")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    seen = os.lstat(folder)
+    if not stat.S_ISDIR(seen.st_mode) or seen.st_uid != os.getuid() or seen.st_mode & 0o077:
+        folder = tempfile.mkdtemp(prefix="poolkeeper-")  # someone else made the shared one
+    _FOLDER.append(folder)
+    return folder
+
+
 def _private_file(content: str, suffix: str) -> str:
     """`content` in a file only this process's user can read (the client takes paths), named by
     its hash so that rebuilding a connection reuses it."""
-    folder = os.path.join(tempfile.gettempdir(), f"poolkeeper-{os.getuid()}")
-    os.makedirs(folder, mode=0o700, exist_ok=True)
+    folder = _private_folder()
     path = os.path.join(folder, hashlib.sha256(content.encode()).hexdigest()[:32] + suffix)
     if not os.path.exists(path):
         fd, partial = tempfile.mkstemp(dir=folder)  # 0600
@@ -203,9 +220,7 @@ class Kube:
         server = settings.get(SERVER_SETTING)
         if path or content:
             if content:
-                with tempfile.NamedTemporaryFile("w", suffix=".kubeconfig", delete=False) as out:
-                    out.write(content)
-                    path = out.name
+                path = _private_file(content, ".kubeconfig")
             try:
                 bounded = None
                 if retries is not None:

@@ -125,7 +125,9 @@ class Cluster(_Strict):
     ca: CaBundle | None = None
     auth: Auth
     key_vault: StrictStr | None = None
-    request_timeout_seconds: Annotated[float, Field(ge=1, le=120, allow_inf_nan=False)] = 30.0
+    request_timeout_seconds: Annotated[
+        float, Field(ge=1, le=120, allow_inf_nan=False, strict=True)
+    ] = 30.0
 
     @field_validator("name")
     @classmethod

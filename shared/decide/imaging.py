@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
 
-from shared.decide.owners import AKS_TAG_PREFIX
+from shared.decide.owners import AKS_TAG_PREFIX, capacity_owner
 
 _VERSION_ID = re.compile(
     r"^(?P<gallery>/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Compute/"
@@ -177,6 +177,9 @@ def model_change_refusal(
     tags: Mapping[str, str], upgrade_mode: str | None, *, allow_upgrade_policy: bool
 ) -> str | None:
     """Why Poolkeeper must not change this scale set's model, or None."""
+    owner = capacity_owner(tags)
+    if owner and not owner.startswith("AKS"):  # AKS's own words follow
+        return f"the scale set belongs to {owner}; its image comes from there too"
     aks = sorted(k for k in tags if k.lower().startswith(AKS_TAG_PREFIX))
     if aks:
         return (

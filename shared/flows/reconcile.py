@@ -110,10 +110,10 @@ def _not_ready(services: Any) -> set[str]:
     list of each cluster's nodes, read side by side (none from a cluster that cannot be read
     in time: a full read could not either)."""
     clusters = sorted({pool.cluster for pool in services.config.pools})
-    readers = ThreadPoolExecutor(max_workers=min(8, len(clusters)) or 1)
+    readers = ThreadPoolExecutor(max_workers=len(clusters) or 1)  # none waits in line
     lists = {name: readers.submit(_node_list, services, name) for name in clusters}
     wait(lists.values(), timeout=NODE_LIST_WAIT_SECONDS)
-    readers.shutdown(wait=False, cancel_futures=True)
+    readers.shutdown(wait=False)
     found: set[str] = set()
     for name, future in lists.items():
         if not future.done():

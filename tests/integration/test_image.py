@@ -362,6 +362,14 @@ def test_a_worker_killed_after_each_step_resumes_without_a_second_snapshot_versi
     [
         ({"scale_set_extra": {"tags": {"aks-managed-poolName": "np1"}}}, "node-image-only"),
         ({"scale_set_extra": {"upgrade_mode": "Rolling"}}, "allow_upgrade_policy"),
+        (
+            {
+                "scale_set_extra": {
+                    "tags": {"sigs.k8s.io_cluster-api-provider-azure_cluster_x": "owned"}
+                }
+            },
+            "MachinePool",
+        ),
     ],
 )
 def test_aks_managed_and_self_upgrading_scale_sets_are_refused_untouched(

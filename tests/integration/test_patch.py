@@ -381,14 +381,23 @@ def test_the_timer_enqueues_one_job_per_automatic_pool_in_its_window(
 def test_a_dry_run_names_the_order_and_why_each_node_is_left_out(
     sim: Simulator, azurite: Any
 ) -> None:
-    world, watch = _world(sim, azurite, capacity=4)
+    world, watch = _world(sim, azurite, capacity=5)
     kube = world.pump.services.kube
     kube.set_unschedulable(f"{VMSS}000003", True)  # an operator's cordon
+    # A dry run runs nothing on the nodes: it plans from the checks recorded last (node 4 has
+    # none: it is left out, saying so).
+    checked = {"kernel": OLD_KERNEL, "boot_id": "b", "reboot_required": False, "pending": 3}
+    world.tables.put_patch_checks(
+        world.pool["name"],
+        {f"{VMSS}00000{n}": checked | {"new_kernel": NEW_KERNEL} for n in range(4)},
+    )
     record = world.run("patch", {"dry_run": True})
     assert record.status == "done"
     assert record.outcome["order"] == [f"{VMSS}00000{n}" for n in range(3)]
     assert "cordoned by someone else" in record.outcome["left_out"][f"{VMSS}000003"]
+    assert "not checked" in record.outcome["left_out"][f"{VMSS}000004"]
     assert watch.claimed_order == [] and _restarts(sim) == 0
+    assert int(sim.calls()["counters"].get("VirtualMachineScaleSetVMs_RunCommand", 0)) == 0
     assert {o["running_kernel"] for o in _os(sim).values()} == {OLD_KERNEL}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import fields
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -96,11 +97,29 @@ def _check(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         # An upgrade moves nodes to the latest model: the model, not a check, says who needs it.
         node["upgrade"] = upgrade
         node["to_check"] &= not upgrade
+    if _params(ctx).dry_run:  # runs nothing on the nodes (observe mode's patch timer)
+        _recorded_checks(ctx, nodes)
+        return _plan(ctx, {"nodes": nodes, "checks_since": ctx.now.isoformat()})
     _start_checks(ctx, nodes)
     started = {"nodes": nodes, "checks_since": ctx.now.isoformat()}
     if upgrade:
         return _plan(ctx, started)
     return Wait("await_checks", CHECK_POLL, state | started, reason="checking the nodes")
+
+
+def _recorded_checks(ctx: StepContext, nodes: dict[str, Any]) -> None:
+    """A dry run's checks: the ones recorded last (the status page's), none run now."""
+    recorded = ctx.services.tables.patch_status(ctx.pool.name)
+    wanted = [f.name for f in fields(NodeCheck)]
+    for node in nodes.values():
+        if not node.pop("to_check", False):
+            continue
+        seen = recorded.get(node["name"], {})
+        if all(name in seen for name in wanted):
+            node["check"] = {name: seen[name] for name in wanted}
+            node["pending"], node["new_kernel"] = seen["pending"], seen["new_kernel"]
+        else:
+            node["check_error"] = "not checked: a dry run runs nothing on the nodes"
 
 
 def _start_checks(ctx: StepContext, nodes: dict[str, Any]) -> None:
@@ -193,14 +212,15 @@ def _plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         )
     mode = "upgrade" if _params(ctx).action == "upgrade" else ctx.pool.patch.mode
     plan = plan_patch(candidates, mode=mode, only=_params(ctx).nodes)
-    ctx.services.tables.put_patch_checks(
-        ctx.pool.name,
-        {
-            n["name"]: {"checked_at": ctx.now.isoformat()} | n.get("check", {})
-            for n in state["nodes"].values()
-            if "check" in n
-        },
-    )
+    if not _params(ctx).dry_run:  # a dry run's checks are the recorded ones
+        ctx.services.tables.put_patch_checks(
+            ctx.pool.name,
+            {
+                n["name"]: {"checked_at": ctx.now.isoformat()} | n.get("check", {})
+                for n in state["nodes"].values()
+                if "check" in n
+            },
+        )
     described = {"order": list(plan.order), "left_out": dict(plan.left_out)}
     if _params(ctx).dry_run:
         return Done({"dry_run": True} | described)
