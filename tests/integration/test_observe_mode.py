@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import requests
 
+from shared.adapters.ledger import AlertLog
 from shared.flows.capacity.evaluation import evaluate_capacity
 from shared.flows.jobs import submit
 from shared.flows.reconcile import survey
@@ -89,6 +90,9 @@ def test_a_day_of_p1_load_and_a_not_ready_node_changes_nothing_and_records_what_
     assert record is not None and record.status == "done", record
     assert record.outcome["dry_run"] is True and record.outcome["plan"], record.outcome
     assert json.loads(record.envelope)["params"]["dry_run"] is True
+    # The dry runs keep their own cooldown: none counts as a scale-up that happened (the real
+    # cooldown and the downscale review's anti-oscillation window start clean once acting).
+    assert AlertLog(world.tables).last_scale_up(world.pool["name"]) is None
     # ... and the repair of the NotReady node, planned and not sent.
     planned = [
         r.outcome["repair"]

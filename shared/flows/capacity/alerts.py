@@ -20,8 +20,9 @@ from shared.adapters.ledger import AlertLog
 from shared.adapters.notify import Notifier
 from shared.alerts import AlertError, AlertEvent, Scope, Severity, check_signature, parse_alerts
 from shared.config import Pool
+from shared.config.mode import Mode
 from shared.decide.capacity import consolidation_advice, scale_up_hold
-from shared.flows.jobs import enqueue
+from shared.flows.jobs import enqueue, observed_id
 from shared.jobs import JobKind
 
 log = logging.getLogger("poolkeeper.alerts")
@@ -43,10 +44,13 @@ def scale_up_one(
     alert_log = AlertLog(services.tables)
     recorded = services.tables.pool_status(pool.name) or {}
     live = (recorded.get("counts") or {}).get("live")  # None before the first reconcile
+    # Observe mode's dry runs keep their own cooldown: the real one (and the downscale review's
+    # anti-oscillation window) sees only scale-ups that happened.
+    row = observed_id(pool.name) if services.mode is Mode.OBSERVE else pool.name
     held = scale_up_hold(
-        live, pool.max_nodes, alert_log.last_scale_up(pool.name), now, cooldown=cooldown(pool)
+        live, pool.max_nodes, alert_log.last_scale_up(row), now, cooldown=cooldown(pool)
     )
-    if held is None and not alert_log.claim_scale_up(pool.name, now, now - cooldown(pool)):
+    if held is None and not alert_log.claim_scale_up(row, now, now - cooldown(pool)):
         held = "not scaling up: another scale-up was just claimed (cooldown)"
     if held is not None:
         if "cooldown" in held:
