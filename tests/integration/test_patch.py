@@ -19,11 +19,11 @@ import pytest
 import requests
 
 from shared.adapters.kube import CLAIM_ANNOTATION, Kube, Node
-from shared.adapters.ledger import AlertLog
+from shared.adapters.ledger import FINAL, AlertLog
 from shared.config.patch import Window
 from tests.jobs_support import WorkerKilled
 from tests.simulator import RG, Simulator
-from tests.truth_support import World, make_world
+from tests.truth_support import SPEED, World, make_world
 
 VMSS = "aks-patch-61616161-vmss"
 OLD_KERNEL, NEW_KERNEL = "6.8.0-1015-azure", "6.8.0-1017-azure"
@@ -142,6 +142,32 @@ def _notifications(world: World) -> list[dict[str, Any]]:
     return [json.loads(m.content) for m in client.peek_messages(max_messages=32)]
 
 
+# Until the nodes are checked the clock runs at CHECK_SPEED: a round of the job is at least a wall
+# second (queue visibility is whole seconds), ten simulated minutes at 600x, and on a loaded
+# machine the checks' 30-minute deadline passed before a round collected a check that had ended.
+CHECK_STEPS = frozenset({"check", "await_checks"})
+CHECK_SPEED = 60
+
+
+def _patch(world: World, params: dict[str, Any] | None = None, *, timeout: float = 120) -> Any:
+    """Run a patch job to its end, at CHECK_SPEED while it checks the nodes."""
+    world.sim.post("clock", {"speed": CHECK_SPEED})
+    slowed = True
+
+    def done(record: Any) -> bool:
+        nonlocal slowed
+        if slowed and record.step not in CHECK_STEPS:
+            world.sim.post("clock", {"speed": SPEED})
+            slowed = False
+        return record.status in FINAL
+
+    try:
+        return world.drive("patch", world.send("patch", params), done, timeout=timeout)
+    finally:
+        if slowed:
+            world.sim.post("clock", {"speed": SPEED})
+
+
 def _cordoned(world: World) -> list[str]:
     return sorted(n for n, v in world.cluster().items() if v["unschedulable"])
 
@@ -154,7 +180,7 @@ def test_a_pool_is_patched_end_to_end_within_its_budgets(sim: Simulator, azurite
     )
     before = _os(sim)
     assert {o["running_kernel"] for o in before.values()} == {OLD_KERNEL}
-    record = world.run("patch", timeout=120)
+    record = _patch(world, timeout=120)
     assert record.status == "done", (record.error, record.outcome)
     after = _os(sim)
     assert set(record.outcome["patched"]) == set(after)
@@ -197,7 +223,7 @@ def test_a_node_that_never_comes_back_halts_the_rollout_and_is_reported(
         azurite,
         faults=[{"operation": "Boot", "kind": "never_ready", "scale_set": VMSS, "instance": "0"}],
     )
-    record = world.run("patch", timeout=60)
+    record = _patch(world, timeout=60)
     assert record.status == "failed" and "halted" in record.error and first in record.error
     assert "not back Ready" in record.outcome["not_patched"][first]
     assert watch.claimed_order == [first]  # no other node was taken down after it
@@ -229,7 +255,7 @@ def test_an_undrainable_node_is_skipped_or_quarantined_and_the_rollout_goes_on(
             workloads=workloads,
             patch={"undrainable": policy, "drain_timeout_minutes": 2},
         )
-        record = world.run("patch", timeout=90)
+        record = _patch(world, timeout=90)
         assert record.status == "done", record.error
         assert len(record.outcome["patched"]) == 3
         why = record.outcome["not_patched"][stuck]
@@ -338,7 +364,7 @@ def test_a_window_that_closes_mid_rollout_takes_no_node_down_after_it(
             )
         }
     )
-    record = world.run("patch", timeout=90)
+    record = _patch(world, timeout=90)
     assert record.status == "done", record.error
     assert record.outcome["stopped"] == "the maintenance window has closed"
     assert record.outcome["not_reached"]  # six nodes take longer than a quarter of an hour
@@ -359,7 +385,7 @@ def test_outside_the_window_nothing_is_enqueued_and_a_closed_window_takes_no_new
         sim, azurite, patch={"automatic": True, "window": {"days": ["sun"], "start": "22:00"}}
     )
     assert enqueue_patches(world.pump.services) == []
-    record = world.run("patch")
+    record = _patch(world)
     assert record.status == "done" and record.outcome["patched"] == {}
     assert record.outcome["stopped"] == "the maintenance window has closed"
     assert len(record.outcome["not_reached"]) == 6 and _cordoned(world) == []
@@ -391,7 +417,7 @@ def test_a_dry_run_names_the_order_and_why_each_node_is_left_out(
         world.pool["name"],
         {f"{VMSS}00000{n}": checked | {"new_kernel": NEW_KERNEL} for n in range(4)},
     )
-    record = world.run("patch", {"dry_run": True})
+    record = _patch(world, {"dry_run": True})
     assert record.status == "done"
     assert record.outcome["order"] == [f"{VMSS}00000{n}" for n in range(3)]
     assert "cordoned by someone else" in record.outcome["left_out"][f"{VMSS}000003"]
@@ -418,7 +444,7 @@ def test_a_worker_killed_during_the_reboot_wait_resumes_without_a_second_restart
 
     instances.Instances.restart_status = dies_once  # type: ignore[method-assign]
     try:
-        record = world.run("patch", timeout=90)
+        record = _patch(world, timeout=90)
     finally:
         instances.Instances.restart_status = real  # type: ignore[method-assign]
     assert killed["left"] == 0, (record.status, record.error, record.outcome, record.steps[-3:])
@@ -493,7 +519,7 @@ def test_a_worker_killed_right_after_sending_does_not_send_it_a_second_time(
     operation = {"restart": "restart", "install": "run_command", "upgrade": "upgrade"}[action]
     killed = _after_send(world, operation, _die, instance="0", skip=int(action == "install"))
     before = {name: seen["boot_id"] for name, seen in _os(sim).items()}
-    record = world.run("patch", params, timeout=90)
+    record = _patch(world, params, timeout=90)
     assert killed["left"] == 0, "the worker was never killed"
     assert record.status == "done", (record.error, record.outcome)
     assert list(record.outcome["patched"]) == [first]
@@ -537,7 +563,7 @@ def test_a_manual_upgrade_that_never_ends_gives_the_node_back_at_its_deadline(
         latencies={"update_model": 30 * 24 * 3600},  # Azure never finishes it
     )
     _outdate_model(world)
-    record = world.run("patch", {"action": "upgrade"}, timeout=120)
+    record = _patch(world, {"action": "upgrade"}, timeout=120)
     _halted_at(world, record, first, "upgrade_timeout_minutes")
     assert watch.claimed_order == [first]  # no other node was taken down after it
     _given_back(world, first)  # repair may have it now: it is nobody's any more
@@ -558,7 +584,7 @@ def test_endless_temporary_errors_on_the_install_status_end_at_the_install_deadl
 ) -> None:
     first = f"{VMSS}000000"
     world = _status_outage_from(sim, azurite, "run_command", skip=1)  # the check, then the install
-    record = world.run("patch", {"nodes": [first]}, timeout=120)
+    record = _patch(world, {"nodes": [first]}, timeout=120)
     _halted_at(world, record, first, "install_timeout_minutes")
     _given_back(world, first)
     assert _calls_on(sim, RESTART) == 0  # never restarted in the middle of an install
@@ -570,7 +596,7 @@ def test_endless_temporary_errors_on_the_restart_status_leave_the_node_to_tell(
     first = f"{VMSS}000000"
     world = _status_outage_from(sim, azurite, "restart")
     before = _os(sim)[first]["boot_id"]
-    record = world.run("patch", {"nodes": [first]}, timeout=120)
+    record = _patch(world, {"nodes": [first]}, timeout=120)
     assert record.status == "done", (record.error, record.outcome)
     assert list(record.outcome["patched"]) == [first]  # back Ready on a new boot: restarted
     assert _os(sim)[first]["boot_id"] != before and _calls_on(sim, RESTART, "0") == 1
@@ -596,7 +622,7 @@ def test_a_node_cordoned_or_claimed_by_others_mid_rollout_is_not_taken(
             assert isinstance(taken, Claimed)  # another job's claim
 
     watch.claimed = meanwhile  # type: ignore[method-assign]
-    record = world.run("patch", timeout=120)
+    record = _patch(world, timeout=120)
     assert record.status == "done", (record.error, record.outcome)
     assert cordoned not in watch.claimed_order and _calls_on(sim, RESTART, "5") == 0
     assert set(record.outcome["patched"]) == {f"{VMSS}00000{n}" for n in range(4)}
