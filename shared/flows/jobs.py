@@ -25,7 +25,7 @@ from shared.adapters.queues import Queues
 from shared.adapters.storage import StorageAccount
 from shared.clock import Clock, clock_from_settings, visibility_timeout
 from shared.config import Config, Pool, load_config
-from shared.config.mode import Mode, mode_from_settings, observe_refusal
+from shared.config.mode import MODE_SETTING, Mode, mode_from_settings, observe_refusal
 from shared.flows.targets import outside_pool
 from shared.jobs import (
     PARAMS,
@@ -44,6 +44,7 @@ from shared.jobs import (
 
 log = logging.getLogger("poolkeeper.jobs")
 
+HOLD = timedelta(minutes=5)  # product time between looks at a job observe mode holds
 LEASE_RETRY = timedelta(
     seconds=15
 )  # product time before a message that found the pool busy returns
@@ -279,7 +280,7 @@ def register(kind: JobKind, flow: Flow) -> None:
 class Handled:
     """What became of one message (for logs and the HTTP answer)."""
 
-    result: str  # rejected, duplicate, deferred, busy, ran
+    result: str  # rejected, duplicate, deferred, busy, held, ran
     job_id: str | None = None
     status: str | None = None
     reason: str | None = None
@@ -440,16 +441,21 @@ def handle(services: Services, queue: str, raw: str) -> Handled:
         return Handled("rejected", job.id, reason=reason)
     if record is not None and not _current(record, job, services, queue):
         return Handled("duplicate", job.id, record.status)
-    # A job that has not started does not start in observe mode unless it only reads; one
-    # under way (started in act mode) runs to its end, with the jobs it starts, so nothing is
-    # left half-done.
-    starting = record is None or record.status in PENDING
-    if (
-        starting
-        and services.mode is Mode.OBSERVE
-        and not _dry(job)
-        and not _parent_under_way(services, job)
-    ):
+    # Observe mode writes nothing anywhere (handbook invariant 17). A job that has not started
+    # does not start unless it only reads; one under way (started in act mode), and a job it
+    # started, is held: its message comes back every HOLD, unrun, until act mode resumes it.
+    if services.mode is Mode.OBSERVE and not _dry(job):
+        starting = record is None or record.status in PENDING
+        if not starting or _parent_under_way(services, job):
+            services.queues.send(queue, raw, delay_seconds=visibility_timeout(services.clock, HOLD))
+            log.warning(
+                "Job %s (%s, pool %s) held: observe mode; it goes on once %s=act",
+                job.id,
+                job.kind,
+                job.pool,
+                MODE_SETTING,
+            )
+            return Handled("held", job.id)
         reason = observe_refusal()
         services.tables.reject(queue=queue, raw=raw, reason=reason, job_id=job.id, now=now)
         if record is not None:  # recorded when it was submitted: it ends here, saying why
@@ -474,7 +480,7 @@ def handle(services: Services, queue: str, raw: str) -> Handled:
 
 
 def _parent_under_way(services: Services, job: Job) -> bool:
-    """Is this a job a running (not dry) job started, which it needs to end what it began?"""
+    """Is this a job that a job under way (not a dry run) started and waits for?"""
     if job.parent is None:
         return False
     parent = services.tables.job(job.parent)

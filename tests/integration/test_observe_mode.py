@@ -13,7 +13,7 @@ import requests
 
 from shared.adapters.ledger import AlertLog
 from shared.flows.capacity.evaluation import evaluate_capacity
-from shared.flows.jobs import submit
+from shared.flows.jobs import Services, submit
 from shared.flows.reconcile import survey
 from shared.jobs import Job, Rejection
 from tests.jobs_support import job
@@ -124,7 +124,7 @@ def test_an_operators_job_is_refused_with_409_saying_how_to_act_unless_a_dry_run
     assert sim.scale_set_state(VMSS)["capacity"] == 4
 
 
-def test_after_a_switch_to_observe_a_job_under_way_gets_its_children_and_a_pending_one_ends(
+def test_after_a_switch_to_observe_a_job_under_way_is_held_until_act_and_a_pending_one_ends(
     sim: Simulator, azurite: Any
 ) -> None:
     world = _observing(sim, azurite)
@@ -137,16 +137,24 @@ def test_after_a_switch_to_observe_a_job_under_way_gets_its_children_and_a_pendi
     services.tables.create_job(pending, first_step="plan", now=now, status="queued")
 
     child = job("scale", world.pool["name"], {"delta": 1}, parent=parent.id)
-    world.pump.send("scale", child)
     orphan = job("scale", world.pool["name"], {"delta": 1}, parent="repair-gone")
-    world.pump.send("scale", orphan)
-    world.pump.send("scale", pending.to_message())
-    world.drive("scale", child["id"])
-    assert sim.scale_set_state(VMSS)["capacity"] == 5  # the repair's replacement, for real
-    for refused in (orphan["id"], pending.id):
-        record = world.tables.job(refused)
-        assert record is None or (record.status == "failed" and "observe mode" in record.error)
+    for message in (child, orphan, pending.to_message()):
+        world.pump.send("scale", message)
+    handled = {h.job_id: h.result for h in world.pump.once("scale")}
+    assert handled == {child["id"]: "held", orphan["id"]: "rejected", pending.id: "rejected"}
     assert world.tables.job(pending.id).status == "failed"  # type: ignore[union-attr]
+    assert "observe mode" in (world.tables.job(pending.id).error or "")  # type: ignore[union-attr]
+    assert world.tables.job(child["id"]) is None  # not started
+    sim.advance(3600)
+    assert _writes(sim) == []  # nothing written while it was held
+
+    # Back to act: the held job goes on, for real.
+    acting = Services.from_settings(dict(services.settings) | {"POOLKEEPER_MODE": "act"})
+    acting.scale_sets = services.scale_sets  # the witnessed adapter
+    world.pump.services = acting
+    record = world.drive("scale", child["id"], timeout=240)
+    assert record.status == "done", record
+    assert sim.scale_set_state(VMSS)["capacity"] == 5
     # An operator cannot pass a job off as another job's child.
     with pytest.raises(Rejection, match="parent is set by Poolkeeper only"):
-        submit(services, json.dumps(job("scale", world.pool["name"], {"delta": 1}, parent="x")))
+        submit(acting, json.dumps(job("scale", world.pool["name"], {"delta": 1}, parent="x")))
