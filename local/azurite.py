@@ -17,6 +17,8 @@ from types import TracebackType
 from local.procs import free_port, stop_group, tcp_open, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
+# Azurite saves its data at SIGTERM (else only every 5 s): give it time to, on a loaded machine.
+STOP_GRACE = 60.0
 ACCOUNT = "devstoreaccount1"
 # Azurite's well-known development key (public, documented by Microsoft); loopback only.
 KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
@@ -85,7 +87,11 @@ class Azurite:
         keep their connection string. Only meaningful with a `location`."""
         if self.location is None:
             raise ValueError("an in-memory Azurite loses its data on restart; give it a location")
-        self.stop()
+        if self.stop():
+            raise RuntimeError(
+                f"Azurite did not stop within {STOP_GRACE:.0f} s of SIGTERM and was killed: "
+                "the writes of its last autosave interval (5 s) may be lost"
+            )
         self._start(timeout)
 
     @contextmanager
@@ -100,10 +106,13 @@ class Azurite:
         finally:
             os.killpg(self._process.pid, signal.SIGCONT)
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """Stop Azurite (it saves its data at SIGTERM); True when it had to be killed."""
+        killed = False
         if self._process is not None:
-            stop_group(self._process)
+            killed = stop_group(self._process, grace=STOP_GRACE)
             self._process = None
+        return killed
 
     def __enter__(self) -> Azurite:
         return self.start()

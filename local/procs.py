@@ -46,15 +46,18 @@ def wait_until(
     raise TimeoutError(f"{what} was not ready after {timeout:.0f} s")
 
 
-def stop_group(process: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    """SIGTERM the process group started with `start_new_session=True`; SIGKILL if it lingers."""
+def stop_group(process: subprocess.Popen[bytes], grace: float = 5.0) -> bool:
+    """SIGTERM the process group started with `start_new_session=True`; SIGKILL if it lingers.
+    True when it had to be killed."""
     if process.poll() is not None:
-        return
+        return False
     try:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=grace)
+        return True
     except ProcessLookupError:
         pass
+    return False
