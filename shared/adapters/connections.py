@@ -1,20 +1,97 @@
 """One Kubernetes connection per cluster, built on first use from the configuration: a listed
 cluster (`shared.config.clusters`) with its secrets from Key Vault, or `default` from the
 single-cluster settings. A connection is rebuilt after MAX_AGE_SECONDS, so a rotated client
-certificate or CA is picked up without a restart."""
+certificate or CA is picked up without a restart. Every call to a cluster passes its breaker
+(shared.decide.breaker), kept across rebuilds: a cluster that stops answering is given up on fast,
+so it cannot hold the workers the other clusters' jobs need."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from shared.adapters.kube import REQUEST_TIMEOUT, Kube
+from shared.adapters.kube import REQUEST_TIMEOUT, ClusterUnavailable, Kube
 from shared.config import Config
 from shared.config.clusters import DEFAULT_CLUSTER
+from shared.decide.breaker import Breaker, admit, after_failure, after_success, retry_in
+
+log = logging.getLogger("poolkeeper.clusters")
 
 MAX_AGE_SECONDS = 600.0
+
+# Told when a cluster's breaker opens or closes (the status page's record of it).
+BreakerChanged = Callable[[str, Breaker], None]
+
+
+def _answered(error: BaseException) -> bool:
+    """The API server answered (a 4xx is its answer); no answer or a 5xx is a failure."""
+    status = getattr(error, "status", None)
+    return isinstance(status, int) and 0 < status < 500
+
+
+class Gate:
+    """One cluster's breaker around its calls; thread-safe."""
+
+    def __init__(
+        self,
+        cluster: str,
+        changed: BreakerChanged | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cluster, self._changed, self._clock = cluster, changed, clock
+        self._breaker = Breaker()
+        self._lock = threading.Lock()
+
+    @property
+    def breaker(self) -> Breaker:
+        return self._breaker
+
+    def call(self, send: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`send(*args, **kwargs)` if the breaker lets it, else ClusterUnavailable at once."""
+        now = self._clock()
+        with self._lock:
+            go, self._breaker = admit(self._breaker, now)
+            held = self._breaker
+        if not go:
+            raise ClusterUnavailable(self.cluster, held.last_error, retry_in(held, now))
+        try:
+            answer = send(*args, **kwargs)
+        except Exception as error:
+            if _answered(error):
+                self._settle(after_success)
+            else:
+                text = f"{type(error).__name__}: {error}"
+                self._settle(lambda b: after_failure(b, self._clock(), text))
+            raise
+        self._settle(after_success)
+        return answer
+
+    def _settle(self, change: Callable[[Breaker], Breaker]) -> None:
+        with self._lock:
+            before = self._breaker
+            self._breaker = after = change(before)
+        if before.open == after.open:
+            return
+        if after.open:
+            log.warning(
+                "Cluster %s: %d calls in a row got no answer; calls are held back for %.0f s "
+                "(last error: %s)",
+                self.cluster,
+                after.failures,
+                retry_in(after, self._clock()),
+                after.last_error,
+            )
+        else:
+            log.warning("Cluster %s answers again; calls go through", self.cluster)
+        if self._changed is not None:
+            try:
+                self._changed(self.cluster, after)
+            except Exception as error:  # noqa: BLE001 - the record is for the page; calls go on
+                log.warning("Cluster %s: breaker change not recorded: %s", self.cluster, error)
 
 
 class Connections:
@@ -28,11 +105,22 @@ class Connections:
         *,
         one_attempt: bool = False,
         read_timeout: float | None = None,
+        breaker_changed: BreakerChanged | None = None,
     ) -> None:
         self._config, self._settings, self._secrets = config, settings, secrets
         self._one_attempt, self._read_timeout = one_attempt, read_timeout
+        self._changed = breaker_changed
         self._built: dict[str, tuple[Kube, float]] = {}
+        self._gates: dict[str, Gate] = {}
         self._lock = threading.Lock()
+
+    def gate(self, cluster: str = DEFAULT_CLUSTER) -> Gate:
+        """The cluster's breaker (one per cluster for the life of this object)."""
+        with self._lock:
+            found = self._gates.get(cluster)
+            if found is None:
+                found = self._gates[cluster] = Gate(cluster, self._changed)
+            return found
 
     def kube(self, cluster: str = DEFAULT_CLUSTER) -> Kube:
         """The connection to `cluster` (built now if it is new or old)."""
@@ -40,7 +128,7 @@ class Connections:
             found = self._built.get(cluster)
         if found is not None and time.monotonic() < found[1]:
             return found[0]
-        kube = self._connect(cluster)
+        kube = self._connect(cluster).guarded_by(self.gate(cluster))
         with self._lock:
             self._built[cluster] = (kube, time.monotonic() + MAX_AGE_SECONDS)
         return kube

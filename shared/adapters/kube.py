@@ -55,6 +55,18 @@ class KubeConfigError(ValueError):
     """The Kubernetes connection settings are missing or unusable."""
 
 
+class ClusterUnavailable(Exception):
+    """Calls to a cluster are held back: its last calls got no answer or a 5xx, and its breaker
+    (shared.decide.breaker) is open. A job waits it out as a temporary error."""
+
+    def __init__(self, cluster: str, last_error: str, retry_in: float) -> None:
+        super().__init__(
+            f"cluster {cluster} is not answering (breaker open, next try in {retry_in:.0f} s); "
+            f"last error: {last_error}"
+        )
+        self.cluster, self.last_error, self.retry_in = cluster, last_error, retry_in
+
+
 class NodeChanged(Exception):
     """A conditional node write found the node changed since it was read (409 Conflict)."""
 
@@ -199,6 +211,14 @@ class Kube:
         self._core = client.CoreV1Api(api_client)
         self._client = client
         self._timeout = timeout
+
+    def guarded_by(self, gate: Any) -> Kube:
+        """Send every call to the API server through `gate.call(send, ...)` (the cluster's breaker,
+        shared.adapters.connections): the REST client's `request` is the one door all APIs use."""
+        rest = self._core.api_client.rest_client
+        send = rest.request
+        rest.request = lambda *args, **kwargs: gate.call(send, *args, **kwargs)
+        return self
 
     @classmethod
     def from_settings(

@@ -379,6 +379,19 @@ class Tables:
         except ResourceNotFoundError:
             return None
 
+    def put_cluster_state(self, cluster: str, record: dict[str, Any]) -> None:
+        """Whether the cluster answers, and its breaker, as last changed, for the status page."""
+        self._table(POOLS_TABLE).upsert_entity(
+            {"PartitionKey": "cluster", "RowKey": cluster, "record": json.dumps(record)}
+        )
+
+    def cluster_states(self) -> dict[str, dict[str, Any]]:
+        """Every cluster's breaker record (see put_cluster_state)."""
+        found = self._table(POOLS_TABLE).query_entities(
+            "PartitionKey eq @part", parameters={"part": "cluster"}
+        )
+        return {row["RowKey"]: json.loads(row["record"]) for row in found}
+
 
 ALERTS_TABLE = "poolkeeperalerts"
 QUERY_KEYS = 14  # row keys per query filter

@@ -8,7 +8,7 @@ opened the page with `?code=` can follow them.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,12 +50,18 @@ def _context(
 
 
 def overview_page(
-    pools: Sequence[PoolView], now: datetime, *, key: str | None = None, mode: str = "act"
+    pools: Sequence[PoolView],
+    now: datetime,
+    *,
+    key: str | None = None,
+    mode: str = "act",
+    clusters: Mapping[str, str] | None = None,
 ) -> str:
-    """Every pool's summary: tiles, alerts and the counts chart."""
+    """Every pool's summary: tiles, alerts and the counts chart, grouped by cluster, with a
+    notice for each cluster that is not answering (`clusters`, see view.cluster_notices)."""
     names = [p.name for p in pools]
     template = _environment().get_template("overview.html.j2")
-    return template.render(pools=pools, **_context(now, names, key, mode))
+    return template.render(pools=pools, notices=clusters or {}, **_context(now, names, key, mode))
 
 
 def pool_page(
@@ -65,10 +71,13 @@ def pool_page(
     *,
     key: str | None = None,
     mode: str = "act",
+    clusters: Mapping[str, str] | None = None,
 ) -> str:
-    """One pool in full: nodes, jobs, charts and image lineage."""
+    """One pool in full: nodes, jobs, charts and image lineage, and its cluster's notice."""
     template = _environment().get_template("pool_page.html.j2")
-    return template.render(pool=pool, **_context(now, pool_names, key, mode))
+    return template.render(
+        pool=pool, notices=clusters or {}, **_context(now, pool_names, key, mode)
+    )
 
 
 def error_page(

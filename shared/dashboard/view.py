@@ -385,3 +385,18 @@ def pool_view(data: PoolData, now: datetime) -> PoolView:
         ),
         empty="" if record else NOT_RECONCILED,
     )
+
+
+def cluster_notices(records: dict[str, dict[str, Any]], now: datetime) -> dict[str, str]:
+    """A line for each cluster that is not answering (its breaker record, see
+    shared.adapters.connections); none for one that answers."""
+    notices: dict[str, str] = {}
+    for cluster, record in sorted(records.items()):
+        if record.get("answering", True):
+            continue
+        held = " — calls to it are held back (breaker open)" if record.get("open") else ""
+        notices[cluster] = (
+            f"cluster {cluster} is not answering since {when(record.get('at'), now)}{held}; "
+            f"its pools' jobs wait and retry. Last error: {_short(record.get('last_error'), 300)}"
+        )
+    return notices

@@ -74,6 +74,7 @@ class IntakeServices(Services):
             lambda: self.secrets,
             one_attempt=True,
             read_timeout=INTAKE_OPTIONS["read_timeout"],
+            breaker_changed=self.breaker_changed,
         )
 
 

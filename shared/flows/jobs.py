@@ -19,11 +19,12 @@ from functools import cached_property
 from typing import Any
 
 from shared import json_input
+from shared.adapters.kube import ClusterUnavailable
 from shared.adapters.leases import LeaseLost, Leases, PoolLease
 from shared.adapters.ledger import FINAL, JobRecord, LedgerConflict, StateTooLarge, Tables
 from shared.adapters.queues import Queues
 from shared.adapters.storage import StorageAccount
-from shared.clock import Clock, clock_from_settings, visibility_timeout
+from shared.clock import Clock, clock_from_settings, product_delay, visibility_timeout
 from shared.config import Config, Pool, load_config
 from shared.config.mode import MODE_SETTING, Mode, mode_from_settings, observe_refusal
 from shared.flows.targets import outside_pool
@@ -102,7 +103,28 @@ class Services:
     def connections(self) -> Any:
         from shared.adapters.connections import Connections
 
-        return Connections(self.config, self.settings, lambda: self.secrets)
+        return Connections(
+            self.config, self.settings, lambda: self.secrets, breaker_changed=self.breaker_changed
+        )
+
+    def breaker_changed(self, cluster: str, breaker: Any) -> None:
+        """A cluster's breaker opened or closed (shared.adapters.connections)."""
+        self.record_cluster(
+            cluster, breaker.last_error if breaker.open else None, held=breaker.open
+        )
+
+    def record_cluster(self, cluster: str, error: str | None, *, held: bool = False) -> None:
+        """Keep whether a cluster answers (`error` None), and whether calls to it are held back,
+        where the status page reads it."""
+        self.tables.put_cluster_state(
+            cluster,
+            {
+                "answering": error is None,
+                "open": held,
+                "at": self.clock.now().isoformat(),
+                "last_error": (error or "")[:300],
+            },
+        )
 
     def kube_for(self, pool: Pool) -> Any:
         """The Kubernetes API of the pool's cluster."""
@@ -203,6 +225,10 @@ def _guarded(flow: Flow, name: str, context: StepContext, state: dict[str, Any])
             outcome.state.pop("_failures", None)  # the step went through: a fresh count
     except (LeaseLost, LedgerConflict):
         raise
+    except ClusterUnavailable as error:
+        # The cluster is not answering: a temporary error, waited out and bounded like Azure's.
+        delay = max(STEP_RETRY_DELAY, product_delay(context.services.clock, error.retry_in))
+        outcome = Wait(name, delay, state, reason=str(error)[:500], error="ClusterUnavailable")
     except Exception as error:  # noqa: BLE001 - recorded on the job; the abort path runs below
         failures = int(state.get("_failures", 0)) + 1
         reason = f"step {name} failed: {type(error).__name__}: {error}"[:500]

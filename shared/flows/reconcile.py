@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from concurrent.futures import ThreadPoolExecutor, wait
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import TimeoutError as FuturesTimeout
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -97,7 +99,8 @@ FULL_READ_SETTING = "POOLKEEPER_FULL_READ_MINUTES"
 
 
 # The survey waits this long for the clusters' node lists: a hung cluster's pools are then
-# surveyed by counts alone, and the others are not held up.
+# surveyed by counts alone. Each cluster's pools are surveyed as soon as its own list is in, so a
+# slow cluster holds up no other.
 NODE_LIST_WAIT_SECONDS = 20.0
 
 
@@ -105,55 +108,74 @@ def _node_list(services: Any, cluster: str) -> list[Any]:
     return list(services.connections.kube(cluster).nodes())
 
 
-def _not_ready(services: Any) -> set[str]:
-    """The scale sets (lower-cased ids) and node groups that have a NotReady node, from one
-    list of each cluster's nodes, read side by side (none from a cluster that cannot be read
-    in time: a full read could not either)."""
-    clusters = sorted({pool.cluster for pool in services.config.pools})
-    readers = ThreadPoolExecutor(max_workers=len(clusters) or 1)  # none waits in line
-    lists = {name: readers.submit(_node_list, services, name) for name in clusters}
-    wait(lists.values(), timeout=NODE_LIST_WAIT_SECONDS)
-    readers.shutdown(wait=False)
+def _not_ready_in(nodes: list[Any]) -> set[str]:
+    """The scale sets (lower-cased ids) and node groups with a NotReady node."""
     found: set[str] = set()
-    for name, future in lists.items():
-        if not future.done():
-            log.warning("Survey: cluster %s did not list its nodes in time", name)
-            continue
-        if (error := future.exception()) is not None:
-            log.warning("Survey: cluster %s's nodes could not be read (%s)", name, error)
-            continue
-        for node in future.result():
-            if not node.ready:
-                found.add(node.labels.get(NODE_GROUP_LABEL, ""))
-                found.add((node.scale_set_instance or ("",))[0])
+    for node in nodes:
+        if not node.ready:
+            found.add(node.labels.get(NODE_GROUP_LABEL, ""))
+            found.add((node.scale_set_instance or ("",))[0])
     return found - {""}
 
 
+def _node_lists(services: Any, clusters: list[str]) -> Iterator[tuple[str, set[str], str | None]]:
+    """Each cluster's NotReady scale sets and node groups, and what went wrong reading its nodes
+    (None when it answered), in the order the clusters answer; those with no answer in time
+    come last, with nothing NotReady (a full read could not do better)."""
+    readers = ThreadPoolExecutor(max_workers=len(clusters) or 1)  # none waits in line
+    lists = {readers.submit(_node_list, services, name): name for name in clusters}
+    pending = set(lists)
+    try:
+        for future in as_completed(lists, timeout=NODE_LIST_WAIT_SECONDS):
+            pending.discard(future)
+            name = lists[future]
+            if (error := future.exception()) is not None:
+                log.warning("Survey: cluster %s's nodes could not be read (%s)", name, error)
+                yield name, set(), f"{type(error).__name__}: {error}"
+            else:
+                yield name, _not_ready_in(future.result()), None
+    except FuturesTimeout:
+        pass
+    finally:
+        readers.shutdown(wait=False)
+    for future in pending:
+        name = lists[future]
+        log.warning("Survey: cluster %s did not list its nodes in time", name)
+        yield name, set(), f"no answer within {NODE_LIST_WAIT_SECONDS:.0f} s"
+
+
+def _record_answers(services: Any, answers: dict[str, str | None]) -> None:
+    """Keep each cluster's answering state where the status page reads it, where it changed:
+    a breaker opened in one worker is seen closed by the next survey that reads the cluster."""
+    try:
+        recorded = services.tables.cluster_states()
+        for cluster, error in answers.items():
+            if (recorded.get(cluster) or {}).get("answering", True) == (error is None):
+                continue
+            services.record_cluster(cluster, error)
+    except Exception as error:  # noqa: BLE001 - the page's record; the survey goes on
+        log.warning("Survey: clusters' answering state not recorded: %s", error)
+
+
 def survey(services: Any) -> list[str]:
-    """The reconcile timer: one scale-set list per resource group and one node list, then a full
-    reconcile job only for pools that changed (ETag or capacity), show drift or a NotReady node,
-    were never read, or were last read in full longer ago than POOLKEEPER_FULL_READ_MINUTES
-    (default 60). When in doubt — the list fails — every pool of the group gets a full read."""
+    """The reconcile timer: one scale-set list per resource group and one node list per cluster,
+    then a full reconcile job only for pools that changed (ETag or capacity), show drift or a
+    NotReady node, were never read, or were last read in full longer ago than
+    POOLKEEPER_FULL_READ_MINUTES (default 60). When in doubt — the list fails — every pool of
+    the group gets a full read."""
     now = services.clock.now()
     every = timedelta(minutes=int(services.settings.get(FULL_READ_SETTING) or 60))
-    groups: dict[tuple[str, str], list[Pool]] = {}
+    by_cluster: dict[str, list[Pool]] = {}
     for pool in services.config.pools:
-        groups.setdefault((pool.subscription_id, pool.resource_group), []).append(pool)
+        by_cluster.setdefault(pool.cluster, []).append(pool)
+    listings: dict[tuple[str, str], dict[str, tuple[str, int]] | None] = {}
+    answers: dict[str, str | None] = {}
     enqueued: list[str] = []
-    not_ready = _not_ready(services)
-    for (subscription, group), pools in groups.items():
-        try:
-            listing: dict[str, tuple[str, int]] | None = services.scale_sets.survey(
-                subscription, group
-            )
-        except AzureCallError as error:
-            log.warning(
-                "Survey of %s/%s failed (%s); reading its pools in full", subscription, group, error
-            )
-            listing = None
-        for pool in pools:
+    for cluster, not_ready, error in _node_lists(services, sorted(by_cluster)):
+        answers[cluster] = error
+        for pool in by_cluster[cluster]:
             recorded = services.tables.pool_status(pool.name)
-            seen = listing.get(pool.vmss_id.lower()) if listing is not None else None
+            seen = _listing(services, listings, pool).get(pool.vmss_id.lower())
             fresh = (
                 recorded
                 and seen is not None
@@ -176,4 +198,22 @@ def survey(services: Any) -> list[str]:
                 requested_by="timer:reconcile_timer",
             )
             enqueued.append(job.id)
+    _record_answers(services, answers)
     return enqueued
+
+
+def _listing(
+    services: Any,
+    listings: dict[tuple[str, str], dict[str, tuple[str, int]] | None],
+    pool: Pool,
+) -> dict[str, tuple[str, int]]:
+    """The pool's resource group's scale sets (ETag, capacity), listed once per survey; empty
+    when the list fails, so every pool of the group gets a full read."""
+    group = (pool.subscription_id, pool.resource_group)
+    if group not in listings:
+        try:
+            listings[group] = services.scale_sets.survey(*group)
+        except AzureCallError as error:
+            log.warning("Survey of %s/%s failed (%s); reading its pools in full", *group, error)
+            listings[group] = None
+    return listings[group] or {}

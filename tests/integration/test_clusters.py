@@ -13,9 +13,13 @@ from typing import Any
 import pytest
 import requests
 
+from shared.adapters.kube import ClusterUnavailable
+from shared.adapters.ledger import FINAL
 from shared.adapters.storage import StorageAccount
 from shared.clock import clock_from_settings
 from shared.config import load_config
+from shared.decide.breaker import FAILURES_TO_OPEN
+from shared.flows.dashboard import page
 from shared.flows.jobs import Services, handle
 from shared.flows.preflight import preflight
 from shared.flows.reconcile import survey
@@ -204,6 +208,46 @@ def test_a_hung_cluster_holds_up_neither_the_others_jobs_nor_the_survey(
         handle(fleet.services, fleet.queue("reconcile"), json.dumps(message))
         record = fleet.services.tables.job(message["id"])
         assert record is not None and record.status == "done", record
+    finally:
+        sim.release("capz")
+
+
+def test_a_hung_cluster_is_held_back_after_three_failed_calls_and_shown_on_the_page(
+    sim: Simulator, azurite: Any, fleet: Pump
+) -> None:
+    clusters = _clusters(sim)
+    next(c for c in clusters if c["name"] == "capz")["request_timeout_seconds"] = 1
+    services = _services(sim, azurite, clusters)
+    sim.hang("capz")
+    try:
+        kube = services.connections.kube("capz")
+        for _ in range(FAILURES_TO_OPEN):
+            with pytest.raises(Exception) as failed:
+                kube.nodes()
+            assert not isinstance(failed.value, ClusterUnavailable)
+        with pytest.raises(ClusterUnavailable, match="cluster capz is not answering"):
+            kube.nodes()  # at once: the gate sends nothing
+
+        # The hung cluster's job waits it out as a temporary error; the others' run through.
+        pump = Pump(services)
+        victim = sorted(_nodes(sim, "kubeadm"))[0].replace("kubeadm", "capz")
+        waiting = job("drain", _pool(pump, "capz"), {"node": victim})
+        handle(services, pump.queue("drain"), json.dumps(waiting))
+        record = services.tables.job(waiting["id"])
+        assert record is not None and record.status not in FINAL, record
+        assert "ClusterUnavailable" in json.dumps(record.state), record.state
+        healthy = job("reconcile", _pool(pump, "engine"))
+        handle(services, pump.queue("reconcile"), json.dumps(healthy))
+        done = services.tables.job(healthy["id"])
+        assert done is not None and done.status == "done", done
+
+        survey(services)
+        states = services.tables.cluster_states()
+        assert states["capz"]["answering"] is False and states["capz"]["open"] is True
+        assert states.get("engine", {"answering": True})["answering"] is True
+        html = page(services, None, key=None, accept="text/html").body
+        assert 'data-cluster-down="capz"' in html and "breaker open" in html
+        assert 'data-cluster-down="engine"' not in html
     finally:
         sim.release("capz")
 
