@@ -740,6 +740,22 @@ async def get_image_version(call: Call) -> web.Response:
     return _json(found | {"properties": properties})
 
 
+async def list_permissions(call: Call) -> web.Response:
+    """The caller's effective permissions in a resource group (Permissions_ListForResourceGroup):
+    the scenario's `permissions` for it, else every action."""
+    wanted = call.match["rg"].lower()
+    entries = next(
+        (found for rg, found in call.world.scenario.permissions.items() if rg.lower() == wanted),
+        None,
+    )
+    listed = (
+        [{"actions": e.actions, "notActions": e.not_actions} for e in entries]
+        if entries is not None
+        else [{"actions": ["*"], "notActions": []}]
+    )
+    return _json({"value": [e | {"dataActions": [], "notDataActions": []} for e in listed]})
+
+
 # (method, path regex, REST operationId, handler); matched in order, case-insensitively like ARM.
 ROUTES: list[tuple[str, str, str, Handler]] = [
     (
@@ -754,6 +770,12 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
         PREFIX + r"/providers/Microsoft\.Compute/virtualMachineScaleSets",
         "VirtualMachineScaleSets_ListAll",
         list_scale_sets,
+    ),
+    (
+        "GET",
+        PREFIX + r"/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.Authorization/permissions",
+        "Permissions_ListForResourceGroup",
+        list_permissions,
     ),
     ("GET", RG + r"/virtualMachineScaleSets", "VirtualMachineScaleSets_List", list_scale_sets),
     ("GET", VMSS, "VirtualMachineScaleSets_Get", get_scale_set),

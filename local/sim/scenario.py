@@ -285,6 +285,13 @@ class KeyVaultSpec(Strict):
         return secrets
 
 
+class PermissionSpec(Strict):
+    """One entry of ARM's permissions list for a scope (Microsoft.Authorization/permissions)."""
+
+    actions: list[str] = []
+    not_actions: list[str] = []
+
+
 class Scenario(Strict):
     subscription: str = Field(
         pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
@@ -308,6 +315,9 @@ class Scenario(Strict):
     # scale set (local/sim/kube/__init__.py)
     clusters: list[ClusterSpec] | None = None
     key_vault: KeyVaultSpec = KeyVaultSpec()
+    # The caller's effective permissions in a resource group, as ARM lists them for that scope;
+    # a group not named here: every action ("*").
+    permissions: dict[str, list[PermissionSpec]] = {}
     pools: dict[str, Any] | None = None  # Poolkeeper's configuration for this world, verbatim
 
     @model_validator(mode="after")

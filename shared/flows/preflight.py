@@ -1,7 +1,9 @@
 """GET /api/preflight: does this deployment give Poolkeeper what its pools need? Per cluster: the
 API server reachable with the configured credential, and every Kubernetes permission Poolkeeper
-uses (SelfSubjectAccessReview); per pool: its scale set readable, and who else writes its
-capacity. Read-only, so it runs in observe mode, which is when it is meant to run."""
+uses (SelfSubjectAccessReview); per resource group: the identity's Azure actions there (ARM's
+permissions list against infra/main.bicep's roles); per pool: its scale set readable, who else
+writes its capacity, and its image gallery. Read-only, so it runs in observe mode, which is when
+it is meant to run."""
 
 from __future__ import annotations
 
@@ -9,8 +11,13 @@ import logging
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
+from shared.adapters.access import Access
+from shared.adapters.images import Images
+from shared.adapters.scaleset import PermanentAzureError
 from shared.config import Pool
 from shared.decide.owners import capacity_owner
+from shared.decide.permissions import GALLERY_ACTIONS, NODE_ACTIONS, missing_actions
+from shared.flows.image.plan import pool_gallery
 
 log = logging.getLogger("poolkeeper.preflight")
 
@@ -44,11 +51,68 @@ def preflight(services: Any) -> dict[str, Any]:
         for name, future in running.items()
     }
     pools = {pool.name: _pool(services, pool) for pool in services.config.pools}
-    ok = all(c["ok"] for c in clusters.values()) and all(p["ok"] for p in pools.values())
-    for name, check in clusters.items():
+    scopes = _scopes(services)
+    ok = all(check["ok"] for found in (clusters, pools, scopes) for check in found.values())
+    for name, check in (clusters | scopes).items():
         if not check["ok"]:
-            log.warning("Preflight: cluster %s: %s", name, check.get("error") or check)
-    return {"ok": ok, "mode": services.mode.value, "clusters": clusters, "pools": pools}
+            log.warning("Preflight: %s: %s", name, check.get("error") or check)
+    return {
+        "ok": ok,
+        "mode": services.mode.value,
+        "clusters": clusters,
+        "resource_groups": scopes,
+        "pools": pools,
+    }
+
+
+def _group_of(resource_id: str) -> str:
+    """'<subscription>/<resource group>' of an ARM id, lower-cased."""
+    parts = resource_id.split("/")
+    return f"{parts[2]}/{parts[4]}".lower()
+
+
+def _scopes(services: Any) -> dict[str, dict[str, Any]]:
+    """Each resource group the pools use: the Azure actions Poolkeeper needs there (the scale
+    sets' role; the gallery's, where a pool keeps its images) that the identity lacks. A
+    gallery's actions are required for pools with automatic image jobs; for the others a lack
+    is reported, and image jobs would fail."""
+    needed: dict[str, dict[str, Any]] = {}
+    for pool in services.config.pools:
+        node = needed.setdefault(_group_of(pool.vmss_id), {"actions": {}, "pools": set()})
+        node["actions"].update(dict.fromkeys(NODE_ACTIONS, True))
+        node["pools"].add(pool.name)
+        gallery = needed.setdefault(_group_of(pool_gallery(pool)), {"actions": {}, "pools": set()})
+        for action in GALLERY_ACTIONS:
+            gallery["actions"][action] = gallery["actions"].get(action) or pool.image.automatic
+        gallery["pools"].add(pool.name)
+    access = Access.from_settings(services.settings)
+    found: dict[str, dict[str, Any]] = {}
+    for scope, need in sorted(needed.items()):
+        subscription, group = scope.split("/")
+        pools = sorted(need["pools"])
+        try:
+            granted = access.permissions(subscription, group)
+            missing = missing_actions(list(need["actions"]), granted)
+        except Exception as error:  # noqa: BLE001 - the failure is the check's answer
+            found[scope] = {
+                "ok": False,
+                "pools": pools,
+                "error": f"permissions in resource group {group} not readable: {_short(error)}",
+            }
+            continue
+        required = [a for a in missing if need["actions"][a]]
+        found[scope] = {"ok": not required, "pools": pools, "missing": missing}
+        if required:
+            found[scope]["error"] = (
+                f"the identity lacks {len(required)} action(s) in resource group {group}: "
+                f"{', '.join(required)}; assign infra/main.bicep's roles there (docs/deploy.md)"
+            )
+        elif missing:
+            found[scope]["warning"] = (
+                f"image jobs would fail in resource group {group}: the identity lacks "
+                f"{', '.join(missing)}"
+            )
+    return found
 
 
 def _cluster(services: Any, name: str) -> dict[str, Any]:
@@ -91,13 +155,29 @@ def _pool(services: Any, pool: Pool) -> dict[str, Any]:
         "cluster": pool.cluster,
         "capacity": state.capacity,
         "instances": len(state.instances),
+        "gallery": _gallery(services, pool),
     }
     if owner:
         found["error"] = (
             f"scale set {pool.vmss_name} is managed by {owner}; Poolkeeper refuses capacity "
             "writes to it: leave the pool out of its configuration"
         )
+    elif pool.image.automatic and not found["gallery"]["ok"]:
+        found["ok"], found["error"] = False, found["gallery"]["error"]
     return found
+
+
+def _gallery(services: Any, pool: Pool) -> dict[str, Any]:
+    """The pool's image gallery readable (absent is fine: the first image job creates it)."""
+    gallery = pool_gallery(pool)
+    try:
+        exists = Images(services.scale_sets).exists("gallery", gallery)
+    except PermanentAzureError as error:
+        return {"ok": False, "id": gallery, "error": f"gallery {gallery} not readable: {error}"}
+    except Exception as error:  # noqa: BLE001 - the failure is the check's answer
+        return {"ok": False, "id": gallery, "error": f"gallery {gallery}: {_short(error)}"}
+    note = "exists" if exists else "absent: the first image job creates it"
+    return {"ok": True, "id": gallery, "note": note}
 
 
 def _permission(verb: str, resource: str, group: str, sub: str) -> str:

@@ -289,3 +289,44 @@ def test_preflight_passes_and_names_the_cluster_of_a_wrong_token_ca_or_permissio
     assert "cluster kubeadm not reachable" in found["kubeadm"]["error"]
     assert "CERTIFICATE_VERIFY_FAILED" in found["kubeadm"]["error"], found["kubeadm"]
     assert found["engine"]["error"].startswith("cluster engine denies create pods/eviction:")
+
+
+def test_preflight_names_the_azure_actions_the_identity_lacks_in_a_resource_group(
+    sim: Simulator, fleet: Pump
+) -> None:
+    report = preflight(fleet.services)
+    (scope,) = report["resource_groups"]
+    assert scope == f"{SUBSCRIPTION}/{RG}".lower()
+    assert report["resource_groups"][scope] == {
+        "ok": True,
+        "pools": sorted(p.name for p in fleet.services.config.pools),
+        "missing": [],
+    }
+    gallery = report["pools"][_pool(fleet, "capz")]["gallery"]
+    assert gallery["ok"] and gallery["note"].startswith("absent"), gallery
+
+    delete = "Microsoft.Compute/virtualMachineScaleSets/delete/action"
+    versions = "Microsoft.Compute/galleries/images/versions/write"
+    sim.load(
+        _scenario()
+        | {
+            "permissions": {
+                RG: [
+                    {
+                        "actions": [
+                            "Microsoft.Compute/*",
+                            "Microsoft.Network/*",
+                            "Microsoft.ManagedIdentity/*",
+                        ],
+                        "not_actions": [delete, versions],
+                    }
+                ]
+            }
+        }
+    )
+    report = preflight(fleet.services)
+    assert not report["ok"]
+    found = report["resource_groups"][scope]
+    assert found["missing"] == [delete, versions], found
+    assert found["error"].startswith(f"the identity lacks 1 action(s) in resource group {RG}:")
+    assert delete in found["error"] and versions not in found["error"]  # no automatic images

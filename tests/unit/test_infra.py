@@ -12,6 +12,8 @@ import pytest
 import yaml
 from pycep import BicepParser
 
+from shared.decide.permissions import GALLERY_ACTIONS, NODE_ACTIONS
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -422,3 +424,11 @@ def test_the_roles_hold_exact_actions_scoped_to_their_resource_groups() -> None:
     built_in = _module(main, "nodeAccess")["params"]["builtInRoles"]
     assert built_in == ["monitoringReader"]
     assert main["variables"]["monitoringReader"]["value"] == "43d0d8ad-25c7-4714-9337-8ba259a9fe05"
+
+
+def test_the_preflight_checks_the_actions_the_roles_grant() -> None:
+    """shared/decide/permissions.py's lists are the Bicep roles' (the preflight compares ARM's
+    permissions list with them)."""
+    granted = _granted()
+    assert set(NODE_ACTIONS) == granted["node"]
+    assert set(GALLERY_ACTIONS) == granted["gallery"]

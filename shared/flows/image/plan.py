@@ -12,6 +12,7 @@ from typing import Any
 
 from shared.adapters.images import Version
 from shared.adapters.scaleset import TemporaryAzureError
+from shared.config import Pool
 from shared.decide.claims import parse_claim
 from shared.decide.counting import InstanceState
 from shared.decide.imaging import (
@@ -51,8 +52,12 @@ def _params(ctx: StepContext) -> ImageParams:
 
 
 def gallery_id(ctx: StepContext) -> str:
+    """The job's pool's gallery (pool_gallery)."""
+    return pool_gallery(ctx.pool)
+
+
+def pool_gallery(pool: Pool) -> str:
     """The pool's gallery: configured, or `poolkeeper` in the scale set's resource group."""
-    pool = ctx.pool
     return pool.image.gallery or (
         f"/subscriptions/{pool.subscription_id}/resourceGroups/{pool.resource_group}"
         "/providers/Microsoft.Compute/galleries/poolkeeper"
