@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from shared.dashboard.view import PoolView
+from shared.dashboard.view import PoolView, PreflightView
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 ROUTE_PREFIX = "/api"  # host.json's extensions.http.routePrefix
@@ -56,12 +56,19 @@ def overview_page(
     key: str | None = None,
     mode: str = "act",
     clusters: Mapping[str, str] | None = None,
+    preflight: PreflightView | None = None,
 ) -> str:
     """Every pool's summary: tiles, alerts and the counts chart, grouped by cluster, with a
-    notice for each cluster that is not answering (`clusters`, see view.cluster_notices)."""
+    notice for each cluster that is not answering (`clusters`, see view.cluster_notices), and
+    the last preflight's table."""
     names = [p.name for p in pools]
     template = _environment().get_template("overview.html.j2")
-    return template.render(pools=pools, notices=clusters or {}, **_context(now, names, key, mode))
+    return template.render(
+        pools=pools,
+        notices=clusters or {},
+        preflight=preflight,
+        **_context(now, names, key, mode),
+    )
 
 
 def pool_page(

@@ -400,3 +400,41 @@ def cluster_notices(records: dict[str, dict[str, Any]], now: datetime) -> dict[s
             f"its pools' jobs wait and retry. Last error: {_short(record.get('last_error'), 300)}"
         )
     return notices
+
+
+@dataclass(frozen=True)
+class PreflightRow:
+    kind: str  # cluster, resource group, pool
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class PreflightView:
+    ok: bool
+    at: str
+    rows: tuple[PreflightRow, ...]  # failures first
+
+
+def preflight_view(report: dict[str, Any] | None, now: datetime) -> PreflightView | None:
+    """The last preflight (GET /api/preflight) as a table: every check, failures first, each
+    with what is wrong or, when it passed, what it found."""
+    if not report:
+        return None
+    rows: list[PreflightRow] = []
+    for kind, key in (("cluster", "clusters"), ("resource group", "resource_groups")):
+        for name, check in sorted((report.get(key) or {}).items()):
+            passed = f"version {check['version']}" if check.get("version") else "all allowed"
+            detail = check.get("error") or check.get("warning") or passed
+            rows.append(PreflightRow(kind, name, bool(check.get("ok")), _short(detail, 400)))
+    for name, check in sorted((report.get("pools") or {}).items()):
+        gallery = (check.get("gallery") or {}).get("note") or ""
+        passed = (
+            f"cluster {check.get('cluster')}, {check.get('instances')} instances, "
+            f"capacity {check.get('capacity')}" + (f"; gallery {gallery}" if gallery else "")
+        )
+        detail = check.get("error") or passed
+        rows.append(PreflightRow("pool", name, bool(check.get("ok")), _short(detail, 400)))
+    rows.sort(key=lambda row: row.ok)  # stable: failures first, each kind in order
+    return PreflightView(bool(report.get("ok")), when(report.get("at"), now), tuple(rows))

@@ -19,7 +19,7 @@ from shared.adapters.storage import StorageUnavailable, unavailable_as_error
 from shared.config import Pool, PoolNotFound
 from shared.dashboard.history_charts import DAY
 from shared.dashboard.render import error_page, overview_page, pool_page
-from shared.dashboard.view import PoolData, cluster_notices, pool_view
+from shared.dashboard.view import PoolData, cluster_notices, pool_view, preflight_view
 from shared.flows.capacity.evaluation import pool_thresholds
 
 log = logging.getLogger("poolkeeper.dashboard")
@@ -87,6 +87,9 @@ def page(services: Any, pool: str | None, *, key: str | None, accept: str) -> Pa
                 pool_view(_data(services, p, alerts, now, pool is not None), now) for p in chosen
             ]
             notices = cluster_notices(services.tables.cluster_states(), now)
+            checked = (
+                preflight_view(services.tables.last_preflight(), now) if pool is None else None
+            )
     except StorageUnavailable as error:
         log.warning("Storage did not answer the status page: %s", error)
         message = f"storage is unavailable, try again shortly: {error}"
@@ -95,7 +98,9 @@ def page(services: Any, pool: str | None, *, key: str | None, accept: str) -> Pa
         return Page(
             200,
             "text/html",
-            overview_page(views, now, key=key, mode=services.mode, clusters=notices),
+            overview_page(
+                views, now, key=key, mode=services.mode, clusters=notices, preflight=checked
+            ),
         )
     return Page(
         200,

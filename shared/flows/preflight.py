@@ -56,13 +56,19 @@ def preflight(services: Any) -> dict[str, Any]:
     for name, check in (clusters | scopes).items():
         if not check["ok"]:
             log.warning("Preflight: %s: %s", name, check.get("error") or check)
-    return {
+    report = {
         "ok": ok,
+        "at": services.clock.now().isoformat(),
         "mode": services.mode.value,
         "clusters": clusters,
         "resource_groups": scopes,
         "pools": pools,
     }
+    try:
+        services.tables.put_preflight(report)  # the status page shows the last one
+    except Exception as error:  # noqa: BLE001 - the answer stands without its copy
+        log.warning("Preflight: report not kept for the status page: %s", error)
+    return report
 
 
 def _group_of(resource_id: str) -> str:

@@ -330,3 +330,9 @@ def test_preflight_names_the_azure_actions_the_identity_lacks_in_a_resource_grou
     assert found["missing"] == [delete, versions], found
     assert found["error"].startswith(f"the identity lacks 1 action(s) in resource group {RG}:")
     assert delete in found["error"] and versions not in found["error"]  # no automatic images
+    # The status page shows the last preflight, failures first.
+    html = page(fleet.services, None, key=None, accept="text/html").body
+    table = html[html.index('<table class="preflight">') :]
+    assert table.index(f'data-check="resource group:{scope}"') < table.index('data-check="cluster:')
+    assert 'data-field="preflight">checks failed' in html
+    assert "the identity lacks 1 action(s)" in table

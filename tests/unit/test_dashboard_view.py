@@ -12,7 +12,7 @@ import pytest
 from shared.dashboard.charts import HEIGHT, LEFT, TOP, WIDTH, Rule, Series, line_chart
 from shared.dashboard.formats import age, percent, when
 from shared.dashboard.render import error_page, overview_page, pool_page
-from shared.dashboard.view import NOT_RECONCILED, PoolData, pool_view
+from shared.dashboard.view import NOT_RECONCILED, PoolData, pool_view, preflight_view
 from shared.decide.capacity import Thresholds
 
 NOW = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
@@ -368,3 +368,35 @@ def test_the_overview_groups_pools_by_cluster_and_shows_the_mode() -> None:
     assert "observe mode: records what it would do, changes nothing" in html
     single = overview_page(views[:1], NOW)
     assert "cluster capz-prod</h2>" not in single and "act mode" in single
+
+
+def test_the_preflight_table_puts_failures_first_and_says_what_passed() -> None:
+    now = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    assert preflight_view(None, now) is None
+    report = {
+        "ok": False,
+        "at": "2026-12-07T11:58:00+00:00",
+        "clusters": {"capz": {"ok": True, "version": "v1.30.4"}},
+        "resource_groups": {"sub/rg-a": {"ok": False, "error": "the identity lacks 1 action(s)"}},
+        "pools": {
+            "web": {
+                "ok": True,
+                "cluster": "capz",
+                "instances": 3,
+                "capacity": 3,
+                "gallery": {"ok": True, "note": "exists"},
+            },
+            "batch": {"ok": False, "error": "scale set batch-vmss is managed by CAPZ"},
+        },
+    }
+    view = preflight_view(report, now)
+    assert view is not None and not view.ok
+    assert view.at == "2026-12-07 11:58:00 UTC (2 min ago)"
+    assert [(r.kind, r.name, r.ok) for r in view.rows] == [
+        ("resource group", "sub/rg-a", False),
+        ("pool", "batch", False),
+        ("cluster", "capz", True),
+        ("pool", "web", True),
+    ]
+    assert view.rows[2].detail == "version v1.30.4"
+    assert view.rows[3].detail == "cluster capz, 3 instances, capacity 3; gallery exists"
