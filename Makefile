@@ -80,6 +80,8 @@ bench: deps
 	$(BIN)/python -m bench.sim_vm_list
 	$(BIN)/python -m bench.drain_110
 	$(BIN)/python -m bench.arm_calls
+	$(BIN)/python -m bench.fleet_reads
+	$(BIN)/python -m bench.isolation
 	$(BIN)/python -m bench.alert_intake
 	$(BIN)/python -m bench.alert_latency
 	$(BIN)/python -m bench.patch_rollout
