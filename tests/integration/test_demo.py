@@ -111,4 +111,4 @@ def test_the_story_reads_its_facts_from_the_scenario_and_refuses_one_that_does_n
     with pytest.raises(DemoError, match=r"small\.json does not fit the story: .*patch window"):
         Facts.read(ROOT / "local" / "scenarios" / "small.json")
     facts = Facts.read(ROOT / "local" / "scenarios" / "demo.json")
-    assert (facts.scale_set, facts.kernel) == ("aks-workers-27182818-vmss", "6.8.0-1017-azure")
+    assert (facts.scale_set, facts.kernel) == ("demo-workers-vmss", "6.8.0-1017-azure")

@@ -95,8 +95,8 @@ def test_stack_prints_endpoints_serves_health_and_stops_everything_on_sigterm(tm
         assert before - timedelta(seconds=1) <= product_now <= after + timedelta(seconds=1)
         state = requests.get(f"{endpoints['admin']}/state", timeout=10).json()
         assert [s["name"] for s in state["scale_sets"]] == [
-            "aks-system-31415926-vmss",
-            "aks-workers-27182818-vmss",
+            "demo-system-vmss",
+            "demo-workers-vmss",
         ]
         # The cluster's API serves the scenario's nodes to the product's Kubernetes adapter.
         kube = Kube.from_settings({"POOLKEEPER_KUBECONFIG": endpoints["kubeconfig"]})

@@ -8,7 +8,7 @@ from shared.adapters.kube import Kube, KubeConfigError, parse_provider_id
 
 VMSS = (
     "/subscriptions/6f1c2a9e-4b7d-4c3e-9a51-2d8e7f0b3c64/resourceGroups/mc_rg_aks_westeurope"
-    "/providers/Microsoft.Compute/virtualMachineScaleSets/aks-workers-27182818-vmss"
+    "/providers/Microsoft.Compute/virtualMachineScaleSets/demo-workers-vmss"
 )
 
 
