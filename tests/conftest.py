@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,9 +92,19 @@ def _sdk_imports() -> None:
 
 
 @pytest.fixture(scope="session")
-def azurite() -> Iterator[Azurite]:
-    with Azurite() as running:
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
+    log = tmp_path_factory.mktemp("azurite") / "azurite.log"
+    with Azurite(log=log) as running:
         yield running
+        process = running._process
+        if process is not None and process.poll() is not None:
+            # It died under this worker's tests: say so, with its last words, at the end.
+            tail = log.read_text(errors="replace")[-3000:]
+            warnings.warn(
+                f"the session's Azurite exited early (code {process.returncode}); its log "
+                f"{log} ends:\n{tail}",
+                stacklevel=1,
+            )
 
 
 @dataclass
