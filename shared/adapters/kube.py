@@ -475,6 +475,20 @@ class Kube:
             }
         return sorted(found)
 
+    def config_map(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A ConfigMap's data; None when it is absent."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            found = self._core.read_namespaced_config_map(
+                name, namespace, _request_timeout=self._timeout
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return dict(found.data or {})
+
     def daemonset_annotation(self, namespace: str, name: str, key: str) -> str | None:
         """One annotation of a DaemonSet (e.g. kured's lock); None when it or the DS is absent."""
         from kubernetes import client

@@ -15,7 +15,7 @@ from shared.adapters.access import Access
 from shared.adapters.images import Images
 from shared.adapters.scaleset import PermanentAzureError
 from shared.config import Pool
-from shared.decide.owners import capacity_owner
+from shared.decide.owners import AUTOSCALER_STATUS, autoscaler_groups, capacity_owner
 from shared.decide.permissions import GALLERY_ACTIONS, NODE_ACTIONS, missing_actions
 from shared.flows.image.plan import pool_gallery
 
@@ -50,7 +50,10 @@ def preflight(services: Any) -> dict[str, Any]:
         else {"ok": False, "error": f"no answer within {CLUSTER_WAIT_SECONDS:.0f} s"}
         for name, future in running.items()
     }
-    pools = {pool.name: _pool(services, pool) for pool in services.config.pools}
+    pools = {
+        pool.name: _pool(services, pool, clusters.get(pool.cluster))
+        for pool in services.config.pools
+    }
     scopes = _scopes(services)
     ok = all(check["ok"] for found in (clusters, pools, scopes) for check in found.values())
     for name, check in (clusters | scopes).items():
@@ -138,6 +141,7 @@ def _cluster(services: Any, name: str) -> dict[str, Any]:
     except Exception as error:  # noqa: BLE001
         return {"ok": False, "version": version, "error": f"access reviews failed: {_short(error)}"}
     found: dict[str, Any] = {"ok": not missing, "version": version}
+    found["autoscaler"] = _autoscaler(kube)
     if missing:
         found["error"] = (
             f"cluster {name} denies {', '.join(missing)}: apply infra/k8s/rbac.yaml and bind it "
@@ -146,7 +150,22 @@ def _cluster(services: Any, name: str) -> dict[str, Any]:
     return found
 
 
-def _pool(services: Any, pool: Pool) -> dict[str, Any]:
+def _autoscaler(kube: Any) -> dict[str, Any]:
+    """The scale sets cluster-autoscaler's status ConfigMap names (it scales them too)."""
+    try:
+        data = kube.config_map(*AUTOSCALER_STATUS)
+    except Exception as error:  # noqa: BLE001 - a check that cannot run says so
+        return {
+            "groups": [],
+            "note": f"cluster-autoscaler's status not readable ({_short(error)[:120]}): apply "
+            "infra/k8s/rbac.yaml to have preflight detect it",
+        }
+    if data is None:
+        return {"groups": [], "note": "no cluster-autoscaler status ConfigMap"}
+    return {"groups": sorted(autoscaler_groups(data.get("status", "")))}
+
+
+def _pool(services: Any, pool: Pool, cluster: dict[str, Any] | None = None) -> dict[str, Any]:
     try:
         state = services.scale_sets.read(pool.vmss_id)
     except Exception as error:  # noqa: BLE001 - the failure is the check's answer
@@ -163,10 +182,19 @@ def _pool(services: Any, pool: Pool) -> dict[str, Any]:
         "instances": len(state.instances),
         "gallery": _gallery(services, pool),
     }
+    scaled = pool.vmss_name.lower() in ((cluster or {}).get("autoscaler") or {}).get("groups", [])
     if owner:
         found["error"] = (
             f"scale set {pool.vmss_name} is managed by {owner}; Poolkeeper refuses capacity "
             "writes to it: leave the pool out of its configuration"
+        )
+    elif scaled:
+        found["ok"], found["error"] = (
+            False,
+            f"cluster-autoscaler in cluster {pool.cluster} also sizes {pool.vmss_name} (its "
+            "status ConfigMap names it): one owner per scale set: take it out of "
+            "cluster-autoscaler's --nodes or auto-discovery, or the pool out of Poolkeeper's "
+            "configuration (docs/clusters.md)",
         )
     elif pool.image.automatic and not found["gallery"]["ok"]:
         found["ok"], found["error"] = False, found["gallery"]["error"]

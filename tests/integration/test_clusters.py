@@ -336,3 +336,27 @@ def test_preflight_names_the_azure_actions_the_identity_lacks_in_a_resource_grou
     assert table.index(f'data-check="resource group:{scope}"') < table.index('data-check="cluster:')
     assert 'data-field="preflight">checks failed' in html
     assert "the identity lacks 1 action(s)" in table
+
+
+def test_preflight_names_a_pools_scale_set_that_cluster_autoscaler_also_sizes(
+    sim: Simulator, fleet: Pump
+) -> None:
+    # cluster-autoscaler 1.28's readable status; it names capz's scale set as a node group.
+    status = (
+        "Cluster-autoscaler status at 2026-11-02 08:00:00.000 +0000 UTC:\n"
+        "Cluster-wide:\n  Health:      Healthy (ready=3 unready=0 notStarted=0)\n"
+        f"NodeGroups:\n  Name:        {_vmss('capz')}\n  Health:      Healthy (ready=3)\n"
+    )
+    world = _scenario()
+    world["workloads"]["config_maps"] = [
+        {"name": "cluster-autoscaler-status", "data": {"status": status}}
+    ]
+    sim.load(world)
+    report = preflight(fleet.services)
+    assert not report["ok"]
+    capz = report["pools"][_pool(fleet, "capz")]
+    assert capz["error"].startswith(
+        f"cluster-autoscaler in cluster capz also sizes {_vmss('capz')}"
+    ), capz
+    assert report["clusters"]["capz"]["autoscaler"] == {"groups": [_vmss("capz").lower()]}
+    assert report["pools"][_pool(fleet, "engine")]["ok"]  # its cluster's status names capz's

@@ -221,6 +221,7 @@ KUBE_CALLS = {
     "delete_namespaced_pod": ("", "pods", "delete"),
     "create_namespaced_pod_eviction": ("", "pods/eviction", "create"),
     "read_namespaced_daemon_set": ("apps", "daemonsets", "get"),
+    "read_namespaced_config_map": ("", "configmaps", "get"),
 }
 _KUBE_CALL = re.compile(r"(?:_core|V1Api\([^)]*\))\.(\w+)\(")
 # Allowed to every authenticated user by the API server's default system:basic-user role.

@@ -98,7 +98,9 @@ The scenario's `workloads` section (every key optional; names are DNS labels)::
       "pods": [{"name": "debug", "node": "aks-...-vmss000001", "phase": "Running"}],
                                           // "Succeeded": a completed pod; no "node": scheduled
       "pdbs": [{"name": "extra", "namespace": "default", "selector": {"app": "web"},
-                "max_unavailable": 1}]                          // standalone budgets
+                "max_unavailable": 1}],                         // standalone budgets
+      "config_maps": [{"name": "cluster-autoscaler-status", "namespace": "kube-system",
+                       "data": {"status": "..."}}]              // served read-only
     }
 
 Deployments own one ReplicaSet `<name>-<hash>` whose pods are `<rs>-<5 chars>`; DaemonSet pods

@@ -156,6 +156,7 @@ def install(cluster: Cluster, workloads: Workloads) -> None:
         *(w.namespace for w in workloads.static_pods),
         *(w.namespace for w in workloads.pods),
         *(w.namespace for w in workloads.pdbs),
+        *(w.namespace for w in workloads.config_maps),
     }
     for namespace in sorted(used):
         cluster.add(
@@ -169,6 +170,16 @@ def install(cluster: Cluster, workloads: Workloads) -> None:
                 },
                 "spec": {"finalizers": ["kubernetes"]},
                 "status": {"phase": "Active"},
+            },
+        )
+    for found in workloads.config_maps:
+        cluster.add(
+            "configmaps",
+            {
+                "kind": "ConfigMap",
+                "apiVersion": "v1",
+                "metadata": {"name": found.name, "namespace": found.namespace},
+                "data": dict(found.data),
             },
         )
     for deployment in workloads.deployments:

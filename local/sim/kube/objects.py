@@ -85,6 +85,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("", "v1", "nodes", "Node", False, (*READ, "patch", "update", "delete"), ("no",)),
     Kind("", "v1", "pods", "Pod", True, (*READ, "delete"), ("po",), ("all",)),
     Kind("", "v1", "namespaces", "Namespace", False, READ, ("ns",)),
+    Kind("", "v1", "configmaps", "ConfigMap", True, READ, ("cm",)),
     Kind("apps", "v1", "deployments", "Deployment", True, READ, ("deploy",), ("all",)),
     Kind("apps", "v1", "replicasets", "ReplicaSet", True, READ, ("rs",), ("all",)),
     Kind("apps", "v1", "daemonsets", "DaemonSet", True, READ, ("ds",), ("all",)),

@@ -110,6 +110,14 @@ class StandaloneBudget(Budget):
     selector: dict[str, str] = Field(min_length=1)
 
 
+class ConfigMap(Strict):
+    """A ConfigMap, e.g. cluster-autoscaler's `kube-system/cluster-autoscaler-status`."""
+
+    name: str = Field(pattern=NAME)
+    namespace: str = Field(default="kube-system", pattern=NAME)
+    data: dict[str, str] = {}
+
+
 class Workloads(Strict):
     start_seconds: float = Field(default=5, ge=0)  # bound pod -> Running and Ready
     replace_seconds: float = Field(default=2, ge=0)  # missing pod noticed -> replacement created
@@ -118,6 +126,7 @@ class Workloads(Strict):
     static_pods: list[StaticPod] = []
     pods: list[BarePod] = []
     pdbs: list[StandaloneBudget] = []
+    config_maps: list[ConfigMap] = []
 
     @model_validator(mode="after")
     def _unique(self) -> Workloads:
@@ -128,6 +137,7 @@ class Workloads(Strict):
             *(("static pod", s.namespace, s.name) for s in self.static_pods),
             *(("pod", p.namespace, p.name) for p in self.pods),
             *(("pdb", b.namespace, b.name) for b in self.pdbs),
+            *(("configmap", c.namespace, c.name) for c in self.config_maps),
             *(
                 ("pdb", d.namespace, d.pdb.name or d.name)
                 for d in self.deployments
