@@ -428,6 +428,12 @@ def preflight_view(report: dict[str, Any] | None, now: datetime) -> PreflightVie
             passed = f"version {check['version']}" if check.get("version") else "all allowed"
             detail = check.get("error") or check.get("warning") or passed
             rows.append(PreflightRow(kind, name, bool(check.get("ok")), _short(detail, 400)))
+    if usage := report.get("usage"):
+        coverage = ", ".join(f"{pool} {c}" for pool, c in (usage.get("coverage") or {}).items())
+        passed = "answers" + (f"; data: {coverage}" if coverage else "")
+        detail = usage.get("error") or passed
+        name = usage.get("source") or "—"
+        rows.append(PreflightRow("usage source", name, bool(usage.get("ok")), _short(detail, 400)))
     for name, check in sorted((report.get("pools") or {}).items()):
         gallery = (check.get("gallery") or {}).get("note") or ""
         passed = (

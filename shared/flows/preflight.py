@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor, wait
+from datetime import timedelta
 from typing import Any
 
 from shared.adapters.access import Access
 from shared.adapters.images import Images
 from shared.adapters.scaleset import PermanentAzureError
-from shared.config import Pool
+from shared.adapters.usage import PoolRef, UsageUnavailable, usage_source_from_settings
+from shared.config import ConfigError, Pool
 from shared.decide.owners import AUTOSCALER_STATUS, autoscaler_groups, capacity_owner
 from shared.decide.permissions import GALLERY_ACTIONS, NODE_ACTIONS, missing_actions
 from shared.flows.image.plan import pool_gallery
@@ -55,7 +57,10 @@ def preflight(services: Any) -> dict[str, Any]:
         for pool in services.config.pools
     }
     scopes = _scopes(services)
-    ok = all(check["ok"] for found in (clusters, pools, scopes) for check in found.values())
+    usage = _usage(services, pools)
+    ok = usage["ok"] and all(
+        check["ok"] for found in (clusters, pools, scopes) for check in found.values()
+    )
     for name, check in (clusters | scopes).items():
         if not check["ok"]:
             log.warning("Preflight: %s: %s", name, check.get("error") or check)
@@ -65,6 +70,7 @@ def preflight(services: Any) -> dict[str, Any]:
         "mode": services.mode.value,
         "clusters": clusters,
         "resource_groups": scopes,
+        "usage": usage,
         "pools": pools,
     }
     try:
@@ -72,6 +78,37 @@ def preflight(services: Any) -> dict[str, Any]:
     except Exception as error:  # noqa: BLE001 - the answer stands without its copy
         log.warning("Preflight: report not kept for the status page: %s", error)
     return report
+
+
+USAGE_WINDOW = timedelta(minutes=15)
+
+
+def _usage(services: Any, pools: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The usage source answers for the pools whose scale set was read (its last 15 minutes);
+    a pool it has no data for yet is noted, not failed (a pool just created has none)."""
+    try:
+        source = usage_source_from_settings(services.settings)
+    except ConfigError as error:
+        return {"ok": False, "error": str(error)}
+    refs = [
+        PoolRef(pool.name, pool.vmss_id, pool.node_group, pools[pool.name]["instances"])
+        for pool in services.config.pools
+        if "instances" in pools.get(pool.name, {})
+    ]
+    now = services.clock.now()
+    try:
+        found = source.node_usage(refs, now - USAGE_WINDOW, now) if refs else {}
+    except UsageUnavailable as error:
+        return {"ok": False, "source": source.name, "error": f"{error} (code {error.code})"}
+    except Exception as error:  # noqa: BLE001 - the failure is the check's answer
+        return {"ok": False, "source": source.name, "error": _short(error)}
+    finally:
+        source.close()
+    return {
+        "ok": True,
+        "source": source.name,
+        "coverage": {name: usage.coverage.value for name, usage in sorted(found.items())},
+    }
 
 
 def _group_of(resource_id: str) -> str:

@@ -360,3 +360,19 @@ def test_preflight_names_a_pools_scale_set_that_cluster_autoscaler_also_sizes(
     ), capz
     assert report["clusters"]["capz"]["autoscaler"] == {"groups": [_vmss("capz").lower()]}
     assert report["pools"][_pool(fleet, "engine")]["ok"]  # its cluster's status names capz's
+
+
+def test_preflight_asks_the_usage_source_for_the_pools_and_names_a_missing_setting(
+    sim: Simulator, azurite: Any, fleet: Pump
+) -> None:
+    report = preflight(fleet.services)
+    usage = report["usage"]
+    assert usage["ok"] and usage["source"] == "platform", usage
+    assert set(usage["coverage"]) == {p.name for p in fleet.services.config.pools}
+
+    services = _services(sim, azurite, _clusters(sim))
+    del services.settings["POOLKEEPER_METRICS_ENDPOINT"]
+    report = preflight(services)
+    assert not report["ok"]
+    assert not report["usage"]["ok"]
+    assert "POOLKEEPER_METRICS_ENDPOINT is not set" in report["usage"]["error"]

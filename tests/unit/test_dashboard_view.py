@@ -400,3 +400,16 @@ def test_the_preflight_table_puts_failures_first_and_says_what_passed() -> None:
     ]
     assert view.rows[2].detail == "version v1.30.4"
     assert view.rows[3].detail == "cluster capz, 3 instances, capacity 3; gallery exists"
+
+
+def test_the_preflight_table_reports_the_usage_source() -> None:
+    now = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+    broken = {"ok": False, "source": "platform", "error": "usage source platform unavailable"}
+    view = preflight_view({"ok": False, "usage": broken}, now)
+    assert view is not None
+    assert [(r.kind, r.name, r.ok, r.detail) for r in view.rows] == [
+        ("usage source", "platform", False, "usage source platform unavailable")
+    ]
+    fine = {"ok": True, "source": "platform", "coverage": {"web": "complete"}}
+    (row,) = preflight_view({"ok": True, "usage": fine}, now).rows  # type: ignore[union-attr]
+    assert row.ok and row.detail == "answers; data: web complete"
