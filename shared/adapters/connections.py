@@ -26,14 +26,22 @@ MAX_AGE_SECONDS = 600.0
 BreakerChanged = Callable[[str, Breaker], None]
 
 
-def _answered(error: BaseException) -> bool:
-    """The API server answered (a 4xx is its answer); no answer or a 5xx is a failure."""
-    status = getattr(error, "status", None)
-    return isinstance(status, int) and 0 < status < 500
+def _server_error(answer: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """The API server's 5xx, as the breaker counts it; None for any other answer. The eviction
+    API's 500 for a pod under two budgets is a fixed answer about that pod, not an outage."""
+    status = getattr(answer, "status", None)
+    if not isinstance(status, int) or status < 500:
+        return None
+    method, url = [*args, kwargs.get("method", ""), kwargs.get("url", "")][:2]
+    if str(method).upper() == "POST" and str(url).rstrip("/").endswith("/eviction"):
+        return None
+    return f"HTTP {status} {getattr(answer, 'reason', '') or ''}".strip()
 
 
 class Gate:
-    """One cluster's breaker around its calls; thread-safe."""
+    """One cluster's breaker around its calls; thread-safe. A call that gets no answer raises
+    ClusterUnavailable (chained to what the client raised), so jobs wait it out as a temporary
+    error from the first failure on, not only once the breaker is open."""
 
     def __init__(
         self,
@@ -45,13 +53,18 @@ class Gate:
         self.cluster, self._changed, self._clock = cluster, changed, clock
         self._breaker = Breaker()
         self._lock = threading.Lock()
+        # The page's record follows the breaker in order: one notifier at a time, each telling
+        # the state as it is then, not as it was when its change happened.
+        self._notify_lock = threading.Lock()
+        self._told_open = False
 
     @property
     def breaker(self) -> Breaker:
         return self._breaker
 
     def call(self, send: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """`send(*args, **kwargs)` if the breaker lets it, else ClusterUnavailable at once."""
+        """`send(*args, **kwargs)` if the breaker lets it, else ClusterUnavailable at once. The
+        body is read here, so a server that stalls mid-answer counts as not answering."""
         now = self._clock()
         with self._lock:
             go, self._breaker = admit(self._breaker, now)
@@ -60,36 +73,55 @@ class Gate:
             raise ClusterUnavailable(self.cluster, held.last_error, retry_in(held, now))
         try:
             answer = send(*args, **kwargs)
+            read = getattr(answer, "read", None)
+            if callable(read):
+                read()  # the REST response caches it for the client
         except Exception as error:
-            if _answered(error):
+            status = getattr(error, "status", None)
+            if isinstance(status, int) and 0 < status < 500:  # an answer, raised as it was
                 self._settle(after_success)
-            else:
-                text = f"{type(error).__name__}: {error}"
-                self._settle(lambda b: after_failure(b, self._clock(), text))
-            raise
-        self._settle(after_success)
+                raise
+            text = f"{type(error).__name__}: {error}"
+            after = self._settle(lambda b: after_failure(b, self._clock(), text))
+            raise ClusterUnavailable(
+                self.cluster, text, retry_in(after, self._clock()), held=after.open
+            ) from error
+        failed = _server_error(answer, args, kwargs)
+        if failed is None:
+            self._settle(after_success)
+        else:
+            self._settle(lambda b: after_failure(b, self._clock(), failed))
         return answer
 
-    def _settle(self, change: Callable[[Breaker], Breaker]) -> None:
+    def _settle(self, change: Callable[[Breaker], Breaker]) -> Breaker:
         with self._lock:
             before = self._breaker
             self._breaker = after = change(before)
-        if before.open == after.open:
+        if before.open != after.open:
+            if after.open:
+                log.warning(
+                    "Cluster %s: %d calls in a row got no answer; calls are held back for %.0f s "
+                    "(last error: %s)",
+                    self.cluster,
+                    after.failures,
+                    retry_in(after, self._clock()),
+                    after.last_error,
+                )
+            else:
+                log.warning("Cluster %s answers again; calls go through", self.cluster)
+            self._tell()
+        return after
+
+    def _tell(self) -> None:
+        if self._changed is None:
             return
-        if after.open:
-            log.warning(
-                "Cluster %s: %d calls in a row got no answer; calls are held back for %.0f s "
-                "(last error: %s)",
-                self.cluster,
-                after.failures,
-                retry_in(after, self._clock()),
-                after.last_error,
-            )
-        else:
-            log.warning("Cluster %s answers again; calls go through", self.cluster)
-        if self._changed is not None:
+        with self._notify_lock:
+            now = self._breaker
+            if now.open == self._told_open:
+                return
             try:
-                self._changed(self.cluster, after)
+                self._changed(self.cluster, now)
+                self._told_open = now.open
             except Exception as error:  # noqa: BLE001 - the record is for the page; calls go on
                 log.warning("Cluster %s: breaker change not recorded: %s", self.cluster, error)
 

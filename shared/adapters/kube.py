@@ -56,14 +56,19 @@ class KubeConfigError(ValueError):
 
 
 class ClusterUnavailable(Exception):
-    """Calls to a cluster are held back: its last calls got no answer or a 5xx, and its breaker
-    (shared.decide.breaker) is open. A job waits it out as a temporary error."""
+    """A call to a cluster got no answer, or was held back because its breaker
+    (shared.decide.breaker) is open after calls in a row got none or a 5xx. A job waits it out
+    as a temporary error."""
 
-    def __init__(self, cluster: str, last_error: str, retry_in: float) -> None:
-        super().__init__(
-            f"cluster {cluster} is not answering (breaker open, next try in {retry_in:.0f} s); "
-            f"last error: {last_error}"
+    def __init__(
+        self, cluster: str, last_error: str, retry_in: float, *, held: bool = True
+    ) -> None:
+        state = (
+            f"breaker open, next try in {retry_in:.0f} s"
+            if held
+            else "no answer; calls go on until three in a row fail"
         )
+        super().__init__(f"cluster {cluster} is not answering ({state}); last error: {last_error}")
         self.cluster, self.last_error, self.retry_in = cluster, last_error, retry_in
 
 

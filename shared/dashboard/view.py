@@ -7,6 +7,7 @@ shared/flows/dashboard.py reads the records and calls this; the templates only l
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -387,12 +388,15 @@ def pool_view(data: PoolData, now: datetime) -> PoolView:
     )
 
 
-def cluster_notices(records: dict[str, dict[str, Any]], now: datetime) -> dict[str, str]:
-    """A line for each cluster that is not answering (its breaker record, see
-    shared.adapters.connections); none for one that answers."""
+def cluster_notices(
+    records: dict[str, dict[str, Any]], now: datetime, clusters: Iterable[str]
+) -> dict[str, str]:
+    """A line for each configured cluster that is not answering (its record, see
+    shared.adapters.connections); none for one that answers or is no longer configured."""
     notices: dict[str, str] = {}
+    configured = set(clusters)
     for cluster, record in sorted(records.items()):
-        if record.get("answering", True):
+        if cluster not in configured or record.get("answering", True):
             continue
         held = " — calls to it are held back (breaker open)" if record.get("open") else ""
         notices[cluster] = (

@@ -86,7 +86,9 @@ def page(services: Any, pool: str | None, *, key: str | None, accept: str) -> Pa
             views = [
                 pool_view(_data(services, p, alerts, now, pool is not None), now) for p in chosen
             ]
-            notices = cluster_notices(services.tables.cluster_states(), now)
+            notices = cluster_notices(
+                services.tables.cluster_states(), now, {p.cluster for p in services.config.pools}
+            )
             checked = (
                 preflight_view(services.tables.last_preflight(), now) if pool is None else None
             )

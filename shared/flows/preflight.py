@@ -140,11 +140,10 @@ def _scopes(services: Any) -> dict[str, dict[str, Any]]:
             granted = access.permissions(subscription, group)
             missing = missing_actions(list(need["actions"]), granted)
         except Exception as error:  # noqa: BLE001 - the failure is the check's answer
-            found[scope] = {
-                "ok": False,
-                "pools": pools,
-                "error": f"permissions in resource group {group} not readable: {_short(error)}",
-            }
+            unread = f"permissions in resource group {group} not readable: {_short(error)}"
+            required = any(need["actions"].values())
+            found[scope] = {"ok": not required, "pools": pools}
+            found[scope]["error" if required else "warning"] = unread
             continue
         required = [a for a in missing if need["actions"][a]]
         found[scope] = {"ok": not required, "pools": pools, "missing": missing}

@@ -5,10 +5,10 @@ timer's survey that decides which pools need that full read. Nothing here writes
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from concurrent.futures import TimeoutError as FuturesTimeout
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -121,27 +121,46 @@ def _not_ready_in(nodes: list[Any]) -> set[str]:
 def _node_lists(services: Any, clusters: list[str]) -> Iterator[tuple[str, set[str], str | None]]:
     """Each cluster's NotReady scale sets and node groups, and what went wrong reading its nodes
     (None when it answered), in the order the clusters answer; those with no answer in time
-    come last, with nothing NotReady (a full read could not do better)."""
+    come last, with nothing NotReady (a full read could not do better). Only waiting counts
+    against the wait: a list that came in while the caller worked on another cluster's pools
+    is taken as it is."""
     readers = ThreadPoolExecutor(max_workers=len(clusters) or 1)  # none waits in line
     lists = {readers.submit(_node_list, services, name): name for name in clusters}
     pending = set(lists)
+    waited = 0.0
     try:
-        for future in as_completed(lists, timeout=NODE_LIST_WAIT_SECONDS):
-            pending.discard(future)
-            name = lists[future]
-            if (error := future.exception()) is not None:
-                log.warning("Survey: cluster %s's nodes could not be read (%s)", name, error)
-                yield name, set(), f"{type(error).__name__}: {error}"
-            else:
-                yield name, _not_ready_in(future.result()), None
-    except FuturesTimeout:
-        pass
+        while pending:
+            ready = {f for f in pending if f.done()}
+            if not ready:
+                if waited >= NODE_LIST_WAIT_SECONDS:
+                    break
+                began = time.monotonic()
+                done, _ = wait(
+                    pending, timeout=NODE_LIST_WAIT_SECONDS - waited, return_when=FIRST_COMPLETED
+                )
+                waited += time.monotonic() - began
+                ready = set(done)
+                if not ready:
+                    break
+            for future in ready:
+                pending.discard(future)
+                yield _answer(lists[future], future)
     finally:
         readers.shutdown(wait=False)
     for future in pending:
         name = lists[future]
         log.warning("Survey: cluster %s did not list its nodes in time", name)
         yield name, set(), f"no answer within {NODE_LIST_WAIT_SECONDS:.0f} s"
+
+
+def _answer(name: str, future: Any) -> tuple[str, set[str], str | None]:
+    if (error := future.exception()) is not None:
+        log.warning("Survey: cluster %s's nodes could not be read (%s)", name, error)
+        status = getattr(error, "status", None)
+        if isinstance(status, int) and 400 <= status < 500:
+            return name, set(), None  # it answered, refusing: preflight names why
+        return name, set(), f"{type(error).__name__}: {error}"
+    return name, _not_ready_in(future.result()), None
 
 
 def _record_answers(services: Any, answers: dict[str, str | None]) -> None:

@@ -96,10 +96,12 @@ def test_the_gate_holds_calls_back_without_sending_and_records_open_and_closed()
 
     gate = Gate("capz", lambda cluster, b: changes.append((cluster, b.open)), clock=clock)
     with pytest.raises(_Answered):
-        gate.call(send, _Answered())  # a 404 is the server's answer: not a failure
-    for _ in range(FAILURES_TO_OPEN):
-        with pytest.raises(_Refused):
+        gate.call(send, _Answered())  # a 404 is the client's, raised as it was
+    for n in range(FAILURES_TO_OPEN):
+        with pytest.raises(ClusterUnavailable, match="connection refused") as failed:
             gate.call(send, _Refused("connection refused"))
+        assert isinstance(failed.value.__cause__, _Refused)  # a job waits it out from the first
+        assert ("breaker open" in str(failed.value)) == (n == FAILURES_TO_OPEN - 1)
     assert changes == [("capz", True)]
     with pytest.raises(ClusterUnavailable) as held:
         gate.call(send, "never sent")
@@ -111,3 +113,29 @@ def test_the_gate_holds_calls_back_without_sending_and_records_open_and_closed()
     assert gate.call(send, "trial") == "trial"
     assert changes == [("capz", True), ("capz", False)]
     assert gate.breaker == Breaker()
+
+
+class _Response:
+    def __init__(self, status: int) -> None:
+        self.status, self.reason, self.reads = status, "Service Unavailable", 0
+
+    def read(self) -> bytes:
+        self.reads += 1
+        return b"{}"
+
+
+def test_a_5xx_answer_counts_as_a_failure_and_is_read_inside_the_gate() -> None:
+    gate = Gate("capz", clock=_Clock())
+
+    def send(method: str, url: str, answer: _Response) -> _Response:
+        return answer
+
+    eviction = "https://capz/api/v1/namespaces/web/pods/web-0/eviction"
+    for _ in range(FAILURES_TO_OPEN):
+        # The eviction API's 500 (two budgets) is an answer about the pod, not an outage.
+        assert gate.call(send, "POST", eviction, _Response(500)).status == 500
+    assert gate.breaker == Breaker()
+    for _ in range(FAILURES_TO_OPEN):
+        answer = gate.call(send, "GET", "https://capz/api/v1/nodes", _Response(503))
+        assert answer.status == 503 and answer.reads == 1  # the client raises its ApiException
+    assert gate.breaker.open and gate.breaker.last_error == "HTTP 503 Service Unavailable"
