@@ -13,6 +13,8 @@ from datetime import timedelta
 from typing import Any
 
 from shared.adapters.access import Access
+from shared.adapters.checks import Checks
+from shared.adapters.image_operations import sub_rg
 from shared.adapters.images import Images
 from shared.adapters.scaleset import PermanentAzureError
 from shared.adapters.usage import PoolRef, UsageUnavailable, usage_source_from_settings
@@ -74,7 +76,7 @@ def preflight(services: Any) -> dict[str, Any]:
         "pools": pools,
     }
     try:
-        services.tables.put_preflight(report)  # the status page shows the last one
+        Checks(services.tables).put_preflight(report)  # the status page shows the last one
     except Exception as error:  # noqa: BLE001 - the answer stands without its copy
         log.warning("Preflight: report not kept for the status page: %s", error)
     return report
@@ -111,52 +113,53 @@ def _usage(services: Any, pools: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _group_of(resource_id: str) -> str:
-    """'<subscription>/<resource group>' of an ARM id, lower-cased."""
-    parts = resource_id.split("/")
-    return f"{parts[2]}/{parts[4]}".lower()
-
-
 def _scopes(services: Any) -> dict[str, dict[str, Any]]:
     """Each resource group the pools use: the Azure actions Poolkeeper needs there (the scale
     sets' role; the gallery's, where a pool keeps its images) that the identity lacks. A
     gallery's actions are required for pools with automatic image jobs; for the others a lack
     is reported, and image jobs would fail."""
-    needed: dict[str, dict[str, Any]] = {}
+    needed: dict[tuple[str, str], dict[str, Any]] = {}
     for pool in services.config.pools:
-        node = needed.setdefault(_group_of(pool.vmss_id), {"actions": {}, "pools": set()})
+        node = needed.setdefault(_scope_of(pool.vmss_id), {"actions": {}, "pools": set()})
         node["actions"].update(dict.fromkeys(NODE_ACTIONS, True))
         node["pools"].add(pool.name)
-        gallery = needed.setdefault(_group_of(pool_gallery(pool)), {"actions": {}, "pools": set()})
+        gallery = needed.setdefault(_scope_of(pool_gallery(pool)), {"actions": {}, "pools": set()})
         for action in GALLERY_ACTIONS:
             gallery["actions"][action] = gallery["actions"].get(action) or pool.image.automatic
         gallery["pools"].add(pool.name)
-    access = Access.from_settings(services.settings)
     found: dict[str, dict[str, Any]] = {}
-    for scope, need in sorted(needed.items()):
-        subscription, group = scope.split("/")
-        pools = sorted(need["pools"])
-        try:
-            granted = access.permissions(subscription, group)
-            missing = missing_actions(list(need["actions"]), granted)
-        except Exception as error:  # noqa: BLE001 - the failure is the check's answer
-            unread = f"permissions in resource group {group} not readable: {_short(error)}"
-            required = any(need["actions"].values())
-            found[scope] = {"ok": not required, "pools": pools}
-            found[scope]["error" if required else "warning"] = unread
-            continue
-        required = [a for a in missing if need["actions"][a]]
-        found[scope] = {"ok": not required, "pools": pools, "missing": missing}
-        if required:
-            found[scope]["error"] = (
-                f"the identity lacks {len(required)} action(s) in resource group {group}: "
-                f"{', '.join(required)}; assign infra/main.bicep's roles there (docs/deploy.md)"
-            )
-        elif missing:
-            found[scope]["warning"] = (
-                f"image jobs would fail in resource group {group}: the identity lacks "
-                f"{', '.join(missing)}"
-            )
+    with Access.from_settings(services.settings) as access:
+        for (subscription, group), need in sorted(needed.items()):
+            found[f"{subscription}/{group}"] = _scope(access, subscription, group, need)
+    return found
+
+
+def _scope_of(resource_id: str) -> tuple[str, str]:
+    subscription, group = sub_rg(resource_id)
+    return subscription.lower(), group.lower()
+
+
+def _scope(access: Access, subscription: str, group: str, need: dict[str, Any]) -> dict[str, Any]:
+    """One resource group's check: the needed actions the identity lacks there."""
+    pools = sorted(need["pools"])
+    try:
+        missing = missing_actions(list(need["actions"]), access.permissions(subscription, group))
+    except Exception as error:  # noqa: BLE001 - the failure is the check's answer
+        unread = f"permissions in resource group {group} not readable: {_short(error)}"
+        required = any(need["actions"].values())
+        return {"ok": not required, "pools": pools, "error" if required else "warning": unread}
+    required = [a for a in missing if need["actions"][a]]
+    found: dict[str, Any] = {"ok": not required, "pools": pools, "missing": missing}
+    if required:
+        found["error"] = (
+            f"the identity lacks {len(required)} action(s) in resource group {group}: "
+            f"{', '.join(required)}; assign infra/main.bicep's roles there (docs/deploy.md)"
+        )
+    elif missing:
+        found["warning"] = (
+            f"image jobs would fail in resource group {group}: the identity lacks "
+            f"{', '.join(missing)}"
+        )
     return found
 
 
