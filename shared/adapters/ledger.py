@@ -379,40 +379,6 @@ class Tables:
         except ResourceNotFoundError:
             return None
 
-    def put_cluster_state(self, cluster: str, record: dict[str, Any]) -> None:
-        """Whether the cluster answers, and its breaker, as last changed, for the status page."""
-        self._table(POOLS_TABLE).upsert_entity(
-            {"PartitionKey": "cluster", "RowKey": cluster, "record": json.dumps(record)}
-        )
-
-    def put_preflight(self, report: dict[str, Any]) -> None:
-        """The last preflight's report, for the status page."""
-        from azure.data.tables import UpdateMode
-
-        text = json.dumps(report, separators=(",", ":"))
-        self._table(POOLS_TABLE).upsert_entity(
-            {"PartitionKey": "preflight", "RowKey": "last"}
-            | _split("report", text, what="the preflight's report"),
-            mode=UpdateMode.REPLACE,
-        )
-
-    def last_preflight(self) -> dict[str, Any] | None:
-        """The report put_preflight kept, if any."""
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            row = self._table(POOLS_TABLE).get_entity("preflight", "last")
-        except ResourceNotFoundError:
-            return None
-        return json.loads(_joined(row, "report"))
-
-    def cluster_states(self) -> dict[str, dict[str, Any]]:
-        """Every cluster's breaker record (see put_cluster_state)."""
-        found = self._table(POOLS_TABLE).query_entities(
-            "PartitionKey eq @part", parameters={"part": "cluster"}
-        )
-        return {row["RowKey"]: json.loads(row["record"]) for row in found}
-
 
 ALERTS_TABLE = "poolkeeperalerts"
 QUERY_KEYS = 14  # row keys per query filter

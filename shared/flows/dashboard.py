@@ -1,7 +1,7 @@
 """The status page (`GET /api/dashboard[/{pool}]`): read the records, build the views, render.
 
-Reads only: the truth record, alerts, the count history, daily summaries, patch checks and the
-ledger's recent jobs. Called by function_app.py; the view and the HTML are pure (shared/dashboard/).
+Reads only: the truth record, alerts, the count history, daily summaries, patch checks, the
+ledger's recent jobs, and the clusters' states and last preflight. Called by function_app.py; the view and the HTML are pure (shared/dashboard/).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.adapters.checks import Checks
 from shared.adapters.history import CountHistory
 from shared.adapters.ledger import AlertLog, DailySummaries
 from shared.adapters.repair_log import RepairLog
@@ -86,12 +87,10 @@ def page(services: Any, pool: str | None, *, key: str | None, accept: str) -> Pa
             views = [
                 pool_view(_data(services, p, alerts, now, pool is not None), now) for p in chosen
             ]
-            notices = cluster_notices(
-                services.tables.cluster_states(), now, {p.cluster for p in services.config.pools}
-            )
-            checked = (
-                preflight_view(services.tables.last_preflight(), now) if pool is None else None
-            )
+            checks = Checks(services.tables)
+            clusters = {p.cluster for p in services.config.pools}
+            notices = cluster_notices(checks.cluster_states(), now, clusters)
+            checked = preflight_view(checks.last_preflight(), now) if pool is None else None
     except StorageUnavailable as error:
         log.warning("Storage did not answer the status page: %s", error)
         message = f"storage is unavailable, try again shortly: {error}"

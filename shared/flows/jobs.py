@@ -19,6 +19,7 @@ from functools import cached_property
 from typing import Any
 
 from shared import json_input
+from shared.adapters.checks import Checks
 from shared.adapters.kube import ClusterUnavailable
 from shared.adapters.leases import LeaseLost, Leases, PoolLease
 from shared.adapters.ledger import FINAL, JobRecord, LedgerConflict, StateTooLarge, Tables
@@ -116,7 +117,7 @@ class Services:
     def record_cluster(self, cluster: str, error: str | None, *, held: bool = False) -> None:
         """Keep whether a cluster answers (`error` None), and whether calls to it are held back,
         where the status page reads it."""
-        self.tables.put_cluster_state(
+        Checks(self.tables).put_cluster_state(
             cluster,
             {
                 "answering": error is None,

@@ -12,6 +12,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.adapters.checks import Checks
 from shared.adapters.kube import NODE_GROUP_LABEL
 from shared.adapters.scaleset import AzureCallError, TemporaryAzureError
 from shared.config import Pool
@@ -167,7 +168,7 @@ def _record_answers(services: Any, answers: dict[str, str | None]) -> None:
     """Keep each cluster's answering state where the status page reads it, where it changed:
     a breaker opened in one worker is seen closed by the next survey that reads the cluster."""
     try:
-        recorded = services.tables.cluster_states()
+        recorded = Checks(services.tables).cluster_states()
         for cluster, error in answers.items():
             if (recorded.get(cluster) or {}).get("answering", True) == (error is None):
                 continue

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 
+from shared.adapters.checks import Checks
 from shared.adapters.kube import ClusterUnavailable
 from shared.adapters.ledger import FINAL
 from shared.adapters.storage import StorageAccount
@@ -243,7 +244,7 @@ def test_a_hung_cluster_is_held_back_after_three_failed_calls_and_shown_on_the_p
         assert done is not None and done.status == "done", done
 
         survey(services)
-        states = services.tables.cluster_states()
+        states = Checks(services.tables).cluster_states()
         assert states["capz"]["answering"] is False and states["capz"]["open"] is True
         assert states.get("engine", {"answering": True})["answering"] is True
         html = page(services, None, key=None, accept="text/html").body
