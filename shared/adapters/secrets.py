@@ -73,11 +73,6 @@ class Secrets:
             self._cache[key] = _Cached(value, until)
         return value
 
-    def forget(self, vault: str, name: str) -> None:
-        """Drop a cached value (e.g. the API server refused the credential: it may be rotated)."""
-        with self._lock:
-            self._cache.pop((vault.rstrip("/"), name), None)
-
     def _read(self, vault: str, name: str) -> tuple[str, datetime | None]:
         from azure.core.exceptions import AzureError, HttpResponseError
 
