@@ -12,7 +12,6 @@ of reads is the same either way.
 
 from __future__ import annotations
 
-import json
 import platform
 import tempfile
 import time
@@ -21,64 +20,23 @@ from pathlib import Path
 from typing import Any
 
 from bench.arm_calls import INSTANCE_LIST, _counters, _delta, _met
+from bench.fleet import Fleet
 from local.azurite import Azurite
-from shared.adapters.storage import StorageAccount
-from shared.clock import clock_from_settings
-from shared.config import load_config
-from shared.flows.jobs import Services
 from shared.flows.reconcile import survey
-from tests.jobs_support import Pump, settings_for
-from tests.simulator import SUBSCRIPTION, cluster, running_simulator, scale_set, scenario
+from tests.jobs_support import Pump
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "bench" / "results" / "fleet_reads.md"
 CLUSTERS, POOLS_PER_CLUSTER, SIZE, SUBSCRIPTIONS, TICK_MINUTES = 50, 4, 100, 5, 5
 
 
-def _group(n: int) -> str:
-    return f"rg-sub{n % SUBSCRIPTIONS}-capz-{n:02d}"
-
-
-def _scale_sets(n: int) -> list[str]:
-    return [f"capz-{n:02d}-md-{p}" for p in range(POOLS_PER_CLUSTER)]
-
-
-def _world() -> dict[str, Any]:
-    sets = [
-        scale_set(name, SIZE, zones=[], resource_group=_group(n), node_group=name)
-        for n in range(CLUSTERS)
-        for name in _scale_sets(n)
-    ]
-    clusters = [cluster(f"capz-{n:02d}", *_scale_sets(n)) for n in range(CLUSTERS)]
-    return scenario(*sets, clusters=clusters, speed=1)
-
-
-def _config(sim: Any) -> dict[str, Any]:
-    clusters, pools = [], []
-    for n in range(CLUSTERS):
-        name = f"capz-{n:02d}"
-        published = sim.cluster(name)
-        clusters.append(
-            {
-                "name": name,
-                "server": published["server"],
-                "ca": {"pem": published["ca_pem"]},
-                "auth": {"mode": "token", "secret": f"{name}-token"},
-            }
-        )
-        pools += [
-            {
-                "name": vmss,
-                "cluster": name,
-                "node_group": vmss,
-                "min_nodes": 3,
-                "max_nodes": 200,
-                "vmss_id": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{_group(n)}/providers/"
-                f"Microsoft.Compute/virtualMachineScaleSets/{vmss}",
-            }
-            for vmss in _scale_sets(n)
-        ]
-    return {"clusters": clusters, "pools": pools}
+FLEET = Fleet(
+    CLUSTERS,
+    POOLS_PER_CLUSTER,
+    SIZE,
+    group=lambda n: f"rg-sub{n % SUBSCRIPTIONS}-capz-{n:02d}",
+    min_nodes=3,
+)
 
 
 def _poolkeeper_hour(sim: Any, pump: Pump) -> tuple[dict[str, int], dict[str, int], float]:
@@ -100,37 +58,21 @@ def _autoscaler_hour(sim: Any) -> dict[str, int]:
     before = _counters(sim)
     for minute in range(60):
         for n in range(CLUSTERS):
-            list(compute.virtual_machine_scale_sets.list(_group(n)))
+            list(compute.virtual_machine_scale_sets.list(FLEET.group(n)))
             if minute % 5 == 0:
-                for name in _scale_sets(n):
-                    list(compute.virtual_machine_scale_set_vms.list(_group(n), name))
+                for name in FLEET.scale_sets(n):
+                    list(compute.virtual_machine_scale_set_vms.list(FLEET.group(n), name))
     return _delta(_counters(sim), before)
-
-
-def _started(state: Path) -> Any:
-    """The simulator started with the world (a world's clusters are served from the start)."""
-    (state / "scenario.json").write_text(json.dumps(_world()))
-    return running_simulator(state, state / "scenario.json")
 
 
 def main() -> None:
     pools = POOLS_PER_CLUSTER * CLUSTERS
     with (
         tempfile.TemporaryDirectory() as state,
-        _started(Path(state)) as sim,
+        FLEET.started(Path(state)) as sim,
         Azurite() as azurite,
     ):
-        config = _config(sim)
-        settings = settings_for(sim, azurite.connection_string, config["pools"])
-        del settings["POOLKEEPER_KUBECONFIG"]  # no default cluster: every pool names its own
-        settings["POOLKEEPER_POOLS"] = json.dumps(config)
-        settings["POOLKEEPER_KEY_VAULT_URL"] = sim.info["key_vault"]["url"]
-        services = Services(
-            settings,
-            clock_from_settings(settings),
-            load_config(settings),
-            StorageAccount.from_settings(settings),
-        )
+        services = FLEET.services(sim, azurite.connection_string)
         first, ours, wall = _poolkeeper_hour(sim, Pump(services))
         theirs = _autoscaler_hour(sim)
     ours_total, theirs_total = sum(ours.values()), sum(theirs.values())

@@ -24,14 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.fleet import Fleet
 from local.azurite import Azurite
-from shared.adapters.storage import StorageAccount
-from shared.clock import clock_from_settings
-from shared.config import load_config
 from shared.flows.jobs import Services, handle
 from shared.flows.reconcile import survey
-from tests.jobs_support import settings_for
-from tests.simulator import SUBSCRIPTION, cluster, running_simulator, scale_set, scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "bench" / "results" / "isolation.md"
@@ -41,59 +37,14 @@ TIMEOUT_SECONDS = 5
 TARGET = 1.2
 
 
-def _name(n: int) -> str:
-    return f"capz-{n:02d}"
-
-
-def _scale_sets(n: int) -> list[str]:
-    return [f"{_name(n)}-md-{p}" for p in range(POOLS_PER_CLUSTER)]
-
-
-def _world() -> dict[str, Any]:
-    sets = [
-        scale_set(vmss, SIZE, zones=[], resource_group=f"rg-{_name(n)}", node_group=vmss)
-        for n in range(CLUSTERS)
-        for vmss in _scale_sets(n)
-    ]
-    clusters = [cluster(_name(n), *_scale_sets(n)) for n in range(CLUSTERS)]
-    return scenario(*sets, clusters=clusters, speed=1)
-
-
-def _services(sim: Any, storage: str) -> Services:
-    clusters, pools = [], []
-    for n in range(CLUSTERS):
-        published = sim.cluster(_name(n))
-        clusters.append(
-            {
-                "name": _name(n),
-                "server": published["server"],
-                "ca": {"pem": published["ca_pem"]},
-                "auth": {"mode": "token", "secret": f"{_name(n)}-token"},
-                "request_timeout_seconds": TIMEOUT_SECONDS,
-            }
-        )
-        pools += [
-            {
-                "name": vmss,
-                "cluster": _name(n),
-                "node_group": vmss,
-                "min_nodes": 1,
-                "max_nodes": 100,
-                "vmss_id": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-{_name(n)}/"
-                f"providers/Microsoft.Compute/virtualMachineScaleSets/{vmss}",
-            }
-            for vmss in _scale_sets(n)
-        ]
-    settings = settings_for(sim, storage, pools)
-    del settings["POOLKEEPER_KUBECONFIG"]  # no default cluster: every pool names its own
-    settings["POOLKEEPER_POOLS"] = json.dumps({"clusters": clusters, "pools": pools})
-    settings["POOLKEEPER_KEY_VAULT_URL"] = sim.info["key_vault"]["url"]
-    return Services(
-        settings,
-        clock_from_settings(settings),
-        load_config(settings),
-        StorageAccount.from_settings(settings),
-    )
+FLEET = Fleet(
+    CLUSTERS,
+    POOLS_PER_CLUSTER,
+    SIZE,
+    group=lambda n: f"rg-capz-{n:02d}",
+    max_nodes=100,
+    request_timeout_seconds=TIMEOUT_SECONDS,
+)
 
 
 def _tick(services: Services) -> dict[str, float]:
@@ -138,20 +89,14 @@ def _tick(services: Services) -> dict[str, float]:
     return {pool: seconds for pool, seconds in done.items() if pool in healthy}
 
 
-def _started(state: Path) -> Any:
-    """The simulator started with the world (a world's clusters are served from the start)."""
-    (state / "scenario.json").write_text(json.dumps(_world()))
-    return running_simulator(state, state / "scenario.json")
-
-
 def main() -> None:
     runs: dict[str, list[dict[str, float]]] = {"healthy": [], "hung": []}
     with (
         tempfile.TemporaryDirectory() as state,
-        _started(Path(state)) as sim,
+        FLEET.started(Path(state)) as sim,
         Azurite() as azurite,
     ):
-        services = _services(sim, azurite.connection_string)
+        services = FLEET.services(sim, azurite.connection_string)
         _tick(services)  # warm-up: connections, tables, queues
         for _ in range(REPEATS):
             for phase in ("healthy", "hung"):
