@@ -1,7 +1,8 @@
 """The status page (`GET /api/dashboard[/{pool}]`): read the records, build the views, render.
 
 Reads only: the truth record, alerts, the count history, daily summaries, patch checks, the
-ledger's recent jobs, and the clusters' states and last preflight. Called by function_app.py; the view and the HTML are pure (shared/dashboard/).
+ledger's recent jobs, and the clusters' states and last preflight. Called by function_app.py;
+the view and the HTML are pure (shared/dashboard/).
 """
 
 from __future__ import annotations
