@@ -62,6 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(highlight=False)
     report = Report(console)
+    # Set for SIGINT too: Python leaves it ignored when the parent did (a job started with `&`
+    # by a shell without job control, as CI runners do), and Ctrl-C would then not stop the demo.
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     logs = (args.logs or Path(tempfile.mkdtemp(prefix="poolkeeper-demo-"))).resolve()
     began = time.monotonic()
