@@ -68,6 +68,7 @@ class Witness:
     vmss: str
     min_nodes: int
     deletes: list[list[str]] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)  # wall time of each delete, as the sim's
     evicted_before_delete: dict[str, int] = field(default_factory=dict)  # node -> pods evicted
     raises: list[tuple[int, int]] = field(default_factory=list)  # (capacity then, asked for)
     model_writes: list[str] = field(default_factory=list)  # image reference PATCHes (no sku)
@@ -109,6 +110,7 @@ class Witness:
             f"deleting {live_in_batch} of {live} live instances goes below {self.min_nodes}"
         )
         self.deletes.append(ids)
+        self.sent_at.append(time.time())
 
     def on_raise(self, new_capacity: int) -> None:
         state = self.sim.scale_set_state(self.vmss)
@@ -233,7 +235,12 @@ class World:
         witnessed = {i for batch in self.witness.deletes for i in batch}
         assert {i for h in history for i in h["instances"]} <= witnessed
         calls = self.sim.calls()["calls"]
-        assert sum(c["operation"] == DELETE for c in calls) <= len(self.witness.deletes)
+        sent = [c for c in calls if c["operation"] == DELETE]
+        assert len(sent) <= len(self.witness.deletes), (
+            f"the simulator saw {len(sent)} DeleteInstances, the product sent "
+            f"{len(self.witness.deletes)}: {sent} vs {self.witness.deletes} "
+            f"at {self.witness.sent_at}"
+        )
         updates = len(self.witness.raises) + len(self.witness.model_writes)
         assert sum(c["operation"] == UPDATE for c in calls) <= updates
         # Every instance that went, checked at the moment it went (a delete whose answer was
