@@ -248,12 +248,14 @@ def test_a_bad_image_fails_its_canary_and_is_rolled_back(
         version_id = waiting.state["names"]["version_id"]
         sim.post("faults", {"operation": "Boot", "kind": "never_boots", "image": version_id})
 
-        # From the canary's scale-up on, the clock runs at 30x and the scale-up's 20-minute wait
-        # for its node is jumped over: it surely ends (never Ready) well inside the hour the image
-        # job gives it. At 600x a loaded machine's slow steps ate that hour first, and the image
-        # job gave the canary up as late instead.
-        _drive(world, job_id, until=lambda r: "canary-add" in r.state.get("children", {}))
+        # From here on the clock runs at 30x and the scale-up's 20-minute wait for its node is
+        # jumped over: it surely ends (never Ready) well inside the hour the image job gives it.
+        # At 600x a loaded machine's slow steps ate that hour first, and the image job gave the
+        # canary up as late instead; slowed only once the canary's scale-up was started, a pump
+        # round at 600x could still carry the scale-up past its own 20 minutes before the
+        # reconcile below looked (it failed so twice with two suites at once).
         sim.post("clock", {"speed": 30})
+        _drive(world, job_id, until=lambda r: "canary-add" in r.state.get("children", {}))
 
         # The canary never registers a node: repair leaves it to the image job meanwhile.
         def adding(record: JobRecord) -> bool:
