@@ -947,6 +947,13 @@ async def handle(
                 "The gateway did not receive a response from 'Microsoft.Compute' within the "
                 "specified time period.",
             )
+        if fault is not None and fault.kind == "dropped":
+            # It takes effect, then the connection is cut before any answer (a reset on the way
+            # back): the client cannot tell this from a request that never arrived.
+            await handler(Call(request, world, match, operation, None, body))
+            if request.transport is not None:
+                request.transport.abort()
+            raise ArmError(500, "ConnectionDropped", "The connection was cut (never sent).")
         if fault is not None and fault.kind == "held":
             response = await handler(Call(request, world, match, operation, None, body))
             await world.hold(_held(request, operation, match), fault.seconds)

@@ -136,6 +136,7 @@ class Fault(Strict):
         "partial_delete",
         "timeout",
         "lost_answer",
+        "dropped",
         "held",
         "never_ready",
         "never_boots",

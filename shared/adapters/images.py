@@ -24,6 +24,7 @@ from shared.adapters.scaleset import (
     _ref,
     operation_status_of,
     poll_once,
+    sent_once,
 )
 
 ENDED = "ended-in-first-answer"
@@ -217,7 +218,7 @@ class Images:
         """Start operation `op` (see OPERATIONS) with `args`; the LRO's continuation token."""
         method, ref, positional = self._operation(op, args)
         with self._scale_sets._call(op, ref, args.get("instance_ids", ())) as compute:
-            poller = method(compute)(*positional, **extra(op, args), polling=_no_wait_polling()())
+            poller = method(compute)(*positional, **extra(op, args), **sent_once())
         if poller.status().lower() == "succeeded":
             # Ended in its first answer (e.g. a delete of what is already gone: 204, no status
             # URL to ask later): a token that `status` answers without asking Azure.

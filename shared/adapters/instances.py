@@ -20,6 +20,7 @@ from shared.adapters.scaleset import (
     _ref,
     operation_status_of,
     poll_once,
+    sent_once,
 )
 from shared.decide.counting import VmInstance
 
@@ -86,7 +87,7 @@ class Instances:
         body = {"commandId": "RunShellScript", "script": script.splitlines()}
         with self._scale_sets._call("run_command", ref, [instance_id]) as compute:
             poller = compute.virtual_machine_scale_set_vms.begin_run_command(
-                ref.resource_group, ref.name, instance_id, body, polling=_no_wait_polling()()
+                ref.resource_group, ref.name, instance_id, body, **sent_once()
             )
         return poller.continuation_token()
 
@@ -133,7 +134,7 @@ class Instances:
         group, method = _VM_ACTIONS[action]
         with self._scale_sets._call(action, ref, [instance_id]) as compute:
             begin = getattr(getattr(compute, group), method)
-            poller = begin(ref.resource_group, ref.name, instance_id, polling=_no_wait_polling()())
+            poller = begin(ref.resource_group, ref.name, instance_id, **sent_once())
         return poller.continuation_token()
 
     def restart_status(self, vmss_id: str, instance_id: str, token: str) -> OperationStatus:

@@ -37,7 +37,8 @@ API = "Microsoft.Compute"
 
 # A function must not sit in the SDK's retry loop: no retries on status codes (429 and 5xx come
 # back to us at once), one immediate retry when the connection could not be made, none when a
-# request was sent but its answer did not come (it may have been applied). Short timeouts.
+# request was sent but its answer did not come (it may have been applied). Writes go with
+# `sent_once()`: not even the connection retry. Short timeouts.
 _CLIENT_OPTIONS: dict[str, Any] = {
     "retry_total": 1,
     "retry_connect": 1,
@@ -460,7 +461,7 @@ class ScaleSets:
                 | ({"tags": dict(tags)} if tags is not None else {}),
                 etag=etag,
                 match_condition=MatchConditions.IfNotModified,
-                polling=_no_wait_polling()(),
+                **sent_once(),
             )
         return poller.continuation_token()
 
@@ -478,7 +479,7 @@ class ScaleSets:
                 ref.name,
                 {"instanceIds": ids},
                 force_deletion=force,
-                polling=_no_wait_polling()(),
+                **sent_once(),
             )
         return poller.continuation_token()
 
@@ -500,6 +501,14 @@ class ScaleSets:
             begin(ref.resource_group, ref.name, None, continuation_token=token, polling=polling)
             status = poll_once(polling)
         return operation_status_of(status, polling)
+
+
+def sent_once() -> dict[str, Any]:
+    """The keyword arguments for a write that must reach Azure at most once: started without
+    waiting, and never resent by the SDK. Its one connection retry would resend when urllib3
+    reports an error after the request went out (an SSL error on the answer becomes a
+    "connection" error); a write whose answer is lost is settled by re-reads instead."""
+    return {"polling": _no_wait_polling()(), "retry_total": 0}
 
 
 def poll_once(polling: Any) -> str:

@@ -450,3 +450,27 @@ def test_a_429_raises_throttled_and_later_calls_wait_without_reaching_azure(
     sim.advance(6000)  # the budget's window has passed in Azure
     monotonic.now += 1
     assert other.peek(VMSS_ID) == (etag, 3)
+
+
+@pytest.mark.parametrize("kind", ["delete", "raise"])
+def test_a_write_whose_connection_is_cut_after_it_took_effect_is_sent_once(
+    sim: Simulator, make: Callable[..., ScaleSets], kind: str
+) -> None:
+    # Azure applied it, then the connection was cut before the answer: the SDK must not send it
+    # again (a retry on reads, or on a connection error that came after the send, would); the
+    # flow settles it by re-reads.
+    sim.load(scenario(scale_set(VMSS, 3)))
+    operation = DELETE if kind == "delete" else UPDATE
+    sim.post("faults", {"operation": operation, "kind": "dropped", "count": 1})
+    adapter = make()
+    with pytest.raises(TemporaryAzureError):
+        if kind == "delete":
+            adapter.begin_delete(VMSS_ID, ["1"])
+        else:
+            etag, _ = adapter.peek(VMSS_ID)
+            adapter.raise_capacity(VMSS_ID, 4, etag)
+    assert counters(sim)[operation] == 1
+    if kind == "delete":
+        assert sim_instances(sim).get("1", "gone") in ("Deleting", "gone")
+    else:
+        assert sim.scale_set_state(VMSS)["capacity"] == 4
