@@ -97,18 +97,23 @@ def _drive(
     *,
     until: Callable[[JobRecord], bool] = lambda r: r.status in FINAL,
     timeout: float = 120,
+    after: float | None = None,
 ) -> JobRecord:
     """Deliver image jobs and the scale and patch jobs they start, until `until` (the end); at
-    DONOR_SPEED while the job has its donor still to drain, at the world's speed after."""
+    DONOR_SPEED while the job has its donor still to drain, then at `after` (default: the speed
+    the clock had, or SPEED after the donor)."""
     record = world.tables.job(job_id)
     slowed = record is None or record.step in DONOR_STEPS
+    then = after or SPEED
     if slowed:
         world.sim.post("clock", {"speed": DONOR_SPEED})
+    elif after is not None:
+        world.sim.post("clock", {"speed": after})
 
     def paced(record: JobRecord) -> bool:
         nonlocal slowed
         if slowed and record.step not in DONOR_STEPS:
-            world.sim.post("clock", {"speed": SPEED})
+            world.sim.post("clock", {"speed": then})
             slowed = False
         return until(record)
 
@@ -116,7 +121,7 @@ def _drive(
         return world.drive(KINDS, job_id, paced, timeout=timeout)
     finally:
         if slowed:
-            world.sim.post("clock", {"speed": SPEED})
+            world.sim.post("clock", {"speed": then})
 
 
 def _run(world: World, params: dict[str, Any] | None = None, **kw: Any) -> JobRecord:
@@ -248,14 +253,12 @@ def test_a_bad_image_fails_its_canary_and_is_rolled_back(
         version_id = waiting.state["names"]["version_id"]
         sim.post("faults", {"operation": "Boot", "kind": "never_boots", "image": version_id})
 
-        # From here on the clock runs at 30x and the scale-up's 20-minute wait for its node is
-        # jumped over: it surely ends (never Ready) well inside the hour the image job gives it.
-        # At 600x a loaded machine's slow steps ate that hour first, and the image job gave the
-        # canary up as late instead; slowed only once the canary's scale-up was started, a pump
-        # round at 600x could still carry the scale-up past its own 20 minutes before the
-        # reconcile below looked (it failed so twice with two suites at once).
-        sim.post("clock", {"speed": 30})
-        _drive(world, job_id, until=lambda r: "canary-add" in r.state.get("children", {}))
+        # From here on (once the donor is back) the clock runs at 30x and the scale-up's 20-minute
+        # wait for its node is jumped over: it surely ends (never Ready) well inside the hour the
+        # image job gives it. At 600x a loaded machine's slow steps ate that hour first, and the
+        # image job gave the canary up as late instead; and a pump round at 600x could carry the
+        # scale-up past its own 20 minutes before the reconcile below looked.
+        _drive(world, job_id, until=lambda r: "canary-add" in r.state.get("children", {}), after=30)
 
         # The canary never registers a node: repair leaves it to the image job meanwhile.
         def adding(record: JobRecord) -> bool:
