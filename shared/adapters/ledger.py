@@ -81,9 +81,25 @@ class JobRecord:
             "requested_by": self.requested_by,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
-            "state": self.state,
+            "state": without_tokens(self.state),
             "not_before": json.loads(self.envelope).get("not_before"),
         }
+
+
+HIDDEN_TOKEN = "(operation token: kept in the ledger, not shown)"
+
+
+def without_tokens(value: Any) -> Any:
+    """`value` with every operation token (a key ending in "token") replaced by a note: they
+    are kilobytes of status URL and scale-set model, and only Poolkeeper may use them."""
+    if isinstance(value, dict):
+        return {
+            k: HIDDEN_TOKEN if str(k).endswith("token") and v else without_tokens(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [without_tokens(v) for v in value]
+    return value
 
 
 MAX_STEPS_CHARS = 24_000  # a string property holds 32 K UTF-16 characters; keep room

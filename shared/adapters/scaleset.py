@@ -12,6 +12,9 @@ Errors (every Azure failure leaves this module as one of these, mapped in `_erro
     └── PermanentAzureError         other 4xx: the same request will fail again
         ├── ScaleSetNotFound        404
         └── AllocationError         CannotAllocateRemainingVMsInAvailabilitySet, quota, stockout
+
+    UntrustedRequest                a request for another host than the ARM endpoint (a tampered
+                                    operation token): refused before it leaves, bearer and all
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from shared.clock import Clock
 from shared.decide.counting import ScaleSetState, VmInstance
@@ -125,6 +129,38 @@ class ScaleSetNotFound(PermanentAzureError):
 
 class AllocationError(PermanentAzureError):
     """Azure cannot place or keep the VMs: availability-set rules, quota, or no capacity."""
+
+
+class UntrustedRequest(Exception):
+    """A request for a host other than the ARM endpoint, refused before it was sent: the status
+    URLs inside a stored operation token were changed. Not an Azure error: the job that holds
+    the token fails at once, naming it; retrying would only ask the same host again."""
+
+    def __init__(self, url: str, endpoint: str) -> None:
+        super().__init__(
+            f"refused to send a request with the identity's token to {_origin(url)}: it is not "
+            f"the ARM endpoint {_origin(endpoint)} (an operation token in the job's state was "
+            "changed)"
+        )
+        self.url, self.endpoint = url, endpoint
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def _only_to(endpoint: str) -> Callable[[Any], None]:
+    """A pipeline hook that refuses any request not for `endpoint`'s scheme, host and port. It
+    runs after the bearer token is attached and before the request is sent."""
+    allowed = _origin(endpoint)
+
+    def check(request: Any) -> None:
+        url = request.http_request.url
+        if _origin(url) != allowed:
+            raise UntrustedRequest(url, endpoint)
+
+    return check
 
 
 def _error_type(status: int | None, code: str | None, operation: str) -> type[AzureCallError]:
@@ -310,7 +346,7 @@ class ScaleSets:
         self._clock = clock
         self._endpoint = endpoint.rstrip("/")
         self._gate = gate or PROCESS_GATE
-        self._options = _CLIENT_OPTIONS | client_options
+        self._options = _CLIENT_OPTIONS | {"raw_request_hook": _only_to(endpoint)} | client_options
         if ca_bundle:
             self._options["connection_verify"] = ca_bundle
         self._clients: dict[str, Any] = {}

@@ -24,6 +24,7 @@ from shared.adapters.kube import ClusterUnavailable
 from shared.adapters.leases import LeaseLost, Leases, PoolLease
 from shared.adapters.ledger import FINAL, JobRecord, LedgerConflict, StateTooLarge, Tables
 from shared.adapters.queues import Queues
+from shared.adapters.scaleset import UntrustedRequest
 from shared.adapters.storage import StorageAccount
 from shared.clock import Clock, clock_from_settings, product_delay, visibility_timeout
 from shared.config import Config, Pool, load_config
@@ -230,6 +231,11 @@ def _guarded(flow: Flow, name: str, context: StepContext, state: dict[str, Any])
         # The cluster is not answering: a temporary error, waited out and bounded like Azure's.
         delay = max(STEP_RETRY_DELAY, product_delay(context.services.clock, error.retry_in))
         outcome = Wait(name, delay, state, reason=str(error)[:500], error="ClusterUnavailable")
+    except UntrustedRequest as error:
+        # A token in the state was changed: asking again would ask the same host. Ends now.
+        log.error("Job %s: step %s: %s", context.job.id, name, error)
+        undone = _undo(flow, context, state)
+        return Fail(f"step {name}: {error}"[:500], {"aborted": undone})
     except Exception as error:  # noqa: BLE001 - recorded on the job; the abort path runs below
         failures = int(state.get("_failures", 0)) + 1
         reason = f"step {name} failed: {type(error).__name__}: {error}"[:500]

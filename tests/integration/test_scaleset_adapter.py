@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import socket
 import threading
 import time
 from collections import Counter
@@ -23,6 +26,7 @@ from shared.adapters.scaleset import (
     TemporaryAzureError,
     ThrottledError,
     ThrottleGate,
+    UntrustedRequest,
 )
 from shared.clock import FileClock
 from tests.simulator import RG, SUBSCRIPTION, Simulator, scale_set, scenario
@@ -305,6 +309,33 @@ def test_a_token_is_resumed_by_a_new_adapter_as_a_redelivered_job_would(
     assert sim_instances(sim) == {"0": "Succeeded", "1": "Succeeded"}
     calls = [c for c in sim.calls()["calls"] if c["operation"] == DELETE]
     assert len(calls) == 1  # resuming never repeats the delete
+
+
+def _retargeted(token: str, origin: str) -> str:
+    """`token` with every URL in it (the request, the status headers) moved to `origin`."""
+    data = json.loads(base64.b64decode(token))
+    text = json.dumps(data)
+    arm = data["data"]["request"]["url"].split("/subscriptions/")[0]
+    return base64.b64encode(text.replace(arm, origin).encode()).decode()
+
+
+def test_a_tampered_operation_token_never_sends_the_identity_elsewhere(
+    sim: Simulator, make: Callable[..., ScaleSets]
+) -> None:
+    # Anyone who can write the job tables can edit a stored token: its status poll must not carry
+    # the bearer token to the host they name.
+    sim.load(scenario(scale_set(VMSS, 3)))
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.5)
+    origin = f"https://127.0.0.1:{listener.getsockname()[1]}"
+    adapter = make()
+    token = adapter.begin_delete(VMSS_ID, ["2"])
+    with listener:
+        with pytest.raises(UntrustedRequest, match=origin.replace(".", r"\.")):
+            adapter.operation_status("delete", VMSS_ID, _retargeted(token, origin))
+        with pytest.raises(TimeoutError):
+            listener.accept()  # nothing ever connected to it
+    assert adapter.operation_status("delete", VMSS_ID, token).state in ("InProgress", "Succeeded")
 
 
 def test_starting_and_checking_operations_leaves_no_polling_thread(
