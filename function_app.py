@@ -66,10 +66,10 @@ def reconcile_timer(timer: func.TimerRequest) -> None:
 
 @app.route(route="jobs", methods=["POST"])
 def submit_job(req: func.HttpRequest) -> func.HttpResponse:
-    """Accept a job envelope (validated as the queues do): 202 with its id, or 400/422."""
+    """Accept a job envelope (validated as the queues do): 202 with its id, or 4xx saying why."""
     from shared.flows import api
 
-    status, body = api.submit_job(req.get_body())
+    status, body = api.submit_job(req.get_body(), req.headers.get("content-type"))
     return _json(body, status)
 
 

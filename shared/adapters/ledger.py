@@ -278,6 +278,16 @@ class Tables:
         )
         return [e["RowKey"] for e in found]
 
+    def pending_jobs(self, pool: str) -> int:
+        """How many of the pool's jobs are recorded and not started (queued or deferred)."""
+        found = self._table(JOBS_TABLE).query_entities(
+            "PartitionKey eq 'job' and pool eq @pool and ( status eq 'queued' or status eq "
+            "'deferred' )",
+            parameters={"pool": pool},
+            select=["RowKey"],
+        )
+        return sum(1 for _ in found)
+
     def recent_jobs(
         self, pool: str, since: datetime, *, except_kind: str = "", limit: int = 20
     ) -> list[dict[str, Any]]:

@@ -130,9 +130,13 @@ def enqueue_images() -> list[str]:
     return image.enqueue_images(services())
 
 
-def submit_job(body: bytes) -> tuple[int, dict[str, Any]]:
-    """202 with the job id and its queue; 400/409/422 with what is wrong; 503 naming what did not
-    answer (storage, or Azure or the cluster for a repair's targets)."""
+def submit_job(body: bytes, content_type: str | None) -> tuple[int, dict[str, Any]]:
+    """202 with the job id and its queue; 400/409/415/422/429 with what is wrong; 503 naming what
+    did not answer (storage, or Azure or the cluster for a repair's targets)."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media != "application/json":
+        # A form or text/plain body is what a cross-site form can send without asking.
+        return 415, {"error": f"Content-Type must be application/json, not {media or 'none'!r}"}
     svc = intake()
     try:
         with unavailable_as_error():

@@ -29,6 +29,7 @@ from shared.adapters.storage import StorageAccount
 from shared.clock import Clock, clock_from_settings, product_delay, visibility_timeout
 from shared.config import Config, Pool, load_config
 from shared.config.mode import MODE_SETTING, Mode, mode_from_settings, observe_refusal
+from shared.decide.submissions import backlog_full, reserved_id, too_far_ahead
 from shared.flows.targets import outside_pool
 from shared.jobs import (
     PARAMS,
@@ -412,7 +413,16 @@ def submit(services: Services, raw: str, *, queue: str | None = None) -> Job:
     outside = outside_pool(services, job)
     if outside:
         raise Rejection(outside, job.id, status=422)
+    reserved = reserved_id(job.id, pools)
+    if reserved:
+        raise Rejection(reserved, job.id, status=409)
     now = services.clock.now()
+    far = too_far_ahead(job.not_before, now)
+    if far:
+        raise Rejection(far, job.id, status=422)
+    full = backlog_full(job.pool, services.tables.pending_jobs(job.pool))
+    if full and services.tables.job(job.id) is None:  # a resend of a recorded job stays a 202
+        raise Rejection(full, job.id, status=429)
     deferred = job.not_before is not None and now < job.not_before
     created = services.tables.create_job(
         job,

@@ -351,7 +351,10 @@ class Driver:
                     answer = requests.post(
                         f"{host.url}/api/jobs",
                         data=raw,
-                        headers={"x-functions-key": FUNCTION_KEY},
+                        headers={
+                            "x-functions-key": FUNCTION_KEY,
+                            "Content-Type": "application/json",
+                        },
                         timeout=10,
                     )
                     if answer.status_code == 202:

@@ -455,3 +455,52 @@ def test_a_deferred_message_from_another_system_shows_as_deferred_then_runs(
     pump.send("scale", message)
     assert pump.run("scale", message["id"]).status == "done"
     assert sim.scale_set_state(VMSS)["capacity"] == 6
+
+
+def test_a_submission_with_a_timer_s_id_is_refused_and_records_nothing(
+    sim: Simulator, azurite
+) -> None:
+    from shared.flows.jobs import submit
+    from shared.jobs import Rejection
+
+    pump = _world(sim, azurite)
+    squat = job("scale", "apps", {"delta": 1}, not_before="2099-01-01T00:00:00Z")
+    squat["id"] = "patch-apps-20261103"
+    with pytest.raises(Rejection) as refused:
+        submit(pump.services, json.dumps(squat))
+    assert refused.value.status == 409 and "reserved" in refused.value.reason
+    assert pump.services.tables.job(squat["id"]) is None  # nothing recorded: the id stays free
+
+
+def test_a_job_deferred_more_than_a_week_is_refused(sim: Simulator, azurite) -> None:
+    from shared.flows.jobs import submit
+    from shared.jobs import Rejection
+
+    pump = _world(sim, azurite)
+    later = pump.services.clock.now() + timedelta(days=8)
+    message = job("scale", "apps", {"delta": 1}, not_before=later.isoformat())
+    with pytest.raises(Rejection) as refused:
+        submit(pump.services, json.dumps(message))
+    assert refused.value.status == 422 and "more than 7 days ahead" in refused.value.reason
+    assert pump.services.tables.job(message["id"]) is None
+
+
+def test_a_pool_with_a_full_backlog_refuses_new_jobs_but_takes_a_resend(
+    sim: Simulator, azurite
+) -> None:
+    from shared.decide.submissions import MAX_PENDING_PER_POOL
+    from shared.flows.jobs import submit
+    from shared.jobs import Rejection
+
+    pump = _world(sim, azurite)
+    soon = (pump.services.clock.now() + timedelta(days=2)).isoformat()
+    waiting = [job("scale", "apps", {"delta": 1}, not_before=soon) for _ in range(20)]
+    assert len(waiting) == MAX_PENDING_PER_POOL
+    for message in waiting:
+        submit(pump.services, json.dumps(message))
+    one_more = job("scale", "apps", {"delta": 1}, not_before=soon)
+    with pytest.raises(Rejection) as refused:
+        submit(pump.services, json.dumps(one_more))
+    assert refused.value.status == 429 and "20 jobs waiting" in refused.value.reason
+    assert pump.services.tables.job(one_more["id"]) is None
+    submit(pump.services, json.dumps(waiting[0]))  # the same job again: accepted, as before

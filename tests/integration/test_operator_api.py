@@ -259,6 +259,19 @@ def test_malformed_or_wrong_schema_bodies_answer_400_with_a_json_error(
         assert reason in _json_error(response), (body, response.text)
         ids.append(body["id"])
 
+    # A body a cross-site form could send (no JSON Content-Type) is refused whatever it holds.
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", None):
+        body = job("scale", pool, {"delta": 1})
+        headers = {"x-functions-key": world.key} | (
+            {"Content-Type": content_type} if content_type else {}
+        )
+        response = requests.post(
+            f"{world.url}/api/jobs", data=json.dumps(body), headers=headers, timeout=10
+        )
+        assert response.status_code == 415, (content_type, response.text)
+        assert "application/json" in _json_error(response)
+        ids.append(body["id"])
+
     time.sleep(1)
     assert all(world.services.tables.job(i) is None for i in ids)
     assert _message_count(world.services, world.queue("scale")) == 0
