@@ -112,7 +112,11 @@ def dashboard(req: func.HttpRequest) -> func.HttpResponse:
         accept=req.headers.get("accept", ""),
     )
     return func.HttpResponse(
-        page.body, status_code=page.status, mimetype=page.content_type, charset="utf-8"
+        page.body,
+        status_code=page.status,
+        headers=page.headers,
+        mimetype=page.content_type,
+        charset="utf-8",
     )
 
 

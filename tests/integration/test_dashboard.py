@@ -128,6 +128,12 @@ def test_routes_need_the_key_answer_unknown_pools_with_404_and_show_the_empty_st
 
     page = requests.get(base, params={"code": world.key}, timeout=10)
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert "script-src" not in page.headers["Content-Security-Policy"]  # default-src 'none'
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert page.headers["Cache-Control"] == "no-store"
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
     assert page.text.count(NOT_RECONCILED) == 2  # the pool and the spare, never reconciled
 
     world.services.tables.put_image_version(world.pool, "2026.1102.1", {"status": "<in use>"})
@@ -144,6 +150,7 @@ def test_routes_need_the_key_answer_unknown_pools_with_404_and_show_the_empty_st
         f"{base}/{hostile}", params={"code": world.key}, headers={"Accept": "text/html"}, timeout=10
     )
     assert as_html.status_code == 404 and as_html.headers["Content-Type"].startswith("text/html")
+    assert as_html.headers["X-Frame-Options"] == "DENY"  # error pages too
     assert "<script>" not in as_html.text and "&lt;script&gt;x" in as_html.text
 
 
