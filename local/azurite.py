@@ -17,6 +17,7 @@ from types import TracebackType
 from local.procs import free_port, stop_group, tcp_open, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
+KEEP_ALIVE_SECONDS = 240  # idle connections kept open (Azurite's default: 5 s)
 # Azurite saves its data at SIGTERM (else only every 5 s): give it time to, on a loaded machine.
 STOP_GRACE = 60.0
 ACCOUNT = "devstoreaccount1"
@@ -66,6 +67,10 @@ class Azurite:
         args = [str(binary), *persistence, "--disableTelemetry", "--skipApiVersionCheck"]
         for service, port in self.ports.items():
             args += [f"--{service}Host", self.host, f"--{service}Port", str(port)]
+            # Azurite closes an idle connection after 5 s; a client that reuses it that instant
+            # gets a reset, and a POST (a table batch) is not retried. Azure's front ends keep an
+            # idle connection for 4 minutes: the same as here.
+            args += [f"--{service}KeepAliveTimeout", str(KEEP_ALIVE_SECONDS)]
         output = open(self._log, "ab") if self._log else subprocess.DEVNULL  # noqa: SIM115
         self._process = subprocess.Popen(
             args, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT, start_new_session=True

@@ -625,7 +625,7 @@ def test_a_node_cordoned_or_claimed_by_others_mid_rollout_is_not_taken(
     record = _patch(world, timeout=120)
     assert record.status == "done", (record.error, record.outcome)
     assert cordoned not in watch.claimed_order and _calls_on(sim, RESTART, "5") == 0
-    assert set(record.outcome["patched"]) == {f"{VMSS}00000{n}" for n in range(4)}
+    assert set(record.outcome["patched"]) == {f"{VMSS}00000{n}" for n in range(4)}, record.outcome
     assert "cordoned by someone else" in record.outcome["not_reached"][cordoned]
     assert "claimed by drain job drain-by-someone-else" in record.outcome["not_reached"][held]
     node = kube.node(cordoned)
