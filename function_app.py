@@ -11,7 +11,9 @@ import os
 import azure.functions as func
 
 from shared.flows.health import health_report
+from shared.logs import quote_safely
 
+quote_safely()
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 
