@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,6 +31,7 @@ def _world(
     azurite: Any,
     capacity: int = 5,
     tags: dict[str, str] | None = None,
+    pool: str = "apps",
     **extra: Any,
 ) -> Pump:
     sim.load(
@@ -50,7 +52,7 @@ def _world(
             **extra,
         )
     )
-    settings = settings_for(sim, azurite.connection_string, [POOL])
+    settings = settings_for(sim, azurite.connection_string, [POOL | {"name": pool}])
     services = Services(
         settings,
         clock_from_settings(settings),
@@ -492,13 +494,14 @@ def test_a_pool_with_a_full_backlog_refuses_new_jobs_but_takes_a_resend(
     from shared.flows.jobs import submit
     from shared.jobs import Rejection
 
-    pump = _world(sim, azurite)
+    pool = f"apps-{uuid.uuid4().hex[:8]}"  # its waiting jobs stay out of other tests' way
+    pump = _world(sim, azurite, pool=pool)
     soon = (pump.services.clock.now() + timedelta(days=2)).isoformat()
-    waiting = [job("scale", "apps", {"delta": 1}, not_before=soon) for _ in range(20)]
+    waiting = [job("scale", pool, {"delta": 1}, not_before=soon) for _ in range(20)]
     assert len(waiting) == MAX_PENDING_PER_POOL
     for message in waiting:
         submit(pump.services, json.dumps(message))
-    one_more = job("scale", "apps", {"delta": 1}, not_before=soon)
+    one_more = job("scale", pool, {"delta": 1}, not_before=soon)
     with pytest.raises(Rejection) as refused:
         submit(pump.services, json.dumps(one_more))
     assert refused.value.status == 429 and "20 jobs waiting" in refused.value.reason
