@@ -1,5 +1,6 @@
-"""Limits on jobs submitted from outside (`POST /api/jobs`, the jobs queue): ids the timers own,
-how far ahead a job may be deferred, how many may wait per pool. Pure: given `now`."""
+"""Limits on jobs submitted through `POST /api/jobs`: ids the timers own, how far ahead a job
+may be deferred, how many may wait per pool. Pure: given `now`. (Messages written straight onto
+the queues are trusted: whoever can write them can write the ledger too.)"""
 
 from __future__ import annotations
 
