@@ -146,8 +146,11 @@ class UntrustedRequest(Exception):
 
 
 def _origin(url: str) -> str:
+    """scheme://host:port, the port written out (https://management.azure.com:443)."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}".lower()
+    scheme = parts.scheme.lower()
+    port = parts.port or {"https": 443, "http": 80}.get(scheme)
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
 
 
 def _only_to(endpoint: str) -> Callable[[Any], None]:
