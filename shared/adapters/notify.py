@@ -10,6 +10,7 @@ import urllib.request
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from shared.adapters.queues import Queues
 
@@ -61,5 +62,7 @@ class Notifier:
                 with urllib.request.urlopen(request, timeout=5):
                     pass
             except OSError as error:
-                log.warning("Notification webhook %s failed: %s", self._webhook, error)
+                # The URL is a credential (Teams, Slack): its host only.
+                host = urlsplit(self._webhook).hostname or "?"
+                log.warning("Notification webhook at %s failed: %s", host, error)
         return body

@@ -332,6 +332,29 @@ def test_a_delivery_that_failed_while_acting_is_acted_on_when_it_is_resent(
     assert [n["kind"] for n in _notifications(fixed)] == ["p2"]
 
 
+def test_a_thousand_unrecognised_alert_names_give_one_notice_for_the_pool(
+    sim: Simulator, azurite
+) -> None:
+    services = _services(sim, azurite)
+    shipped = prometheus_alerts()["PoolkeeperNodeCPUP1"]
+    theirs = {**shipped, "labels": {"severity": "critical"}}  # none of Poolkeeper's rule labels
+    made_up = [
+        prom_alert({**theirs, "alert": f"SomebodysRule{i:04d}"}, group="web", index=i)
+        for i in range(1000)
+    ]
+    body = json.dumps(webhook(made_up)).encode()
+    assert len(body) <= MAX_BODY_BYTES
+    status, answer = receive(services, body, None)
+    assert status == 202 and answer["jobs"] == [] and answer["alerts"] == 1000, answer
+    notices = _notifications(services)
+    assert len(notices) == 1, [(n["kind"], n["message"][:80]) for n in notices]
+    (notice,) = notices  # one for the pool, not one per name
+    assert notice["kind"] == "unrecognised" and notice["severity"] == "info"
+    assert notice["values"]["alert"].startswith("1000 alert names (SomebodysRule0000, ")
+    assert notice["values"]["alerts"][:2] == ["SomebodysRule0000", "SomebodysRule0001"]
+    assert len(notice["values"]["alerts"]) == 20 and "and 980 more" in notice["message"]
+
+
 def test_a_thousand_alerts_in_one_payload_are_all_recorded_with_one_notice_per_rule(
     sim: Simulator, azurite
 ) -> None:

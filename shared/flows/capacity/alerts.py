@@ -194,26 +194,43 @@ def _current(services: Any, events: list[AlertEvent]) -> tuple[list[AlertEvent],
 
 def _act(services: Any, events: list[AlertEvent], now: datetime) -> list[str]:
     """Record the alerts' states, then act once per pool (a scale-up) and notify once per
-    (pool, alert name, kind), however many alerts a payload carries. Returns the job ids."""
-    groups: dict[tuple[str, str, str | None], list[AlertEvent]] = {}
+    (pool, kind), however many alerts and alert names a payload carries. Returns the job ids."""
+    groups: dict[tuple[str, str | None], list[AlertEvent]] = {}
     for event in events:
         pool = services.config.pool(event.pool)
-        groups.setdefault((pool.name, event.name, _kind(event, pool)), []).append(event)
+        # A sender's rules may be many (or made up): one digest per pool and kind, not per name.
+        groups.setdefault((pool.name, _kind(event, pool)), []).append(event)
     _record(services, events, now)
     notifier = Notifier(services.queues, services.settings)
     wants_nodes: dict[str, list[tuple[str, list[AlertEvent]]]] = {}
-    for (pool_name, name, kind), same in groups.items():
+    for (pool_name, kind), same in groups.items():
         if kind == "scale_up":
-            wants_nodes.setdefault(pool_name, []).append((name, same))
+            wants_nodes.setdefault(pool_name, []).append((same[0].name, same))
             continue
         if kind is None:
             continue  # resolved: recorded above, nothing to say
         summary = _summary(same)
+        names = sorted({_short(e.name) for e in same})
+        listed = ", ".join(names[:MAX_LISTED]) + (
+            f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else ""
+        )
+        if len(names) > 1:
+            summary |= {
+                "alert": f"{len(names)} alert names ({listed})",
+                "alerts": names[:MAX_LISTED],
+            }
         if kind == "unrecognised":
             why = _short(same[0].unrecognised)
-            # Logged here, once per (pool, alert name): the sender chose the rule, not Poolkeeper.
-            log.info("Pool %s: alert %s is unrecognised (%s); not acted on", pool_name, name, why)
-            severity, text = "info", f"not one of the pool's P1/P2 rules ({why}); not acted on"
+            # Logged here, once per pool and payload: the sender chose the rules, not Poolkeeper.
+            log.info(
+                "Pool %s: %d alert(s) not among its rules (%s; first: %s); not acted on",
+                pool_name,
+                len(names),
+                listed,
+                why,
+            )
+            severity = "info"
+            text = f"not the pool's P1/P2 rules ({why}); not acted on"
         elif kind == "rebalance":
             severity, text = (
                 "P1",
