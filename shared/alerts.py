@@ -175,19 +175,36 @@ class AlertmanagerPayload(Loose):
     alerts: list[PromAlert] = Field(min_length=1, max_length=1000)
 
 
-def check_signature(body: bytes, header: str | None, secret: str | None) -> None:
-    """With a secret set: the header must be `sha256=<hex HMAC-SHA256 of the raw body>`."""
+SIGNATURE_WINDOW = timedelta(minutes=5)  # a signed delivery older or newer than this is refused
+_SIGNATURE_FORM = "t=<unix seconds>,sha256=<hex HMAC-SHA256 of '<t>.' + body>"
+
+
+def check_signature(body: bytes, header: str | None, secret: str | None, now: datetime) -> None:
+    """With a secret set: the header must be `t=<unix seconds>,sha256=<hex>`, the HMAC-SHA256
+    of `<t>.` followed by the raw body, with `t` within SIGNATURE_WINDOW of `now` (wall time: the
+    sender's clock and ours), so a captured delivery cannot be replayed later."""
     if not secret:
         return
     if not header:
-        raise AlertError(401, f"missing {SIGNATURE_HEADER} header (sha256=<hex HMAC of the body>)")
+        raise AlertError(401, f"missing {SIGNATURE_HEADER} header ({_SIGNATURE_FORM})")
     given = header.strip()
     if not given.isascii():
         # A header's bytes may reach us undecodable (as surrogates): never encode them, and a
         # signature is hex anyway, so anything else is simply a wrong one.
-        raise AlertError(403, f"{SIGNATURE_HEADER} must be ASCII: sha256=<hex HMAC of the body>")
-    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise AlertError(403, f"{SIGNATURE_HEADER} must be ASCII: {_SIGNATURE_FORM}")
+    parts = dict(part.partition("=")[::2] for part in given.split(","))
+    stamp, digest = parts.get("t", ""), parts.get("sha256", "")
+    if not stamp.isdigit() or not digest:
+        raise AlertError(403, f"{SIGNATURE_HEADER} must be {_SIGNATURE_FORM}")
+    signed_at = datetime.fromtimestamp(int(stamp), tz=now.tzinfo)
+    if abs(now - signed_at) > SIGNATURE_WINDOW:
+        raise AlertError(
+            403,
+            f"{SIGNATURE_HEADER} was made at {signed_at.isoformat()}, more than "
+            f"{SIGNATURE_WINDOW} from now ({now.isoformat()}): a replay, or a clock that is off",
+        )
+    expected = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(digest.encode(), expected.encode()):
         raise AlertError(403, f"{SIGNATURE_HEADER} does not match the body")
 
 

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -126,8 +127,11 @@ def test_resolved_and_p2_alerts_notify_and_record_without_scaling(sim, azurite) 
     assert _queued(services, services.settings["POOLKEEPER_NOTIFICATIONS_QUEUE"]) == 1
 
 
-def _signed(body: bytes, secret: str = SECRET) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def _signed(body: bytes, secret: str = SECRET, *, age: float = 0) -> str:
+    """What a sender puts in x-poolkeeper-signature, signed `age` seconds ago (wall time)."""
+    stamp = str(int(time.time() - age))
+    digest = hmac.new(secret.encode(), f"{stamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={stamp},sha256={digest}"
 
 
 def test_a_correct_signature_is_accepted(sim, azurite) -> None:
@@ -195,6 +199,9 @@ BAD: list[tuple[str, bytes, int, str | None]] = [
         _signed(b"something else"),
     ),
     ("signature with another secret", json.dumps(azure_alert()).encode(), 403, "other-secret"),
+    ("signature without its time", json.dumps(azure_alert()).encode(), 403, "untimed"),
+    ("signature 10 minutes old", json.dumps(azure_alert()).encode(), 403, "stale"),
+    ("signature 10 minutes ahead", json.dumps(azure_alert()).encode(), 403, "ahead"),
     ("non-ASCII signature", json.dumps(azure_alert()).encode(), 403, "sha256=\u00e9" * 3),
     # What a web server makes of a header byte that is not UTF-8 (surrogateescape).
     ("undecodable signature", json.dumps(azure_alert()).encode(), 403, "sha256=\udce9"),
@@ -218,6 +225,10 @@ def test_bad_requests_get_their_status_a_json_error_and_enqueue_nothing(
     header = None
     if signature == "other-secret":
         header = _signed(body, "another")
+    elif signature == "untimed":  # the signature of the body alone, as before the time was in it
+        header = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    elif signature in ("stale", "ahead"):  # a captured delivery replayed, or a clock far off
+        header = _signed(body, age=600 if signature == "stale" else -600)
     elif signature not in (None, "secret"):
         header = signature
     got, answer = receive(services, body, header)
