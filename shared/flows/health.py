@@ -6,7 +6,9 @@ Called by the `health` HTTP function; answers what an on-call engineer checks fi
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,3 +103,31 @@ def health_report(settings: Mapping[str, str]) -> HealthReport:
         body["error"] = "; ".join(summary) + " (details in the log)"
         log.error("Health check failed: %s", " | ".join(details))
     return HealthReport(ok=not summary, body=body)
+
+
+HEALTH_CACHE_SECONDS = 10.0  # the anonymous route answers from this: it cannot be made to probe
+
+
+class HealthCache:
+    """The last health report, reused for `ttl` wall seconds: a flood of anonymous requests
+    costs one configuration load and three storage probes per `ttl`, not one per request."""
+
+    def __init__(
+        self,
+        ttl: float = HEALTH_CACHE_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+        compute: Callable[[Mapping[str, str]], HealthReport] = health_report,
+    ) -> None:
+        self._ttl, self._monotonic, self._compute = ttl, monotonic, compute
+        self._lock = threading.Lock()
+        self._last: tuple[float, HealthReport] | None = None
+
+    def report(self, settings: Mapping[str, str]) -> HealthReport:
+        """The cached report while it is younger than `ttl`, else a fresh one (made once, however
+        many requests wait for it)."""
+        with self._lock:
+            if self._last is not None and self._monotonic() - self._last[0] < self._ttl:
+                return self._last[1]
+            fresh = self._compute(settings)
+            self._last = (self._monotonic(), fresh)
+            return fresh
