@@ -296,16 +296,17 @@ def test_a_partial_delete_fails_and_a_fresh_read_shows_who_is_left(
 def test_a_token_is_resumed_by_a_new_adapter_as_a_redelivered_job_would(
     sim: Simulator, make: Callable[..., ScaleSets]
 ) -> None:
-    sim.load(scenario(scale_set(VMSS, 3), speed=60))  # delete: 60 simulated s = 1 wall s
+    # delete: 60 simulated s = 10 wall s, so the first check surely finds it running (at 60x, a
+    # loaded machine took longer than its 1 s between the send and that check)
+    sim.load(scenario(scale_set(VMSS, 3), speed=6))
     first = make()
     token = first.begin_delete(VMSS_ID, ["2"], force=False)
     first.close()
 
     later = make()  # another invocation: new adapter, new clients, new credential
     assert later.operation_status("delete", VMSS_ID, token).state == "InProgress"
-    assert distinct(until_done(lambda: later.operation_status("delete", VMSS_ID, token)))[-1] == (
-        "Succeeded"
-    )
+    check = lambda: later.operation_status("delete", VMSS_ID, token)  # noqa: E731
+    assert distinct(until_done(check, timeout=60))[-1] == "Succeeded"
     assert sim_instances(sim) == {"0": "Succeeded", "1": "Succeeded"}
     calls = [c for c in sim.calls()["calls"] if c["operation"] == DELETE]
     assert len(calls) == 1  # resuming never repeats the delete
