@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -211,3 +212,11 @@ def running_simulator(state_dir: Path, scenario_file: Path | None = None) -> Ite
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def retargeted_token(token: str, origin: str) -> str:
+    """An operation token with every URL in it (the request, the status headers) moved to
+    `origin`: what someone who can write the job tables could make of a stored one."""
+    data = json.loads(base64.b64decode(token))
+    arm = data["data"]["request"]["url"].split("/subscriptions/")[0]
+    return base64.b64encode(json.dumps(data).replace(arm, origin).encode()).decode()

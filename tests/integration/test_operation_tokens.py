@@ -5,27 +5,18 @@ identity's bearer token. Anyone who can write the job tables could point them el
 
 from __future__ import annotations
 
-import base64
-import json
 import socket
 from typing import Any
 
 import pytest
 
 from shared.adapters.ledger import FINAL, HIDDEN_TOKEN
-from tests.simulator import Simulator
+from tests.simulator import Simulator, retargeted_token
 from tests.truth_support import UPDATE, make_world
 
 pytestmark = pytest.mark.integration
 
 VMSS = "aks-tokens-31415926-vmss"
-
-
-def _retargeted(token: str, origin: str) -> str:
-    """`token` with every URL in it (the request, the status headers) moved to `origin`."""
-    data = json.loads(base64.b64decode(token))
-    arm = data["data"]["request"]["url"].split("/subscriptions/")[0]
-    return base64.b64encode(json.dumps(data).replace(arm, origin).encode()).decode()
 
 
 def test_a_job_whose_stored_token_was_changed_fails_naming_it_and_sends_nothing_there(
@@ -52,7 +43,7 @@ def test_a_job_whose_stored_token_was_changed_fails_naming_it_and_sends_nothing_
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(0.5)
     origin = f"https://127.0.0.1:{listener.getsockname()[1]}"
-    world.tables.update_job(record, state=record.state | {"token": _retargeted(token, origin)})
+    world.tables.update_job(record, state=record.state | {"token": retargeted_token(token, origin)})
     with listener:
         ended = world.drive("scale", job_id)
         with pytest.raises(TimeoutError):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import socket
 import threading
 import time
@@ -29,7 +27,7 @@ from shared.adapters.scaleset import (
     UntrustedRequest,
 )
 from shared.clock import FileClock
-from tests.simulator import RG, SUBSCRIPTION, Simulator, scale_set, scenario
+from tests.simulator import RG, SUBSCRIPTION, Simulator, retargeted_token, scale_set, scenario
 
 pytestmark = pytest.mark.integration
 
@@ -312,14 +310,6 @@ def test_a_token_is_resumed_by_a_new_adapter_as_a_redelivered_job_would(
     assert len(calls) == 1  # resuming never repeats the delete
 
 
-def _retargeted(token: str, origin: str) -> str:
-    """`token` with every URL in it (the request, the status headers) moved to `origin`."""
-    data = json.loads(base64.b64decode(token))
-    text = json.dumps(data)
-    arm = data["data"]["request"]["url"].split("/subscriptions/")[0]
-    return base64.b64encode(text.replace(arm, origin).encode()).decode()
-
-
 def test_a_tampered_operation_token_never_sends_the_identity_elsewhere(
     sim: Simulator, make: Callable[..., ScaleSets]
 ) -> None:
@@ -333,7 +323,7 @@ def test_a_tampered_operation_token_never_sends_the_identity_elsewhere(
     token = adapter.begin_delete(VMSS_ID, ["2"])
     with listener:
         with pytest.raises(UntrustedRequest, match=origin.replace(".", r"\.")):
-            adapter.operation_status("delete", VMSS_ID, _retargeted(token, origin))
+            adapter.operation_status("delete", VMSS_ID, retargeted_token(token, origin))
         with pytest.raises(TimeoutError):
             listener.accept()  # nothing ever connected to it
     assert adapter.operation_status("delete", VMSS_ID, token).state in ("InProgress", "Succeeded")
