@@ -584,10 +584,12 @@ def test_a_canary_that_goes_not_ready_during_its_soak_fails_and_is_rolled_back(
     version_id = _drive(world, job_id, until=lambda r: "names" in r.state).state["names"][
         "version_id"
     ]
-    # The canary boots and is Ready, and 40 minutes later its node fails, within the soak.
+    # The canary boots and is Ready, and 40 minutes later its node fails, within the soak. The
+    # rest runs at 60x: the job must see the canary Ready before then (40 wall seconds, however
+    # busy the machine), or it fails the canary as never Ready, which is right but not this case.
     fault = {"operation": "Boot", "kind": "never_ready", "image": version_id, "apply_after": 2400}
     sim.post("faults", fault | {"count": 1})
-    record = _drive(world, job_id, timeout=180)
+    record = _drive(world, job_id, timeout=300, after=60)
     assert record.status == "failed" and "went NotReady during its soak" in record.error, (
         record.error
     )
