@@ -10,6 +10,7 @@ import os
 
 import azure.functions as func
 
+from shared.auth import OPERATOR, READER, Caller, Refusal, authorize
 from shared.flows.health import HealthCache
 from shared.logs import quote_safely
 
@@ -20,6 +21,12 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 def _json(body: object, status: int) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")
+
+
+def _signed_in(req: func.HttpRequest, role: str) -> Caller | func.HttpResponse:
+    """The caller Easy Auth signed in, holding `role`; else the 401/403 to answer."""
+    got = authorize(req.headers, os.environ, role)
+    return _json({"error": got.error}, got.status) if isinstance(got, Refusal) else got
 
 
 @app.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
@@ -68,52 +75,70 @@ def reconcile_timer(timer: func.TimerRequest) -> None:
     api.enqueue_reconciles()
 
 
-@app.route(route="jobs", methods=["POST"])
+# People's routes are anonymous to the Functions host: Easy Auth signs the caller in, and the
+# app checks the app role (docs/deploy.md, "Security model").
+@app.route(route="jobs", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def submit_job(req: func.HttpRequest) -> func.HttpResponse:
-    """Accept a job envelope (validated as the queues do): 202 with its id, or 4xx saying why."""
+    """Accept a job envelope (validated as the queues do): 202 with its id, or 4xx saying why.
+    Operators only; the job records who submitted it."""
     from shared.flows import api
 
-    status, body = api.submit_job(req.get_body(), req.headers.get("content-type"))
+    caller = _signed_in(req, OPERATOR)
+    if isinstance(caller, func.HttpResponse):
+        return caller
+    status, body = api.submit_job(req.get_body(), req.headers.get("content-type"), caller.label())
     return _json(body, status)
 
 
-@app.route(route="jobs/{id}", methods=["GET"])
+@app.route(route="jobs/{id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def get_job(req: func.HttpRequest) -> func.HttpResponse:
     """The job's ledger entry: status, steps, outcome, errors."""
     from shared.flows import api
 
+    caller = _signed_in(req, READER)
+    if isinstance(caller, func.HttpResponse):
+        return caller
     status, body = api.job(req.route_params["id"])
     return _json(body, status)
 
 
-@app.route(route="pools/{name?}", methods=["GET"])
+@app.route(route="pools/{name?}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def get_pools(req: func.HttpRequest) -> func.HttpResponse:
     """Each pool's recorded truth (counts, capacity, ETag, drift, last reconcile)."""
     from shared.flows import api
 
+    caller = _signed_in(req, READER)
+    if isinstance(caller, func.HttpResponse):
+        return caller
     status, body = api.pools(req.route_params.get("name"))
     return _json(body, status)
 
 
-@app.route(route="preflight", methods=["GET"])
+@app.route(route="preflight", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def preflight(req: func.HttpRequest) -> func.HttpResponse:
     """Per cluster and pool: reachable, authenticated, permitted, no other capacity writer."""
     from shared.flows import api
 
+    caller = _signed_in(req, READER)
+    if isinstance(caller, func.HttpResponse):
+        return caller
     status, body = api.preflight_report()
     return _json(body, status)
 
 
-@app.route(route="dashboard/{pool?}", methods=["GET"])
+@app.route(route="dashboard/{pool?}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def dashboard(req: func.HttpRequest) -> func.HttpResponse:
-    """The status page: every pool, or one in full; HTML, `?code=` works for a browser."""
+    """The status page: every pool, or one in full; HTML for a signed-in reader."""
     from shared.flows import api, dashboard
 
-    page = dashboard.page(
-        api.intake(),
-        req.route_params.get("pool"),
-        key=req.params.get("code"),
-        accept=req.headers.get("accept", ""),
+    accept = req.headers.get("accept", "")
+    got = authorize(req.headers, os.environ, READER)
+    page = (
+        dashboard.refused(got.status, got.error, accept=accept)
+        if isinstance(got, Refusal)
+        else dashboard.page(
+            api.intake(), req.route_params.get("pool"), viewer=got.label(), accept=accept
+        )
     )
     return func.HttpResponse(
         page.body,

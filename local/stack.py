@@ -38,6 +38,12 @@ APP_DEFAULTS = {
     "IMAGE_SCHEDULE": "0 42 0 * * *",
     "CAPACITY_SCHEDULE": "0 */5 * * * *",
     "DOWNSCALE_SCHEDULE": "0 0 6 * * MON",
+    # Easy Auth, emulated by the local host (local/host/easyauth.py): every request without a
+    # token is signed in as this operator, as a browser with a session would be.
+    "WEBSITE_AUTH_ENABLED": "True",
+    "POOLKEEPER_LOCAL_SIGNED_IN": json.dumps(
+        {"name": "operator@localhost", "id": "local-operator", "roles": ["Poolkeeper.Operator"]}
+    ),
 }
 
 
@@ -124,7 +130,12 @@ def _pools_file(scenario: Path, logs: Path) -> Path:
 
 
 def host_settings(
-    storage: str, sim: dict[str, Any], pools: Path, function_key: str, master_key: str
+    storage: str,
+    sim: dict[str, Any],
+    pools: Path,
+    function_key: str,
+    master_key: str,
+    auth_key: str = "",
 ) -> dict[str, str]:
     """The local host's environment: the product pointed at Azurite and the simulator."""
     settings = APP_DEFAULTS | {
@@ -135,6 +146,8 @@ def host_settings(
             "AzureWebJobsStorage": storage,
             "POOLKEEPER_LOCAL_FUNCTION_KEYS": function_key,
             "POOLKEEPER_LOCAL_MASTER_KEY": master_key,
+            # Signs the bearer tokens the emulated Easy Auth accepts (local.host.easyauth.mint).
+            "POOLKEEPER_LOCAL_AUTH_KEY": auth_key,
             "POOLKEEPER_POOLS_FILE": str(pools),
             # Blank counts as unset, and the environment wins over local.settings.json: a
             # POOLKEEPER_POOLS there must not clash with the scenario's pools.
@@ -181,8 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     port = args.port or free_port()
     function_key = os.environ.get("POOLKEEPER_LOCAL_FUNCTION_KEYS") or secrets.token_urlsafe(24)
     master_key = os.environ.get("POOLKEEPER_LOCAL_MASTER_KEY") or secrets.token_urlsafe(24)
+    auth_key = os.environ.get("POOLKEEPER_LOCAL_AUTH_KEY") or secrets.token_urlsafe(24)
+    keys = (function_key, master_key, auth_key)
     try:
-        return _run(scenario, logs, port, function_key, master_key, lambda: stopping)
+        return _run(scenario, logs, port, keys, lambda: stopping)
     except (StackError, OSError) as error:
         print(f"local stack: {error}", file=sys.stderr)
         return 1
@@ -192,11 +207,12 @@ def _run(
     scenario: Path,
     logs: Path,
     port: int,
-    function_key: str,
-    master_key: str,
+    keys: tuple[str, str, str],
     stopping: Callable[[], bool],
 ) -> int:
-    """Start the parts in order; whatever was started is stopped on every way out."""
+    """Start the parts in order; whatever was started is stopped on every way out. `keys`: the
+    function key, the master key and the Easy Auth token key."""
+    function_key, master_key, auth_key = keys
     with ExitStack() as running:
         pools = _pools_file(scenario, logs)
         azurite = running.enter_context(Azurite(log=logs / "azurite.log"))
@@ -207,7 +223,9 @@ def _run(
         host = _start(
             [sys.executable, "-m", "local.host", "--root", str(ROOT), "--port", str(port)],
             logs / "host.log",
-            host_settings(azurite.connection_string, sim, pools, function_key, master_key),
+            host_settings(
+                azurite.connection_string, sim, pools, function_key, master_key, auth_key
+            ),
         )
         running.callback(stop_group, host)
         base = f"http://127.0.0.1:{port}"
@@ -233,6 +251,7 @@ def _run(
                     "storage": azurite.connection_string,
                     "function_key": function_key,
                     "master_key": master_key,
+                    "auth_key": auth_key,
                     "subscription": sim["subscription"],
                     "identity_endpoint": sim["identity_endpoint"],
                     "identity_header": sim["identity_header"],

@@ -147,7 +147,8 @@ PARAMS: dict[JobKind, type[Strict]] = {
 
 
 class Job(Strict):
-    """The envelope: `schema`, `id`, `kind`, `pool`, `params`, `requested_by`, `created_at`."""
+    """The envelope: `schema`, `id`, `kind`, `pool`, `params`, `requested_by` (a free note),
+    `created_at`."""
 
     schema_: Literal["poolkeeper/job/v1"] = Field(alias="schema")
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$", description="idempotency key")
@@ -166,6 +167,11 @@ class Job(Strict):
         default=None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$",
         description="set by Poolkeeper on a job another job of its started; leave it out",
+    )
+    submitted_by: str | None = Field(
+        default=None,
+        max_length=400,
+        description="set by Poolkeeper from the submitter's sign-in (POST /api/jobs); leave it out",
     )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)

@@ -24,6 +24,8 @@ from local.procs import free_port, stop_group, wait_until
 from tests.simulator import Simulator, running_simulator, scenario
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# Signs the bearer tokens the emulated Easy Auth accepts (local.host.easyauth).
+AUTH_KEY = "test-auth-key-of-thirty-two-bytes!"
 
 # Hypothesis's 200 ms deadline per example is a wall-time assertion: on a loaded machine (parallel
 # workers, two suites at once) a plain example takes longer. Loaded before any test module, so
@@ -172,6 +174,7 @@ def start_host(tmp_path: Path) -> Iterator[Callable[..., RunningHost]]:
                 "RECORD_FILE": str(root / "records.jsonl"),
                 "POOLKEEPER_LOCAL_FUNCTION_KEYS": "test-function-key",
                 "POOLKEEPER_LOCAL_MASTER_KEY": "test-master-key",
+                "POOLKEEPER_LOCAL_AUTH_KEY": AUTH_KEY,
             }
         )
         env.update(settings or {})

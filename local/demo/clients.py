@@ -63,8 +63,8 @@ class Product:
         ]
 
     def dashboard_url(self, pool: str | None = None) -> str:
-        """The status page, with the key in `code` as a browser needs it."""
-        return f"{self.url}/api/dashboard{'/' + pool if pool else ''}?code={self.key}"
+        """The status page; the local host signs a browser in as its local operator."""
+        return f"{self.url}/api/dashboard{'/' + pool if pool else ''}"
 
     def dashboard(self, pool: str | None = None) -> requests.Response:
         return requests.get(

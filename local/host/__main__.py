@@ -23,6 +23,7 @@ from local.host.config import (
     load_host_config,
     resolve_setting_refs,
 )
+from local.host.easyauth import load_easy_auth
 from local.host.functions import load_functions
 from local.host.http import build_app, describe
 from local.host.queues import QueueListener
@@ -83,6 +84,7 @@ async def serve(root: Path, port: int, bind: str) -> int:
     apply_local_settings(root, os.environ)
     settings = dict(os.environ)
     config = load_host_config(root, settings)
+    easy_auth = load_easy_auth(settings)
     functions = load_functions(root, settings)
     clock = clock_from_settings(settings)
     runners: list[Any] = []
@@ -117,7 +119,7 @@ async def serve(root: Path, port: int, bind: str) -> int:
                 )
             )
 
-    app = build_app(config, functions)
+    app = build_app(config, functions, easy_auth)
     web_runner = web.AppRunner(app, access_log=None)
     await web_runner.setup()
     try:

@@ -1,7 +1,8 @@
 """The HTTP front door: `/<routePrefix>/<route>` with auth levels and keys, plus the admin API.
 
 Keys come in the `x-functions-key` header or the `code` query parameter. As in Azure, a failed
-key check is 401 with an empty body and a method outside `methods` is 404.
+key check is 401 with an empty body and a method outside `methods` is 404. With Easy Auth on
+(local/host/easyauth.py) it runs first, as App Service runs it in front of the Functions host.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from azure.functions.queue import QueueMessage
 from azure.functions.timer import TimerRequest
 
 from local.host.config import HostConfig, HostConfigError
+from local.host.easyauth import PRINCIPAL_HEADERS, EasyAuth, principal_headers
 from local.host.functions import HostedFunction
 from local.host.routes import Route, compile_route
 
@@ -87,7 +89,28 @@ def _to_response(result: Any) -> web.Response:
     return web.Response(status=200, text=str(result))
 
 
-def build_app(config: HostConfig, functions: list[HostedFunction]) -> web.Application:
+def _signed_in(
+    easy_auth: EasyAuth | None, request: web.Request, path: str
+) -> dict[str, str] | web.Response:
+    """The request's headers as the app gets them behind Easy Auth, or Easy Auth's 401."""
+    headers = dict(request.headers)
+    if easy_auth is None:
+        return headers
+    headers = {k: v for k, v in headers.items() if k.lower() not in PRINCIPAL_HEADERS}
+    if easy_auth.excluded(path):
+        return headers
+    who = easy_auth.identify(request.headers.get("Authorization"))
+    if isinstance(who, str) or who is None:
+        reason = who or "no one is signed in (POOLKEEPER_LOCAL_SIGNED_IN is empty)"
+        log.info("Easy Auth: 401 for %s %s: %s", request.method, path, reason)
+        challenge = 'Bearer realm="poolkeeper-local"'
+        return web.Response(status=401, headers={"WWW-Authenticate": challenge})
+    return headers | principal_headers(who)
+
+
+def build_app(
+    config: HostConfig, functions: list[HostedFunction], easy_auth: EasyAuth | None = None
+) -> web.Application:
     """The aiohttp application serving the function routes and the admin endpoints."""
     routes = http_functions(functions)
     by_name = {f.name.lower(): f for f in functions}
@@ -150,13 +173,16 @@ def build_app(config: HostConfig, functions: list[HostedFunction]) -> web.Applic
                 continue
             if candidate.function.disabled:
                 return web.Response(status=404)
+            headers = _signed_in(easy_auth, request, path)
+            if isinstance(headers, web.Response):
+                return headers
             if not authorised(candidate.auth_level, request, config):
                 return web.Response(status=401)
             body = await request.read()
             http_request = func.HttpRequest(
                 request.method,
                 str(request.url),
-                headers=dict(request.headers),
+                headers=headers,
                 params=dict(request.query),
                 route_params=params,
                 body=body,

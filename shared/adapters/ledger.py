@@ -79,6 +79,7 @@ class JobRecord:
             "outcome": self.outcome,
             "error": self.error,
             "requested_by": self.requested_by,
+            "submitted_by": json.loads(self.envelope).get("submitted_by"),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "state": without_tokens(self.state),

@@ -1,8 +1,8 @@
 """The status page's HTML from the Jinja2 templates in shared/templates/. Pure: views in, text out.
 
 Every value is escaped (autoescape): names, reasons and errors come from Azure, Kubernetes and
-job submitters. Links are absolute under /api and carry the caller's `code` so a browser that
-opened the page with `?code=` can follow them.
+job submitters. Links are absolute under /api and carry no key: a browser is signed in (Easy
+Auth), and a key in a URL ends up in histories, logs and Referer headers.
 """
 
 from __future__ import annotations
@@ -34,18 +34,17 @@ def _environment() -> Any:
 
 
 def _context(
-    now: datetime, pool_names: Sequence[str], key: str | None, mode: str = "act"
+    now: datetime, pool_names: Sequence[str], viewer: str | None, mode: str = "act"
 ) -> dict[str, Any]:
-    suffix = f"?code={quote(key, safe='')}" if key else ""
-
     def link(path: str) -> str:
-        return f"{ROUTE_PREFIX}/{quote(path, safe='/')}{suffix}"
+        return f"{ROUTE_PREFIX}/{quote(path, safe='/')}"
 
     return {
         "now": f"{now.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC",
         "pool_names": list(pool_names),
         "link": link,
         "mode": mode,
+        "viewer": viewer,
     }
 
 
@@ -53,7 +52,7 @@ def overview_page(
     pools: Sequence[PoolView],
     now: datetime,
     *,
-    key: str | None = None,
+    viewer: str | None = None,
     mode: str = "act",
     clusters: Mapping[str, str] | None = None,
     preflight: PreflightView | None = None,
@@ -67,7 +66,7 @@ def overview_page(
         pools=pools,
         notices=clusters or {},
         preflight=preflight,
-        **_context(now, names, key, mode),
+        **_context(now, names, viewer, mode),
     )
 
 
@@ -76,20 +75,25 @@ def pool_page(
     now: datetime,
     pool_names: Sequence[str],
     *,
-    key: str | None = None,
+    viewer: str | None = None,
     mode: str = "act",
     clusters: Mapping[str, str] | None = None,
 ) -> str:
     """One pool in full: nodes, jobs, charts and image lineage, and its cluster's notice."""
     template = _environment().get_template("pool_page.html.j2")
     return template.render(
-        pool=pool, notices=clusters or {}, **_context(now, pool_names, key, mode)
+        pool=pool, notices=clusters or {}, **_context(now, pool_names, viewer, mode)
     )
 
 
 def error_page(
-    status: int, message: str, now: datetime, pool_names: Sequence[str], *, key: str | None = None
+    status: int,
+    message: str,
+    now: datetime,
+    pool_names: Sequence[str],
+    *,
+    viewer: str | None = None,
 ) -> str:
     """A 4xx/5xx answer for a browser, saying what is wrong and linking the pools."""
     template = _environment().get_template("error.html.j2")
-    return template.render(status=status, message=message, **_context(now, pool_names, key))
+    return template.render(status=status, message=message, **_context(now, pool_names, viewer))

@@ -130,9 +130,12 @@ def enqueue_images() -> list[str]:
     return image.enqueue_images(services())
 
 
-def submit_job(body: bytes, content_type: str | None) -> tuple[int, dict[str, Any]]:
+def submit_job(
+    body: bytes, content_type: str | None, submitted_by: str
+) -> tuple[int, dict[str, Any]]:
     """202 with the job id and its queue; 400/409/415/422/429 with what is wrong; 503 naming what
-    did not answer (storage, or Azure or the cluster for a repair's targets)."""
+    did not answer (storage, or Azure or the cluster for a repair's targets). `submitted_by`: the
+    signed-in caller, recorded on the job."""
     media = (content_type or "").split(";")[0].strip().lower()
     if media != "application/json":
         # A form or text/plain body is what a cross-site form can send without asking.
@@ -140,7 +143,7 @@ def submit_job(body: bytes, content_type: str | None) -> tuple[int, dict[str, An
     svc = intake()
     try:
         with unavailable_as_error():
-            job = submit(svc, body.decode("utf-8"))
+            job = submit(svc, body.decode("utf-8"), submitted_by=submitted_by)
     except StorageUnavailable as error:
         return _unavailable(error)
     except TargetsUnknown as error:
@@ -156,6 +159,7 @@ def submit_job(body: bytes, content_type: str | None) -> tuple[int, dict[str, An
         "pool": job.pool,
         "queue": queue_name(job.kind, svc.settings),
         "status_url": f"/api/jobs/{job.id}",
+        "submitted_by": job.submitted_by,
     }
 
 

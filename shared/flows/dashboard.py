@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.adapters.checks import Checks
@@ -83,14 +83,20 @@ def _data(
 
 
 def _error(
-    status: int, message: str, *, html: bool, now: datetime, names: list[str], key: str | None
+    status: int, message: str, *, html: bool, now: datetime, names: list[str], viewer: str | None
 ) -> Page:
     if html:
-        return Page(status, "text/html", error_page(status, message, now, names, key=key))
+        return Page(status, "text/html", error_page(status, message, now, names, viewer=viewer))
     return Page(status, "application/json", json.dumps({"error": message}))
 
 
-def page(services: Any, pool: str | None, *, key: str | None, accept: str) -> Page:
+def refused(status: int, message: str, *, accept: str) -> Page:
+    """A 401/403 from the sign-in check: no pool names, nothing read from storage."""
+    now = datetime.now(UTC)
+    return _error(status, message, html="text/html" in accept, now=now, names=[], viewer=None)
+
+
+def page(services: Any, pool: str | None, *, viewer: str | None, accept: str) -> Page:
     """The overview (pool None) or one pool's page; 404 for a pool not configured, 503 when
     storage does not answer. Errors are HTML for a browser (Accept: text/html), else JSON."""
     now = services.clock.now()
@@ -101,7 +107,7 @@ def page(services: Any, pool: str | None, *, key: str | None, accept: str) -> Pa
         try:
             chosen = [services.config.pool(pool)]
         except PoolNotFound as error:
-            return _error(404, str(error), html=html, now=now, names=names, key=key)
+            return _error(404, str(error), html=html, now=now, names=names, viewer=viewer)
     try:
         with unavailable_as_error():
             alerts = AlertLog(services.tables).alerts()
@@ -115,17 +121,17 @@ def page(services: Any, pool: str | None, *, key: str | None, accept: str) -> Pa
     except StorageUnavailable as error:
         log.warning("Storage did not answer the status page: %s", error)
         message = f"storage is unavailable, try again shortly: {error}"
-        return _error(503, message, html=html, now=now, names=names, key=key)
+        return _error(503, message, html=html, now=now, names=names, viewer=viewer)
     if pool is None:
         return Page(
             200,
             "text/html",
             overview_page(
-                views, now, key=key, mode=services.mode, clusters=notices, preflight=checked
+                views, now, viewer=viewer, mode=services.mode, clusters=notices, preflight=checked
             ),
         )
     return Page(
         200,
         "text/html",
-        pool_page(views[0], now, names, key=key, mode=services.mode, clusters=notices),
+        pool_page(views[0], now, names, viewer=viewer, mode=services.mode, clusters=notices),
     )

@@ -385,12 +385,14 @@ def _same_job(record: JobRecord, job: Job) -> bool:
         recorded = Job.model_validate_json(record.envelope)
     except ValueError:  # an envelope from an older schema: not provably the same
         return False
-    return recorded.model_copy(update={"continuation": None}) == job.model_copy(
-        update={"continuation": None}
-    )
+    # Who sent it does not make it another job: a resend by a colleague is the same job.
+    ours = {"continuation": None, "submitted_by": None}
+    return recorded.model_copy(update=ours) == job.model_copy(update=ours)
 
 
-def submit(services: Services, raw: str, *, queue: str | None = None) -> Job:
+def submit(
+    services: Services, raw: str, *, queue: str | None = None, submitted_by: str | None = None
+) -> Job:
     """Validate a job (as `POST /api/jobs` does), record it in the ledger (queued, or deferred
     until its not_before) and put it on its queue. Rejection if invalid or naming a target
     outside its pool (422, `outside_pool`), or 409 if its id is taken by another job; the same
@@ -405,9 +407,11 @@ def submit(services: Services, raw: str, *, queue: str | None = None) -> Job:
         except (ValueError, AttributeError, TypeError):
             probe = ""
     job = parse_job(raw, queue=probe, settings=services.settings, pools=pools)
-    if job.continuation or job.parent:
-        field = "continuation" if job.continuation else "parent"
+    if job.continuation or job.parent or job.submitted_by:
+        field = next(f for f in ("continuation", "parent", "submitted_by") if getattr(job, f))
         raise Rejection(f"{field} is set by Poolkeeper only; leave it out", job.id)
+    if submitted_by:
+        job = job.model_copy(update={"submitted_by": submitted_by[:400]})
     if services.mode is Mode.OBSERVE and not _dry(job):
         raise Rejection(observe_refusal(), job.id, status=409)
     outside = outside_pool(services, job)

@@ -1,5 +1,5 @@
 """The status page's storage (count history, recent jobs, hourly usage) on Azurite, and its routes
-through the local host on function_app.py: keys, unknown pools, escaping, the empty state."""
+through the local host on function_app.py: sign-in, unknown pools, escaping, the empty state."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import requests
 from shared.adapters.history import HISTORY_TABLE, CountHistory
 from shared.adapters.ledger import DailySummaries, Tables
 from shared.adapters.storage import StorageAccount
+from shared.auth import READER
 from shared.clock import clock_from_settings
 from shared.config import load_config
 from shared.dashboard.view import NOT_RECONCILED
@@ -24,7 +25,7 @@ from shared.flows.dashboard import page
 from shared.flows.jobs import Services
 from shared.flows.truth import read_truth
 from shared.jobs import Job
-from tests.integration.test_operator_api import _vmss_id, _world
+from tests.integration.test_operator_api import _bearer, _vmss_id, _world
 from tests.jobs_support import job, settings_for
 from tests.simulator import scale_set, scenario
 
@@ -116,18 +117,25 @@ def test_daily_summaries_keep_each_hours_latest_average(tables: Tables) -> None:
     assert day["memory_by_hour"] is None
 
 
-def test_routes_need_the_key_answer_unknown_pools_with_404_and_show_the_empty_state(
+def test_routes_need_a_reader_answer_unknown_pools_with_404_and_show_the_empty_state(
     sim, azurite, start_host
 ) -> None:
-    world = _world(sim, azurite, start_host)
+    world = _world(sim, azurite, start_host, settings={"POOLKEEPER_LOCAL_SIGNED_IN": ""})
     base = f"{world.url}/api/dashboard"
     assert requests.get(base, timeout=10).status_code == 401
-    assert (
-        requests.get(f"{base}/{world.pool}", params={"code": "nope"}, timeout=10).status_code == 401
+    assert requests.get(base, params={"code": world.key}, timeout=10).status_code == 401
+    nobody = _bearer("nora", [])
+    refused = requests.get(base, headers=nobody | {"Accept": "text/html"}, timeout=10)
+    assert refused.status_code == 403 and "does not hold the app role Poolkeeper.Reader" in (
+        refused.text
     )
+    assert world.pool not in refused.text  # nothing about the pools for a caller without a role
+    reader = _bearer("rita", [READER])
 
-    page = requests.get(base, params={"code": world.key}, timeout=10)
+    page = requests.get(base, headers=reader, timeout=10)
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "signed in as rita (oid-rita)" in page.text
+    assert "code=" not in page.text and world.key not in page.text
     assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
     assert "script-src" not in page.headers["Content-Security-Policy"]  # default-src 'none'
     assert page.headers["X-Frame-Options"] == "DENY"
@@ -137,17 +145,17 @@ def test_routes_need_the_key_answer_unknown_pools_with_404_and_show_the_empty_st
     assert page.text.count(NOT_RECONCILED) == 2  # the pool and the spare, never reconciled
 
     world.services.tables.put_image_version(world.pool, "2026.1102.1", {"status": "<in use>"})
-    pool_page = requests.get(f"{base}/{world.pool}", params={"code": world.key}, timeout=10)
+    pool_page = requests.get(f"{base}/{world.pool}", headers=reader, timeout=10)
     assert pool_page.status_code == 200 and NOT_RECONCILED in pool_page.text
     assert "<td>2026.1102.1</td>" in pool_page.text and "&lt;in use&gt;" in pool_page.text
 
     hostile = "%3Cscript%3Ex"  # "<script>x": no "/", which would make it another route
-    as_json = requests.get(f"{base}/{hostile}", params={"code": world.key}, timeout=10)
+    as_json = requests.get(f"{base}/{hostile}", headers=reader, timeout=10)
     assert as_json.status_code == 404
     assert as_json.headers["Content-Type"].startswith("application/json")
     assert "'<script>x'" in as_json.json()["error"] and world.pool in as_json.json()["error"]
     as_html = requests.get(
-        f"{base}/{hostile}", params={"code": world.key}, headers={"Accept": "text/html"}, timeout=10
+        f"{base}/{hostile}", headers=reader | {"Accept": "text/html"}, timeout=10
     )
     assert as_html.status_code == 404 and as_html.headers["Content-Type"].startswith("text/html")
     assert as_html.headers["X-Frame-Options"] == "DENY"  # error pages too
@@ -190,8 +198,8 @@ def test_storage_that_does_not_answer_is_a_503_page_or_json_error(sim, azurite) 
         pools = [{"name": "apps", "vmss_id": _vmss_id("aks-x-1-vmss"), "node_group": "apps"}]
         settings = settings_for(sim, down, [pools[0] | {"min_nodes": 1, "max_nodes": 3}])
         services = IntakeServices.from_settings(settings)
-        as_html = page(services, "apps", key=None, accept="text/html,*/*")
-        as_json = page(services, None, key=None, accept="*/*")
+        as_html = page(services, "apps", viewer=None, accept="text/html,*/*")
+        as_json = page(services, None, viewer=None, accept="*/*")
     assert (as_html.status, as_html.content_type) == (503, "text/html")
     assert "storage is unavailable, try again shortly" in as_html.body
     assert (as_json.status, as_json.content_type) == (503, "application/json")

@@ -21,12 +21,15 @@ import requests
 from azure.core.exceptions import ResourceNotFoundError
 
 from local.azurite import ROOT
+from local.host.easyauth import Identity, mint, principal_headers
 from local.stack import APP_DEFAULTS
 from shared.adapters.storage import StorageAccount
 from shared.alerts import MAX_BODY_BYTES
+from shared.auth import OPERATOR, READER
 from shared.clock import clock_from_settings
 from shared.config import load_config
 from shared.flows.jobs import Services
+from tests.conftest import AUTH_KEY
 from tests.jobs_support import job, settings_for
 from tests.simulator import RG, SUBSCRIPTION, Simulator, scale_set, scenario
 
@@ -54,16 +57,20 @@ class World:
     services: Services
     sim: Simulator
 
-    def post(self, body: Any, *, key: str | None = "default", raw: bytes | None = None) -> Any:
-        headers = {"Content-Type": "application/json"}
-        if key is not None:
-            headers["x-functions-key"] = self.key if key == "default" else key
+    def post(
+        self,
+        body: Any,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        """POST /api/jobs as the local signed-in operator, or as `headers` say (a token)."""
+        sent = {"Content-Type": "application/json"} | (headers or {})
         data = raw if raw is not None else json.dumps(body).encode()
-        return requests.post(f"{self.url}/api/jobs", data=data, headers=headers, timeout=10)
+        return requests.post(f"{self.url}/api/jobs", data=data, headers=sent, timeout=10)
 
-    def get(self, path: str, *, key: str | None = "default") -> Any:
-        headers = {"x-functions-key": self.key if key == "default" else key} if key else {}
-        return requests.get(f"{self.url}/api/{path}", headers=headers, timeout=10)
+    def get(self, path: str, *, headers: dict[str, str] | None = None) -> Any:
+        return requests.get(f"{self.url}/api/{path}", headers=headers or {}, timeout=10)
 
     def submit(self, kind: str, params: dict[str, Any] | None = None) -> str:
         response = self.post(job(kind, self.pool, params))
@@ -208,21 +215,72 @@ def test_submitted_job_is_accepted_with_its_id_and_runs_through_the_queue_trigge
     assert [c["operation"] for c in world.writes()] == ["VirtualMachineScaleSets_Update"]
 
 
-def test_job_endpoints_need_the_function_key(sim: Simulator, azurite, start_host) -> None:
-    world = _world(sim, azurite, start_host)
-    message = job("scale", world.pool, {"delta": 1})
+def _bearer(name: str, roles: list[str], *, key: str = AUTH_KEY) -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint(key, name, roles, oid=f'oid-{name}')}"}
 
-    for key in (None, "not-the-key"):
-        refused = world.post(message, key=key)
-        assert refused.status_code == 401 and refused.content == b""
-    assert world.get("jobs/anything", key=None).status_code == 401
-    assert world.get("pools", key="not-the-key").status_code == 401
+
+def test_job_routes_need_a_signed_in_caller_with_the_right_role(
+    sim: Simulator, azurite, start_host
+) -> None:
+    # Easy Auth on, and no browser session: only a valid token signs a caller in.
+    world = _world(sim, azurite, start_host, settings={"POOLKEEPER_LOCAL_SIGNED_IN": ""})
+    message = job("scale", world.pool, {"delta": 1})
+    forged = principal_headers(Identity("mallory", "oid-mallory", (OPERATOR,)))
+
+    for headers in (
+        {},
+        {"x-functions-key": world.key},  # the host's key is no sign-in
+        forged,  # Easy Auth drops principal headers a client sends
+        _bearer("mallory", [OPERATOR], key="not-the-key-but-thirty-two-bytes"),
+        {"Authorization": "Basic bWFsbG9yeTpzZWNyZXQ="},
+    ):
+        refused = world.post(message, headers=headers)
+        assert refused.status_code == 401 and refused.content == b"", (headers, refused.text)
+        assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+        assert world.get("pools", headers=headers).status_code == 401
+    reader = _bearer("rita", [READER])
+    assert world.get("pools", headers=reader).status_code == 200
+    denied = world.post(message, headers=reader)
+    assert denied.status_code == 403
+    assert f"rita (oid-rita) does not hold the app role {OPERATOR}" in _json_error(denied)
+    assert world.get("jobs/anything", headers=_bearer("nobody", [])).status_code == 403
 
     time.sleep(1.5)  # a message that slipped through would have been picked up by now
     assert world.services.tables.job(message["id"]) is None
     assert _message_count(world.services, world.queue("scale")) == 0
     assert sim.calls()["total"] == 0
     assert requests.get(f"{world.url}/api/health", timeout=10).status_code in (200, 503)
+
+    operator = _bearer("olga", [OPERATOR])
+    accepted = world.post(message, headers=operator)
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["submitted_by"] == "olga (oid-olga)"
+    record = world.get(f"jobs/{message['id']}", headers=operator).json()
+    assert record["submitted_by"] == "olga (oid-olga)" and record["requested_by"] == "tests"
+
+
+def test_a_caller_cannot_write_who_submitted_a_job(sim: Simulator, azurite, start_host) -> None:
+    world = _world(sim, azurite, start_host)
+    message = job("scale", world.pool, {"delta": 1}) | {"submitted_by": "someone else"}
+    refused = world.post(message)
+    assert refused.status_code == 400
+    assert "submitted_by is set by Poolkeeper only" in _json_error(refused)
+    assert world.services.tables.job(message["id"]) is None
+
+
+def test_without_easy_auth_the_app_trusts_no_principal_header(
+    sim: Simulator, azurite, start_host
+) -> None:
+    # Easy Auth off (WEBSITE_AUTH_ENABLED unset): principal headers are whatever a client wrote.
+    world = _world(sim, azurite, start_host, settings={"WEBSITE_AUTH_ENABLED": ""})
+    forged = principal_headers(Identity("mallory", "oid-mallory", (OPERATOR,)))
+    refused = world.post(job("scale", world.pool, {"delta": 1}), headers=forged)
+    assert refused.status_code == 401
+    assert "WEBSITE_AUTH_ENABLED is not true" in _json_error(refused)
+    assert world.get("pools", headers=forged).status_code == 401
+    page = requests.get(f"{world.url}/api/dashboard", headers=forged | {"Accept": "text/html"})
+    assert page.status_code == 401 and "sign-in is not set up" in page.text
+    assert world.pool not in page.text
 
 
 MALFORMED = [

@@ -281,15 +281,17 @@ def _escaped_page() -> str:
     record = RECORD | {"drift": [{"detail": hostile}], "cluster_error": hostile}
     job = {"id": 'j"><b>', "kind": hostile, "steps": [{"step": hostile}], "outcome": hostile}
     view = pool_view(_data(record, jobs=[job]), NOW)
-    return pool_page(view, NOW, ["apps"], key="k&y=<1>")
+    return pool_page(view, NOW, ["apps"], viewer=f"{hostile} (oid)")
 
 
-def test_every_value_is_escaped_and_links_carry_the_key() -> None:
+def test_every_value_is_escaped_and_links_carry_no_key() -> None:
     html = _escaped_page()
     assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<b>" not in html
-    assert 'href="/api/jobs/j%22%3E%3Cb%3E?code=k%26y%3D%3C1%3E"' in html
-    assert 'href="/api/dashboard/apps?code=k%26y%3D%3C1%3E"' in html
+    assert 'href="/api/jobs/j%22%3E%3Cb%3E"' in html
+    assert 'href="/api/dashboard/apps"' in html
+    assert "signed in as &lt;script&gt;" in html
+    assert "code=" not in html
 
 
 def test_the_page_fetches_nothing_from_elsewhere_and_has_its_charts() -> None:

@@ -64,11 +64,11 @@ def test_function_index_pins_names_triggers_routes_and_auth_levels() -> None:
                 "schedule": "%RECONCILE_SCHEDULE%",
             }
         ],
-        "submit_job": _http("jobs", ["POST"], "FUNCTION"),
-        "get_job": _http("jobs/{id}", ["GET"], "FUNCTION"),
-        "get_pools": _http("pools/{name?}", ["GET"], "FUNCTION"),
-        "preflight": _http("preflight", ["GET"], "FUNCTION"),
-        "dashboard": _http("dashboard/{pool?}", ["GET"], "FUNCTION"),
+        "submit_job": _http("jobs", ["POST"], "ANONYMOUS"),
+        "get_job": _http("jobs/{id}", ["GET"], "ANONYMOUS"),
+        "get_pools": _http("pools/{name?}", ["GET"], "ANONYMOUS"),
+        "preflight": _http("preflight", ["GET"], "ANONYMOUS"),
+        "dashboard": _http("dashboard/{pool?}", ["GET"], "ANONYMOUS"),
         "alerts": _http("alerts", ["POST"], "FUNCTION"),
         "evaluate_capacity": [
             {
