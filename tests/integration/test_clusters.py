@@ -247,7 +247,7 @@ def test_a_hung_cluster_is_held_back_after_three_failed_calls_and_shown_on_the_p
         states = Checks(services.tables).cluster_states()
         assert states["capz"]["answering"] is False and states["capz"]["open"] is True
         assert states.get("engine", {"answering": True})["answering"] is True
-        html = page(services, None, key=None, accept="text/html").body
+        html = page(services, None, viewer=None, accept="text/html").body
         assert 'data-cluster-down="capz"' in html and "breaker open" in html
         assert 'data-cluster-down="engine"' not in html
     finally:
@@ -333,7 +333,7 @@ def test_preflight_names_the_azure_actions_the_identity_lacks_in_a_resource_grou
     assert found["error"].startswith(f"the identity lacks 1 action(s) in resource group {RG}:")
     assert delete in found["error"] and versions not in found["error"]  # no automatic images
     # The status page shows the last preflight, failures first.
-    html = page(fleet.services, None, key=None, accept="text/html").body
+    html = page(fleet.services, None, viewer=None, accept="text/html").body
     table = html[html.index('<table class="preflight">') :]
     assert table.index(f'data-check="resource group:{scope}"') < table.index('data-check="cluster:')
     assert 'data-field="preflight">checks failed' in html

@@ -208,6 +208,9 @@ def test_a_worker_killed_right_after_deleting_a_failed_instance_settles_that_del
         latencies={"delete": 6 * 3600},  # deleting until the test moves the clock on
     )
     assert world.run("scale", {"delta": 1}).status == "failed"  # instance 6 is left Failed
+    # The killed delivery comes back a wall second later (the pump's visibility): at 60x that is
+    # a minute, well within the scale-in's 30-minute settle deadline however busy the machine.
+    sim.post("clock", {"speed": 60})
     scale_sets = world.pump.services.scale_sets
     real = scale_sets.begin_delete
     killed: list[str] = []

@@ -3,6 +3,7 @@ product reads, storage is identity-only, and the cluster role covers what a drai
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 import yaml
 from pycep import BicepParser
 
+from local.host.easyauth import EXCLUDED_PATHS
+from shared.auth import OPERATOR, READER
 from shared.decide.permissions import GALLERY_ACTIONS, NODE_ACTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -174,6 +177,22 @@ def test_insights_takes_entra_tokens_only() -> None:
     insights = _bicep("infra/main.bicep")["resources"]["insights"]["config"]["properties"]
     assert insights["DisableLocalAuth"] is True
     assert "Authorization=AAD" in _app_settings()["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"]
+
+
+def test_sign_in_is_easy_auth_with_the_paths_and_roles_the_app_and_the_emulation_use() -> None:
+    main = _bicep("infra/main.bicep")
+    sign_in = main["resources"]["signIn"]["config"]["config"]  # the conditional resource
+    assert sign_in["name"] == "authsettingsV2" and sign_in["parent"] == "app"
+    validation = sign_in["properties"]["globalValidation"]
+    assert validation["requireAuthentication"] is True
+    assert validation["unauthenticatedClientAction"] == "Return401"
+    assert tuple(validation["excludedPaths"]) == EXCLUDED_PATHS
+    assert main["parameters"]["signInClientId"]["default"] == ""  # no sign-in: 401, not open
+    roles = json.loads((ROOT / "infra/app-roles.json").read_text())
+    assert {r["value"] for r in roles} == {READER, OPERATOR}
+    assert all(set(r["allowedMemberTypes"]) == {"User", "Application"} for r in roles)
+    parameters = json.loads((ROOT / "infra/main.parameters.json").read_text())["parameters"]
+    assert parameters["signInClientId"]["value"] == "${POOLKEEPER_SIGN_IN_CLIENT_ID}"
 
 
 def test_vnet_integration_only_when_a_subnet_is_given() -> None:
