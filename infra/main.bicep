@@ -59,6 +59,12 @@ param secretsOfficerId string = ''
 param subnetId string = ''
 
 @description('Schedule of the reconcile timer (6-field NCRONTAB, UTC).')
+@description('Client id of the Entra app registration people sign in to (app roles in infra/app-roles.json; docs/deploy.md, "Security model"). Empty: no sign-in is configured, and every route but health and alerts answers 401.')
+param signInClientId string = ''
+
+@description('Tenant of that app registration.')
+param signInTenantId string = tenant().tenantId
+
 param reconcileSchedule string = '0 */5 * * * *'
 
 @description('Deploy the P1/P2 metric alert rules of every pool and their action group (docs/alerts.md).')
@@ -224,8 +230,8 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource app 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_222:Azure Monitor action groups and Alertmanager must reach POST /api/alerts; every route but /api/health needs a function key
-  // checkov:skip=CKV_AZURE_17:The callers (Azure Monitor action groups, Alertmanager, operators) authenticate with function keys and present no client certificates
+  // checkov:skip=CKV_AZURE_222:Azure Monitor action groups and Alertmanager must reach POST /api/alerts; people's routes need an Entra sign-in (authsettingsV2), alerts a function key
+  // checkov:skip=CKV_AZURE_17:People sign in with Entra ID (authsettingsV2) and alert senders with their own credentials; none presents a client certificate
   // checkov:skip=CKV_AZURE_212:Flex Consumption scales from zero per trigger; timers and queues lose nothing while an instance starts, and alert senders retry
   // checkov:skip=CKV_AZURE_213:Flex Consumption has no App Service health check to evict instances; /api/health serves external probes
   name: '${name}-${suffix}'
@@ -292,6 +298,41 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   // The roles first: a Key Vault reference or an Entra-only ingestion that is refused at the
   // app's first start is only retried hours later.
   dependsOn: [ storageAccess, insightsPublisher, vaultReader, secrets ]
+}
+
+// People sign in with Entra ID (Easy Auth) and the app checks their app roles (shared/auth.py).
+// Health and the alert webhooks are excluded: health is anonymous, and alert senders prove
+// themselves to the app. local/host/easyauth.py emulates this; tests hold the paths equal.
+resource signIn 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(signInClientId)) {
+  // checkov:skip=CKV_AZURE_13:checkov reads only v1 authsettings (properties.enabled); this is authsettingsV2, on with platform.enabled
+  // checkov:skip=CKV_AZURE_222:checkov takes every sites/config for the site's web config; public access is decided on the app (skipped there, with its reason)
+  // checkov:skip=CKV_AZURE_63:checkov takes every sites/config for the site's web config; authsettingsV2 has no logging fields
+  // checkov:skip=CKV_AZURE_65:checkov takes every sites/config for the site's web config; authsettingsV2 has no error-page fields
+  // checkov:skip=CKV_AZURE_66:checkov takes every sites/config for the site's web config; authsettingsV2 has no tracing fields
+  // checkov:skip=CKV_AZURE_80:checkov takes every sites/config for the site's web config; the app runs Python, not .NET
+  // checkov:skip=CKV_AZURE_88:checkov takes every sites/config for the site's web config; authsettingsV2 has no storage mounts
+  parent: app
+  name: 'authsettingsV2'
+  properties: {
+    platform: { enabled: true }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+      excludedPaths: [ '/api/health', '/api/alerts' ]
+    }
+    httpSettings: { requireHttps: true }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: signInClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${signInTenantId}/v2.0'
+        }
+        validation: { allowedAudiences: [ 'api://${signInClientId}', signInClientId ] }
+      }
+    }
+    login: { tokenStore: { enabled: false } }
+  }
 }
 
 // The pools as azd delivered them; the app receives this text unchanged.
