@@ -90,8 +90,15 @@ resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' 
   location: location
 }
 
+var openStorage = { defaultAction: 'Allow', bypass: 'AzureServices' }
+var subnetOnlyStorage = {
+  defaultAction: 'Deny'
+  bypass: 'AzureServices'
+  virtualNetworkRules: [ { id: subnetId, action: 'Allow' } ]
+}
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  // checkov:skip=CKV_AZURE_35:The app reaches its storage over the public endpoint with Entra ID only (shared keys off); a deny-by-default network rule needs VNet integration and private endpoints, which this template does not set up (docs/deploy.md)
+  // checkov:skip=CKV_AZURE_35:With subnetId the account denies every network but the app's subnet; without VNet integration the app reaches it over the public endpoint with Entra ID only (shared keys off)
   // checkov:skip=CKV_AZURE_206:LRS works in every region; what matters is rebuilt or re-read: counts come from Azure on every reconcile, and lost jobs are resubmitted (docs/deploy.md)
   // checkov:skip=CKV_AZURE_43:The name is computed (take(name + uniqueString, 24)); the name parameter allows 3-16 lowercase letters and digits, so the result is a valid account name
   name: storageName
@@ -104,12 +111,43 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     allowBlobPublicAccess: false
     allowSharedKeyAccess: false
     defaultToOAuthAuthentication: true
+    // With VNet integration the app comes from its subnet (which needs the Microsoft.Storage
+    // service endpoint): nothing else reaches the account. Without it, Entra ID is the guard.
+    networkAcls: empty(subnetId) ? openStorage : subnetOnlyStorage
   }
 }
 
+// The app's package (and the host's leases and timer status) can be brought back: blobs are
+// versioned and deleted ones kept 7 days; old versions go after 7 days (the timers rewrite their
+// status blobs often).
 resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
   parent: storage
   name: 'default'
+  properties: {
+    isVersioningEnabled: true
+    deleteRetentionPolicy: { enabled: true, days: 7 }
+    containerDeleteRetentionPolicy: { enabled: true, days: 7 }
+  }
+}
+
+resource versionsExpire 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    policy: {
+      rules: [
+        {
+          name: 'old-versions'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: { blobTypes: [ 'blockBlob' ] }
+            actions: { version: { delete: { daysAfterCreationGreaterThan: 7 } } }
+          }
+        }
+      ]
+    }
+  }
 }
 
 resource packages 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
@@ -300,11 +338,26 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
   dependsOn: [ storageAccess, insightsPublisher, vaultReader, secrets ]
 }
 
+// Deployments go through Entra ID (azd, `az functionapp deployment` with a token), never with
+// the site's basic publishing user and password.
+resource noFtpPassword 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: app
+  name: 'ftp'
+  properties: { allow: false }
+}
+
+resource noScmPassword 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: app
+  name: 'scm'
+  properties: { allow: false }
+}
+
 // People sign in with Entra ID (Easy Auth) and the app checks their app roles (shared/auth.py).
 // Health and the alert webhooks are excluded: health is anonymous, and alert senders prove
 // themselves to the app. local/host/easyauth.py emulates this; tests hold the paths equal.
-resource signIn 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(signInClientId)) {
-  // checkov:skip=CKV_AZURE_13:checkov reads only v1 authsettings (properties.enabled); this is authsettingsV2, on with platform.enabled
+// Without a client id Easy Auth stays off (platform.enabled false), and so do people's routes.
+resource signIn 'Microsoft.Web/sites/config@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_13:checkov reads only v1 authsettings (properties.enabled); this is authsettingsV2, on with platform.enabled once a client id is given
   // checkov:skip=CKV_AZURE_222:checkov takes every sites/config for the site's web config; public access is decided on the app (skipped there, with its reason)
   // checkov:skip=CKV_AZURE_63:checkov takes every sites/config for the site's web config; authsettingsV2 has no logging fields
   // checkov:skip=CKV_AZURE_65:checkov takes every sites/config for the site's web config; authsettingsV2 has no error-page fields
@@ -314,7 +367,7 @@ resource signIn 'Microsoft.Web/sites/config@2024-04-01' = if (!empty(signInClien
   parent: app
   name: 'authsettingsV2'
   properties: {
-    platform: { enabled: true }
+    platform: { enabled: !empty(signInClientId) }
     globalValidation: {
       requireAuthentication: true
       unauthenticatedClientAction: 'Return401'

@@ -181,18 +181,47 @@ def test_insights_takes_entra_tokens_only() -> None:
 
 def test_sign_in_is_easy_auth_with_the_paths_and_roles_the_app_and_the_emulation_use() -> None:
     main = _bicep("infra/main.bicep")
-    sign_in = main["resources"]["signIn"]["config"]["config"]  # the conditional resource
+    sign_in = main["resources"]["signIn"]["config"]
     assert sign_in["name"] == "authsettingsV2" and sign_in["parent"] == "app"
     validation = sign_in["properties"]["globalValidation"]
     assert validation["requireAuthentication"] is True
     assert validation["unauthenticatedClientAction"] == "Return401"
     assert tuple(validation["excludedPaths"]) == EXCLUDED_PATHS
     assert main["parameters"]["signInClientId"]["default"] == ""  # no sign-in: 401, not open
+    assert sign_in["properties"]["platform"]["enabled"] == {
+        "operator": {"type": "not", "operands": {"bool_value": _empty("signInClientId")}}
+    }
     roles = json.loads((ROOT / "infra/app-roles.json").read_text())
     assert {r["value"] for r in roles} == {READER, OPERATOR}
     assert all(set(r["allowedMemberTypes"]) == {"User", "Application"} for r in roles)
     parameters = json.loads((ROOT / "infra/main.parameters.json").read_text())["parameters"]
     assert parameters["signInClientId"]["value"] == "${POOLKEEPER_SIGN_IN_CLIENT_ID}"
+
+
+def test_storage_denies_other_networks_with_a_subnet_and_keeps_versions_and_deletes() -> None:
+    main = _bicep("infra/main.bicep")
+    storage = main["resources"]["storage"]["config"]["properties"]
+    assert storage["networkAcls"] == _conditional(
+        _empty("subnetId"), "openStorage", "subnetOnlyStorage"
+    )
+    assert main["variables"]["openStorage"]["value"]["defaultAction"] == "Allow"
+    subnet_only = main["variables"]["subnetOnlyStorage"]["value"]
+    assert subnet_only["defaultAction"] == "Deny"
+    assert subnet_only["virtualNetworkRules"] == [{"id": "subnetId", "action": "Allow"}]
+    blobs = main["resources"]["blobService"]["config"]["properties"]
+    assert blobs["isVersioningEnabled"] is True
+    assert blobs["deleteRetentionPolicy"] == {"enabled": True, "days": 7}
+    assert blobs["containerDeleteRetentionPolicy"] == {"enabled": True, "days": 7}
+
+
+def test_basic_publishing_credentials_are_off() -> None:
+    resources = _bicep("infra/main.bicep")["resources"]
+    policies = {
+        r["config"]["name"]: r["config"]["properties"]["allow"]
+        for r in resources.values()
+        if r["type"] == "Microsoft.Web/sites/basicPublishingCredentialsPolicies"
+    }
+    assert policies == {"ftp": False, "scm": False}
 
 
 def test_vnet_integration_only_when_a_subnet_is_given() -> None:
