@@ -10,7 +10,7 @@ import os
 
 import azure.functions as func
 
-from shared.auth import OPERATOR, READER, Caller, Refusal, authorize
+from shared.auth import ALERT_SENDER, OPERATOR, READER, Caller, Refusal, authorize
 from shared.flows.health import HealthCache
 from shared.logs import quote_safely
 
@@ -149,11 +149,15 @@ def dashboard(req: func.HttpRequest) -> func.HttpResponse:
     )
 
 
-@app.route(route="alerts", methods=["POST"])
+@app.route(route="alerts", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 def alerts(req: func.HttpRequest) -> func.HttpResponse:
-    """Azure Monitor (common alert schema) and Alertmanager (v4) webhooks."""
+    """Azure Monitor (common alert schema) and Alertmanager (v4) webhooks, from a sender signed
+    in with the app role Poolkeeper.AlertSender."""
     from shared.flows import api
 
+    caller = _signed_in(req, ALERT_SENDER)
+    if isinstance(caller, func.HttpResponse):
+        return caller
     status, body = api.alerts(req.get_body(), req.headers.get("x-poolkeeper-signature"))
     return _json(body, status)
 

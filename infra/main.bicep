@@ -65,6 +65,9 @@ param signInClientId string = ''
 @description('Tenant of that app registration.')
 param signInTenantId string = tenant().tenantId
 
+@description('Object id of that app registration: the action group asks Entra ID for a token for it (a Secure Webhook). Empty with no sign-in: then no alert rules are deployed, as no alert could be accepted.')
+param signInAppObjectId string = ''
+
 param reconcileSchedule string = '0 */5 * * * *'
 
 @description('Deploy the P1/P2 metric alert rules of every pool and their action group (docs/alerts.md).')
@@ -353,8 +356,8 @@ resource noScmPassword 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2
 }
 
 // People sign in with Entra ID (Easy Auth) and the app checks their app roles (shared/auth.py).
-// Health and the alert webhooks are excluded: health is anonymous, and alert senders prove
-// themselves to the app. local/host/easyauth.py emulates this; tests hold the paths equal.
+// Health is excluded (anonymous); alert senders sign in too, with the role
+// Poolkeeper.AlertSender. local/host/easyauth.py emulates this; tests hold the paths equal.
 // Without a client id Easy Auth stays off (platform.enabled false), and so do people's routes.
 resource signIn 'Microsoft.Web/sites/config@2024-04-01' = {
   // checkov:skip=CKV_AZURE_13:checkov reads only v1 authsettings (properties.enabled); this is authsettingsV2, on with platform.enabled once a client id is given
@@ -371,7 +374,7 @@ resource signIn 'Microsoft.Web/sites/config@2024-04-01' = {
     globalValidation: {
       requireAuthentication: true
       unauthenticatedClientAction: 'Return401'
-      excludedPaths: [ '/api/health', '/api/alerts' ]
+      excludedPaths: [ '/api/health' ]
     }
     httpSettings: { requireHttps: true }
     identityProviders: {
@@ -504,8 +507,11 @@ module workspaceReader 'modules/workspace-reader.bicep' = if (usesContainerInsig
 // them equal); a pool's own `capacity` section overrides them, as it does in the product.
 var capacityDefaults = { p1_cpu: 95, p1_memory: 85, p2_cpu: 75, p2_memory: 75 }
 
-// Azure Monitor cannot sign a webhook: the function key in the URL is its credential.
-resource alertsGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (deployAlertRules) {
+// A Secure Webhook: Azure Monitor sends an Entra ID token for the app registration (its AzNS
+// AAD Webhook service principal holds Poolkeeper.AlertSender); no key is in the URL.
+var alerting = deployAlertRules && !empty(signInClientId) && !empty(signInAppObjectId)
+
+resource alertsGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (alerting) {
   name: '${name}-alerts'
   location: 'Global'
   properties: {
@@ -514,15 +520,18 @@ resource alertsGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (deployAl
     webhookReceivers: [
       {
         name: 'poolkeeper'
-        serviceUri: 'https://${app.properties.defaultHostName}/api/alerts?code=${listKeys('${app.id}/host/default', '2024-04-01').functionKeys.default}'
+        serviceUri: 'https://${app.properties.defaultHostName}/api/alerts'
         useCommonAlertSchema: true
-        useAadAuth: false
+        useAadAuth: true
+        objectId: signInAppObjectId
+        identifierUri: 'api://${signInClientId}'
+        tenantId: signInTenantId
       }
     ]
   }
 }
 
-module poolAlerts 'modules/pool-alerts.bicep' = [for pool in (deployAlertRules ? pools : []): {
+module poolAlerts 'modules/pool-alerts.bicep' = [for pool in (alerting ? pools : []): {
   name: 'poolkeeper-alerts-${pool.name}'
   params: {
     pool: pool.name

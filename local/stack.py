@@ -39,10 +39,15 @@ APP_DEFAULTS = {
     "CAPACITY_SCHEDULE": "0 */5 * * * *",
     "DOWNSCALE_SCHEDULE": "0 0 6 * * MON",
     # Easy Auth, emulated by the local host (local/host/easyauth.py): every request without a
-    # token is signed in as this operator, as a browser with a session would be.
+    # token is signed in as this operator, as a browser with a session would be; it may send
+    # alerts too (the demo's and the tests' Azure Monitor and Alertmanager).
     "WEBSITE_AUTH_ENABLED": "True",
     "POOLKEEPER_LOCAL_SIGNED_IN": json.dumps(
-        {"name": "operator@localhost", "id": "local-operator", "roles": ["Poolkeeper.Operator"]}
+        {
+            "name": "operator@localhost",
+            "id": "local-operator",
+            "roles": ["Poolkeeper.Operator", "Poolkeeper.AlertSender"],
+        }
     ),
 }
 

@@ -17,8 +17,15 @@ from typing import Any
 
 READER = "Poolkeeper.Reader"
 OPERATOR = "Poolkeeper.Operator"
+# Azure Monitor's action group (a Secure Webhook) and Alertmanager (OAuth 2 client credentials):
+# the role is assigned to their service principals, so an alert's sender is proven by Entra ID.
+ALERT_SENDER = "Poolkeeper.AlertSender"
 # An operator may read what it acts on; a reader may only read.
-GRANTS = {READER: frozenset({READER, OPERATOR}), OPERATOR: frozenset({OPERATOR})}
+GRANTS = {
+    READER: frozenset({READER, OPERATOR}),
+    OPERATOR: frozenset({OPERATOR}),
+    ALERT_SENDER: frozenset({ALERT_SENDER}),
+}
 PRINCIPAL_HEADER = "x-ms-client-principal"
 ROLE_CLAIMS = ("roles", "http://schemas.microsoft.com/ws/2008/06/identity/claims/role")
 OID_CLAIM = "http://schemas.microsoft.com/identity/claims/objectidentifier"

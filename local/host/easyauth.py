@@ -6,7 +6,7 @@ Then, as in Azure with `unauthenticatedClientAction: Return401`: client-sent
 `X-MS-CLIENT-PRINCIPAL*` headers are dropped; a request with `Authorization: Bearer <token>` is
 signed in if the token is valid (else 401); one without is signed in as the configured local
 identity (a browser's session), if there is one; any other request is a 401, except on the
-excluded paths (health and the alert webhooks, which prove themselves in the app).
+excluded path (health, anonymous).
 
 Tokens are HS256 JWTs signed with `POOLKEEPER_LOCAL_AUTH_KEY` for the audience `AUDIENCE`, with
 `name`, `oid` and `roles` claims, as Entra puts them in an access token for an app with app roles.
@@ -30,7 +30,7 @@ KEY_SETTING = "POOLKEEPER_LOCAL_AUTH_KEY"
 AUDIENCE = "api://poolkeeper-local"
 ISSUER = "https://login.local.poolkeeper/"
 # infra/main.bicep's authsettingsV2 globalValidation.excludedPaths: the same list.
-EXCLUDED_PATHS = ("/api/health", "/api/alerts")
+EXCLUDED_PATHS = ("/api/health",)
 PRINCIPAL_HEADERS = (
     "x-ms-client-principal",
     "x-ms-client-principal-name",

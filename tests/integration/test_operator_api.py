@@ -25,7 +25,7 @@ from local.host.easyauth import Identity, mint, principal_headers
 from local.stack import APP_DEFAULTS
 from shared.adapters.storage import StorageAccount
 from shared.alerts import MAX_BODY_BYTES
-from shared.auth import OPERATOR, READER
+from shared.auth import ALERT_SENDER, OPERATOR, READER
 from shared.clock import clock_from_settings
 from shared.config import load_config
 from shared.flows.jobs import Services
@@ -703,7 +703,13 @@ def test_alert_webhooks_through_the_host_scale_up_once_and_refuse_bad_requests(
     # Alertmanager, same episode: recorded, but the cooldown holds the second scale-up.
     again = requests.post(url, json=alertmanager(group="apps"), headers=headers, timeout=10)
     assert again.status_code == 202 and again.json()["jobs"] == []
-    assert requests.post(url, json=fired, timeout=10).status_code == 401  # no function key
+    # Only a sender signed in with Poolkeeper.AlertSender: not a reader, not a forged token.
+    as_reader = requests.post(url, json=fired, headers=_bearer("rita", [READER]), timeout=10)
+    assert as_reader.status_code == 403 and ALERT_SENDER in _json_error(as_reader)
+    forged = _bearer("am", [ALERT_SENDER], key="not-the-key-but-thirty-two-bytes")
+    assert requests.post(url, json=fired, headers=forged, timeout=10).status_code == 401
+    sender = requests.post(url, json=fired, headers=_bearer("am", [ALERT_SENDER]), timeout=10)
+    assert sender.status_code == 202 and sender.json()["duplicates"] == 1  # this one was seen
     bad = requests.post(url, data=b"{nope", headers=headers, timeout=10)
     assert bad.status_code == 400 and "not JSON" in bad.json()["error"]
     unknown = requests.post(url, json=alertmanager(group="nope"), headers=headers, timeout=10)

@@ -78,7 +78,11 @@ def test_each_pool_gets_its_own_thresholds_over_the_defaults_and_the_common_sche
     group = parsed["resources"]["alertsGroup"]["config"]["config"]["properties"]
     (receiver,) = group["webhookReceivers"]
     assert receiver["useCommonAlertSchema"] is True
-    assert "/api/alerts?code=" in receiver["serviceUri"]
+    # A Secure Webhook: an Entra ID token for the app registration, no key in the URL.
+    assert receiver["serviceUri"].endswith("/api/alerts") and "code=" not in receiver["serviceUri"]
+    assert receiver["useAadAuth"] is True
+    assert receiver["identifierUri"] == "api://${signInClientId}"
+    assert receiver["objectId"] == "signInAppObjectId"
 
 
 def _threshold(expr: str) -> float:

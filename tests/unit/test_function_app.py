@@ -69,7 +69,7 @@ def test_function_index_pins_names_triggers_routes_and_auth_levels() -> None:
         "get_pools": _http("pools/{name?}", ["GET"], "ANONYMOUS"),
         "preflight": _http("preflight", ["GET"], "ANONYMOUS"),
         "dashboard": _http("dashboard/{pool?}", ["GET"], "ANONYMOUS"),
-        "alerts": _http("alerts", ["POST"], "FUNCTION"),
+        "alerts": _http("alerts", ["POST"], "ANONYMOUS"),
         "evaluate_capacity": [
             {
                 "direction": "IN",

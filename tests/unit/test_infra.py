@@ -14,7 +14,7 @@ import yaml
 from pycep import BicepParser
 
 from local.host.easyauth import EXCLUDED_PATHS
-from shared.auth import OPERATOR, READER
+from shared.auth import ALERT_SENDER, OPERATOR, READER
 from shared.decide.permissions import GALLERY_ACTIONS, NODE_ACTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -192,8 +192,13 @@ def test_sign_in_is_easy_auth_with_the_paths_and_roles_the_app_and_the_emulation
         "operator": {"type": "not", "operands": {"bool_value": _empty("signInClientId")}}
     }
     roles = json.loads((ROOT / "infra/app-roles.json").read_text())
-    assert {r["value"] for r in roles} == {READER, OPERATOR}
-    assert all(set(r["allowedMemberTypes"]) == {"User", "Application"} for r in roles)
+    members = {r["value"]: set(r["allowedMemberTypes"]) for r in roles}
+    assert members == {
+        READER: {"User", "Application"},
+        OPERATOR: {"User", "Application"},
+        ALERT_SENDER: {"Application"},  # Azure Monitor's and Alertmanager's principals
+    }
+    assert len({r["id"] for r in roles}) == len(roles)
     parameters = json.loads((ROOT / "infra/main.parameters.json").read_text())["parameters"]
     assert parameters["signInClientId"]["value"] == "${POOLKEEPER_SIGN_IN_CLIENT_ID}"
 
