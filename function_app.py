@@ -162,6 +162,16 @@ def alerts(req: func.HttpRequest) -> func.HttpResponse:
     return _json(body, status)
 
 
+@app.queue_trigger(
+    arg_name="msg", queue_name="%POOLKEEPER_WEBHOOK_QUEUE%", connection="AzureWebJobsStorage"
+)
+def notification_webhook(msg: func.QueueMessage) -> None:
+    """POST one notification to the team's webhook (Teams, Slack); retried by the host."""
+    from shared.flows import api
+
+    api.deliver_notification(msg.get_body())
+
+
 @app.timer_trigger(schedule="%CAPACITY_SCHEDULE%", arg_name="timer")
 def evaluate_capacity(timer: func.TimerRequest) -> None:
     """P1/P2 evaluation of every pool; alerts recorded and notified; scale-ups per policy."""

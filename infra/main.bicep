@@ -325,6 +325,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'POOLKEEPER_RECONCILE_QUEUE', value: 'reconcile-jobs' }
         { name: 'POOLKEEPER_PATCH_QUEUE', value: 'patch-jobs' }
         { name: 'POOLKEEPER_IMAGE_QUEUE', value: 'image-jobs' }
+        { name: 'POOLKEEPER_WEBHOOK_QUEUE', value: 'notify-webhook' }
         { name: 'RECONCILE_SCHEDULE', value: reconcileSchedule }
         { name: 'CAPACITY_SCHEDULE', value: '0 */5 * * * *' }
         { name: 'DOWNSCALE_SCHEDULE', value: '0 0 6 * * MON' }

@@ -33,6 +33,7 @@ APP_DEFAULTS = {
     "POOLKEEPER_RECONCILE_QUEUE": "reconcile-jobs",
     "POOLKEEPER_PATCH_QUEUE": "patch-jobs",
     "POOLKEEPER_IMAGE_QUEUE": "image-jobs",
+    "POOLKEEPER_WEBHOOK_QUEUE": "notify-webhook",
     "RECONCILE_SCHEDULE": "0 */5 * * * *",
     "PATCH_SCHEDULE": "0 */15 * * * *",
     "IMAGE_SCHEDULE": "0 42 0 * * *",

@@ -37,6 +37,7 @@ def settings_for(sim: Simulator, storage: str, pools: list[dict[str, Any]]) -> d
         "POOLKEEPER_RECONCILE_QUEUE": f"reconcile-{uuid.uuid4().hex[:8]}",
         "POOLKEEPER_PATCH_QUEUE": f"patch-{uuid.uuid4().hex[:8]}",
         "POOLKEEPER_IMAGE_QUEUE": f"image-{uuid.uuid4().hex[:8]}",
+        "POOLKEEPER_WEBHOOK_QUEUE": f"webhook-{uuid.uuid4().hex[:8]}",
     }
 
 

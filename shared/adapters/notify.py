@@ -1,11 +1,12 @@
 """Notifications: a message on the `notifications` queue (other systems read it) and, when
-`POOLKEEPER_NOTIFY_WEBHOOK` is set, the same JSON POSTed there. Called by capacity flows.
+`POOLKEEPER_NOTIFY_WEBHOOK` is set, the same JSON on the webhook queue, which a queue trigger
+POSTs to the webhook (`deliver`): never inside the request or job that notified, retried by the
+host, and kept in the poison queue if the webhook stays down. Called by capacity flows.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import urllib.request
 from collections.abc import Mapping
 from datetime import datetime
@@ -14,10 +15,15 @@ from urllib.parse import urlsplit
 
 from shared.adapters.queues import Queues
 
-log = logging.getLogger("poolkeeper.notify")
-
 QUEUE_SETTING = "POOLKEEPER_NOTIFICATIONS_QUEUE"
 WEBHOOK_SETTING = "POOLKEEPER_NOTIFY_WEBHOOK"
+WEBHOOK_QUEUE_SETTING = "POOLKEEPER_WEBHOOK_QUEUE"
+
+
+class WebhookFailed(Exception):
+    """The webhook did not take a notification; names its host only (the URL is a credential)."""
+
+
 SCHEMA = "poolkeeper/notification/v1"
 
 
@@ -26,6 +32,7 @@ class Notifier:
         self._queues = queues
         self._queue = settings.get(QUEUE_SETTING) or "notifications"
         self._webhook = settings.get(WEBHOOK_SETTING) or None
+        self._webhook_queue = settings.get(WEBHOOK_QUEUE_SETTING) or "notify-webhook"
 
     def send(
         self,
@@ -38,7 +45,7 @@ class Notifier:
         values: Mapping[str, Any] | None = None,
         advice: list[str] | None = None,
     ) -> dict:
-        """Queue the notification; a failing outbound webhook is logged, never fatal."""
+        """Queue the notification, and for the webhook (delivered by `deliver`)."""
         body = {
             "schema": SCHEMA,
             "pool": pool,
@@ -52,17 +59,19 @@ class Notifier:
         text = json.dumps(body)
         self._queues.send(self._queue, text)
         if self._webhook:
-            request = urllib.request.Request(
-                self._webhook,
-                data=text.encode(),
-                method="POST",
-                headers={"Content-Type": "application/json"},
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=5):
-                    pass
-            except OSError as error:
-                # The URL is a credential (Teams, Slack): its host only.
-                host = urlsplit(self._webhook).hostname or "?"
-                log.warning("Notification webhook at %s failed: %s", host, error)
+            self._queues.send(self._webhook_queue, text)
         return body
+
+
+def deliver(text: str, webhook: str, *, timeout: float = 5) -> None:
+    """POST one queued notification to the webhook; WebhookFailed if it is not taken."""
+    request = urllib.request.Request(
+        webhook, data=text.encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            pass
+    except OSError as error:
+        host = urlsplit(webhook).hostname or "?"
+        reason = getattr(error, "reason", None) or error
+        raise WebhookFailed(f"notification webhook at {host} failed: {reason}") from None

@@ -248,6 +248,23 @@ def alerts(body: bytes, signature: str | None) -> tuple[int, dict[str, Any]]:
         return _unavailable(error)
 
 
+def deliver_notification(body: bytes) -> None:
+    """The webhook queue's trigger: POST one notification to `POOLKEEPER_NOTIFY_WEBHOOK`. A
+    failure is logged (the webhook's host only) and raised, so the host retries the message and
+    keeps it in the poison queue once its attempts are spent."""
+    from shared.adapters.notify import WEBHOOK_SETTING, WebhookFailed, deliver
+
+    webhook = os.environ.get(WEBHOOK_SETTING)
+    if not webhook:
+        log.warning("A notification for the webhook arrived, but %s is not set", WEBHOOK_SETTING)
+        return
+    try:
+        deliver(body.decode("utf-8", "replace"), webhook)
+    except WebhookFailed as error:
+        log.warning("%s; the host retries it", error)
+        raise
+
+
 def evaluate_capacity() -> list[dict[str, Any]]:
     """The capacity timer: evaluate every pool, record and notify alerts, enqueue scale-ups."""
     from shared.flows.capacity.evaluation import evaluate_capacity as run

@@ -241,16 +241,25 @@ def test_bad_requests_get_their_status_a_json_error_and_enqueue_nothing(
             assert "QueueNotFound" in str(error) or "does not exist" in str(error)
 
 
-def test_notifications_also_go_to_the_outbound_webhook(sim, azurite) -> None:
+def test_notifications_reach_the_webhook_through_its_queue_off_the_request_path(
+    sim, azurite, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
+    from shared.adapters.notify import WebhookFailed
+    from shared.flows.api import deliver_notification
+
     received: list[dict[str, Any]] = []
+    answers = [503, 204]  # down once, then up
 
     class Sink(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(204)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            status = answers.pop(0)
+            if status < 300:
+                received.append(body)
+            self.send_response(status)
             self.end_headers()
 
         def log_message(self, *_: object) -> None:
@@ -260,9 +269,18 @@ def test_notifications_also_go_to_the_outbound_webhook(sim, azurite) -> None:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook?sig=a-credential"
         services = _services(sim, azurite, POOLKEEPER_NOTIFY_WEBHOOK=url)
         receive(services, json.dumps(alertmanager(rule=P2)).encode(), None)
+        assert received == [] and answers == [503, 204]  # nothing posted while answering
+        queue = services.queues._queue(services.settings["POOLKEEPER_WEBHOOK_QUEUE"])
+        (message,) = queue.receive_messages(max_messages=1)
+        monkeypatch.setenv("POOLKEEPER_NOTIFY_WEBHOOK", url)
+        # The webhook is down: the delivery raises, so the host retries the message.
+        with pytest.raises(WebhookFailed) as failed:
+            deliver_notification(message.content.encode())
+        assert "127.0.0.1" in str(failed.value) and "a-credential" not in str(failed.value)
+        deliver_notification(message.content.encode())
     finally:
         server.shutdown()
     assert [(n["schema"], n["pool"], n["kind"], n["severity"]) for n in received] == [

@@ -70,6 +70,7 @@ def test_function_index_pins_names_triggers_routes_and_auth_levels() -> None:
         "preflight": _http("preflight", ["GET"], "ANONYMOUS"),
         "dashboard": _http("dashboard/{pool?}", ["GET"], "ANONYMOUS"),
         "alerts": _http("alerts", ["POST"], "ANONYMOUS"),
+        "notification_webhook": _queue("POOLKEEPER_WEBHOOK_QUEUE"),
         "evaluate_capacity": [
             {
                 "direction": "IN",
