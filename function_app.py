@@ -172,6 +172,14 @@ def notification_webhook(msg: func.QueueMessage) -> None:
     api.deliver_notification(msg.get_body())
 
 
+@app.timer_trigger(schedule="%PRUNE_SCHEDULE%", arg_name="timer")
+def prune_timer(timer: func.TimerRequest) -> None:
+    """Daily: delete Poolkeeper's own records past their keep windows."""
+    from shared.flows import api
+
+    api.prune_records()
+
+
 @app.timer_trigger(schedule="%CAPACITY_SCHEDULE%", arg_name="timer")
 def evaluate_capacity(timer: func.TimerRequest) -> None:
     """P1/P2 evaluation of every pool; alerts recorded and notified; scale-ups per policy."""

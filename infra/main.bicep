@@ -329,6 +329,7 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'RECONCILE_SCHEDULE', value: reconcileSchedule }
         { name: 'CAPACITY_SCHEDULE', value: '0 */5 * * * *' }
         { name: 'DOWNSCALE_SCHEDULE', value: '0 0 6 * * MON' }
+        { name: 'PRUNE_SCHEDULE', value: '0 17 3 * * *' }
         { name: 'PATCH_SCHEDULE', value: '0 */15 * * * *' }
         { name: 'IMAGE_SCHEDULE', value: '0 42 0 * * *' }
         { name: 'POOLKEEPER_USAGE_SOURCE', value: usageSource }

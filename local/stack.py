@@ -39,6 +39,7 @@ APP_DEFAULTS = {
     "IMAGE_SCHEDULE": "0 42 0 * * *",
     "CAPACITY_SCHEDULE": "0 */5 * * * *",
     "DOWNSCALE_SCHEDULE": "0 0 6 * * MON",
+    "PRUNE_SCHEDULE": "0 17 3 * * *",
     # Easy Auth, emulated by the local host (local/host/easyauth.py): every request without a
     # token is signed in as this operator, as a browser with a session would be; it may send
     # alerts too (the demo's and the tests' Azure Monitor and Alertmanager).

@@ -265,6 +265,18 @@ def deliver_notification(body: bytes) -> None:
         raise
 
 
+def prune_records() -> dict[str, int]:
+    """The pruning timer: delete deliveries, episodes, alerts, finished jobs and rejected
+    messages past their windows (shared/decide/retention.py)."""
+    from shared.adapters.retention import prune
+    from shared.decide.retention import WINDOWS
+
+    svc = services()
+    gone = prune(svc.tables, svc.clock.now(), WINDOWS)
+    log.info("Pruned records past their windows: %s", gone)
+    return gone
+
+
 def evaluate_capacity() -> list[dict[str, Any]]:
     """The capacity timer: evaluate every pool, record and notify alerts, enqueue scale-ups."""
     from shared.flows.capacity.evaluation import evaluate_capacity as run

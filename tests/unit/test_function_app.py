@@ -71,6 +71,14 @@ def test_function_index_pins_names_triggers_routes_and_auth_levels() -> None:
         "dashboard": _http("dashboard/{pool?}", ["GET"], "ANONYMOUS"),
         "alerts": _http("alerts", ["POST"], "ANONYMOUS"),
         "notification_webhook": _queue("POOLKEEPER_WEBHOOK_QUEUE"),
+        "prune_timer": [
+            {
+                "direction": "IN",
+                "type": "timerTrigger",
+                "name": "timer",
+                "schedule": "%PRUNE_SCHEDULE%",
+            }
+        ],
         "evaluate_capacity": [
             {
                 "direction": "IN",
