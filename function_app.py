@@ -158,7 +158,9 @@ def alerts(req: func.HttpRequest) -> func.HttpResponse:
     caller = _signed_in(req, ALERT_SENDER)
     if isinstance(caller, func.HttpResponse):
         return caller
-    status, body = api.alerts(req.get_body(), req.headers.get("x-poolkeeper-signature"))
+    status, body = api.alerts(
+        req.get_body(), req.headers.get("x-poolkeeper-signature"), req.headers.get("content-type")
+    )
     return _json(body, status)
 
 

@@ -271,7 +271,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource app 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_222:Azure Monitor action groups and Alertmanager must reach POST /api/alerts; people's routes need an Entra sign-in (authsettingsV2), alerts a function key
+  // checkov:skip=CKV_AZURE_222:Azure Monitor action groups and Alertmanager must reach POST /api/alerts; every route but health needs an Entra sign-in (authsettingsV2) and an app role
   // checkov:skip=CKV_AZURE_17:People sign in with Entra ID (authsettingsV2) and alert senders with their own credentials; none presents a client certificate
   // checkov:skip=CKV_AZURE_212:Flex Consumption scales from zero per trigger; timers and queues lose nothing while an instance starts, and alert senders retry
   // checkov:skip=CKV_AZURE_213:Flex Consumption has no App Service health check to evict instances; /api/health serves external probes

@@ -62,7 +62,7 @@ def _claims(encoded: str) -> tuple[dict[str, list[str]], dict[str, Any]] | None:
         claims: dict[str, list[str]] = {}
         for claim in data.get("claims") or []:
             claims.setdefault(str(claim["typ"]), []).append(str(claim["val"]))
-    except (binascii.Error, ValueError, TypeError, KeyError, AttributeError):
+    except (binascii.Error, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
     return claims, data
 

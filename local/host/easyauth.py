@@ -52,12 +52,16 @@ class EasyAuth:
     key: str | None
 
     def excluded(self, path: str) -> bool:
-        return any(path == p or path.startswith(p + "/") for p in EXCLUDED_PATHS)
+        return path.rstrip("/") in EXCLUDED_PATHS
 
-    def identify(self, authorization: str | None) -> Identity | str | None:
-        """The caller; None if nobody is signed in; a string saying why a token is refused."""
+    def identify(
+        self, authorization: str | None, *, cross_site: bool = False
+    ) -> Identity | str | None:
+        """The caller; None if nobody is signed in; a string saying why a token is refused.
+        A cross-site request (another web page's) gets no session: a browser would not send
+        Easy Auth's SameSite cookie with it."""
         if not authorization:
-            return self.signed_in
+            return None if cross_site else self.signed_in
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return "Authorization must be 'Bearer <token>'"
@@ -65,13 +69,21 @@ class EasyAuth:
             return f"no bearer tokens are accepted here: {KEY_SETTING} is not set"
         try:
             claims = jwt.decode(
-                token.strip(), self.key, algorithms=["HS256"], audience=AUDIENCE, issuer=ISSUER
+                token.strip(),
+                self.key,
+                algorithms=["HS256"],
+                audience=AUDIENCE,
+                issuer=ISSUER,
+                options={"require": ["exp", "iat", "oid"]},
             )
         except jwt.PyJWTError as error:
             return f"token refused: {error}"
-        roles = claims.get("roles") or []
-        name = str(claims.get("name") or claims.get("preferred_username") or claims.get("oid"))
-        return Identity(name=name, id=str(claims.get("oid") or ""), roles=tuple(map(str, roles)))
+        roles = claims.get("roles", [])
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            return "token refused: roles must be a list of strings"
+        oid = str(claims["oid"])
+        name = str(claims.get("name") or claims.get("preferred_username") or oid)
+        return Identity(name=name, id=oid, roles=tuple(roles))
 
 
 def principal_headers(identity: Identity) -> dict[str, str]:

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import azure.functions as func
 from aiohttp import web
@@ -24,6 +25,7 @@ from local.host.config import HostConfig, HostConfigError
 from local.host.easyauth import PRINCIPAL_HEADERS, EasyAuth, principal_headers
 from local.host.functions import HostedFunction
 from local.host.routes import Route, compile_route
+from shared.logs import escaped
 
 log = logging.getLogger("Host.Http")
 
@@ -99,10 +101,18 @@ def _signed_in(
     headers = {k: v for k, v in headers.items() if k.lower() not in PRINCIPAL_HEADERS}
     if easy_auth.excluded(path):
         return headers
-    who = easy_auth.identify(request.headers.get("Authorization"))
+    cross_site = request.headers.get("Sec-Fetch-Site", "").lower() == "cross-site" or (
+        "Origin" in request.headers
+        and urlsplit(request.headers["Origin"]).netloc != request.headers.get("Host")
+    )
+    who = easy_auth.identify(request.headers.get("Authorization"), cross_site=cross_site)
     if isinstance(who, str) or who is None:
-        reason = who or "no one is signed in (POOLKEEPER_LOCAL_SIGNED_IN is empty)"
-        log.info("Easy Auth: 401 for %s %s: %s", request.method, path, reason)
+        reason = who or (
+            "a cross-site request gets no session"
+            if cross_site
+            else "no one is signed in (POOLKEEPER_LOCAL_SIGNED_IN is empty)"
+        )
+        log.info("Easy Auth: 401 for %s %s: %s", request.method, escaped(path), reason)
         challenge = 'Bearer realm="poolkeeper-local"'
         return web.Response(status=401, headers={"WWW-Authenticate": challenge})
     return headers | principal_headers(who)

@@ -136,10 +136,9 @@ def submit_job(
     """202 with the job id and its queue; 400/409/415/422/429 with what is wrong; 503 naming what
     did not answer (storage, or Azure or the cluster for a repair's targets). `submitted_by`: the
     signed-in caller, recorded on the job."""
-    media = (content_type or "").split(";")[0].strip().lower()
-    if media != "application/json":
-        # A form or text/plain body is what a cross-site form can send without asking.
-        return 415, {"error": f"Content-Type must be application/json, not {media or 'none'!r}"}
+    refused = _not_json(content_type)
+    if refused:
+        return refused
     svc = intake()
     try:
         with unavailable_as_error():
@@ -237,9 +236,23 @@ def _not_reconciled(settings: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-def alerts(body: bytes, signature: str | None) -> tuple[int, dict[str, Any]]:
-    """`POST /api/alerts`: 202 with the job ids; 400/401/403/413/422 with what is wrong."""
+def _not_json(content_type: str | None) -> tuple[int, dict[str, Any]] | None:
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media == "application/json":
+        return None
+    # A form or text/plain body is what a cross-site page can send without asking.
+    return 415, {"error": f"Content-Type must be application/json, not {media or 'none'!r}"}
+
+
+def alerts(
+    body: bytes, signature: str | None, content_type: str | None
+) -> tuple[int, dict[str, Any]]:
+    """`POST /api/alerts`: 202 with the job ids; 400/401/403/413/415/422 with what is wrong."""
     from shared.flows.capacity.alerts import receive
+
+    refused = _not_json(content_type)
+    if refused:
+        return refused
 
     try:
         with unavailable_as_error():

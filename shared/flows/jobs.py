@@ -9,6 +9,7 @@ step is never run again; a message that cannot get the pool's lease comes back l
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 import uuid
@@ -444,6 +445,9 @@ def submit(
                 job.id,
                 status=409,
             )
+        if existing is not None:  # the same job again: it keeps its first submitter
+            first = json.loads(existing.envelope).get("submitted_by")
+            job = job.model_copy(update={"submitted_by": first})
         if existing is not None and existing.status not in PENDING:
             return job  # already started or finished: its messages are the runner's
     # Sent again for a resend of a pending job: the first send may be what failed. The runner
@@ -464,6 +468,17 @@ def handle(services: Services, queue: str, raw: str) -> Handled:
         )
         log.warning("Rejected a message on %s: %s", queue, rejection.reason)
         return Handled("rejected", rejection.job_id, reason=rejection.reason)
+    if job.submitted_by and services.tables.job(job.id) is None:
+        # Only POST /api/jobs records a submitter, in the ledger before the message is sent: a
+        # message that names one for a job the ledger does not know was written by hand.
+        log.warning(
+            "A message on %s names submitted_by %r for job %s, which only POST /api/jobs "
+            "records: left out",
+            queue,
+            job.submitted_by,
+            job.id,
+        )
+        job = job.model_copy(update={"submitted_by": None})
     flow = FLOWS[job.kind]
     if job.not_before and now < job.not_before:
         if job.continuation is None:

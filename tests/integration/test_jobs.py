@@ -507,3 +507,28 @@ def test_a_pool_with_a_full_backlog_refuses_new_jobs_but_takes_a_resend(
     assert refused.value.status == 429 and "20 jobs waiting" in refused.value.reason
     assert pump.services.tables.job(one_more["id"]) is None
     submit(pump.services, json.dumps(waiting[0]))  # the same job again: accepted, as before
+
+
+def test_only_post_api_jobs_records_a_submitter_and_a_resend_keeps_the_first(
+    sim: Simulator, azurite
+) -> None:
+    from shared.flows.jobs import handle, submit
+    from shared.jobs import JobKind, queue_name
+
+    pool = f"apps-{uuid.uuid4().hex[:8]}"
+    services = _world(sim, azurite, pool=pool).services
+    later = (services.clock.now() + timedelta(days=1)).isoformat()
+    # A message written straight onto the queue cannot name who submitted it.
+    forged = job("scale", pool, {"delta": 1}, not_before=later) | {"submitted_by": "alice (a)"}
+    handle(services, queue_name(JobKind.SCALE, services.settings), json.dumps(forged))
+    record = services.tables.job(forged["id"])
+    assert record is not None and record.status == "deferred"
+    assert record.public()["submitted_by"] is None
+    # Through the API the submitter is recorded; a colleague's resend keeps the first one.
+    message = job("scale", pool, {"delta": 1}, not_before=later)
+    first = submit(services, json.dumps(message), submitted_by="olga (o)")
+    assert first.submitted_by == "olga (o)"
+    again = submit(services, json.dumps(message), submitted_by="bob (b)")
+    assert again.submitted_by == "olga (o)"
+    recorded = services.tables.job(message["id"])
+    assert recorded is not None and recorded.public()["submitted_by"] == "olga (o)"

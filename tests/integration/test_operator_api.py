@@ -693,7 +693,7 @@ def test_alert_webhooks_through_the_host_scale_up_once_and_refuse_bad_requests(
     # is against the simulated clock, and the cooldown must still hold then.
     world = _world(sim, azurite, start_host, pool_extra={"capacity": {"cooldown_minutes": 1440}})
     url = f"{world.url}/api/alerts"
-    headers = {"x-functions-key": world.key}
+    headers = {"Content-Type": "application/json"}
     fired = azure_alert(target=_vmss_id(VMSS))
     answer = requests.post(url, json=fired, headers=headers, timeout=10)
     assert answer.status_code == 202, answer.text
@@ -710,6 +710,8 @@ def test_alert_webhooks_through_the_host_scale_up_once_and_refuse_bad_requests(
     assert requests.post(url, json=fired, headers=forged, timeout=10).status_code == 401
     sender = requests.post(url, json=fired, headers=_bearer("am", [ALERT_SENDER]), timeout=10)
     assert sender.status_code == 202 and sender.json()["duplicates"] == 1  # this one was seen
+    as_text = requests.post(url, data=json.dumps(fired), timeout=10)  # what a page can send
+    assert as_text.status_code == 415 and "application/json" in _json_error(as_text)
     bad = requests.post(url, data=b"{nope", headers=headers, timeout=10)
     assert bad.status_code == 400 and "not JSON" in bad.json()["error"]
     unknown = requests.post(url, json=alertmanager(group="nope"), headers=headers, timeout=10)
@@ -731,7 +733,7 @@ def test_a_signature_header_that_is_not_ascii_is_refused_with_a_json_403_through
         answer = requests.post(
             f"{world.url}/api/alerts",
             data=body,
-            headers={"x-functions-key": world.key, "x-poolkeeper-signature": header},
+            headers={"Content-Type": "application/json", "x-poolkeeper-signature": header},
             timeout=10,
         )
         assert answer.status_code == 403, (header, answer.status_code, answer.text)

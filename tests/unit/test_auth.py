@@ -98,3 +98,40 @@ def test_tokens_are_checked_for_signature_audience_and_expiry() -> None:
     assert isinstance(forged, str) and "Signature verification failed" in forged
     assert isinstance(expired, str) and "expired" in expired
     assert auth.identify("Basic b2xnYTpwdw==") == "Authorization must be 'Bearer <token>'"
+
+
+def test_tokens_without_expiry_or_object_id_or_with_odd_roles_are_refused() -> None:
+    import time
+
+    import jwt
+
+    from local.host.easyauth import AUDIENCE, ISSUER
+
+    auth = load_easy_auth(ON | {"POOLKEEPER_LOCAL_AUTH_KEY": KEY})
+    assert auth is not None
+    now = int(time.time())
+    base = {"aud": AUDIENCE, "iss": ISSUER, "iat": now, "exp": now + 60, "oid": "o"}
+    for claims in (
+        {k: v for k, v in base.items() if k != "exp"},  # would never expire
+        {k: v for k, v in base.items() if k != "oid"},  # nobody
+        base | {"roles": OPERATOR},  # a string, not a list
+        base | {"roles": 5},
+    ):
+        refused = auth.identify(f"Bearer {jwt.encode(claims, KEY, algorithm='HS256')}")
+        assert isinstance(refused, str) and refused.startswith("token refused"), claims
+
+
+def test_a_cross_site_request_gets_no_session_and_only_health_is_excluded() -> None:
+    signed_in = '{"name": "olga", "roles": ["Poolkeeper.Operator"]}'
+    auth = load_easy_auth(ON | {"POOLKEEPER_LOCAL_SIGNED_IN": signed_in})
+    assert auth is not None
+    assert auth.identify(None) == Identity("olga", "olga", (OPERATOR,))
+    assert auth.identify(None, cross_site=True) is None
+    assert auth.excluded("/api/health") and auth.excluded("/api/health/")
+    assert not auth.excluded("/api/health/x") and not auth.excluded("/api/healthz")
+    assert not auth.excluded("/api/alerts")
+
+
+def test_a_principal_nested_too_deep_is_no_caller() -> None:
+    deep = base64.b64encode(b"[" * 100_000 + b"]" * 100_000).decode()
+    assert caller_of({"X-MS-CLIENT-PRINCIPAL": deep}) is None
