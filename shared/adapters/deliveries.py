@@ -1,6 +1,7 @@
 """Alert webhook deliveries and episodes, in table `poolkeeperalerts`: which delivery is a first
-delivery (claimed atomically before it is acted on, marked handled after), and which alert
-episodes have ended (a resolved was recorded). Called by `POST /api/alerts`
+delivery (claimed atomically before it is acted on, marked handled after), which alert
+episodes have ended (a resolved was recorded), and when each pool and kind was last notified
+(`Notices`, for the digest). Called by `POST /api/alerts`
 (`shared/flows/capacity/alerts.py`).
 """
 
@@ -153,3 +154,38 @@ class Deliveries:
             else None
             for row, entity in query_rows(self._table(), EPISODE, rows).items()
         }
+
+
+NOTICE = "notice"
+
+
+class Notices:
+    """The webhook's last notification per (pool, kind) and how many alerts were held back
+    since: read, then written; two requests at once may both notify, never more."""
+
+    def __init__(self, tables: Tables) -> None:
+        self._tables = tables
+
+    def _table(self) -> Any:
+        return self._tables._table(ALERTS_TABLE)
+
+    def last(self, pool: str, kind: str) -> tuple[datetime, int] | None:
+        """When the last notification went, and how many were held back since."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            entity = self._table().get_entity(NOTICE, table_key(f"{pool}|{kind}"))
+        except ResourceNotFoundError:
+            return None
+        return datetime.fromisoformat(entity["at"]), int(entity.get("held", 0))
+
+    def record(self, pool: str, kind: str, at: datetime, held: int) -> None:
+        from azure.data.tables import UpdateMode
+
+        entity = {
+            "PartitionKey": NOTICE,
+            "RowKey": table_key(f"{pool}|{kind}"),
+            "at": at.isoformat(),
+            "held": held,
+        }
+        self._table().upsert_entity(entity, mode=UpdateMode.REPLACE)

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from azure.core.exceptions import HttpResponseError
 
+from shared.adapters.deliveries import NOTICE
 from shared.adapters.ledger import AlertLog
 from shared.adapters.storage import StorageAccount
 from shared.alerts import MAX_BODY_BYTES, parse_alerts
@@ -51,8 +52,12 @@ def _services(sim: Simulator, azurite: Any, **extra: str) -> Services:
         StorageAccount.from_settings(settings),
     )
     services.tables.put_pool_status("web", {"counts": {"live": 3}})
-    # Each test starts outside any cooldown (the tables are shared by the session's Azurite).
-    AlertLog(services.tables)._table().delete_entity("scale_up", "web")
+    # Each test starts outside any cooldown and notice digest (the tables are shared by the
+    # session's Azurite, and every test's clock starts at the same simulated time).
+    table = AlertLog(services.tables)._table()
+    table.delete_entity("scale_up", "web")
+    for entity in list(table.query_entities(f"PartitionKey eq '{NOTICE}'")):
+        table.delete_entity(entity["PartitionKey"], entity["RowKey"])
     return services
 
 
@@ -286,6 +291,24 @@ def test_notifications_reach_the_webhook_through_its_queue_off_the_request_path(
     assert [(n["schema"], n["pool"], n["kind"], n["severity"]) for n in received] == [
         ("poolkeeper/notification/v1", "web", "p2", "P2")
     ]
+
+
+def test_one_notice_per_pool_and_kind_per_interval_and_the_next_counts_the_rest(
+    sim, azurite
+) -> None:
+    services = _services(sim, azurite)
+    queue = services.settings["POOLKEEPER_NOTIFICATIONS_QUEUE"]
+    for _ in range(3):  # three payloads within the interval, each a new P2 delivery
+        payload = alertmanager(rule=P2)  # a fingerprint of its own: a new delivery
+        status, answer = receive(services, json.dumps(payload).encode(), None)
+        assert status == 202 and answer["duplicates"] == 0, answer
+    assert _queued(services, queue) == 1
+    sim.advance(16 * 60)  # past the digest interval (product time)
+    receive(services, json.dumps(alertmanager(rule=P2)).encode(), None)
+    client = services.queues._queue(queue)
+    messages = [json.loads(m.content) for m in client.peek_messages(max_messages=32)]
+    assert [m["kind"] for m in messages] == ["p2", "p2"]
+    assert "2 more since" in messages[1]["message"] and "held back" in messages[1]["message"]
 
 
 def test_alert_about_one_vm_is_a_rebalancing_notice_not_a_scale_up(sim, azurite) -> None:

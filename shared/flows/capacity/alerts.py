@@ -15,13 +15,14 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.adapters.deliveries import Deliveries
+from shared.adapters.deliveries import Deliveries, Notices
 from shared.adapters.ledger import AlertLog
 from shared.adapters.notify import Notifier
 from shared.alerts import AlertError, AlertEvent, Scope, Severity, check_signature, parse_alerts
 from shared.config import Pool
 from shared.config.mode import Mode
 from shared.decide.capacity import consolidation_advice, scale_up_hold
+from shared.decide.notices import DIGEST_INTERVAL, held_text, notice_due
 from shared.flows.jobs import enqueue, observed_id
 from shared.jobs import JobKind
 
@@ -194,7 +195,8 @@ def _current(services: Any, events: list[AlertEvent]) -> tuple[list[AlertEvent],
 
 def _act(services: Any, events: list[AlertEvent], now: datetime) -> list[str]:
     """Record the alerts' states, then act once per pool (a scale-up) and notify once per
-    (pool, kind), however many alerts and alert names a payload carries. Returns the job ids."""
+    (pool, kind), however many alerts and alert names a payload carries, and at most once per
+    DIGEST_INTERVAL across payloads (the rest counted in the next). Returns the job ids."""
     groups: dict[tuple[str, str | None], list[AlertEvent]] = {}
     for event in events:
         pool = services.config.pool(event.pool)
@@ -202,6 +204,7 @@ def _act(services: Any, events: list[AlertEvent], now: datetime) -> list[str]:
         groups.setdefault((pool.name, _kind(event, pool)), []).append(event)
     _record(services, events, now)
     notifier = Notifier(services.queues, services.settings)
+    notices = Notices(services.tables)
     wants_nodes: dict[str, list[tuple[str, list[AlertEvent]]]] = {}
     for (pool_name, kind), same in groups.items():
         if kind == "scale_up":
@@ -242,14 +245,21 @@ def _act(services: Any, events: list[AlertEvent], now: datetime) -> list[str]:
         else:
             severity, text = "P2", "group load above the P2 threshold; review within a business day"
         count = f" ({len(same)} alerts)" if len(same) > 1 else ""
+        # One notice per pool and kind per DIGEST_INTERVAL: the rest are counted for the next.
+        last = notices.last(pool_name, kind)
+        if last is not None and not notice_due(last[0], now, DIGEST_INTERVAL):
+            notices.record(pool_name, kind, last[0], last[1] + len(same))
+            continue
+        held = held_text(last[1], last[0]) if last else ""
         notifier.send(
             pool=pool_name,
             kind=kind,
             severity=severity,
             at=now,
             values=summary,
-            message=f"{summary['alert']}: {text}{count}",
+            message=f"{summary['alert']}: {text}{count}{held}",
         )
+        notices.record(pool_name, kind, now, 0)
     jobs = []
     for pool_name, wanted in wants_nodes.items():
         # One node per pool per payload: more alerts about the same group are not more load.
