@@ -260,7 +260,10 @@ def test_worker_killed_after_the_delete_started_is_resumed_by_redelivery_without
     assert record.steps[-1]["step"] == "delete" and record.steps[-1]["result"] == "next"
     victims = record.state["deleted"]
     assert victims and record.state.get("token")
-    assert [c["operation"] for c in sim.calls()["calls"]].count(DELETE) == 1
+    sent = [c for c in sim.calls()["calls"] if c["operation"] == DELETE]
+    # Which instances each delete took, and when: a second one once showed here under load
+    # (stop 27), either this job's or another test's host acting on a scale set of this name.
+    assert len(sent) == 1, (sent, sim.state()["history"], record.state, record.steps)
 
     # Azurite keeps the dead worker's pool lease until it expires on the wall clock (60 s).
     # Breaking it is what that expiry does; the product cannot tell the two apart.
