@@ -263,7 +263,10 @@ def test_worker_killed_after_the_delete_started_is_resumed_by_redelivery_without
     sent = [c for c in sim.calls()["calls"] if c["operation"] == DELETE]
     # Which instances each delete took, and when: a second one once showed here under load
     # (stop 27), either this job's or another test's host acting on a scale set of this name.
-    assert len(sent) == 1, (sent, sim.state()["history"], record.state, record.steps)
+    history = [(h["event"], h["instances"]) for h in sim.state()["history"]]
+    seen = [(c["status"], c["sim_time"], round(c["wall_time"], 3)) for c in sent]
+    steps = [(st["step"], st["result"]) for st in record.steps]
+    assert len(sent) == 1, f"deletes (status, sim, wall) {seen}; history {history}; steps {steps}"
 
     # Azurite keeps the dead worker's pool lease until it expires on the wall clock (60 s).
     # Breaking it is what that expiry does; the product cannot tell the two apart.
