@@ -456,6 +456,13 @@ def submit(
     return job
 
 
+def _unsubmitted(job: Job) -> Job:
+    """A job the runner records itself: only POST /api/jobs records a submitter, in the ledger
+    before its message is sent, so a message naming one for a job not yet recorded was written
+    by hand (queue writers are trusted, not identified)."""
+    return job.model_copy(update={"submitted_by": None}) if job.submitted_by else job
+
+
 def handle(services: Services, queue: str, raw: str) -> Handled:
     """Run what one queue message asks for. Never raises for bad input: it is recorded."""
     now = services.clock.now()
@@ -468,23 +475,14 @@ def handle(services: Services, queue: str, raw: str) -> Handled:
         )
         log.warning("Rejected a message on %s: %s", queue, rejection.reason)
         return Handled("rejected", rejection.job_id, reason=rejection.reason)
-    if job.submitted_by and services.tables.job(job.id) is None:
-        # Only POST /api/jobs records a submitter, in the ledger before the message is sent: a
-        # message that names one for a job the ledger does not know was written by hand.
-        log.warning(
-            "A message on %s names submitted_by %r for job %s, which only POST /api/jobs "
-            "records: left out",
-            queue,
-            job.submitted_by,
-            job.id,
-        )
-        job = job.model_copy(update={"submitted_by": None})
     flow = FLOWS[job.kind]
     if job.not_before and now < job.not_before:
         if job.continuation is None:
             # A job another system put on the queue shows as deferred too (a no-op when the
             # ledger has it already, e.g. from POST /api/jobs or an earlier deferral).
-            services.tables.create_job(job, first_step=flow.first_step, now=now, status="deferred")
+            services.tables.create_job(
+                _unsubmitted(job), first_step=flow.first_step, now=now, status="deferred"
+            )
         services.queues.send(
             queue, raw, delay_seconds=visibility_timeout(services.clock, job.not_before - now)
         )
@@ -598,7 +596,7 @@ def _run(services: Services, queue: str, job: Job, flow: Flow, lease: PoolLease 
     now = services.clock.now()
     record = services.tables.job(job.id)
     if record is None:
-        record = services.tables.create_job(job, first_step=flow.first_step, now=now)
+        record = services.tables.create_job(_unsubmitted(job), first_step=flow.first_step, now=now)
         if record is None:
             return Handled("duplicate", job.id)
     elif not _current(record, job, services, queue):  # re-checked under the lease
