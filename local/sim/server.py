@@ -118,14 +118,17 @@ class Simulator:
             ]
         return stored
 
-    def record(self, operation: str, request: web.Request, status: int) -> None:
-        self.world.calls.append(
+    @staticmethod
+    def record(world: World, operation: str, request: web.Request, status: int) -> None:
+        """Log a call in the world that received it: an answer held past a reset (a timeout
+        fault's sleep) must not show up among the next scenario's calls."""
+        world.calls.append(
             CallRecord(
                 operation=operation,
                 method=request.method,
                 path=request.path,
                 status=status,
-                sim_time=self.world.now().isoformat(),
+                sim_time=world.now().isoformat(),
                 wall_time=time.time(),
                 api_version=request.query.get("api-version", ""),
             )
@@ -147,7 +150,7 @@ class Simulator:
                 request.headers.get("Authorization", ""),
             )
             response = keyvault.handle(request, self.vault, caller)
-            self.record(keyvault.operation(request), request, response.status)
+            self.record(world, keyvault.operation(request), request, response.status)
             return response
         if path.lower().endswith("/metrics:getbatch") and request.method == "POST":
             operation, handler = "MetricsBatch_Batch", monitor.metrics_batch
@@ -155,7 +158,7 @@ class Simulator:
             operation, handler = "Query_Execute", monitor.logs_query
         elif (route := tenancy.resolve(request.method, path)) is not None:
             response = await tenancy.handle(request, world, self.issuer, route)
-            self.record(route.operation, request, response.status)
+            self.record(world, route.operation, request, response.status)
             return response
         else:
             resolved = arm.resolve(request.method, path)
@@ -169,7 +172,7 @@ class Simulator:
                     },
                     status=404,
                 )
-                self.record("Unknown", request, response.status)
+                self.record(world, "Unknown", request, response.status)
                 return response
             operation, route_handler, match = resolved
             authorization = request.headers.get("Authorization")
@@ -177,14 +180,14 @@ class Simulator:
                 response = unauthorised(authorization, ARM_AUDIENCES)
             else:
                 response = await arm.handle(request, world, operation, route_handler, match)
-            self.record(operation, request, response.status)
+            self.record(world, operation, request, response.status)
             return response
         authorization = request.headers.get("Authorization")
         if not self.issuer.valid(authorization, monitor_audiences):
             response = unauthorised(authorization, monitor_audiences)
         else:
             response = await handler(request, world)
-        self.record(operation, request, response.status)
+        self.record(world, operation, request, response.status)
         return response
 
     # -- the admin API -----------------------------------------------------------------------------

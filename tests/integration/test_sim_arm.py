@@ -428,6 +428,37 @@ def test_a_timeout_fault_times_the_client_out_and_changes_nothing(sim: Simulator
     )
 
 
+def test_a_call_answered_after_a_reset_is_logged_in_the_scenario_that_received_it(
+    sim: Simulator,
+) -> None:
+    # A timeout fault's 504 once landed among the next test's calls, as a second DeleteInstances
+    # (stop 27): the call log is the scenario's that received the request, not the one loaded
+    # when it is answered.
+    hang = {
+        "operation": "VirtualMachineScaleSets_DeleteInstances",
+        "kind": "timeout",
+        "seconds": 1,
+        "count": 1,
+    }
+    sim.load(scenario(scale_set(VMSS, 3)))
+    sim.post("faults", hang)
+    with pytest.raises(ServiceResponseError):
+        sim.compute(
+            retry_total=0, read_timeout=0.2
+        ).virtual_machine_scale_sets.begin_delete_instances(RG, VMSS, instance_ids([0]))
+    sim.load(scenario(scale_set(VMSS, 3)))
+    sim.post("faults", hang)
+    # Sent after the first, with the same hang: the loop answers the first one before this one.
+    with pytest.raises(HttpResponseError) as answered:
+        sim.compute(retry_total=0).virtual_machine_scale_sets.begin_delete_instances(
+            RG, VMSS, instance_ids([1])
+        )
+    assert answered.value.status_code == 504
+    deletes = [c for c in sim.calls()["calls"] if c["operation"] == hang["operation"]]
+    assert [c["status"] for c in deletes] == [504]
+    assert sim.scale_set_state(VMSS)["capacity"] == 3
+
+
 def test_faults_are_bounded_by_count_and_window_and_scoped_to_a_scale_set(sim: Simulator) -> None:
     sim.load(scenario(scale_set(VMSS, 1), scale_set(OTHER, 1), speed=STOPPED))
     get = "VirtualMachineScaleSets_Get"
