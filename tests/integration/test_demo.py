@@ -108,7 +108,8 @@ def test_ctrl_c_stops_the_stack_and_everything_it_started(tmp_path: Path) -> Non
         seen = _watch(demo, out, time.monotonic() + 120, stop_when="stack up in")
         assert demo.poll() is None, out.read_text()
         demo.send_signal(signal.SIGINT)  # what Ctrl-C in its terminal sends it
-        assert demo.wait(timeout=60) == 130
+        # Its output says where the interrupt landed: -2 once (round 11, stop 27), not traced.
+        assert demo.wait(timeout=60) == 130, out.read_text()[-3000:]
     finally:
         _stopped(demo, seen)
     assert len(seen) >= 4
