@@ -6,16 +6,33 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 7071
 
-.PHONY: deps az run demo test screenshots lint checkov bench chaos clean
+.PHONY: deps az run demo test screenshots lint checkov bench chaos clean lock
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Poolkeeper needs Python 3.11 (found " + sys.version.split()[0] + "); set PYTHON=/path/to/python3.11")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# The whole tree is locked with every file's hash (requirements-dev.txt holds requirements.txt's
+# pins and the tools'): pip refuses any file whose hash is not in the lock.
 $(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
 	touch $@
+
+# Re-lock after changing a pin in requirements.in or requirements-dev.in (pip-tools, in a
+# virtualenv of its own; it keeps the locked versions of everything a change does not touch).
+LOCK_VENV := .venv-lock
+LOCK := $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links
+
+$(LOCK_VENV)/.installed: | $(BIN)/python
+	$(BIN)/python -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet pip-tools==7.7.0
+	touch $@
+
+lock: $(LOCK_VENV)/.installed
+	$(LOCK) --output-file=requirements.txt requirements.in
+	$(LOCK) --output-file=requirements-dev.txt requirements-dev.in
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
