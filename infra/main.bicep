@@ -1,10 +1,12 @@
 // Poolkeeper in Azure: a Flex Consumption Function App (Python 3.11) with a user-assigned
 // managed identity, its Storage account (identity-based, no shared keys), Application Insights
 // (Entra ingestion) and a Key Vault (RBAC) for the secrets it reads. The identity may do exactly
-// what scale, drain, patch and image jobs call in every resource group the pools name (custom
-// role), read the scale sets' metrics, and keep prototype images in each pool's gallery resource
-// group; nothing else. Each pool gets metric alert rules for its P1/P2 conditions that call
-// POST /api/alerts (docs/alerts.md). Walkthrough: docs/deploy.md.
+// what scale, drain, patch, repair and image jobs call on each pool's scale set (custom roles
+// assigned at the scale set; run command only where the pool's jobs need it), read those scale
+// sets' metrics, join what their models reference, snapshot a donor's disk in their resource
+// groups and keep prototype images in each pool's gallery resource group; nothing else. Each
+// pool gets metric alert rules for its P1/P2 conditions that call POST /api/alerts
+// (docs/alerts.md). Walkthrough: docs/deploy.md.
 
 targetScope = 'resourceGroup'
 
@@ -86,7 +88,6 @@ var usesContainerInsights = usageSource == 'container-insights'
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
 var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
 var keyVaultSecretsOfficer = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
-var monitoringReader = '43d0d8ad-25c7-4714-9337-8ba259a9fe05'
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: '${name}-id'
@@ -410,10 +411,10 @@ var nodeScopes = union(poolGroups, poolGroups)
 var galleryScopes = imageJobs ? union(galleryGroups, galleryGroups) : []
 var networkScopes = union(networkGroups, networkGroups)
 
-// Exactly what the adapters call in a pool's resource group (tests/unit/test_infra.py maps each
-// SDK call to its action). Model writes are checked by ARM against what the model references, so
-// the joins and the identity assignment are there too, and in networkResourceGroups.
-var nodePoolActions = [
+// Exactly what the adapters call (tests/unit/test_infra.py maps each SDK call to its action;
+// shared/decide/permissions.py holds the same lists for the preflight). On each pool's scale set,
+// assigned there and nowhere wider (modules/scale-set-access.bicep):
+var scaleSetActions = [
   'Microsoft.Compute/virtualMachineScaleSets/read'
   'Microsoft.Compute/virtualMachineScaleSets/write' // capacity up, image reference (with If-Match)
   'Microsoft.Compute/virtualMachineScaleSets/delete/action' // DeleteInstances: named, drained nodes
@@ -425,25 +426,31 @@ var nodePoolActions = [
   'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/reimage/action' // repair ladder
   'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/start/action' // donor back after capture
   'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/powerOff/action' // donor stopped for its snapshot
-  'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/runCommand/action' // patch, clean-up
   'Microsoft.Compute/locations/operations/read' // long-running operations' status
+]
+
+// Root on the instances: only on the scale sets of pools whose patch jobs install updates, or
+// with image jobs on (the donor's clean-up).
+var runCommandActions = [
+  'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/runCommand/action'
+]
+
+// In each pool's resource group, with image jobs: the donor's OS disk and its snapshot.
+var snapshotActions = [
   'Microsoft.Compute/disks/read' // a donor's OS disk, the snapshot's source
   'Microsoft.Compute/snapshots/read'
   'Microsoft.Compute/snapshots/write'
   'Microsoft.Compute/snapshots/delete'
-  'Microsoft.Network/virtualNetworks/subnets/join/action'
-  'Microsoft.Network/loadBalancers/backendAddressPools/join/action'
-  'Microsoft.Network/networkSecurityGroups/join/action'
-  'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action' // the kubelet identity
 ]
 
-// What a model write references outside the pools' resource groups (networkResourceGroups): the
-// node role's last four actions.
+// What a model write references, checked by ARM on every write to a scale set: in the pools'
+// resource groups and in networkResourceGroups. Usable only with a write the identity may make,
+// i.e. on the pools' scale sets.
 var referenceActions = [
   'Microsoft.Network/virtualNetworks/subnets/join/action'
   'Microsoft.Network/loadBalancers/backendAddressPools/join/action'
   'Microsoft.Network/networkSecurityGroups/join/action'
-  'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action'
+  'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action' // the kubelet identity
 ]
 
 // Prototype images: the gallery and definition are created on first use; versions come and go.
@@ -464,10 +471,31 @@ module nodeAccess 'modules/access.bicep' = [for group in nodeScopes: {
   params: {
     principalId: identity.properties.principalId
     roleName: 'Poolkeeper node pools'
-    roleDescription: 'Scale, drain, patch and image jobs on the scale sets Poolkeeper manages.'
-    actions: nodePoolActions
-    builtInRoles: [ monitoringReader ]
+    roleDescription: 'What writes to the pools\' scale sets reference (subnets, load balancer pools, network security groups, identities) and, with image jobs, a donor\'s OS disk and its snapshot.'
+    actions: concat(referenceActions, imageJobs ? snapshotActions : [])
   }
+}]
+
+// The scale sets' own roles: defined once per resource group, assigned at each pool's scale set.
+module scaleSetRoles 'modules/scale-set-roles.bicep' = [for group in nodeScopes: {
+  name: 'poolkeeper-scale-set-roles-${uniqueString(group)}'
+  scope: resourceGroup(first(split(group, '/')), last(split(group, '/')))
+  params: {
+    scaleSetActions: scaleSetActions
+    runCommandActions: runCommandActions
+  }
+}]
+
+module scaleSetAccess 'modules/scale-set-access.bicep' = [for pool in pools: {
+  name: 'poolkeeper-scale-set-access-${uniqueString(pool.vmss_id, pool.name)}'
+  scope: resourceGroup(split(pool.vmss_id, '/')[2], split(pool.vmss_id, '/')[4])
+  params: {
+    principalId: identity.properties.principalId
+    scaleSetName: split(pool.vmss_id, '/')[8]
+    patchMode: union({ mode: 'updates' }, contains(pool, 'patch') ? pool.patch : {}).mode
+    imageJobs: imageJobs
+  }
+  dependsOn: [ scaleSetRoles ]
 }]
 
 module galleryAccess 'modules/access.bicep' = [for group in galleryScopes: {

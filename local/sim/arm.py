@@ -740,20 +740,45 @@ async def get_image_version(call: Call) -> web.Response:
     return _json(found | {"properties": properties})
 
 
+def _permission_entries(world: World, scope: str) -> list[Any] | None:
+    """The scenario's `permissions` for a resource group's name or a resource's id, if listed."""
+    wanted = scope.lower()
+    return next(
+        (found for key, found in world.scenario.permissions.items() if key.lower() == wanted),
+        None,
+    )
+
+
+def _permissions(*listed: list[Any] | None) -> web.Response:
+    """ARM's permissions list: the entries given, or every action when none is listed."""
+    entries = [entry for found in listed if found is not None for entry in found]
+    shown = (
+        [{"actions": e.actions, "notActions": e.not_actions} for e in entries]
+        if any(found is not None for found in listed)
+        else [{"actions": ["*"], "notActions": []}]
+    )
+    return _json({"value": [e | {"dataActions": [], "notDataActions": []} for e in shown]})
+
+
 async def list_permissions(call: Call) -> web.Response:
     """The caller's effective permissions in a resource group (Permissions_ListForResourceGroup):
     the scenario's `permissions` for it, else every action."""
-    wanted = call.match["rg"].lower()
-    entries = next(
-        (found for rg, found in call.world.scenario.permissions.items() if rg.lower() == wanted),
-        None,
+    return _permissions(_permission_entries(call.world, call.match["rg"]))
+
+
+async def list_resource_permissions(call: Call) -> web.Response:
+    """The caller's effective permissions on one resource (Permissions_ListForResource): what
+    its resource group grants (assignments there are inherited) and what is assigned at the
+    resource, the scenario's `permissions` under the group's name and the resource's id; every
+    action when neither is listed."""
+    resource = "/".join(part for part in call.match["resource"].split("/") if part)
+    resource_id = (
+        f"/subscriptions/{call.match['sub']}/resourceGroups/{call.match['rg']}/providers/{resource}"
     )
-    listed = (
-        [{"actions": e.actions, "notActions": e.not_actions} for e in entries]
-        if entries is not None
-        else [{"actions": ["*"], "notActions": []}]
+    return _permissions(
+        _permission_entries(call.world, call.match["rg"]),
+        _permission_entries(call.world, resource_id),
     )
-    return _json({"value": [e | {"dataActions": [], "notDataActions": []} for e in listed]})
 
 
 # (method, path regex, REST operationId, handler); matched in order, case-insensitively like ARM.
@@ -776,6 +801,13 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
         PREFIX + r"/resourceGroups/(?P<rg>[^/]+)/providers/Microsoft\.Authorization/permissions",
         "Permissions_ListForResourceGroup",
         list_permissions,
+    ),
+    (
+        "GET",
+        PREFIX + r"/resourceGroups/(?P<rg>[^/]+)/providers/(?P<resource>.+?)"
+        r"/providers/Microsoft\.Authorization/permissions",
+        "Permissions_ListForResource",
+        list_resource_permissions,
     ),
     ("GET", RG + r"/virtualMachineScaleSets", "VirtualMachineScaleSets_List", list_scale_sets),
     ("GET", VMSS, "VirtualMachineScaleSets_Get", get_scale_set),

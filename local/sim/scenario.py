@@ -316,8 +316,9 @@ class Scenario(Strict):
     # scale set (local/sim/kube/__init__.py)
     clusters: list[ClusterSpec] | None = None
     key_vault: KeyVaultSpec = KeyVaultSpec()
-    # The caller's effective permissions in a resource group, as ARM lists them for that scope;
-    # a group not named here: every action ("*").
+    # The caller's effective permissions, as ARM lists them: keyed by a resource group's name
+    # (assignments there) or a resource's id (assignments at it; a resource's list adds its
+    # group's). A scope with neither listed: every action ("*").
     permissions: dict[str, list[PermissionSpec]] = {}
     pools: dict[str, Any] | None = None  # Poolkeeper's configuration for this world, verbatim
 

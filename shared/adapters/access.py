@@ -1,6 +1,6 @@
-"""What the function's identity may do in a resource group: ARM's effective permissions for the
-scope (Microsoft.Authorization/permissions, `azure-mgmt-authorization`). Read by the preflight
-only."""
+"""What the function's identity may do in a resource group or on a resource: ARM's effective
+permissions for the scope (Microsoft.Authorization/permissions, `azure-mgmt-authorization`).
+Read by the preflight only."""
 
 from __future__ import annotations
 
@@ -42,8 +42,7 @@ class Access:
             client.close()
         self._clients = {}
 
-    def permissions(self, subscription: str, resource_group: str) -> list[dict[str, list[str]]]:
-        """ARM's list for the resource group: entries of `actions` and `not_actions`."""
+    def _client(self, subscription: str) -> Any:
         client = self._clients.get(subscription)
         if client is None:
             from azure.mgmt.authorization import AuthorizationManagementClient
@@ -51,7 +50,33 @@ class Access:
             client = self._clients[subscription] = AuthorizationManagementClient(
                 self._credential, subscription, base_url=self._endpoint, **self._options
             )
-        return [
-            {"actions": list(p.actions or []), "not_actions": list(p.not_actions or [])}
-            for p in client.permissions.list_for_resource_group(resource_group)
-        ]
+        return client
+
+    def permissions(self, subscription: str, resource_group: str) -> list[dict[str, list[str]]]:
+        """ARM's list for the resource group: entries of `actions` and `not_actions`."""
+        return _entries(
+            self._client(subscription).permissions.list_for_resource_group(resource_group)
+        )
+
+    def resource_permissions(self, resource_id: str) -> list[dict[str, list[str]]]:
+        """ARM's list for one resource (what is assigned at it and inherited from above), e.g. a
+        scale set: `/subscriptions/<s>/resourceGroups/<g>/providers/<namespace>/<type>/<name>`."""
+        parts = resource_id.strip("/").split("/")
+        if len(parts) < 8 or [p.lower() for p in (parts[0], parts[2], parts[4])] != [
+            "subscriptions",
+            "resourcegroups",
+            "providers",
+        ]:
+            raise ValueError(f"not a resource id: {resource_id!r}")
+        subscription, group, namespace = parts[1], parts[3], parts[5]
+        *parent, kind, name = parts[6:]
+        found = self._client(subscription).permissions.list_for_resource(
+            group, namespace, "/".join(parent), kind, name
+        )
+        return _entries(found)
+
+
+def _entries(found: Any) -> list[dict[str, list[str]]]:
+    return [
+        {"actions": list(p.actions or []), "not_actions": list(p.not_actions or [])} for p in found
+    ]

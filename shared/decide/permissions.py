@@ -1,6 +1,7 @@
 """The Azure actions Poolkeeper's identity needs, and which of them a scope's effective
 permissions lack. The lists are infra/main.bicep's custom roles (tests/unit/test_infra.py holds
-them equal); ARM's permissions list for a scope is what the preflight compares them with."""
+them equal): the scale-set roles are assigned at each pool's scale set, the others at resource
+groups. ARM's permissions list for a scope is what the preflight compares them with."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from collections.abc import Iterable, Mapping, Sequence
 
 COMPUTE = "Microsoft.Compute"
 
-# In each resource group that holds a pool's scale set.
-NODE_ACTIONS = (
+# On each pool's scale set (assigned at the scale set, nothing wider): read it and its instances,
+# raise capacity and point the model (If-Match), delete named instances, restart, reimage, stop
+# and start them, roll them to the model, and follow the long-running operations.
+SCALE_SET_ACTIONS = (
     f"{COMPUTE}/virtualMachineScaleSets/read",
     f"{COMPUTE}/virtualMachineScaleSets/write",
     f"{COMPUTE}/virtualMachineScaleSets/delete/action",
@@ -22,12 +25,25 @@ NODE_ACTIONS = (
     f"{COMPUTE}/virtualMachineScaleSets/virtualMachines/reimage/action",
     f"{COMPUTE}/virtualMachineScaleSets/virtualMachines/start/action",
     f"{COMPUTE}/virtualMachineScaleSets/virtualMachines/powerOff/action",
-    f"{COMPUTE}/virtualMachineScaleSets/virtualMachines/runCommand/action",
     f"{COMPUTE}/locations/operations/read",
+)
+
+# On the scale sets of pools whose patch jobs install updates, or with image jobs (the donor's
+# clean-up): root on every instance, so granted only where those jobs need it.
+RUN_COMMAND_ACTIONS = (f"{COMPUTE}/virtualMachineScaleSets/virtualMachines/runCommand/action",)
+
+# In each resource group that holds a pool's scale set, with image jobs: the donor's OS disk is
+# read and snapshotted there, and the snapshot deleted after.
+SNAPSHOT_ACTIONS = (
     f"{COMPUTE}/disks/read",
     f"{COMPUTE}/snapshots/read",
     f"{COMPUTE}/snapshots/write",
     f"{COMPUTE}/snapshots/delete",
+)
+
+# In each resource group that holds a pool's scale set (and in networkResourceGroups): ARM checks
+# a model write against what the model references, so a capacity write needs these joins.
+REFERENCE_ACTIONS = (
     "Microsoft.Network/virtualNetworks/subnets/join/action",
     "Microsoft.Network/loadBalancers/backendAddressPools/join/action",
     "Microsoft.Network/networkSecurityGroups/join/action",

@@ -1,9 +1,9 @@
 """GET /api/preflight: does this deployment give Poolkeeper what its pools need? Per cluster: the
 API server reachable with the configured credential, and every Kubernetes permission Poolkeeper
 uses (SelfSubjectAccessReview); per resource group: the identity's Azure actions there (ARM's
-permissions list against infra/main.bicep's roles); per pool: its scale set readable, who else
-writes its capacity, and its image gallery. Read-only, so it runs in observe mode, which is when
-it is meant to run."""
+permissions list against infra/main.bicep's roles); per pool: its scale set readable, the
+identity's actions on it, who else writes its capacity, and its image gallery. Read-only, so
+it runs in observe mode, which is when it is meant to run."""
 
 from __future__ import annotations
 
@@ -20,7 +20,14 @@ from shared.adapters.scaleset import PermanentAzureError
 from shared.adapters.usage import PoolRef, UsageUnavailable, usage_source_from_settings
 from shared.config import ConfigError, Pool
 from shared.decide.owners import AUTOSCALER_STATUS, autoscaler_groups, capacity_owner
-from shared.decide.permissions import GALLERY_ACTIONS, NODE_ACTIONS, missing_actions
+from shared.decide.permissions import (
+    GALLERY_ACTIONS,
+    REFERENCE_ACTIONS,
+    RUN_COMMAND_ACTIONS,
+    SCALE_SET_ACTIONS,
+    SNAPSHOT_ACTIONS,
+    missing_actions,
+)
 from shared.flows.image.plan import pool_gallery
 
 log = logging.getLogger("poolkeeper.preflight")
@@ -58,6 +65,12 @@ def preflight(services: Any) -> dict[str, Any]:
         pool.name: _pool(services, pool, clusters.get(pool.cluster))
         for pool in services.config.pools
     }
+    with Access.from_settings(services.settings) as access:
+        for pool in services.config.pools:
+            check = pools[pool.name]
+            check["permissions"] = _scale_set_access(access, pool)
+            if not check["permissions"]["ok"] and check["ok"]:
+                check["ok"], check["error"] = False, check["permissions"]["error"]
     scopes = _scopes(services)
     usage = _usage(services, pools)
     ok = usage["ok"] and all(
@@ -114,23 +127,54 @@ def _usage(services: Any, pools: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _scopes(services: Any) -> dict[str, dict[str, Any]]:
-    """Each resource group the pools use: the Azure actions Poolkeeper needs there (the scale
-    sets' role; the gallery's, where a pool keeps its images) that the identity lacks. A
-    gallery's actions are required for pools with automatic image jobs; for the others a lack
-    is reported, and image jobs would fail."""
+    """Each resource group the pools use: the Azure actions Poolkeeper needs there that the
+    identity lacks. In a pool's group: what its scale set's model references, and the donor's
+    disk and snapshot; in its gallery's: the gallery role. Image actions are required for pools
+    with automatic image jobs; for the others a lack is reported, and image jobs would fail.
+    The scale sets' own actions are each pool's check (`_scale_set_access`)."""
     needed: dict[tuple[str, str], dict[str, Any]] = {}
     for pool in services.config.pools:
         node = needed.setdefault(_scope_of(pool.vmss_id), {"actions": {}, "pools": set()})
-        node["actions"].update(dict.fromkeys(NODE_ACTIONS, True))
-        node["pools"].add(pool.name)
+        node["actions"].update(dict.fromkeys(REFERENCE_ACTIONS, True))
         gallery = needed.setdefault(_scope_of(pool_gallery(pool)), {"actions": {}, "pools": set()})
-        for action in GALLERY_ACTIONS:
-            gallery["actions"][action] = gallery["actions"].get(action) or pool.image.automatic
-        gallery["pools"].add(pool.name)
+        for scope, actions in ((node, SNAPSHOT_ACTIONS), (gallery, GALLERY_ACTIONS)):
+            for action in actions:
+                scope["actions"][action] = scope["actions"].get(action) or pool.image.automatic
+            scope["pools"].add(pool.name)
     found: dict[str, dict[str, Any]] = {}
     with Access.from_settings(services.settings) as access:
         for (subscription, group), need in sorted(needed.items()):
             found[f"{subscription}/{group}"] = _scope(access, subscription, group, need)
+    return found
+
+
+def _scale_set_access(access: Access, pool: Pool) -> dict[str, Any]:
+    """What the identity lacks on the pool's scale set (roles assigned there or above). Run
+    command is required where patch jobs install updates or images are automatic; elsewhere a
+    lack is reported, and those jobs would fail."""
+    needs_run_command = pool.patch.mode == "updates" or pool.image.automatic
+    try:
+        missing = missing_actions(
+            [*SCALE_SET_ACTIONS, *RUN_COMMAND_ACTIONS], access.resource_permissions(pool.vmss_id)
+        )
+    except Exception as error:  # noqa: BLE001 - the failure is the check's answer
+        return {
+            "ok": False,
+            "error": f"permissions on {pool.vmss_id} not readable: {_short(error)}",
+        }
+    required = [a for a in missing if a not in RUN_COMMAND_ACTIONS or needs_run_command]
+    found: dict[str, Any] = {"ok": not required, "missing": missing}
+    if required:
+        found["error"] = (
+            f"the identity lacks {len(required)} action(s) on scale set {pool.vmss_name}: "
+            f"{', '.join(required)}; assign infra/main.bicep's scale set roles there "
+            "(docs/deploy.md)"
+        )
+    elif missing:
+        found["warning"] = (
+            f"patch jobs that install updates and image jobs would fail on {pool.vmss_name}: "
+            f"the identity lacks {', '.join(missing)}"
+        )
     return found
 
 

@@ -181,8 +181,8 @@ def survey(services: Any) -> list[str]:
     """The reconcile timer: one scale-set list per resource group and one node list per cluster,
     then a full reconcile job only for pools that changed (ETag or capacity), show drift or a
     NotReady node, were never read, or were last read in full longer ago than
-    POOLKEEPER_FULL_READ_MINUTES (default 60). When in doubt — the list fails — every pool of
-    the group gets a full read."""
+    POOLKEEPER_FULL_READ_MINUTES (default 60). A list that fails is replaced by one GET per
+    pool's scale set; when in doubt — that fails too — the pool gets a full read."""
     now = services.clock.now()
     every = timedelta(minutes=int(services.settings.get(FULL_READ_SETTING) or 60))
     by_cluster: dict[str, list[Pool]] = {}
@@ -227,13 +227,28 @@ def _listing(
     listings: dict[tuple[str, str], dict[str, tuple[str, int]] | None],
     pool: Pool,
 ) -> dict[str, tuple[str, int]]:
-    """The pool's resource group's scale sets (ETag, capacity), listed once per survey; empty
-    when the list fails, so every pool of the group gets a full read."""
+    """The pool's resource group's scale sets (ETag, capacity), listed once per survey. When the
+    list fails (a refusal too: the identity's roles are assigned at each scale set, and listing
+    needs read on the group), the pool's own scale set is looked at with one GET instead; empty
+    when that fails as well, so the pool gets a full read."""
     group = (pool.subscription_id, pool.resource_group)
     if group not in listings:
         try:
             listings[group] = services.scale_sets.survey(*group)
         except AzureCallError as error:
-            log.warning("Survey of %s/%s failed (%s); reading its pools in full", *group, error)
+            log.warning(
+                "Survey: listing %s/%s failed (%s); looking at each pool's scale set instead",
+                *group,
+                error,
+            )
             listings[group] = None
-    return listings[group] or {}
+    listed = listings[group]
+    if listed is not None:
+        return listed
+    try:
+        return {pool.vmss_id.lower(): services.scale_sets.peek(pool.vmss_id)}
+    except AzureCallError as error:
+        log.warning(
+            "Survey: %s not readable (%s); reading pool %s in full", pool.vmss_id, error, pool.name
+        )
+        return {}

@@ -20,6 +20,7 @@ from shared.adapters.storage import StorageAccount
 from shared.clock import clock_from_settings
 from shared.config import load_config
 from shared.decide.breaker import FAILURES_TO_OPEN
+from shared.decide.permissions import RUN_COMMAND_ACTIONS, SCALE_SET_ACTIONS
 from shared.flows.dashboard import page
 from shared.flows.jobs import Services, handle
 from shared.flows.preflight import preflight
@@ -293,7 +294,7 @@ def test_preflight_passes_and_names_the_cluster_of_a_wrong_token_ca_or_permissio
     assert found["engine"]["error"].startswith("cluster engine denies create pods/eviction:")
 
 
-def test_preflight_names_the_azure_actions_the_identity_lacks_in_a_resource_group(
+def test_preflight_names_the_azure_actions_the_identity_lacks_in_a_group_and_on_a_scale_set(
     sim: Simulator, fleet: Pump
 ) -> None:
     report = preflight(fleet.services)
@@ -304,40 +305,65 @@ def test_preflight_names_the_azure_actions_the_identity_lacks_in_a_resource_grou
         "pools": sorted(p.name for p in fleet.services.config.pools),
         "missing": [],
     }
+    assert all(p["permissions"] == {"ok": True, "missing": []} for p in report["pools"].values())
     gallery = report["pools"][_pool(fleet, "capz")]["gallery"]
     assert gallery["ok"] and gallery["note"].startswith("absent"), gallery
 
-    delete = "Microsoft.Compute/virtualMachineScaleSets/delete/action"
+    # As infra/main.bicep assigns them: references, snapshots and the gallery at the group, the
+    # scale set roles at each scale set. Here capz's has both, engine's lacks run command and
+    # kubeadm's has nothing of its own.
     versions = "Microsoft.Compute/galleries/images/versions/write"
+    group = {
+        "actions": [
+            "Microsoft.Network/*",
+            "Microsoft.ManagedIdentity/*",
+            "Microsoft.Compute/disks/read",
+            "Microsoft.Compute/snapshots/*",
+            "Microsoft.Compute/galleries/*",
+            "Microsoft.Compute/locations/operations/read",
+        ],
+        "not_actions": [versions],
+    }
+
+    def scale_set(name: str) -> str:
+        return (
+            f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{RG}/providers/"
+            f"Microsoft.Compute/virtualMachineScaleSets/{_vmss(name)}"
+        )
+
     sim.load(
         _scenario()
         | {
             "permissions": {
-                RG: [
-                    {
-                        "actions": [
-                            "Microsoft.Compute/*",
-                            "Microsoft.Network/*",
-                            "Microsoft.ManagedIdentity/*",
-                        ],
-                        "not_actions": [delete, versions],
-                    }
-                ]
+                RG: [group],
+                scale_set("capz"): [{"actions": [*SCALE_SET_ACTIONS, *RUN_COMMAND_ACTIONS]}],
+                scale_set("engine"): [{"actions": list(SCALE_SET_ACTIONS)}],
             }
         }
     )
     report = preflight(fleet.services)
     assert not report["ok"]
     found = report["resource_groups"][scope]
-    assert found["missing"] == [delete, versions], found
-    assert found["error"].startswith(f"the identity lacks 1 action(s) in resource group {RG}:")
-    assert delete in found["error"] and versions not in found["error"]  # no automatic images
+    assert found["ok"] and found["missing"] == [versions], found  # no automatic images
+    assert "image jobs would fail" in found["warning"]
+    pools = report["pools"]
+    assert pools[_pool(fleet, "capz")]["permissions"] == {"ok": True, "missing": []}
+    engine = pools[_pool(fleet, "engine")]
+    assert not engine["ok"] and engine["permissions"]["missing"] == list(RUN_COMMAND_ACTIONS)
+    assert engine["error"].startswith(
+        f"the identity lacks 1 action(s) on scale set {_vmss('engine')}: {RUN_COMMAND_ACTIONS[0]}"
+    )
+    kubeadm = pools[_pool(fleet, "kubeadm")]["permissions"]
+    # Inherited from the group: only the operation status read.
+    operations = "Microsoft.Compute/locations/operations/read"
+    assert kubeadm["missing"] == [
+        a for a in (*SCALE_SET_ACTIONS, *RUN_COMMAND_ACTIONS) if a != operations
+    ]
     # The status page shows the last preflight, failures first.
     html = page(fleet.services, None, viewer=None, accept="text/html").body
     table = html[html.index('<table class="preflight">') :]
-    assert table.index(f'data-check="resource group:{scope}"') < table.index('data-check="cluster:')
     assert 'data-field="preflight">checks failed' in html
-    assert "the identity lacks 1 action(s)" in table
+    assert f"the identity lacks 1 action(s) on scale set {_vmss('engine')}" in table
 
 
 def test_preflight_names_a_pools_scale_set_that_cluster_autoscaler_also_sizes(

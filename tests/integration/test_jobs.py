@@ -305,6 +305,34 @@ def test_survey_reads_in_full_only_pools_that_changed(sim: Simulator, azurite) -
     assert len(survey(pump.services)) == 1
 
 
+def test_a_survey_refused_the_group_list_looks_at_each_scale_set_instead(
+    sim: Simulator, azurite
+) -> None:
+    # Roles assigned at each scale set (infra/main.bicep) do not allow listing the group's.
+    from shared.flows.reconcile import survey
+
+    pump = _world(sim, azurite)
+    pump.services.tables.put_pool_status("apps", {})
+    pump.run("reconcile", survey(pump.services)[0])
+    refused = {"status": 403, "error": "AuthorizationFailed"}
+    sim.post("faults", {"operation": "VirtualMachineScaleSets_List"} | refused)
+    calls = sim.calls()["counters"]
+    assert survey(pump.services) == []  # unchanged, seen by its own GET: no full read
+    after = sim.calls()["counters"]
+    assert after["VirtualMachineScaleSets_Get"] == calls.get("VirtualMachineScaleSets_Get", 0) + 1
+    assert after.get("VirtualMachineScaleSetVMs_List", 0) == calls.get(
+        "VirtualMachineScaleSetVMs_List", 0
+    )
+    sim.compute().virtual_machine_scale_sets.begin_update(
+        RG, VMSS, {"sku": {"capacity": 7}}
+    ).result()
+    changed = survey(pump.services)
+    assert len(changed) == 1  # a change its GET shows
+    pump.run("reconcile", changed[0])
+    sim.post("faults", {"operation": "VirtualMachineScaleSets_Get"} | refused)
+    assert len(survey(pump.services)) == 1  # neither answers: a full read, in doubt
+
+
 def test_scale_in_by_count_never_picks_a_node_another_drain_has_cordoned(
     sim: Simulator, azurite
 ) -> None:

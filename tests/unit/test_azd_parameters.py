@@ -272,6 +272,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "last": lambda items: items[-1],
     "resource_group": lambda group, subscription: (subscription, group),
     "union": _union,
+    "concat": lambda *arrays: [item for array in arrays for item in array],
 }
 
 
@@ -279,8 +280,8 @@ class Bicep:
     """Evaluates main.bicep's variables for given parameters (FUNCTIONS). pycep writes names and
     string literals alike: a string is a name when one is in scope."""
 
-    def __init__(self, **parameters: Any) -> None:
-        self.parsed = BicepParser().parse(file_path=ROOT / "infra/main.bicep")
+    def __init__(self, path: str = "infra/main.bicep", **parameters: Any) -> None:
+        self.parsed = BicepParser().parse(file_path=ROOT / path)
         defaults = {n: p["default"] for n, p in self.parsed["parameters"].items()}
         self.names = {**defaults, **parameters}
 
@@ -308,10 +309,25 @@ class Bicep:
             kind, operands = node["operator"]["type"], node["operator"]["operands"]
             if kind in ("property_accessor", "index_accessor"):
                 return self.value(operands["operand_1"], local)[operands["operand_2"]]
+            if kind in ("or", "not_equals"):
+                left, right = (self.value(operands[k], local) for k in ("operand_1", "operand_2"))
+                return (left or right) if kind == "or" else left != right
             assert kind == "conditional", kind
             chosen = "true_value" if self.value(operands["condition"], local) else "false_value"
             return self.value(operands[chosen], local)
         return {key: self.value(item, local) for key, item in node.items()}
+
+    def module_params(self, module: str) -> list[dict[str, Any]]:
+        """The parameters of each instance of a module loop, but the identity's."""
+        config = self.parsed["modules"][module]["config"]
+        loop = config["loop_type"]["detail"]
+        params = config["config"]["params"]
+        # Not principalId: a deployed resource's property (and pycep nests `a.b.c` to the right).
+        params = {name: value for name, value in params.items() if name != "principalId"}
+        return [
+            self.value(params, {loop["item_name"]: item})
+            for item in self.value(loop["array_name"], {})
+        ]
 
     def module_scopes(self, module: str) -> list[tuple[str, str]]:
         """The (subscription, resource group) of each instance of a module loop."""
@@ -352,4 +368,37 @@ def test_network_resource_groups_get_the_reference_role() -> None:
     bicep = Bicep(poolsB64=_b64(MAXIMAL_POOLS), networkResourceGroups=given)
     assert bicep.module_scopes("networkAccess") == [(SUB_A, "rg-net"), (SUB_B, "rg-identities")]
     assert Bicep(poolsB64=_b64(MAXIMAL_POOLS)).module_scopes("networkAccess") == []
-    assert set(bicep.var("referenceActions")) <= set(bicep.var("nodePoolActions"))
+    # The same role as in the pools' groups, less a donor's disk and snapshot.
+    network = {a for p in bicep.module_params("networkAccess") for a in p["actions"]}
+    node = {a for p in bicep.module_params("nodeAccess") for a in p["actions"]}
+    assert network == set(bicep.var("referenceActions")) < node
+
+
+def test_a_pools_group_holds_no_scale_set_action_and_snapshots_only_with_image_jobs() -> None:
+    for image_jobs in (True, False):
+        bicep = Bicep(poolsB64=_b64(MAXIMAL_POOLS), imageJobs=image_jobs)
+        for params in bicep.module_params("nodeAccess"):
+            snapshots = bicep.var("snapshotActions") if image_jobs else []
+            assert params["actions"] == bicep.var("referenceActions") + snapshots
+            assert not [a for a in params["actions"] if "virtualMachineScaleSets" in a]
+
+
+def test_each_pools_scale_set_gets_its_roles_and_run_command_only_where_its_jobs_need_it() -> None:
+    pools = {p["name"]: p for p in MAXIMAL_POOLS["pools"]}
+    for image_jobs in (True, False):
+        bicep = Bicep(poolsB64=_b64(MAXIMAL_POOLS), imageJobs=image_jobs)
+        scopes = bicep.module_scopes("scaleSetAccess")
+        params = bicep.module_params("scaleSetAccess")
+        assert len(params) == len(pools)  # one per pool, at its scale set's group
+        for (subscription, group), given, pool in zip(scopes, params, pools.values(), strict=True):
+            assert f"/subscriptions/{subscription}/resourcegroups/{group}/".lower() in (
+                pool["vmss_id"].lower()
+            )
+            assert given["scaleSetName"] == pool["vmss_id"].split("/")[-1]
+            module = Bicep("infra/modules/scale-set-access.bicep", **given)
+            mode = pool.get("patch", {}).get("mode", "updates")
+            assert given["patchMode"] == mode
+            # workers patches reboot_only: run command only for its image jobs' clean-up.
+            assert module.var("needsRunCommand") == (image_jobs or mode != "reboot_only")
+    workers = Bicep(poolsB64=_b64(MAXIMAL_POOLS), imageJobs=False).module_params("scaleSetAccess")
+    assert [p["patchMode"] for p in workers] == ["updates", "reboot_only", "updates"]

@@ -15,7 +15,13 @@ from pycep import BicepParser
 
 from local.host.easyauth import EXCLUDED_PATHS
 from shared.auth import ALERT_SENDER, OPERATOR, READER
-from shared.decide.permissions import GALLERY_ACTIONS, NODE_ACTIONS
+from shared.decide.permissions import (
+    GALLERY_ACTIONS,
+    REFERENCE_ACTIONS,
+    RUN_COMMAND_ACTIONS,
+    SCALE_SET_ACTIONS,
+    SNAPSHOT_ACTIONS,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,6 +35,8 @@ def _bicep(path: str) -> dict[str, Any]:
     [
         "infra/main.bicep",
         "infra/modules/access.bicep",
+        "infra/modules/scale-set-access.bicep",
+        "infra/modules/scale-set-roles.bicep",
         "infra/modules/pool-alerts.bicep",
         "infra/modules/workspace-reader.bicep",
     ],
@@ -305,41 +313,49 @@ def test_cluster_role_covers_every_call_the_kubernetes_adapter_makes() -> None:
 
 COMPUTE = "Microsoft.Compute"
 VMSS = f"{COMPUTE}/virtualMachineScaleSets"
-# Every Compute SDK call the product makes, and the action it needs: ("node" or "gallery" role).
+# Every Compute SDK call the product makes, and the role whose action it needs.
 SDK_ACTIONS = {
-    "virtual_machine_scale_sets.get": ("node", f"{VMSS}/read"),
-    "virtual_machine_scale_sets.list": ("node", f"{VMSS}/read"),
-    "virtual_machine_scale_sets.begin_update": ("node", f"{VMSS}/write"),
-    "virtual_machine_scale_sets.begin_delete_instances": ("node", f"{VMSS}/delete/action"),
-    "virtual_machine_scale_sets.begin_update_instances": ("node", f"{VMSS}/manualUpgrade/action"),
-    "virtual_machine_scale_set_vms.get": ("node", f"{VMSS}/virtualMachines/read"),
-    "virtual_machine_scale_set_vms.list": ("node", f"{VMSS}/virtualMachines/read"),
+    "virtual_machine_scale_sets.get": ("scale_set", f"{VMSS}/read"),
+    # Listed at the group, which the scale set roles do not cover: refused, the survey then
+    # GETs each pool's scale set (shared/flows/reconcile.py).
+    "virtual_machine_scale_sets.list": ("scale_set", f"{VMSS}/read"),
+    "virtual_machine_scale_sets.begin_update": ("scale_set", f"{VMSS}/write"),
+    "virtual_machine_scale_sets.begin_delete_instances": ("scale_set", f"{VMSS}/delete/action"),
+    "virtual_machine_scale_sets.begin_update_instances": (
+        "scale_set",
+        f"{VMSS}/manualUpgrade/action",
+    ),
+    "virtual_machine_scale_set_vms.get": ("scale_set", f"{VMSS}/virtualMachines/read"),
+    "virtual_machine_scale_set_vms.list": ("scale_set", f"{VMSS}/virtualMachines/read"),
     "virtual_machine_scale_set_vms.get_instance_view": (
-        "node",
+        "scale_set",
         f"{VMSS}/virtualMachines/instanceView/read",
     ),
     "virtual_machine_scale_set_vms.begin_restart": (
-        "node",
+        "scale_set",
         f"{VMSS}/virtualMachines/restart/action",
     ),
     "virtual_machine_scale_set_vms.begin_reimage": (
-        "node",
+        "scale_set",
         f"{VMSS}/virtualMachines/reimage/action",
     ),
-    "virtual_machine_scale_set_vms.begin_start": ("node", f"{VMSS}/virtualMachines/start/action"),
+    "virtual_machine_scale_set_vms.begin_start": (
+        "scale_set",
+        f"{VMSS}/virtualMachines/start/action",
+    ),
     "virtual_machine_scale_set_vms.begin_power_off": (
-        "node",
+        "scale_set",
         f"{VMSS}/virtualMachines/powerOff/action",
     ),
     "virtual_machine_scale_set_vms.begin_run_command": (
-        "node",
+        "run_command",
         f"{VMSS}/virtualMachines/runCommand/action",
     ),
-    "disks.get": ("node", f"{COMPUTE}/disks/read"),
-    "snapshots.get": ("node", f"{COMPUTE}/snapshots/read"),
-    "snapshots.list_by_resource_group": ("node", f"{COMPUTE}/snapshots/read"),
-    "snapshots.begin_create_or_update": ("node", f"{COMPUTE}/snapshots/write"),
-    "snapshots.begin_delete": ("node", f"{COMPUTE}/snapshots/delete"),
+    "disks.get": ("snapshot", f"{COMPUTE}/disks/read"),
+    "snapshots.get": ("snapshot", f"{COMPUTE}/snapshots/read"),
+    "snapshots.list_by_resource_group": ("snapshot", f"{COMPUTE}/snapshots/read"),
+    "snapshots.begin_create_or_update": ("snapshot", f"{COMPUTE}/snapshots/write"),
+    "snapshots.begin_delete": ("snapshot", f"{COMPUTE}/snapshots/delete"),
     "galleries.get": ("gallery", f"{COMPUTE}/galleries/read"),
     "galleries.begin_create_or_update": ("gallery", f"{COMPUTE}/galleries/write"),
     "gallery_images.get": ("gallery", f"{COMPUTE}/galleries/images/read"),
@@ -389,20 +405,26 @@ _GROUPS = (
 _SDK_CALL = re.compile(rf"\b({_GROUPS})\.(\w+)\(|[\"']({_GROUPS})[\"'],\s*[\"'](\w+)[\"']")
 
 
+# Each custom role's actions, by the main.bicep variable that lists them.
+ROLE_VARIABLES = {
+    "scale_set": "scaleSetActions",
+    "run_command": "runCommandActions",
+    "snapshot": "snapshotActions",
+    "reference": "referenceActions",
+    "gallery": "galleryActions",
+}
+
+
 def _granted() -> dict[str, set[str]]:
-    main = _bicep("infra/main.bicep")
-    variables = {name: v["value"] for name, v in main["variables"].items()}
-    return {
-        role: set(variables[_module(main, module)["params"]["actions"]])
-        for role, module in ACCESS_MODULES.items()
-    }
+    variables = _bicep("infra/main.bicep")["variables"]
+    return {role: set(variables[name]["value"]) for role, name in ROLE_VARIABLES.items()}
 
 
-# The custom role of each kind, one module instance per resource group (the loop's scopes:
+# The group-scoped roles: one module instance per resource group (the loop's scopes:
 # tests/unit/test_azd_parameters.py evaluates them for a pools file).
-ACCESS_MODULES = {"node": "nodeAccess", "gallery": "galleryAccess", "reference": "networkAccess"}
 ACCESS_SCOPES = {
     "nodeAccess": "nodeScopes",
+    "scaleSetRoles": "nodeScopes",
     "galleryAccess": "galleryScopes",
     "networkAccess": "networkScopes",
 }
@@ -427,7 +449,23 @@ def test_every_compute_call_of_the_adapters_and_of_image_jobs_is_granted() -> No
     for call in sorted(calls):
         role, action = SDK_ACTIONS[call]
         assert action in granted[role], f"{call} needs {action} in the {role} role"
-    assert f"{COMPUTE}/locations/operations/read" in granted["node"] & granted["gallery"]
+    assert f"{COMPUTE}/locations/operations/read" in granted["scale_set"] & granted["gallery"]
+
+
+_THIS_GROUP = {
+    "operator": {
+        "type": "property_accessor",
+        "operands": {
+            "operand_1": {
+                "function": {
+                    "type": "resource_group",
+                    "parameters": {"resource_group_name": None, "subscription_id": None},
+                }
+            },
+            "operand_2": "id",
+        },
+    }
+}
 
 
 def test_the_roles_hold_exact_actions_scoped_to_their_resource_groups() -> None:
@@ -459,30 +497,53 @@ def test_the_roles_hold_exact_actions_scoped_to_their_resource_groups() -> None:
     access = _bicep("infra/modules/access.bicep")["resources"]
     role = access["role"]["config"]["properties"]
     assert role["permissions"] == [{"actions": "actions", "notActions": []}]
-    this_group = {
-        "operator": {
-            "type": "property_accessor",
-            "operands": {
-                "operand_1": {
-                    "function": {
-                        "type": "resource_group",
-                        "parameters": {"resource_group_name": None, "subscription_id": None},
-                    }
-                },
-                "operand_2": "id",
-            },
-        }
+    assert role["assignableScopes"] == [_THIS_GROUP]  # resourceGroup().id: nowhere else
+    # No built-in role at a group any more (Virtual Machine Contributor, Contributor, Owner, nor
+    # Monitoring Reader: it is assigned at each scale set).
+    for module in ("nodeAccess", "galleryAccess", "networkAccess"):
+        assert "builtInRoles" not in _module(main, module)["params"], module
+
+
+def test_the_scale_sets_roles_are_assigned_at_each_scale_set_and_run_command_only_if_needed() -> (
+    None
+):
+    main = _bicep("infra/main.bicep")
+    roles = _module(main, "scaleSetRoles")["params"]
+    assert roles == {
+        "scaleSetActions": "scaleSetActions",
+        "runCommandActions": "runCommandActions",
     }
-    assert role["assignableScopes"] == [this_group]  # resourceGroup().id: nowhere else
-    # No broad built-in role any more (Virtual Machine Contributor, Contributor, Owner).
-    built_in = _module(main, "nodeAccess")["params"]["builtInRoles"]
-    assert built_in == ["monitoringReader"]
-    assert main["variables"]["monitoringReader"]["value"] == "43d0d8ad-25c7-4714-9337-8ba259a9fe05"
+    defined = _bicep("infra/modules/scale-set-roles.bicep")["resources"]
+    assert {name: r["config"]["properties"]["permissions"] for name, r in defined.items()} == {
+        "scaleSet": [{"actions": "scaleSetActions", "notActions": []}],
+        "runCommand": [{"actions": "runCommandActions", "notActions": []}],
+    }
+    assert all(
+        r["config"]["properties"]["assignableScopes"] == [_THIS_GROUP] for r in defined.values()
+    )
+    # One module per pool, at its scale set's resource group, with its patch mode.
+    loop = main["modules"]["scaleSetAccess"]["config"]["loop_type"]["detail"]
+    assert (loop["array_name"], loop["item_name"]) == ("pools", "pool")
+    module = _bicep("infra/modules/scale-set-access.bicep")
+    assigned = module["resources"]
+    assert set(assigned) == {"vmss", "scaleSet", "runCommand", "metrics"}
+    assert assigned["vmss"]["existing"] is True
+    for name in ("scaleSet", "runCommand", "metrics"):
+        body = assigned[name]["config"]
+        body = body.get("config", body)  # a condition wraps the body
+        assert body["scope"] == "vmss", name  # at the scale set, nothing wider
+    assert assigned["runCommand"]["config"]["condition"] == "needsRunCommand"
+    assert (
+        module["variables"]["monitoringReader"]["value"] == "43d0d8ad-25c7-4714-9337-8ba259a9fe05"
+    )
 
 
 def test_the_preflight_checks_the_actions_the_roles_grant() -> None:
     """shared/decide/permissions.py's lists are the Bicep roles' (the preflight compares ARM's
     permissions list with them)."""
     granted = _granted()
-    assert set(NODE_ACTIONS) == granted["node"]
+    assert set(SCALE_SET_ACTIONS) == granted["scale_set"]
+    assert set(RUN_COMMAND_ACTIONS) == granted["run_command"]
+    assert set(SNAPSHOT_ACTIONS) == granted["snapshot"]
+    assert set(REFERENCE_ACTIONS) == granted["reference"]
     assert set(GALLERY_ACTIONS) == granted["gallery"]

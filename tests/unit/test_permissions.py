@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from shared.decide.permissions import NODE_ACTIONS, missing_actions
+from shared.decide.permissions import (
+    REFERENCE_ACTIONS,
+    RUN_COMMAND_ACTIONS,
+    SCALE_SET_ACTIONS,
+    SNAPSHOT_ACTIONS,
+    missing_actions,
+)
+
+NODE_ACTIONS = (*SCALE_SET_ACTIONS, *RUN_COMMAND_ACTIONS, *SNAPSHOT_ACTIONS, *REFERENCE_ACTIONS)
 
 DELETE = "Microsoft.Compute/virtualMachineScaleSets/delete/action"
 RUN = "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/runCommand/action"
