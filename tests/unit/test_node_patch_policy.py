@@ -1,20 +1,16 @@
-"""infra/k8s/node-patch-policy.yaml: the ValidatingAdmissionPolicy's CEL, evaluated with
-cel-python the way the API server evaluates it (variables first, then each validation), on the
-node updates Poolkeeper makes and on ones it must not make."""
+"""infra/k8s/node-patch-policy.yaml: the ValidatingAdmissionPolicy's CEL (tests/admission.py) on
+the node updates Poolkeeper makes and on ones it must not make."""
 
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
-import celpy
 import pytest
-import yaml
 
 from shared.adapters.kube import CLAIM_ANNOTATION, DRAINING_ANNOTATION, PROTOTYPE_LABEL
+from tests.admission import denials, documents
 
-POLICY = Path(__file__).resolve().parents[2] / "infra" / "k8s" / "node-patch-policy.yaml"
 USER = "system:serviceaccount:poolkeeper:poolkeeper"
 NODE: dict[str, Any] = {
     "metadata": {
@@ -27,32 +23,21 @@ NODE: dict[str, Any] = {
 
 
 def _documents() -> tuple[dict[str, Any], dict[str, Any]]:
-    policy, binding = yaml.safe_load_all(POLICY.read_text())
-    return policy, binding
+    return documents("node-patch-policy.yaml")
 
 
 def _denials(new: dict[str, Any], *, user: str = USER, params: Any = None) -> list[str]:
     """The messages of the validations that fail for this update of NODE."""
     policy, _ = _documents()
-    env = celpy.Environment()
-    activation: dict[str, Any] = {
-        "object": new,
-        "oldObject": NODE,
-        "request": {"userInfo": {"username": user}},
-        "params": {"data": {"username": USER}} if params is None else params,
-    }
-    cel = {k: celpy.json_to_cel(v) for k, v in activation.items()}
-    variables = celpy.celtypes.MapType()
-    for variable in policy["spec"]["variables"]:
-        program = env.program(env.compile(variable["expression"]))
-        name = celpy.celtypes.StringType(variable["name"])
-        variables[name] = program.evaluate(cel | {"variables": variables})
-    cel["variables"] = variables
-    return [
-        check["message"]
-        for check in policy["spec"]["validations"]
-        if not env.program(env.compile(check["expression"])).evaluate(cel)
-    ]
+    return denials(
+        policy,
+        {
+            "object": new,
+            "oldObject": NODE,
+            "request": {"userInfo": {"username": user}},
+            "params": {"data": {"username": USER}} if params is None else params,
+        },
+    )
 
 
 def test_the_policy_matches_node_updates_and_the_binding_denies() -> None:
