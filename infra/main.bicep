@@ -2,7 +2,7 @@
 // managed identity, its Storage account (identity-based, no shared keys), Application Insights
 // (Entra ingestion) and a Key Vault (RBAC) for the secrets it reads. The identity may do exactly
 // what scale, drain, patch, repair and image jobs call on each pool's scale set (custom roles
-// assigned at the scale set; run command only where the pool's jobs need it), read those scale
+// assigned at the scale set; run command only with patch or image jobs on), read those scale
 // sets' metrics, join what their models reference, snapshot a donor's disk in their resource
 // groups and keep prototype images in each pool's gallery resource group; nothing else. Each
 // pool gets metric alert rules for its P1/P2 conditions that call POST /api/alerts
@@ -25,6 +25,9 @@ param poolsB64 string
 
 @description('Comma-separated <subscription-id>/<resource-group> pairs where the scale sets\' models reference subnets, load balancers, network security groups or user-assigned identities outside the pools\' own resource groups; empty: none.')
 param networkResourceGroups string = ''
+
+@description('Grant run command on the pools\' scale sets for patch jobs (their node check and installs, docs/patching.md); false: patch jobs fail on the check, and only image jobs, if on, get run command.')
+param patchJobs bool = true
 
 @description('Grant what image jobs need in each pool\'s gallery resource group (its image.gallery\'s, else its scale set\'s); docs/images.md.')
 param imageJobs bool = true
@@ -429,8 +432,8 @@ var scaleSetActions = [
   'Microsoft.Compute/locations/operations/read' // long-running operations' status
 ]
 
-// Root on the instances: only on the scale sets of pools whose patch jobs install updates, or
-// with image jobs on (the donor's clean-up).
+// Root on the instances: only with patch jobs (the node check, installs) or image jobs (the
+// donor's clean-up) on.
 var runCommandActions = [
   'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/runCommand/action'
 ]
@@ -474,6 +477,8 @@ module nodeAccess 'modules/access.bicep' = [for group in nodeScopes: {
     roleDescription: 'What writes to the pools\' scale sets reference (subnets, load balancer pools, network security groups, identities) and, with image jobs, a donor\'s OS disk and its snapshot.'
     actions: concat(referenceActions, imageJobs ? snapshotActions : [])
   }
+  // Narrowed (an upgrade from group-wide roles) only once the scale sets hold their own.
+  dependsOn: [ scaleSetAccess ]
 }]
 
 // The scale sets' own roles: defined once per resource group, assigned at each pool's scale set.
@@ -492,7 +497,7 @@ module scaleSetAccess 'modules/scale-set-access.bicep' = [for pool in pools: {
   params: {
     principalId: identity.properties.principalId
     scaleSetName: split(pool.vmss_id, '/')[8]
-    patchMode: union({ mode: 'updates' }, contains(pool, 'patch') ? pool.patch : {}).mode
+    patchJobs: patchJobs
     imageJobs: imageJobs
   }
   dependsOn: [ scaleSetRoles ]

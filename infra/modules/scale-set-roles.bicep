@@ -13,7 +13,7 @@ param runCommandActions array
 var suffix = '(${resourceGroup().name}, ${subscription().subscriptionId})'
 
 resource scaleSet 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
-  name: guid(resourceGroup().id, 'Poolkeeper scale set')
+  name: guid(toLower(resourceGroup().id), 'Poolkeeper scale set')
   properties: {
     roleName: 'Poolkeeper scale set ${suffix}'
     description: 'Scale, drain, patch, repair and image jobs on one scale set: capacity up and the image reference (with If-Match), named deletes, restarts, reimages, stop and start, roll to the model.'
@@ -24,7 +24,7 @@ resource scaleSet 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
 }
 
 resource runCommand 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
-  name: guid(resourceGroup().id, 'Poolkeeper run command')
+  name: guid(toLower(resourceGroup().id), 'Poolkeeper run command')
   properties: {
     roleName: 'Poolkeeper run command ${suffix}'
     description: 'Patch installs and an image donor\'s clean-up: run command on the instances of one scale set.'

@@ -749,14 +749,21 @@ def _permission_entries(world: World, scope: str) -> list[Any] | None:
     )
 
 
+EVERY_ACTION = [{"actions": ["*"], "notActions": []}]
+
+
 def _permissions(*listed: list[Any] | None) -> web.Response:
-    """ARM's permissions list: the entries given, or every action when none is listed."""
-    entries = [entry for found in listed if found is not None for entry in found]
-    shown = (
-        [{"actions": e.actions, "notActions": e.not_actions} for e in entries]
-        if any(found is not None for found in listed)
-        else [{"actions": ["*"], "notActions": []}]
-    )
+    """ARM's permissions list: the entries of each scope, or every action for a scope not
+    listed; they add up, as assignments down the hierarchy do."""
+    shown = [
+        entry
+        for found in listed
+        for entry in (
+            EVERY_ACTION
+            if found is None
+            else [{"actions": e.actions, "notActions": e.not_actions} for e in found]
+        )
+    ]
     return _json({"value": [e | {"dataActions": [], "notDataActions": []} for e in shown]})
 
 
@@ -769,16 +776,14 @@ async def list_permissions(call: Call) -> web.Response:
 async def list_resource_permissions(call: Call) -> web.Response:
     """The caller's effective permissions on one resource (Permissions_ListForResource): what
     its resource group grants (assignments there are inherited) and what is assigned at the
-    resource, the scenario's `permissions` under the group's name and the resource's id; every
-    action when neither is listed."""
+    resource, the scenario's `permissions` under the group's name and the resource's id. A group
+    not listed grants every action, so its resources' own entries cannot narrow it."""
     resource = "/".join(part for part in call.match["resource"].split("/") if part)
     resource_id = (
         f"/subscriptions/{call.match['sub']}/resourceGroups/{call.match['rg']}/providers/{resource}"
     )
-    return _permissions(
-        _permission_entries(call.world, call.match["rg"]),
-        _permission_entries(call.world, resource_id),
-    )
+    own = _permission_entries(call.world, resource_id)
+    return _permissions(_permission_entries(call.world, call.match["rg"]), *([own] if own else []))
 
 
 # (method, path regex, REST operationId, handler); matched in order, case-insensitively like ARM.

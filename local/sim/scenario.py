@@ -318,7 +318,7 @@ class Scenario(Strict):
     key_vault: KeyVaultSpec = KeyVaultSpec()
     # The caller's effective permissions, as ARM lists them: keyed by a resource group's name
     # (assignments there) or a resource's id (assignments at it; a resource's list adds its
-    # group's). A scope with neither listed: every action ("*").
+    # group's). A group not listed: every action ("*"), there and on its resources.
     permissions: dict[str, list[PermissionSpec]] = {}
     pools: dict[str, Any] | None = None  # Poolkeeper's configuration for this world, verbatim
 

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -52,6 +53,10 @@ _CLIENT_OPTIONS: dict[str, Any] = {
     "read_timeout": 30,
 }
 DEFAULT_RETRY_AFTER = 30.0  # seconds, when a 429 comes without a usable Retry-After
+# A resource group whose scale-set list was refused (the identity's roles are assigned at each
+# scale set) is not asked again for this long; the survey GETs each scale set meanwhile.
+LIST_REFUSAL_KEPT = timedelta(hours=1)
+LIST_REFUSED_EARLIER = "ListRefusedEarlier"
 
 ALLOCATION_CODES = frozenset(
     {
@@ -354,6 +359,7 @@ class ScaleSets:
             self._options["connection_verify"] = ca_bundle
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self._unlistable: dict[tuple[str, str], datetime] = {}  # survey refused (403): when
 
     @classmethod
     def from_settings(
@@ -446,8 +452,26 @@ class ScaleSets:
             "",
             f"/subscriptions/{subscription}/resourceGroups/{resource_group}",
         )
-        with self._call("survey", ref) as compute:
-            found = list(compute.virtual_machine_scale_sets.list(resource_group))
+        key = (subscription.lower(), resource_group.lower())
+        refused = self._unlistable.get(key)
+        if refused is not None and self._clock.now() - refused < LIST_REFUSAL_KEPT:
+            raise PermanentAzureError(
+                f"not sent: listing the scale sets of {resource_group} was refused at "
+                f"{refused.isoformat()}; asked again an hour after",
+                status=403,
+                code=LIST_REFUSED_EARLIER,
+                vmss_id=ref.vmss_id,
+                instance_ids=(),
+                operation="survey",
+            )
+        try:
+            with self._call("survey", ref) as compute:
+                found = list(compute.virtual_machine_scale_sets.list(resource_group))
+        except PermanentAzureError as error:
+            if error.status == 403:  # roles at each scale set: a GET each works
+                self._unlistable[key] = self._clock.now()
+            raise
+        self._unlistable.pop(key, None)
         return {vmss.id.lower(): (vmss.etag, int(vmss.sku.capacity or 0)) for vmss in found}
 
     def read(self, vmss_id: str) -> ScaleSetState:

@@ -444,7 +444,8 @@ def preflight_view(report: dict[str, Any] | None, now: datetime) -> PreflightVie
             f"cluster {check.get('cluster')}, {check.get('instances')} instances, "
             f"capacity {check.get('capacity')}" + (f"; gallery {gallery}" if gallery else "")
         )
-        detail = check.get("error") or passed
+        warning = (check.get("permissions") or {}).get("warning")
+        detail = check.get("error") or (f"{passed}; {warning}" if warning else passed)
         rows.append(PreflightRow("pool", name, bool(check.get("ok")), _short(detail, 400)))
     rows.sort(key=lambda row: row.ok)  # stable: failures first, each kind in order
     return PreflightView(bool(report.get("ok")), when(report.get("at"), now), tuple(rows))

@@ -28,8 +28,8 @@ SCALE_SET_ACTIONS = (
     f"{COMPUTE}/locations/operations/read",
 )
 
-# On the scale sets of pools whose patch jobs install updates, or with image jobs (the donor's
-# clean-up): root on every instance, so granted only where those jobs need it.
+# Patch jobs (their node check and installs) and image jobs (the donor's clean-up): root on
+# every instance, so granted only with those jobs on.
 RUN_COMMAND_ACTIONS = (f"{COMPUTE}/virtualMachineScaleSets/virtualMachines/runCommand/action",)
 
 # In each resource group that holds a pool's scale set, with image jobs: the donor's OS disk is

@@ -150,9 +150,9 @@ def _scopes(services: Any) -> dict[str, dict[str, Any]]:
 
 def _scale_set_access(access: Access, pool: Pool) -> dict[str, Any]:
     """What the identity lacks on the pool's scale set (roles assigned there or above). Run
-    command is required where patch jobs install updates or images are automatic; elsewhere a
-    lack is reported, and those jobs would fail."""
-    needs_run_command = pool.patch.mode == "updates" or pool.image.automatic
+    command is required where patches or images are automatic; elsewhere a lack is reported,
+    and patch and image jobs submitted by hand would fail."""
+    needs_run_command = pool.patch.automatic or pool.image.automatic
     try:
         missing = missing_actions(
             [*SCALE_SET_ACTIONS, *RUN_COMMAND_ACTIONS], access.resource_permissions(pool.vmss_id)
@@ -172,7 +172,7 @@ def _scale_set_access(access: Access, pool: Pool) -> dict[str, Any]:
         )
     elif missing:
         found["warning"] = (
-            f"patch jobs that install updates and image jobs would fail on {pool.vmss_name}: "
+            f"patch and image jobs would fail on {pool.vmss_name}: "
             f"the identity lacks {', '.join(missing)}"
         )
     return found

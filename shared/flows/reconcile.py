@@ -14,7 +14,13 @@ from typing import Any
 
 from shared.adapters.checks import Checks
 from shared.adapters.kube import NODE_GROUP_LABEL
-from shared.adapters.scaleset import AzureCallError, TemporaryAzureError
+from shared.adapters.scaleset import (
+    LIST_REFUSED_EARLIER,
+    AzureCallError,
+    PermanentAzureError,
+    TemporaryAzureError,
+    ThrottledError,
+)
 from shared.config import Pool
 from shared.decide.claims import delete_may_land, parse_claim, stale_claim
 from shared.decide.counting import InstanceState
@@ -228,25 +234,37 @@ def _listing(
     pool: Pool,
 ) -> dict[str, tuple[str, int]]:
     """The pool's resource group's scale sets (ETag, capacity), listed once per survey. When the
-    list fails (a refusal too: the identity's roles are assigned at each scale set, and listing
-    needs read on the group), the pool's own scale set is looked at with one GET instead; empty
-    when that fails as well, so the pool gets a full read."""
-    group = (pool.subscription_id, pool.resource_group)
+    list is refused (roles assigned at each scale set do not allow listing the group's) or
+    fails, the pool's own scale set is looked at with one GET instead; empty when that fails as
+    well, so the pool gets a full read, unless Azure is throttling: then what was recorded
+    stands (a full read would only add calls)."""
+    group = (pool.subscription_id.lower(), pool.resource_group.lower())
     if group not in listings:
+        listings[group] = None
         try:
             listings[group] = services.scale_sets.survey(*group)
-        except AzureCallError as error:
-            log.warning(
-                "Survey: listing %s/%s failed (%s); looking at each pool's scale set instead",
+        except PermanentAzureError as error:
+            # Refused (once an hour: the adapter remembers), not broken: a GET each will do.
+            level = logging.DEBUG if error.code == LIST_REFUSED_EARLIER else logging.INFO
+            log.log(
+                level,
+                "Survey: may not list the scale sets of %s/%s (%s); one GET per pool instead",
                 *group,
-                error,
+                error.code or error.status,
             )
-            listings[group] = None
+        except AzureCallError as error:
+            log.warning("Survey: listing %s/%s failed (%s); one GET per pool", *group, error)
     listed = listings[group]
     if listed is not None:
         return listed
     try:
         return {pool.vmss_id.lower(): services.scale_sets.peek(pool.vmss_id)}
+    except ThrottledError as error:
+        recorded = services.tables.pool_status(pool.name) or {}
+        log.warning(
+            "Survey: %s throttled (%s); pool %s as recorded", pool.vmss_id, error, pool.name
+        )
+        return {pool.vmss_id.lower(): (recorded.get("etag"), recorded.get("capacity"))}
     except AzureCallError as error:
         log.warning(
             "Survey: %s not readable (%s); reading pool %s in full", pool.vmss_id, error, pool.name

@@ -349,21 +349,28 @@ def test_preflight_names_the_azure_actions_the_identity_lacks_in_a_group_and_on_
     pools = report["pools"]
     assert pools[_pool(fleet, "capz")]["permissions"] == {"ok": True, "missing": []}
     engine = pools[_pool(fleet, "engine")]
-    assert not engine["ok"] and engine["permissions"]["missing"] == list(RUN_COMMAND_ACTIONS)
-    assert engine["error"].startswith(
-        f"the identity lacks 1 action(s) on scale set {_vmss('engine')}: {RUN_COMMAND_ACTIONS[0]}"
+    # Without automatic patches or images, run command is a warning: jobs by hand would fail.
+    assert engine["ok"] and engine["permissions"]["missing"] == list(RUN_COMMAND_ACTIONS)
+    assert engine["permissions"]["warning"] == (
+        f"patch and image jobs would fail on {_vmss('engine')}: the identity lacks "
+        f"{RUN_COMMAND_ACTIONS[0]}"
     )
-    kubeadm = pools[_pool(fleet, "kubeadm")]["permissions"]
+    kubeadm = pools[_pool(fleet, "kubeadm")]
     # Inherited from the group: only the operation status read.
     operations = "Microsoft.Compute/locations/operations/read"
-    assert kubeadm["missing"] == [
-        a for a in (*SCALE_SET_ACTIONS, *RUN_COMMAND_ACTIONS) if a != operations
-    ]
-    # The status page shows the last preflight, failures first.
+    lacking = [a for a in SCALE_SET_ACTIONS if a != operations]
+    assert not kubeadm["ok"]
+    assert kubeadm["permissions"]["missing"] == [*lacking, *RUN_COMMAND_ACTIONS]
+    assert kubeadm["error"].startswith(
+        f"the identity lacks {len(lacking)} action(s) on scale set {_vmss('kubeadm')}: "
+    )
+    assert RUN_COMMAND_ACTIONS[0] not in kubeadm["error"]
+    # The status page shows the last preflight, failures first, and the warning.
     html = page(fleet.services, None, viewer=None, accept="text/html").body
     table = html[html.index('<table class="preflight">') :]
     assert 'data-field="preflight">checks failed' in html
-    assert f"the identity lacks 1 action(s) on scale set {_vmss('engine')}" in table
+    assert f"the identity lacks {len(lacking)} action(s) on scale set {_vmss('kubeadm')}" in table
+    assert f"patch and image jobs would fail on {_vmss('engine')}" in table
 
 
 def test_preflight_names_a_pools_scale_set_that_cluster_autoscaler_also_sizes(

@@ -328,6 +328,11 @@ def test_a_survey_refused_the_group_list_looks_at_each_scale_set_instead(
     ).result()
     changed = survey(pump.services)
     assert len(changed) == 1  # a change its GET shows
+    # The refusal is remembered (for an hour): that survey did not ask for the list again.
+    assert (
+        sim.calls()["counters"]["VirtualMachineScaleSets_List"]
+        == after["VirtualMachineScaleSets_List"]
+    )
     pump.run("reconcile", changed[0])
     sim.post("faults", {"operation": "VirtualMachineScaleSets_Get"} | refused)
     assert len(survey(pump.services)) == 1  # neither answers: a full read, in doubt

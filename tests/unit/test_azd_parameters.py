@@ -383,22 +383,20 @@ def test_a_pools_group_holds_no_scale_set_action_and_snapshots_only_with_image_j
             assert not [a for a in params["actions"] if "virtualMachineScaleSets" in a]
 
 
-def test_each_pools_scale_set_gets_its_roles_and_run_command_only_where_its_jobs_need_it() -> None:
-    pools = {p["name"]: p for p in MAXIMAL_POOLS["pools"]}
-    for image_jobs in (True, False):
-        bicep = Bicep(poolsB64=_b64(MAXIMAL_POOLS), imageJobs=image_jobs)
-        scopes = bicep.module_scopes("scaleSetAccess")
-        params = bicep.module_params("scaleSetAccess")
-        assert len(params) == len(pools)  # one per pool, at its scale set's group
-        for (subscription, group), given, pool in zip(scopes, params, pools.values(), strict=True):
-            assert f"/subscriptions/{subscription}/resourcegroups/{group}/".lower() in (
-                pool["vmss_id"].lower()
-            )
-            assert given["scaleSetName"] == pool["vmss_id"].split("/")[-1]
-            module = Bicep("infra/modules/scale-set-access.bicep", **given)
-            mode = pool.get("patch", {}).get("mode", "updates")
-            assert given["patchMode"] == mode
-            # workers patches reboot_only: run command only for its image jobs' clean-up.
-            assert module.var("needsRunCommand") == (image_jobs or mode != "reboot_only")
-    workers = Bicep(poolsB64=_b64(MAXIMAL_POOLS), imageJobs=False).module_params("scaleSetAccess")
-    assert [p["patchMode"] for p in workers] == ["updates", "reboot_only", "updates"]
+def test_each_pools_scale_set_gets_its_roles_and_run_command_only_with_patch_or_image_jobs() -> (
+    None
+):
+    pools = MAXIMAL_POOLS["pools"]
+    for patch_jobs in (True, False):
+        for image_jobs in (True, False):
+            bicep = Bicep(poolsB64=_b64(MAXIMAL_POOLS), patchJobs=patch_jobs, imageJobs=image_jobs)
+            scopes = bicep.module_scopes("scaleSetAccess")
+            params = bicep.module_params("scaleSetAccess")
+            assert len(params) == len(pools)  # one per pool, at its scale set's group
+            for (subscription, group), given, pool in zip(scopes, params, pools, strict=True):
+                assert f"/subscriptions/{subscription}/resourcegroups/{group}/".lower() in (
+                    pool["vmss_id"].lower()
+                )
+                assert given["scaleSetName"] == pool["vmss_id"].split("/")[-1]
+                module = Bicep("infra/modules/scale-set-access.bicep", **given)
+                assert module.var("needsRunCommand") == (patch_jobs or image_jobs)
