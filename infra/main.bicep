@@ -413,6 +413,8 @@ var networkGroups = [for entry in (empty(networkResourceGroups) ? [] : split(net
 var nodeScopes = union(poolGroups, poolGroups)
 var galleryScopes = imageJobs ? union(galleryGroups, galleryGroups) : []
 var networkScopes = union(networkGroups, networkGroups)
+var snapshotGroups = [for pool in pools: toLower(format('{0}/{1}', split(pool.vmss_id, '/')[2], union({ snapshot_resource_group: split(pool.vmss_id, '/')[4] }, contains(pool, 'image') ? pool.image : {}).snapshot_resource_group))]
+var snapshotScopes = imageJobs ? union(snapshotGroups, snapshotGroups) : []
 
 // Exactly what the adapters call (tests/unit/test_infra.py maps each SDK call to its action;
 // shared/decide/permissions.py holds the same lists for the preflight). On each pool's scale set,
@@ -438,9 +440,14 @@ var runCommandActions = [
   'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/runCommand/action'
 ]
 
-// In each pool's resource group, with image jobs: the donor's OS disk and its snapshot.
+// In each pool's resource group, with image jobs: the donor's OS disk, the snapshot's source.
+var diskActions = [
+  'Microsoft.Compute/disks/read'
+]
+
+// In each pool's snapshot resource group (image.snapshot_resource_group, else the scale set's),
+// with image jobs: the donor's snapshot, made and deleted there.
 var snapshotActions = [
-  'Microsoft.Compute/disks/read' // a donor's OS disk, the snapshot's source
   'Microsoft.Compute/snapshots/read'
   'Microsoft.Compute/snapshots/write'
   'Microsoft.Compute/snapshots/delete'
@@ -474,8 +481,8 @@ module nodeAccess 'modules/access.bicep' = [for group in nodeScopes: {
   params: {
     principalId: identity.properties.principalId
     roleName: 'Poolkeeper node pools'
-    roleDescription: 'What writes to the pools\' scale sets reference (subnets, load balancer pools, network security groups, identities) and, with image jobs, a donor\'s OS disk and its snapshot.'
-    actions: concat(referenceActions, imageJobs ? snapshotActions : [])
+    roleDescription: 'What writes to the pools\' scale sets reference (subnets, load balancer pools, network security groups, identities) and, with image jobs, a donor\'s OS disk.'
+    actions: concat(referenceActions, imageJobs ? diskActions : [])
   }
   // Narrowed (an upgrade from group-wide roles) only once the scale sets hold their own.
   dependsOn: [ scaleSetAccess ]
@@ -501,6 +508,17 @@ module scaleSetAccess 'modules/scale-set-access.bicep' = [for pool in pools: {
     imageJobs: imageJobs
   }
   dependsOn: [ scaleSetRoles ]
+}]
+
+module snapshotAccess 'modules/access.bicep' = [for group in snapshotScopes: {
+  name: 'poolkeeper-snapshot-access-${uniqueString(group)}'
+  scope: resourceGroup(first(split(group, '/')), last(split(group, '/')))
+  params: {
+    principalId: identity.properties.principalId
+    roleName: 'Poolkeeper snapshots'
+    roleDescription: 'Image jobs: a donor\'s OS disk snapshot, made and deleted.'
+    actions: snapshotActions
+  }
 }]
 
 module galleryAccess 'modules/access.bicep' = [for group in galleryScopes: {

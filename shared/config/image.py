@@ -11,6 +11,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
+# Azure's rule: 1-90 letters, digits, underscores, hyphens, periods and parentheses, not ending
+# in a period.
+RESOURCE_GROUP_NAME = re.compile(r"[A-Za-z0-9_.()-]{0,89}[A-Za-z0-9_()-]")
 GALLERY_ID = re.compile(
     r"/subscriptions/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
     r"/resourceGroups/[A-Za-z0-9_.()-]{0,89}[A-Za-z0-9_()-]"
@@ -25,6 +28,10 @@ IMAGE_ALLOWED = {
         "a gallery resource id like /subscriptions/<guid>/resourceGroups/<rg>/providers/"
         "Microsoft.Compute/galleries/<name> (default: a gallery named poolkeeper in the scale "
         "set's resource group)"
+    ),
+    "snapshot_resource_group": (
+        "the name of a resource group in the scale set's subscription where donor snapshots "
+        "are made and deleted (default: the scale set's own), e.g. rg-poolkeeper-snapshots"
     ),
     "replicas": "a whole number of replicas per region from 1 to 100 (default 3)",
     "storage_type": (
@@ -60,6 +67,7 @@ class ImageSettings(BaseModel):
 
     automatic: StrictBool = False
     gallery: StrictStr | None = None
+    snapshot_resource_group: StrictStr | None = None
     replicas: Annotated[StrictInt, Field(ge=1, le=100)] = 3
     storage_type: Literal["Standard_ZRS", "Standard_LRS", "Premium_LRS"] = "Standard_ZRS"
     history: Annotated[StrictInt, Field(ge=2, le=50)] = 3
@@ -79,6 +87,13 @@ class ImageSettings(BaseModel):
     def _gallery_id(cls, value: str | None) -> str | None:
         if value is not None and not GALLERY_ID.fullmatch(value):
             raise ValueError("must be a gallery resource id")
+        return value
+
+    @field_validator("snapshot_resource_group")
+    @classmethod
+    def _group_name(cls, value: str | None) -> str | None:
+        if value is not None and not RESOURCE_GROUP_NAME.fullmatch(value):
+            raise ValueError("must be a resource group name like rg-poolkeeper-snapshots")
         return value
 
     @field_validator("ignore_annotation")

@@ -32,10 +32,13 @@ SCALE_SET_ACTIONS = (
 # every instance, so granted only with those jobs on.
 RUN_COMMAND_ACTIONS = (f"{COMPUTE}/virtualMachineScaleSets/virtualMachines/runCommand/action",)
 
-# In each resource group that holds a pool's scale set, with image jobs: the donor's OS disk is
-# read and snapshotted there, and the snapshot deleted after.
+# In each resource group that holds a pool's scale set, with image jobs: the donor's OS disk,
+# the snapshot's source.
+DISK_ACTIONS = (f"{COMPUTE}/disks/read",)
+
+# In each pool's snapshot resource group (image.snapshot_resource_group, else the scale set's),
+# with image jobs: the donor's snapshot is made there, and deleted after.
 SNAPSHOT_ACTIONS = (
-    f"{COMPUTE}/disks/read",
     f"{COMPUTE}/snapshots/read",
     f"{COMPUTE}/snapshots/write",
     f"{COMPUTE}/snapshots/delete",

@@ -21,6 +21,7 @@ from shared.adapters.usage import PoolRef, UsageUnavailable, usage_source_from_s
 from shared.config import ConfigError, Pool
 from shared.decide.owners import AUTOSCALER_STATUS, autoscaler_groups, capacity_owner
 from shared.decide.permissions import (
+    DISK_ACTIONS,
     GALLERY_ACTIONS,
     REFERENCE_ACTIONS,
     RUN_COMMAND_ACTIONS,
@@ -28,7 +29,7 @@ from shared.decide.permissions import (
     SNAPSHOT_ACTIONS,
     missing_actions,
 )
-from shared.flows.image.plan import pool_gallery
+from shared.flows.image.plan import pool_gallery, snapshot_group
 
 log = logging.getLogger("poolkeeper.preflight")
 
@@ -129,15 +130,21 @@ def _usage(services: Any, pools: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def _scopes(services: Any) -> dict[str, dict[str, Any]]:
     """Each resource group the pools use: the Azure actions Poolkeeper needs there that the
     identity lacks. In a pool's group: what its scale set's model references, and the donor's
-    disk and snapshot; in its gallery's: the gallery role. Image actions are required for pools
-    with automatic image jobs; for the others a lack is reported, and image jobs would fail.
+    disk; in its snapshot group: snapshots; in its gallery's: the gallery role. Image actions
+    are required for pools with automatic image jobs; for the others a lack is reported, and
+    image jobs would fail.
     The scale sets' own actions are each pool's check (`_scale_set_access`)."""
     needed: dict[tuple[str, str], dict[str, Any]] = {}
     for pool in services.config.pools:
         node = needed.setdefault(_scope_of(pool.vmss_id), {"actions": {}, "pools": set()})
         node["actions"].update(dict.fromkeys(REFERENCE_ACTIONS, True))
-        gallery = needed.setdefault(_scope_of(pool_gallery(pool)), {"actions": {}, "pools": set()})
-        for scope, actions in ((node, SNAPSHOT_ACTIONS), (gallery, GALLERY_ACTIONS)):
+        snapshots = (pool.subscription_id.lower(), snapshot_group(pool).lower())
+        for group, actions in (
+            (_scope_of(pool.vmss_id), DISK_ACTIONS),
+            (snapshots, SNAPSHOT_ACTIONS),
+            (_scope_of(pool_gallery(pool)), GALLERY_ACTIONS),
+        ):
+            scope = needed.setdefault(group, {"actions": {}, "pools": set()})
             for action in actions:
                 scope["actions"][action] = scope["actions"].get(action) or pool.image.automatic
             scope["pools"].add(pool.name)

@@ -209,6 +209,26 @@ def test_a_patched_donor_is_captured_proven_on_a_canary_and_new_nodes_boot_patch
     world.assert_truth()
 
 
+def test_snapshots_go_to_the_pools_snapshot_resource_group_and_are_deleted_there(
+    sim: Simulator, azurite: Any
+) -> None:
+    # The identity may then make snapshots in that group only (infra/main.bicep snapshotAccess).
+    world = _world(
+        sim, azurite, image={"canary": False, "snapshot_resource_group": "rg-poolkeeper-snapshots"}
+    )
+    record = _run(world)
+    assert record.status == "done", (record.error, record.outcome, record.steps)
+    snapshot_id = record.state["names"]["snapshot_id"]
+    assert "/resourceGroups/rg-poolkeeper-snapshots/providers/Microsoft.Compute/snapshots/" in (
+        snapshot_id
+    )
+    calls = sim.calls()["calls"]
+    made = [c["path"] for c in calls if c["operation"] == "Snapshots_CreateOrUpdate"]
+    deleted = [c["path"] for c in calls if c["operation"] == "Snapshots_Delete"]
+    assert [p.lower() for p in made] == [p.lower() for p in deleted] == [snapshot_id.lower()]
+    assert _made(sim) == [record.outcome["version"]], "the snapshot is gone; the version stays"
+
+
 def test_dry_run_names_the_donor_and_the_steps_and_changes_nothing(
     sim: Simulator, azurite: Any
 ) -> None:

@@ -374,13 +374,32 @@ def test_network_resource_groups_get_the_reference_role() -> None:
     assert network == set(bicep.var("referenceActions")) < node
 
 
-def test_a_pools_group_holds_no_scale_set_action_and_snapshots_only_with_image_jobs() -> None:
+def test_a_pools_group_holds_no_scale_set_action_and_disks_only_with_image_jobs() -> None:
     for image_jobs in (True, False):
         bicep = Bicep(poolsB64=_b64(MAXIMAL_POOLS), imageJobs=image_jobs)
         for params in bicep.module_params("nodeAccess"):
-            snapshots = bicep.var("snapshotActions") if image_jobs else []
-            assert params["actions"] == bicep.var("referenceActions") + snapshots
+            disks = bicep.var("diskActions") if image_jobs else []
+            assert params["actions"] == bicep.var("referenceActions") + disks
             assert not [a for a in params["actions"] if "virtualMachineScaleSets" in a]
+            assert not [a for a in params["actions"] if "snapshots" in a]
+
+
+def test_the_snapshot_role_goes_where_each_pools_snapshots_go() -> None:
+    # image.snapshot_resource_group, in the scale set's subscription; else the scale set's group
+    # (shared/flows/image/plan.py snapshot_group).
+    pools = json.loads(json.dumps(MAXIMAL_POOLS))
+    pools["pools"][1]["image"]["snapshot_resource_group"] = "RG-Snapshots"
+    config = parse_config(json.dumps(pools), source="test")
+    bicep = Bicep(poolsB64=_b64(pools))
+    assert bicep.module_scopes("snapshotAccess") == [
+        (SUB_A, "rg-capz-prod"),
+        (SUB_A, "rg-snapshots"),
+        (SUB_B, "rg-kubeadm-gpu"),
+    ]
+    assert config.pool("workers").image.snapshot_resource_group == "RG-Snapshots"
+    actions = [p["actions"] for p in bicep.module_params("snapshotAccess")]
+    assert actions == [bicep.var("snapshotActions")] * 3
+    assert Bicep(poolsB64=_b64(pools), imageJobs=False).module_scopes("snapshotAccess") == []
 
 
 def test_each_pools_scale_set_gets_its_roles_and_run_command_only_with_patch_or_image_jobs() -> (

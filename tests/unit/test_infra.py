@@ -16,6 +16,7 @@ from pycep import BicepParser
 from local.host.easyauth import EXCLUDED_PATHS
 from shared.auth import ALERT_SENDER, OPERATOR, READER
 from shared.decide.permissions import (
+    DISK_ACTIONS,
     GALLERY_ACTIONS,
     REFERENCE_ACTIONS,
     RUN_COMMAND_ACTIONS,
@@ -351,7 +352,7 @@ SDK_ACTIONS = {
         "run_command",
         f"{VMSS}/virtualMachines/runCommand/action",
     ),
-    "disks.get": ("snapshot", f"{COMPUTE}/disks/read"),
+    "disks.get": ("disk", f"{COMPUTE}/disks/read"),
     "snapshots.get": ("snapshot", f"{COMPUTE}/snapshots/read"),
     "snapshots.list_by_resource_group": ("snapshot", f"{COMPUTE}/snapshots/read"),
     "snapshots.begin_create_or_update": ("snapshot", f"{COMPUTE}/snapshots/write"),
@@ -409,6 +410,7 @@ _SDK_CALL = re.compile(rf"\b({_GROUPS})\.(\w+)\(|[\"']({_GROUPS})[\"'],\s*[\"'](
 ROLE_VARIABLES = {
     "scale_set": "scaleSetActions",
     "run_command": "runCommandActions",
+    "disk": "diskActions",
     "snapshot": "snapshotActions",
     "reference": "referenceActions",
     "gallery": "galleryActions",
@@ -427,6 +429,7 @@ ACCESS_SCOPES = {
     "scaleSetRoles": "nodeScopes",
     "galleryAccess": "galleryScopes",
     "networkAccess": "networkScopes",
+    "snapshotAccess": "snapshotScopes",
 }
 
 
@@ -500,7 +503,7 @@ def test_the_roles_hold_exact_actions_scoped_to_their_resource_groups() -> None:
     assert role["assignableScopes"] == [_THIS_GROUP]  # resourceGroup().id: nowhere else
     # No built-in role at a group any more (Virtual Machine Contributor, Contributor, Owner, nor
     # Monitoring Reader: it is assigned at each scale set).
-    for module in ("nodeAccess", "galleryAccess", "networkAccess"):
+    for module in ("nodeAccess", "galleryAccess", "networkAccess", "snapshotAccess"):
         assert "builtInRoles" not in _module(main, module)["params"], module
 
 
@@ -544,6 +547,7 @@ def test_the_preflight_checks_the_actions_the_roles_grant() -> None:
     granted = _granted()
     assert set(SCALE_SET_ACTIONS) == granted["scale_set"]
     assert set(RUN_COMMAND_ACTIONS) == granted["run_command"]
+    assert set(DISK_ACTIONS) == granted["disk"]
     assert set(SNAPSHOT_ACTIONS) == granted["snapshot"]
     assert set(REFERENCE_ACTIONS) == granted["reference"]
     assert set(GALLERY_ACTIONS) == granted["gallery"]

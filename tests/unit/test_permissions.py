@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shared.decide.permissions import (
+    DISK_ACTIONS,
     REFERENCE_ACTIONS,
     RUN_COMMAND_ACTIONS,
     SCALE_SET_ACTIONS,
@@ -10,7 +11,13 @@ from shared.decide.permissions import (
     missing_actions,
 )
 
-NODE_ACTIONS = (*SCALE_SET_ACTIONS, *RUN_COMMAND_ACTIONS, *SNAPSHOT_ACTIONS, *REFERENCE_ACTIONS)
+NODE_ACTIONS = (
+    *SCALE_SET_ACTIONS,
+    *RUN_COMMAND_ACTIONS,
+    *DISK_ACTIONS,
+    *SNAPSHOT_ACTIONS,
+    *REFERENCE_ACTIONS,
+)
 
 DELETE = "Microsoft.Compute/virtualMachineScaleSets/delete/action"
 RUN = "Microsoft.Compute/virtualMachineScaleSets/virtualMachines/runCommand/action"

@@ -64,6 +64,11 @@ def pool_gallery(pool: Pool) -> str:
     )
 
 
+def snapshot_group(pool: Pool) -> str:
+    """The resource group of the pool's donor snapshots: configured, or the scale set's."""
+    return pool.image.snapshot_resource_group or pool.resource_group
+
+
 def plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
     """Fresh reads; refuse what must not be re-imaged; choose the donor; fix every name."""
     settings = ctx.pool.image
@@ -139,8 +144,8 @@ def plan(ctx: StepContext, state: dict[str, Any]) -> Outcome:
         "version": name,
         "version_id": f"{definition}/versions/{name}",
         "snapshot_id": (
-            f"/subscriptions/{ref[2]}/resourceGroups/{ref[4]}/providers/Microsoft.Compute/"
-            f"snapshots/poolkeeper-{ctx.pool.name}-{name.replace('.', '-')}"
+            f"/subscriptions/{ref[2]}/resourceGroups/{snapshot_group(ctx.pool)}/providers/"
+            f"Microsoft.Compute/snapshots/poolkeeper-{ctx.pool.name}-{name.replace('.', '-')}"
         ),
     }
     plan |= {"version": name, "steps": list(STEPS)}
