@@ -23,8 +23,11 @@ param name string = 'poolkeeper'
 @description('The pools Poolkeeper manages (docs/configuration.md), the JSON file base64-encoded: the allow-list. The app receives the decoded text unchanged as POOLKEEPER_POOLS.')
 param poolsB64 string
 
-@description('Comma-separated <subscription-id>/<resource-group> pairs where the scale sets\' models reference subnets, load balancers, network security groups or user-assigned identities outside the pools\' own resource groups; empty: none.')
+@description('Comma-separated <subscription-id>/<resource-group> pairs where the scale sets\' models reference subnets, load balancers or network security groups outside the pools\' own resource groups; empty: none.')
 param networkResourceGroups string = ''
+
+@description('Comma-separated resource ids of the user-assigned identities the pools\' scale sets carry (e.g. the kubelet identity): Poolkeeper may assign these and no other; every write to a scale set that carries one needs it. Empty: none (GET /api/preflight names the ones missing).')
+param scaleSetIdentities string = ''
 
 @description('Grant run command on the pools\' scale sets for patch jobs (their node check and installs, docs/patching.md); false: patch jobs fail on the check, and only image jobs, if on, get run command.')
 param patchJobs bool = true
@@ -413,6 +416,8 @@ var networkGroups = [for entry in (empty(networkResourceGroups) ? [] : split(net
 var nodeScopes = union(poolGroups, poolGroups)
 var galleryScopes = imageJobs ? union(galleryGroups, galleryGroups) : []
 var networkScopes = union(networkGroups, networkGroups)
+var identityEntries = [for entry in (empty(scaleSetIdentities) ? [] : split(scaleSetIdentities, ',')): toLower(trim(entry))]
+var identityIds = union(identityEntries, identityEntries)
 var snapshotGroups = [for pool in pools: toLower(format('{0}/{1}', split(pool.vmss_id, '/')[2], union({ snapshot_resource_group: split(pool.vmss_id, '/')[4] }, contains(pool, 'image') ? pool.image : {}).snapshot_resource_group))]
 var snapshotScopes = imageJobs ? union(snapshotGroups, snapshotGroups) : []
 
@@ -460,7 +465,11 @@ var referenceActions = [
   'Microsoft.Network/virtualNetworks/subnets/join/action'
   'Microsoft.Network/loadBalancers/backendAddressPools/join/action'
   'Microsoft.Network/networkSecurityGroups/join/action'
-  'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action' // the kubelet identity
+]
+
+// On each identity the scale sets carry (scaleSetIdentities), at the identity only.
+var identityActions = [
+  'Microsoft.ManagedIdentity/userAssignedIdentities/assign/action'
 ]
 
 // Prototype images: the gallery and definition are created on first use; versions come and go.
@@ -481,7 +490,7 @@ module nodeAccess 'modules/access.bicep' = [for group in nodeScopes: {
   params: {
     principalId: identity.properties.principalId
     roleName: 'Poolkeeper node pools'
-    roleDescription: 'What writes to the pools\' scale sets reference (subnets, load balancer pools, network security groups, identities) and, with image jobs, a donor\'s OS disk.'
+    roleDescription: 'What writes to the pools\' scale sets reference (subnets, load balancer pools, network security groups) and, with image jobs, a donor\'s OS disk.'
     actions: concat(referenceActions, imageJobs ? diskActions : [])
   }
   // Narrowed (an upgrade from group-wide roles) only once the scale sets hold their own.
@@ -508,6 +517,16 @@ module scaleSetAccess 'modules/scale-set-access.bicep' = [for pool in pools: {
     imageJobs: imageJobs
   }
   dependsOn: [ scaleSetRoles ]
+}]
+
+module identityAccess 'modules/identity-access.bicep' = [for id in identityIds: {
+  name: 'poolkeeper-identity-access-${uniqueString(id)}'
+  scope: resourceGroup(split(id, '/')[2], split(id, '/')[4])
+  params: {
+    principalId: identity.properties.principalId
+    identityName: split(id, '/')[8]
+    actions: identityActions
+  }
 }]
 
 module snapshotAccess 'modules/access.bicep' = [for group in snapshotScopes: {
@@ -538,7 +557,7 @@ module networkAccess 'modules/access.bicep' = [for group in networkScopes: {
   params: {
     principalId: identity.properties.principalId
     roleName: 'Poolkeeper scale set references'
-    roleDescription: 'What a scale set model write references: subnets, load balancer pools, network security groups, identities.'
+    roleDescription: 'What a scale set model write references: subnets, load balancer pools, network security groups.'
     actions: referenceActions
   }
 }]

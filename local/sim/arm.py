@@ -58,6 +58,20 @@ def _etag(scale_set: ScaleSet) -> str:
     return f'"{scale_set.etag}"'
 
 
+def _identity(ids: list[str]) -> dict[str, Any]:
+    """The model's `identity`, as ARM shows user-assigned ones (ids of their own, stable)."""
+    if not ids:
+        return {}
+    assigned = {
+        each: {
+            "principalId": str(uuid.uuid5(uuid.NAMESPACE_URL, each + "#principal")),
+            "clientId": str(uuid.uuid5(uuid.NAMESPACE_URL, each + "#client")),
+        }
+        for each in ids
+    }
+    return {"identity": {"type": "UserAssigned", "userAssignedIdentities": assigned}}
+
+
 def scale_set_body(world: World, scale_set: ScaleSet) -> dict[str, Any]:
     image = scale_set.image
     return {
@@ -69,6 +83,7 @@ def scale_set_body(world: World, scale_set: ScaleSet) -> dict[str, Any]:
         "etag": _etag(scale_set),
         "sku": {"name": scale_set.spec.sku, "tier": "Standard", "capacity": scale_set.capacity},
         **({"zones": scale_set.spec.zones} if scale_set.spec.zones else {}),
+        **_identity(scale_set.spec.identities),
         "properties": {
             "provisioningState": "Updating" if scale_set.updating_ops else "Succeeded",
             "uniqueId": scale_set.unique_id,

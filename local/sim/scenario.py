@@ -100,6 +100,13 @@ class ImageReference(Strict):
     version: str | None = None
 
 
+IDENTITY_ID = re.compile(
+    r"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/"
+    r"Microsoft\.ManagedIdentity/userAssignedIdentities/[^/]+",
+    re.IGNORECASE,
+)
+
+
 class ScaleSetSpec(Strict):
     resource_group: str
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -115,6 +122,16 @@ class ScaleSetSpec(Strict):
     load: Load = Load()
     tags: dict[str, str] = {}
     upgrade_mode: Literal["Manual", "Automatic", "Rolling"] = "Manual"  # upgradePolicy.mode
+    # User-assigned identities the model carries (e.g. the kubelet's): resource ids.
+    identities: list[str] = []
+
+    @field_validator("identities")
+    @classmethod
+    def _identity_ids(cls, value: list[str]) -> list[str]:
+        for each in value:
+            if not IDENTITY_ID.fullmatch(each):
+                raise ValueError(f"{each!r} is not a user-assigned identity's resource id")
+        return value
 
     @field_validator("sku")
     @classmethod

@@ -496,6 +496,12 @@ class ScaleSets:
             instances=tuple(_instance(vm) for vm in vms),
             read_at=self._clock.now(),
             tags=dict(vmss.tags or {}),
+            identities=tuple(
+                sorted(
+                    k.lower()
+                    for k in (getattr(vmss.identity, "user_assigned_identities", None) or {})
+                )
+            ),
         )
 
     # -- writes ------------------------------------------------------------------------------------

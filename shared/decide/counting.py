@@ -57,6 +57,7 @@ class ScaleSetState:
     instances: tuple[VmInstance, ...]
     read_at: datetime
     tags: Mapping[str, str] = field(default_factory=dict)  # the scale set's resource tags
+    identities: tuple[str, ...] = ()  # the model's user-assigned identities (ids, lower-cased)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "vmss_id", self.vmss_id.lower())

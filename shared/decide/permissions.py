@@ -50,8 +50,11 @@ REFERENCE_ACTIONS = (
     "Microsoft.Network/virtualNetworks/subnets/join/action",
     "Microsoft.Network/loadBalancers/backendAddressPools/join/action",
     "Microsoft.Network/networkSecurityGroups/join/action",
-    "Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",
 )
+
+# On each user-assigned identity a pool's scale set carries (e.g. the kubelet's), assigned at the
+# identity: a model write carries it again. No other identity may be assigned.
+IDENTITY_ACTIONS = ("Microsoft.ManagedIdentity/userAssignedIdentities/assign/action",)
 
 # In each resource group that holds a pool's gallery (image jobs).
 GALLERY_ACTIONS = (

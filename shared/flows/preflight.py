@@ -23,6 +23,7 @@ from shared.decide.owners import AUTOSCALER_STATUS, autoscaler_groups, capacity_
 from shared.decide.permissions import (
     DISK_ACTIONS,
     GALLERY_ACTIONS,
+    IDENTITY_ACTIONS,
     REFERENCE_ACTIONS,
     RUN_COMMAND_ACTIONS,
     SCALE_SET_ACTIONS,
@@ -69,7 +70,7 @@ def preflight(services: Any) -> dict[str, Any]:
     with Access.from_settings(services.settings) as access:
         for pool in services.config.pools:
             check = pools[pool.name]
-            check["permissions"] = _scale_set_access(access, pool)
+            check["permissions"] = _scale_set_access(access, pool, check.get("identities", []))
             if not check["permissions"]["ok"] and check["ok"]:
                 check["ok"], check["error"] = False, check["permissions"]["error"]
     scopes = _scopes(services)
@@ -155,10 +156,11 @@ def _scopes(services: Any) -> dict[str, dict[str, Any]]:
     return found
 
 
-def _scale_set_access(access: Access, pool: Pool) -> dict[str, Any]:
-    """What the identity lacks on the pool's scale set (roles assigned there or above). Run
-    command is required where patches or images are automatic; elsewhere a lack is reported,
-    and patch and image jobs submitted by hand would fail."""
+def _scale_set_access(access: Access, pool: Pool, identities: list[str]) -> dict[str, Any]:
+    """What the identity lacks on the pool's scale set (roles assigned there or above), and on
+    each user-assigned identity its model carries (a model write assigns it again). Run command
+    is required where patches or images are automatic; elsewhere a lack is reported, and patch
+    and image jobs submitted by hand would fail."""
     needs_run_command = pool.patch.automatic or pool.image.automatic
     try:
         missing = missing_actions(
@@ -170,19 +172,43 @@ def _scale_set_access(access: Access, pool: Pool) -> dict[str, Any]:
             "error": f"permissions on {pool.vmss_id} not readable: {_short(error)}",
         }
     required = [a for a in missing if a not in RUN_COMMAND_ACTIONS or needs_run_command]
-    found: dict[str, Any] = {"ok": not required, "missing": missing}
+    unassignable = _unassignable(access, identities)
+    found: dict[str, Any] = {"ok": not required and not unassignable, "missing": missing}
+    errors = []
     if required:
-        found["error"] = (
+        errors.append(
             f"the identity lacks {len(required)} action(s) on scale set {pool.vmss_name}: "
             f"{', '.join(required)}; assign infra/main.bicep's scale set roles there "
             "(docs/deploy.md)"
         )
+    if unassignable:
+        found["identities"] = unassignable
+        errors.append(
+            f"scale set {pool.vmss_name} carries {len(unassignable)} user-assigned "
+            f"identity(ies) Poolkeeper's identity may not assign, so every write to it would "
+            f"fail: {'; '.join(unassignable)}; name them in POOLKEEPER_SCALE_SET_IDENTITIES "
+            "(scaleSetIdentities) and provision again (docs/deploy.md)"
+        )
+    if errors:
+        found["error"] = "; and ".join(errors)
     elif missing:
         found["warning"] = (
             f"patch and image jobs would fail on {pool.vmss_name}: "
             f"the identity lacks {', '.join(missing)}"
         )
     return found
+
+
+def _unassignable(access: Access, identities: list[str]) -> list[str]:
+    """Each identity (resource id) the identity may not assign, with why."""
+    lacking = []
+    for each in identities:
+        try:
+            if missing_actions(IDENTITY_ACTIONS, access.resource_permissions(each)):
+                lacking.append(each)
+        except Exception as error:  # noqa: BLE001 - the failure is the check's answer
+            lacking.append(f"{each} (permissions not readable: {_short(error)[:200]})")
+    return lacking
 
 
 def _scope_of(resource_id: str) -> tuple[str, str]:
@@ -271,6 +297,7 @@ def _pool(services: Any, pool: Pool, cluster: dict[str, Any] | None = None) -> d
         "capacity": state.capacity,
         "instances": len(state.instances),
         "gallery": _gallery(services, pool),
+        "identities": list(state.identities),
     }
     scaled = pool.vmss_name.lower() in ((cluster or {}).get("autoscaler") or {}).get("groups", [])
     if owner:

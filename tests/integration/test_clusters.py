@@ -20,7 +20,7 @@ from shared.adapters.storage import StorageAccount
 from shared.clock import clock_from_settings
 from shared.config import load_config
 from shared.decide.breaker import FAILURES_TO_OPEN
-from shared.decide.permissions import RUN_COMMAND_ACTIONS, SCALE_SET_ACTIONS
+from shared.decide.permissions import IDENTITY_ACTIONS, RUN_COMMAND_ACTIONS, SCALE_SET_ACTIONS
 from shared.flows.dashboard import page
 from shared.flows.jobs import Services, handle
 from shared.flows.preflight import preflight
@@ -371,6 +371,40 @@ def test_preflight_names_the_azure_actions_the_identity_lacks_in_a_group_and_on_
     assert 'data-field="preflight">checks failed' in html
     assert f"the identity lacks {len(lacking)} action(s) on scale set {_vmss('kubeadm')}" in table
     assert f"patch and image jobs would fail on {_vmss('engine')}" in table
+
+
+def test_preflight_names_an_identity_a_scale_set_carries_that_poolkeeper_may_not_assign(
+    sim: Simulator, fleet: Pump
+) -> None:
+    # Every write to capz's scale set carries its kubelet identity again: ARM refuses the write
+    # unless Poolkeeper may assign that identity (infra/main.bicep scaleSetIdentities).
+    kubelet = (
+        f"/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-identities/providers/"
+        "Microsoft.ManagedIdentity/userAssignedIdentities/capz-kubelet"
+    )
+    world = _scenario()
+    capz = next(s for s in world["scale_sets"] if s["name"] == _vmss("capz"))
+    capz["identities"] = [kubelet]
+    read_only = [{"actions": ["Microsoft.ManagedIdentity/userAssignedIdentities/read"]}]
+    sim.load(world | {"permissions": {"rg-identities": read_only}})
+    report = preflight(fleet.services)
+    assert not report["ok"]
+    found = report["pools"][_pool(fleet, "capz")]
+    assert found["identities"] == [kubelet.lower()]
+    assert not found["ok"] and found["permissions"]["identities"] == [kubelet.lower()]
+    assert found["error"].startswith(
+        f"scale set {_vmss('capz')} carries 1 user-assigned identity(ies) Poolkeeper's identity "
+        f"may not assign, so every write to it would fail: {kubelet.lower()};"
+    )
+    assert "POOLKEEPER_SCALE_SET_IDENTITIES" in found["error"]
+    assert all(p["ok"] for name, p in report["pools"].items() if name != _pool(fleet, "capz"))
+
+    # Assigned at the identity (as identity-access.bicep does): the check passes.
+    granted = {kubelet: [{"actions": list(IDENTITY_ACTIONS)}]}
+    sim.load(world | {"permissions": {"rg-identities": read_only} | granted})
+    report = preflight(fleet.services)
+    assert report["pools"][_pool(fleet, "capz")]["permissions"] == {"ok": True, "missing": []}
+    assert report["ok"], report
 
 
 def test_preflight_names_a_pools_scale_set_that_cluster_autoscaler_also_sizes(

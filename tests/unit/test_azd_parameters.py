@@ -374,6 +374,25 @@ def test_network_resource_groups_get_the_reference_role() -> None:
     assert network == set(bicep.var("referenceActions")) < node
 
 
+def test_each_identity_the_scale_sets_carry_gets_the_assignment_role_once() -> None:
+    kubelet = (
+        f"/subscriptions/{SUB_A}/resourceGroups/RG-Identities/providers/"
+        "Microsoft.ManagedIdentity/userAssignedIdentities/capz-kubelet"
+    )
+    gpu = (
+        f"/subscriptions/{SUB_B}/resourceGroups/rg-gpu/providers/"
+        "Microsoft.ManagedIdentity/userAssignedIdentities/gpu-agentpool"
+    )
+    given = f" {kubelet}, {gpu},{kubelet.lower()}"
+    bicep = Bicep(poolsB64=_b64(MAXIMAL_POOLS), scaleSetIdentities=given)
+    assert bicep.module_scopes("identityAccess") == [(SUB_A, "rg-identities"), (SUB_B, "rg-gpu")]
+    assert [p["identityName"] for p in bicep.module_params("identityAccess")] == [
+        "capz-kubelet",
+        "gpu-agentpool",
+    ]
+    assert Bicep(poolsB64=_b64(MAXIMAL_POOLS)).module_scopes("identityAccess") == []
+
+
 def test_a_pools_group_holds_no_scale_set_action_and_disks_only_with_image_jobs() -> None:
     for image_jobs in (True, False):
         bicep = Bicep(poolsB64=_b64(MAXIMAL_POOLS), imageJobs=image_jobs)

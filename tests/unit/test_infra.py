@@ -18,6 +18,7 @@ from shared.auth import ALERT_SENDER, OPERATOR, READER
 from shared.decide.permissions import (
     DISK_ACTIONS,
     GALLERY_ACTIONS,
+    IDENTITY_ACTIONS,
     REFERENCE_ACTIONS,
     RUN_COMMAND_ACTIONS,
     SCALE_SET_ACTIONS,
@@ -36,6 +37,7 @@ def _bicep(path: str) -> dict[str, Any]:
     [
         "infra/main.bicep",
         "infra/modules/access.bicep",
+        "infra/modules/identity-access.bicep",
         "infra/modules/scale-set-access.bicep",
         "infra/modules/scale-set-roles.bicep",
         "infra/modules/pool-alerts.bicep",
@@ -413,6 +415,7 @@ ROLE_VARIABLES = {
     "disk": "diskActions",
     "snapshot": "snapshotActions",
     "reference": "referenceActions",
+    "identity": "identityActions",
     "gallery": "galleryActions",
 }
 
@@ -541,6 +544,19 @@ def test_the_scale_sets_roles_are_assigned_at_each_scale_set_and_run_command_onl
     )
 
 
+def test_an_identity_is_assignable_only_at_each_identity_the_scale_sets_carry() -> None:
+    main = _bicep("infra/main.bicep")
+    loop = main["modules"]["identityAccess"]["config"]["loop_type"]["detail"]
+    assert loop["array_name"] == "identityIds"
+    assert _module(main, "identityAccess")["params"]["actions"] == "identityActions"
+    for role in ("referenceActions", "scaleSetActions", "diskActions", "snapshotActions"):
+        assert not [a for a in main["variables"][role]["value"] if "ManagedIdentity" in a], role
+    module = _bicep("infra/modules/identity-access.bicep")["resources"]
+    assert module["assigned"]["existing"] is True
+    assert module["assignment"]["config"]["scope"] == "assigned"  # at the identity, no wider
+    assert module["role"]["config"]["properties"]["assignableScopes"] == [_THIS_GROUP]
+
+
 def test_the_preflight_checks_the_actions_the_roles_grant() -> None:
     """shared/decide/permissions.py's lists are the Bicep roles' (the preflight compares ARM's
     permissions list with them)."""
@@ -550,4 +566,5 @@ def test_the_preflight_checks_the_actions_the_roles_grant() -> None:
     assert set(DISK_ACTIONS) == granted["disk"]
     assert set(SNAPSHOT_ACTIONS) == granted["snapshot"]
     assert set(REFERENCE_ACTIONS) == granted["reference"]
+    assert set(IDENTITY_ACTIONS) == granted["identity"]
     assert set(GALLERY_ACTIONS) == granted["gallery"]
