@@ -155,6 +155,9 @@ def host_settings(
             "POOLKEEPER_LOCAL_MASTER_KEY": master_key,
             # Signs the bearer tokens the emulated Easy Auth accepts (local.host.easyauth.mint).
             "POOLKEEPER_LOCAL_AUTH_KEY": auth_key,
+            # The simulator's Entra ID, whose RS256 tokens (apps signing in with client
+            # credentials: Alertmanager, Azure Monitor) the emulated Easy Auth checks.
+            "POOLKEEPER_LOCAL_AUTH_ISSUER": f"{sim['arm']}/{sim['tenant']}/v2.0",
             "POOLKEEPER_POOLS_FILE": str(pools),
             # Blank counts as unset, and the environment wins over local.settings.json: a
             # POOLKEEPER_POOLS there must not clash with the scenario's pools.

@@ -31,6 +31,8 @@ def settings_for(sim: Simulator, storage: str, pools: list[dict[str, Any]]) -> d
         "POOLKEEPER_CLOCK_FILE": sim.info["clock_file"],
         "POOLKEEPER_ARM_ENDPOINT": sim.info["arm"],
         "POOLKEEPER_CA_BUNDLE": sim.info["ca_cert"],
+        # The local Easy Auth checks the simulator's Entra ID tokens (apps' client credentials).
+        "POOLKEEPER_LOCAL_AUTH_ISSUER": f"{sim.info['arm']}/{sim.info['tenant']}/v2.0",
         "POOLKEEPER_KUBECONFIG": sim.info["kubeconfig"],
         "POOLKEEPER_SCALE_QUEUE": f"scale-{uuid.uuid4().hex[:8]}",
         "POOLKEEPER_DRAIN_QUEUE": f"drain-{uuid.uuid4().hex[:8]}",

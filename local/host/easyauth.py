@@ -8,17 +8,26 @@ signed in if the token is valid (else 401); one without is signed in as the conf
 identity (a browser's session), if there is one; any other request is a 401, except on the
 excluded path (health, anonymous).
 
-Tokens are HS256 JWTs signed with `POOLKEEPER_LOCAL_AUTH_KEY` for the audience `AUDIENCE`, with
-`name`, `oid` and `roles` claims, as Entra puts them in an access token for an app with app roles.
+Two kinds of bearer token are accepted, both for the audience `AUDIENCE`:
+- RS256 tokens of the simulator's Entra ID (local/sim/entra.py, `POOLKEEPER_LOCAL_AUTH_ISSUER`):
+  checked as Easy Auth checks Entra's, against the signing keys the issuer publishes (its
+  OpenID configuration's `jwks_uri`), for issuer, audience and expiry; apps that sign in with
+  client credentials (Alertmanager, Azure Monitor's secure webhook) get these;
+- HS256 tokens signed with `POOLKEEPER_LOCAL_AUTH_KEY` (`mint`), with `name`, `oid` and `roles`
+  claims, as Entra puts them in a person's access token: for trying roles by hand and in tests.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
+import ssl
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
@@ -27,6 +36,8 @@ from local.host.config import HostConfigError
 ENABLED_SETTING = "WEBSITE_AUTH_ENABLED"
 SIGNED_IN_SETTING = "POOLKEEPER_LOCAL_SIGNED_IN"
 KEY_SETTING = "POOLKEEPER_LOCAL_AUTH_KEY"
+ISSUER_SETTING = "POOLKEEPER_LOCAL_AUTH_ISSUER"
+CA_SETTING = "POOLKEEPER_CA_BUNDLE"
 AUDIENCE = "api://poolkeeper-local"
 ISSUER = "https://login.local.poolkeeper/"
 # infra/main.bicep's authsettingsV2 globalValidation.excludedPaths: the same list.
@@ -50,6 +61,8 @@ class Identity:
 class EasyAuth:
     signed_in: Identity | None
     key: str | None
+    issuer: str | None = None  # an Entra v2.0 issuer: https://<host>/<tenant>/v2.0
+    ca_bundle: str | None = None
 
     def excluded(self, path: str) -> bool:
         return path.rstrip("/") in EXCLUDED_PATHS
@@ -65,6 +78,12 @@ class EasyAuth:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return "Authorization must be 'Bearer <token>'"
+        try:
+            algorithm = jwt.get_unverified_header(token.strip()).get("alg")
+        except jwt.PyJWTError as error:
+            return f"token refused: {error}"
+        if algorithm == "RS256":
+            return self._entra(token.strip())
         if not self.key:
             return f"no bearer tokens are accepted here: {KEY_SETTING} is not set"
         try:
@@ -78,12 +97,47 @@ class EasyAuth:
             )
         except jwt.PyJWTError as error:
             return f"token refused: {error}"
-        roles = claims.get("roles", [])
-        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
-            return "token refused: roles must be a list of strings"
-        oid = str(claims["oid"])
-        name = str(claims.get("name") or claims.get("preferred_username") or oid)
-        return Identity(name=name, id=oid, roles=tuple(roles))
+        return _identity(claims)
+
+    def _entra(self, token: str) -> Identity | str:
+        """An Entra token: its signature by a key the issuer publishes, its issuer, audience and
+        expiry, as Easy Auth checks them."""
+        if not self.issuer:
+            return f"no Entra ID tokens are accepted here: {ISSUER_SETTING} is not set"
+        try:
+            key = _keys(self.issuer, self.ca_bundle).get_signing_key_from_jwt(token)
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=["RS256"],
+                audience=AUDIENCE,
+                issuer=self.issuer,
+                options={"require": ["exp", "iat", "oid"]},
+            )
+        except (jwt.PyJWTError, OSError, ValueError) as error:
+            return f"token refused: {error}"
+        return _identity(claims)
+
+
+def _identity(claims: dict[str, Any]) -> Identity | str:
+    """The caller a token's claims name: a person's `name`, an app's client id (`azp`)."""
+    roles = claims.get("roles", [])
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+        return "token refused: roles must be a list of strings"
+    oid = str(claims["oid"])
+    name = claims.get("name") or claims.get("preferred_username") or claims.get("azp") or oid
+    return Identity(name=str(name), id=oid, roles=tuple(roles))
+
+
+@functools.cache
+def _keys(issuer: str, ca_bundle: str | None) -> jwt.PyJWKClient:
+    """The issuer's signing keys, from its OpenID configuration's `jwks_uri` (cached, refreshed
+    by PyJWT when a token names a key it does not have)."""
+    context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else None
+    url = f"{issuer.rstrip('/')}/.well-known/openid-configuration"
+    with urllib.request.urlopen(url, timeout=10, context=context) as answer:
+        jwks_uri = json.load(answer)["jwks_uri"]
+    return jwt.PyJWKClient(jwks_uri, timeout=10, ssl_context=context)
 
 
 def principal_headers(identity: Identity) -> dict[str, str]:
@@ -132,4 +186,9 @@ def load_easy_auth(settings: Mapping[str, str]) -> EasyAuth | None:
                 '{"name": "you@example.com", "roles": ["Poolkeeper.Operator"]}, '
                 f"got {raw!r} ({error})"
             ) from error
-    return EasyAuth(signed_in=signed_in, key=settings.get(KEY_SETTING) or None)
+    return EasyAuth(
+        signed_in=signed_in,
+        key=settings.get(KEY_SETTING) or None,
+        issuer=settings.get(ISSUER_SETTING) or None,
+        ca_bundle=settings.get(CA_SETTING) or None,
+    )

@@ -282,6 +282,47 @@ class SecretSpec(Strict):
         return cls(value=entry) if isinstance(entry, str) else entry
 
 
+# The application ID URI of Poolkeeper's app registration on the local cloud (the local Easy
+# Auth's audience, local/host/easyauth.py AUDIENCE).
+POOLKEEPER_API = "api://poolkeeper-local"
+
+
+class ApplicationSpec(Strict):
+    """An app registration with a client secret (local/sim/entra.py), and the app roles it holds
+    on other applications: {application ID URI: [role, ...]}."""
+
+    name: str
+    client_id: str = Field(
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )
+    client_secret: str = Field(min_length=8)
+    object_id: str = Field(
+        pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )
+    roles: dict[str, list[str]] = {}
+
+
+class EntraSpec(Strict):
+    """The directory's app registrations; by default the two alert senders of docs/alerts.md."""
+
+    applications: list[ApplicationSpec] = [
+        ApplicationSpec(
+            name="alertmanager",
+            client_id="5b0c2f1e-9a7d-4e38-b1c6-0d2e4f6a8b11",
+            client_secret="local-alertmanager-secret",
+            object_id="7c1d3a2f-0b8e-4f49-a2d7-1e3f5a7b9c22",
+            roles={POOLKEEPER_API: ["Poolkeeper.AlertSender"]},
+        ),
+        ApplicationSpec(
+            name="AzNS AAD Webhook",
+            client_id="461e8683-5575-4561-ac7f-899cc907d62a",  # Azure Monitor's, as in Entra
+            client_secret="local-azure-monitor-secret",
+            object_id="9e2f4b3a-1c0d-4a5b-b3e8-2f4a6b8c0d33",
+            roles={POOLKEEPER_API: ["Poolkeeper.AlertSender"]},
+        ),
+    ]
+
+
 class KeyVaultSpec(Strict):
     """The one vault the simulator serves, on the ARM port (local/sim/keyvault.py)."""
 
@@ -333,6 +374,7 @@ class Scenario(Strict):
     # scale set (local/sim/kube/__init__.py)
     clusters: list[ClusterSpec] | None = None
     key_vault: KeyVaultSpec = KeyVaultSpec()
+    entra: EntraSpec = EntraSpec()
     # The caller's effective permissions, as ARM lists them: keyed by a resource group's name
     # (assignments there) or a resource's id (assignments at it; a resource's list adds its
     # group's). A group not listed: every action ("*"), there and on its resources.

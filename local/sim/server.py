@@ -30,7 +30,7 @@ from typing import Any
 import trustme
 from aiohttp import web
 
-from local.sim import arm, keyvault, monitor, tenancy
+from local.sim import arm, entra, keyvault, monitor, tenancy
 from local.sim.bodies import json_body
 from local.sim.clock import SimClock
 from local.sim.guest import plan
@@ -141,6 +141,10 @@ class Simulator:
         world.settle()
         path = request.path
         monitor_audiences = MONITOR_AUDIENCES + tuple(a + "/" for a in MONITOR_AUDIENCES)
+        if entra.serves(path):
+            response = await entra.handle(request, world)
+            self.record(world, "Entra_" + path.rsplit("/", 1)[-1], request, response.status)
+            return response
         if keyvault.serves(path):
             scenario = world.scenario
             caller = Caller(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import jwt
 import pytest
 import requests
 from azure.core.exceptions import ResourceNotFoundError
@@ -719,6 +720,68 @@ def test_alert_webhooks_through_the_host_scale_up_once_and_refuse_bad_requests(
     too_big = b"{" + b" " * MAX_BODY_BYTES + b"}"
     huge = requests.post(url, data=too_big, headers=headers, timeout=10)
     assert huge.status_code == 413
+    assert sim.scale_set_state(VMSS)["capacity"] == 5
+
+
+def test_an_alert_sender_signs_in_with_entra_client_credentials_checked_against_its_keys(
+    sim: Simulator, azurite: Any, start_host: Any
+) -> None:
+    # Alertmanager's oauth2 (client credentials) against the simulator's Entra ID; the local Easy
+    # Auth checks the RS256 token against the keys the issuer publishes, as Easy Auth does.
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from local.sim.scenario import EntraSpec
+    from tests.integration.test_alert_webhook import azure_alert
+
+    world = _world(sim, azurite, start_host)
+    alertmanager = EntraSpec().applications[0]
+    issuer = f"{sim.info['arm']}/{sim.info['tenant']}/v2.0"
+    token_url = f"{sim.info['arm']}/{sim.info['tenant']}/oauth2/v2.0/token"
+
+    def token(secret: str, scope: str = "api://poolkeeper-local/.default") -> requests.Response:
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": alertmanager.client_id,
+            "client_secret": secret,
+            "scope": scope,
+        }
+        return requests.post(token_url, data=form, verify=sim.info["ca_cert"], timeout=10)
+
+    def post(access_token: str) -> requests.Response:
+        headers = {"Authorization": f"Bearer {access_token}"}
+        return requests.post(
+            f"{world.url}/api/alerts",
+            json=azure_alert(target=_vmss_id(VMSS)),
+            headers=headers,
+            timeout=10,
+        )
+
+    wrong = token("not-the-secret")
+    assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
+    assert "AADSTS7000215" in wrong.json()["error_description"]
+    granted = token(alertmanager.client_secret)
+    assert granted.status_code == 200, granted.text
+    access = granted.json()["access_token"]
+    claims = jwt.decode(access, options={"verify_signature": False})
+    assert claims["iss"] == issuer and claims["roles"] == [ALERT_SENDER]
+
+    # Refused before the app sees them: a changed signature, the same claims signed by a key the
+    # issuer does not publish, a token for another audience.
+    header, payload, signature = access.split(".")
+    flipped = signature[:-2] + ("AA" if signature[-2:] != "AA" else "BB")
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    kid = jwt.get_unverified_header(access)["kid"]
+    resigned = jwt.encode(claims, stranger, algorithm="RS256", headers={"kid": kid})
+    arm = token(alertmanager.client_secret, scope="https://management.azure.com/.default")
+    for refused in (f"{header}.{payload}.{flipped}", resigned, arm.json()["access_token"]):
+        answer = post(refused)
+        assert answer.status_code == 401, answer.text
+    assert sim.scale_set_state(VMSS)["capacity"] == 4  # nothing acted
+
+    accepted = post(access)
+    assert accepted.status_code == 202, accepted.text
+    (job_id,) = accepted.json()["jobs"]
+    assert world.finished(job_id)["status"] == "done"
     assert sim.scale_set_state(VMSS)["capacity"] == 5
 
 
