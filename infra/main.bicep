@@ -418,6 +418,8 @@ var galleryScopes = imageJobs ? union(galleryGroups, galleryGroups) : []
 var networkScopes = union(networkGroups, networkGroups)
 var identityEntries = [for entry in (empty(scaleSetIdentities) ? [] : split(scaleSetIdentities, ',')): toLower(trim(entry))]
 var identityIds = union(identityEntries, identityEntries)
+var identityGroups = [for id in identityIds: format('{0}/{1}', split(id, '/')[2], split(id, '/')[4])]
+var identityScopes = union(identityGroups, identityGroups)
 var snapshotGroups = [for pool in pools: toLower(format('{0}/{1}', split(pool.vmss_id, '/')[2], union({ snapshot_resource_group: split(pool.vmss_id, '/')[4] }, contains(pool, 'image') ? pool.image : {}).snapshot_resource_group))]
 var snapshotScopes = imageJobs ? union(snapshotGroups, snapshotGroups) : []
 
@@ -493,8 +495,9 @@ module nodeAccess 'modules/access.bicep' = [for group in nodeScopes: {
     roleDescription: 'What writes to the pools\' scale sets reference (subnets, load balancer pools, network security groups) and, with image jobs, a donor\'s OS disk.'
     actions: concat(referenceActions, imageJobs ? diskActions : [])
   }
-  // Narrowed (an upgrade from group-wide roles) only once the scale sets hold their own.
-  dependsOn: [ scaleSetAccess ]
+  // Narrowed (an upgrade from group-wide roles) only once the scale sets and identities hold
+  // their own.
+  dependsOn: [ scaleSetAccess, identityAccess ]
 }]
 
 // The scale sets' own roles: defined once per resource group, assigned at each pool's scale set.
@@ -519,14 +522,23 @@ module scaleSetAccess 'modules/scale-set-access.bicep' = [for pool in pools: {
   dependsOn: [ scaleSetRoles ]
 }]
 
+// The identity role: defined once per resource group of identities, assigned at each identity.
+module identityRoles 'modules/identity-role.bicep' = [for group in identityScopes: {
+  name: 'poolkeeper-identity-role-${uniqueString(group)}'
+  scope: resourceGroup(first(split(group, '/')), last(split(group, '/')))
+  params: {
+    actions: identityActions
+  }
+}]
+
 module identityAccess 'modules/identity-access.bicep' = [for id in identityIds: {
   name: 'poolkeeper-identity-access-${uniqueString(id)}'
   scope: resourceGroup(split(id, '/')[2], split(id, '/')[4])
   params: {
     principalId: identity.properties.principalId
     identityName: split(id, '/')[8]
-    actions: identityActions
   }
+  dependsOn: [ identityRoles ]
 }]
 
 module snapshotAccess 'modules/access.bicep' = [for group in snapshotScopes: {
@@ -560,6 +572,8 @@ module networkAccess 'modules/access.bicep' = [for group in networkScopes: {
     roleDescription: 'What a scale set model write references: subnets, load balancer pools, network security groups.'
     actions: referenceActions
   }
+  // Narrowed on an upgrade (identities left it) only once the identities hold their own.
+  dependsOn: [ identityAccess ]
 }]
 
 // Container Insights: read its workspace. Off, the module is skipped; its scope still has to be

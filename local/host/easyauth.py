@@ -104,8 +104,16 @@ class EasyAuth:
         expiry, as Easy Auth checks them."""
         if not self.issuer:
             return f"no Entra ID tokens are accepted here: {ISSUER_SETTING} is not set"
+        down = time.monotonic() - _UNREACHABLE.get(self.issuer, -ISSUER_RETRY)
+        if down < ISSUER_RETRY:  # each try holds the host's loop: not on every request
+            return f"token refused: the issuer's keys were not readable {down:.0f} s ago"
         try:
-            key = _keys(self.issuer, self.ca_bundle).get_signing_key_from_jwt(token)
+            keys = _keys(self.issuer, self.ca_bundle)
+        except Exception as error:  # noqa: BLE001 - whatever the issuer answered: no sign-in
+            _UNREACHABLE[self.issuer] = time.monotonic()
+            return f"token refused: the issuer's OpenID configuration is not readable: {error!r}"
+        try:
+            key = keys.get_signing_key_from_jwt(token)
             claims = jwt.decode(
                 token,
                 key.key,
@@ -114,7 +122,10 @@ class EasyAuth:
                 issuer=self.issuer,
                 options={"require": ["exp", "iat", "oid"]},
             )
-        except (jwt.PyJWTError, OSError, ValueError) as error:
+        except jwt.PyJWKClientConnectionError as error:
+            _UNREACHABLE[self.issuer] = time.monotonic()
+            return f"token refused: {error}"
+        except Exception as error:  # noqa: BLE001 - a token that does not check out: no sign-in
             return f"token refused: {error}"
         return _identity(claims)
 
@@ -129,15 +140,24 @@ def _identity(claims: dict[str, Any]) -> Identity | str:
     return Identity(name=str(name), id=oid, roles=tuple(roles))
 
 
+# An issuer whose keys could not be read is not asked again for this long (wall seconds): the
+# emulation checks tokens on the host's event loop, and each try may wait for its timeout.
+ISSUER_RETRY = 30.0
+ISSUER_TIMEOUT = 5.0
+_UNREACHABLE: dict[str, float] = {}
+
+
 @functools.cache
 def _keys(issuer: str, ca_bundle: str | None) -> jwt.PyJWKClient:
-    """The issuer's signing keys, from its OpenID configuration's `jwks_uri` (cached, refreshed
-    by PyJWT when a token names a key it does not have)."""
+    """The issuer's signing keys, from its OpenID configuration's `jwks_uri` (kept once read,
+    refreshed by PyJWT when a token names a key it does not have; a failure is not kept)."""
     context = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else None
     url = f"{issuer.rstrip('/')}/.well-known/openid-configuration"
-    with urllib.request.urlopen(url, timeout=10, context=context) as answer:
-        jwks_uri = json.load(answer)["jwks_uri"]
-    return jwt.PyJWKClient(jwks_uri, timeout=10, ssl_context=context)
+    with urllib.request.urlopen(url, timeout=ISSUER_TIMEOUT, context=context) as answer:
+        document = json.load(answer)
+    if not isinstance(document, dict) or not isinstance(document.get("jwks_uri"), str):
+        raise ValueError(f"{url} names no jwks_uri")
+    return jwt.PyJWKClient(document["jwks_uri"], timeout=ISSUER_TIMEOUT, ssl_context=context)
 
 
 def principal_headers(identity: Identity) -> dict[str, str]:

@@ -70,8 +70,13 @@ GALLERY_ACTIONS = (
 
 
 def _pattern(action: str) -> re.Pattern[str]:
-    """ARM's action wildcard: `*` matches any run of characters; case does not matter."""
-    return re.compile(".*".join(re.escape(part) for part in action.split("*")), re.IGNORECASE)
+    """ARM's action wildcard: `*` matches any run of characters, and a `/*/` segment none too
+    (Managed Identity Operator's `userAssignedIdentities/*/assign/action` grants
+    `userAssignedIdentities/assign/action`); case does not matter."""
+    segments = [
+        ".*".join(re.escape(part) for part in piece.split("*")) for piece in action.split("/*/")
+    ]
+    return re.compile("/(?:.*/)?".join(segments), re.IGNORECASE)
 
 
 def _matches(action: str, patterns: Iterable[str]) -> bool:

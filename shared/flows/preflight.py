@@ -172,8 +172,11 @@ def _scale_set_access(access: Access, pool: Pool, identities: list[str]) -> dict
             "error": f"permissions on {pool.vmss_id} not readable: {_short(error)}",
         }
     required = [a for a in missing if a not in RUN_COMMAND_ACTIONS or needs_run_command]
-    unassignable = _unassignable(access, identities)
-    found: dict[str, Any] = {"ok": not required and not unassignable, "missing": missing}
+    unassignable, unread = _unassignable(access, identities)
+    found: dict[str, Any] = {
+        "ok": not required and not unassignable and not unread,
+        "missing": missing,
+    }
     errors = []
     if required:
         errors.append(
@@ -189,6 +192,8 @@ def _scale_set_access(access: Access, pool: Pool, identities: list[str]) -> dict
             f"fail: {'; '.join(unassignable)}; name them in POOLKEEPER_SCALE_SET_IDENTITIES "
             "(scaleSetIdentities) and provision again (docs/deploy.md)"
         )
+    if unread:
+        errors.append(f"permissions on {'; '.join(unread)} not readable: cannot tell")
     if errors:
         found["error"] = "; and ".join(errors)
     elif missing:
@@ -199,16 +204,17 @@ def _scale_set_access(access: Access, pool: Pool, identities: list[str]) -> dict
     return found
 
 
-def _unassignable(access: Access, identities: list[str]) -> list[str]:
-    """Each identity (resource id) the identity may not assign, with why."""
-    lacking = []
+def _unassignable(access: Access, identities: list[str]) -> tuple[list[str], list[str]]:
+    """The identities (resource ids) the identity may not assign, and those whose permissions
+    could not be read (with why): undetermined, not a lack."""
+    lacking, unread = [], []
     for each in identities:
         try:
             if missing_actions(IDENTITY_ACTIONS, access.resource_permissions(each)):
                 lacking.append(each)
         except Exception as error:  # noqa: BLE001 - the failure is the check's answer
-            lacking.append(f"{each} (permissions not readable: {_short(error)[:200]})")
-    return lacking
+            unread.append(f"{each} ({_short(error)[:200]})")
+    return lacking, unread
 
 
 def _scope_of(resource_id: str) -> tuple[str, str]:

@@ -135,3 +135,29 @@ def test_a_cross_site_request_gets_no_session_and_only_health_is_excluded() -> N
 def test_a_principal_nested_too_deep_is_no_caller() -> None:
     deep = base64.b64encode(b"[" * 100_000 + b"]" * 100_000).decode()
     assert caller_of({"X-MS-CLIENT-PRINCIPAL": deep}) is None
+
+
+def test_an_entra_token_with_an_unreachable_issuer_is_a_refusal_and_not_asked_again_at_once() -> (
+    None
+):
+    import socket
+
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from local.host import easyauth
+
+    with socket.socket() as listener:  # a port nobody answers on once closed
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+    issuer = f"https://127.0.0.1:{port}/tenant/v2.0"
+    settings = {"WEBSITE_AUTH_ENABLED": "true", easyauth.ISSUER_SETTING: issuer}
+    auth = load_easy_auth(settings)
+    assert auth is not None
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    claims = {"aud": easyauth.AUDIENCE, "iss": issuer, "oid": "o", "iat": 1, "exp": 2**31}
+    token = pyjwt.encode(claims, key, algorithm="RS256", headers={"kid": "k"})
+    first = auth.identify(f"Bearer {token}")
+    assert isinstance(first, str) and "OpenID configuration is not readable" in first
+    again = auth.identify(f"Bearer {token}")  # within ISSUER_RETRY: refused without asking
+    assert isinstance(again, str) and "the issuer's keys were not readable" in again

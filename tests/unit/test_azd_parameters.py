@@ -383,12 +383,20 @@ def test_each_identity_the_scale_sets_carry_gets_the_assignment_role_once() -> N
         f"/subscriptions/{SUB_B}/resourceGroups/rg-gpu/providers/"
         "Microsoft.ManagedIdentity/userAssignedIdentities/gpu-agentpool"
     )
-    given = f" {kubelet}, {gpu},{kubelet.lower()}"
+    second = kubelet.replace("capz-kubelet", "capz-node-2")
+    given = f" {kubelet}, {gpu},{kubelet.lower()},{second}"  # a repeat in another case
     bicep = Bicep(poolsB64=_b64(MAXIMAL_POOLS), scaleSetIdentities=given)
-    assert bicep.module_scopes("identityAccess") == [(SUB_A, "rg-identities"), (SUB_B, "rg-gpu")]
+    # The role defined once per group; assigned at each identity.
+    assert bicep.module_scopes("identityRoles") == [(SUB_A, "rg-identities"), (SUB_B, "rg-gpu")]
+    assert bicep.module_scopes("identityAccess") == [
+        (SUB_A, "rg-identities"),
+        (SUB_B, "rg-gpu"),
+        (SUB_A, "rg-identities"),
+    ]
     assert [p["identityName"] for p in bicep.module_params("identityAccess")] == [
         "capz-kubelet",
         "gpu-agentpool",
+        "capz-node-2",
     ]
     assert Bicep(poolsB64=_b64(MAXIMAL_POOLS)).module_scopes("identityAccess") == []
 

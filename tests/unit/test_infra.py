@@ -38,6 +38,7 @@ def _bicep(path: str) -> dict[str, Any]:
         "infra/main.bicep",
         "infra/modules/access.bicep",
         "infra/modules/identity-access.bicep",
+        "infra/modules/identity-role.bicep",
         "infra/modules/scale-set-access.bicep",
         "infra/modules/scale-set-roles.bicep",
         "infra/modules/pool-alerts.bicep",
@@ -548,13 +549,16 @@ def test_an_identity_is_assignable_only_at_each_identity_the_scale_sets_carry() 
     main = _bicep("infra/main.bicep")
     loop = main["modules"]["identityAccess"]["config"]["loop_type"]["detail"]
     assert loop["array_name"] == "identityIds"
-    assert _module(main, "identityAccess")["params"]["actions"] == "identityActions"
+    roles = main["modules"]["identityRoles"]["config"]["loop_type"]["detail"]
+    assert roles["array_name"] == "identityScopes"  # one per group: its role defined once
+    assert _module(main, "identityRoles")["params"]["actions"] == "identityActions"
     for role in ("referenceActions", "scaleSetActions", "diskActions", "snapshotActions"):
         assert not [a for a in main["variables"][role]["value"] if "ManagedIdentity" in a], role
     module = _bicep("infra/modules/identity-access.bicep")["resources"]
     assert module["assigned"]["existing"] is True
     assert module["assignment"]["config"]["scope"] == "assigned"  # at the identity, no wider
-    assert module["role"]["config"]["properties"]["assignableScopes"] == [_THIS_GROUP]
+    role = _bicep("infra/modules/identity-role.bicep")["resources"]["role"]["config"]
+    assert role["properties"]["assignableScopes"] == [_THIS_GROUP]
 
 
 def test_the_preflight_checks_the_actions_the_roles_grant() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from shared.decide.permissions import (
     DISK_ACTIONS,
+    IDENTITY_ACTIONS,
     REFERENCE_ACTIONS,
     RUN_COMMAND_ACTIONS,
     SCALE_SET_ACTIONS,
@@ -41,3 +42,12 @@ def test_entries_add_up_and_exact_names_match_only_themselves() -> None:
     assert missing_actions([DELETE, RUN], entries) == []
     assert missing_actions([DELETE], [{"actions": [DELETE + "x"]}]) == [DELETE]
     assert missing_actions([DELETE], []) == [DELETE]
+
+
+def test_a_wildcard_segment_matches_no_segment_too() -> None:
+    # Managed Identity Operator, the built-in role for assigning user-assigned identities.
+    operator = [{"actions": ["Microsoft.ManagedIdentity/userAssignedIdentities/*/assign/action"]}]
+    assert missing_actions(IDENTITY_ACTIONS, operator) == []
+    assert missing_actions([DELETE], operator) == [DELETE]
+    narrower = [{"actions": ["Microsoft.Compute/virtualMachineScaleSets/*/action"]}]
+    assert missing_actions([DELETE, RUN], narrower) == []
