@@ -90,6 +90,18 @@ def submit_job(req: func.HttpRequest) -> func.HttpResponse:
     return _json(body, status)
 
 
+@app.route(route="jobs", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
+    """A page of jobs: ?pool=&kind=&status=&since=&limit=&continuation= (docs/jobs.md)."""
+    from shared.flows import api
+
+    caller = _signed_in(req, READER)
+    if isinstance(caller, func.HttpResponse):
+        return caller
+    status, body = api.jobs(dict(req.params))
+    return _json(body, status)
+
+
 @app.route(route="jobs/{id}", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
 def get_job(req: func.HttpRequest) -> func.HttpResponse:
     """The job's ledger entry: status, steps, outcome, errors."""

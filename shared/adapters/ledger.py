@@ -311,6 +311,56 @@ class Tables:
         ]
         return sorted(jobs, key=lambda job: job["created_at"], reverse=True)[:limit]
 
+    def list_jobs(
+        self,
+        *,
+        pool: str | None = None,
+        kind: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+        continuation: dict[str, str] | None = None,
+    ) -> tuple[list[dict[str, Any]], dict[str, str] | None]:
+        """One page of jobs matching the filters, without their state and steps (in id order),
+        and the Tables service's token for the next page (None after the last). A continuation
+        the service refuses is a ValueError."""
+        clauses, parameters = ["PartitionKey eq 'job'"], {}
+        for name, value in (("pool", pool), ("kind", kind), ("status", status)):
+            if value is not None:
+                clauses.append(f"{name} eq @{name}")
+                parameters[name] = value
+        if since is not None:
+            clauses.append("created_at ge @since")
+            parameters["since"] = since.isoformat()
+        pages = (
+            self._table(JOBS_TABLE)
+            .query_entities(
+                " and ".join(clauses),
+                parameters=parameters,
+                select=[*_LISTED, "RowKey", "pool", "envelope", "outcome"],
+                results_per_page=limit,
+            )
+            .by_page(continuation_token=continuation)
+        )
+        from azure.core.exceptions import HttpResponseError
+
+        try:
+            page = list(next(pages, []))
+        except HttpResponseError as error:
+            if continuation is not None and error.status_code == 400:
+                raise ValueError(f"continuation refused by the ledger ({error.reason})") from error
+            raise
+        jobs = [
+            {"id": e["RowKey"], "pool": e.get("pool")}
+            | {key: e.get(key) for key in _LISTED}
+            | {
+                "submitted_by": json.loads(e.get("envelope") or "{}").get("submitted_by"),
+                "outcome": json.loads(e["outcome"]) if e.get("outcome") else None,
+            }
+            for e in page
+        ]
+        return jobs, pages.continuation_token or None
+
     # -- rejections --------------------------------------------------------------------------------
 
     def reject(

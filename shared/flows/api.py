@@ -19,6 +19,7 @@ from shared.adapters.repair_log import RepairLog
 from shared.adapters.storage import INTAKE_OPTIONS, StorageUnavailable, unavailable_as_error
 from shared.config import Pool, PoolNotFound
 from shared.decide.imaging import version_key
+from shared.decide.job_query import encode_continuation, parse_job_query
 
 # Imported for their side effect: each registers its job kind's flow.
 from shared.flows import reconcile
@@ -171,6 +172,29 @@ def job(job_id: str) -> tuple[int, dict[str, Any]]:
     if record is None:
         return 404, {"error": f"no job {job_id!r} in the ledger"}
     return 200, record.public()
+
+
+def jobs(params: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+    """`GET /api/jobs`: a page of jobs (filters pool, kind, status, since; limit; continuation),
+    newest id order aside, and `next` for the following page; 400 naming a wrong filter."""
+    query = parse_job_query(params)
+    if isinstance(query, str):
+        return 400, {"error": query}
+    try:
+        with unavailable_as_error():
+            found, token = intake().tables.list_jobs(
+                pool=query.pool,
+                kind=query.kind,
+                status=query.status,
+                since=query.since,
+                limit=query.limit,
+                continuation=query.continuation,
+            )
+    except StorageUnavailable as error:
+        return _unavailable(error)
+    except ValueError as error:  # a token the Tables service refuses
+        return 400, {"error": f"continuation: {error}"}
+    return 200, {"jobs": found, "next": encode_continuation(token)}
 
 
 def pools(name: str | None) -> tuple[int, Any]:

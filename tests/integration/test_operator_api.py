@@ -220,6 +220,42 @@ def _bearer(name: str, roles: list[str], *, key: str = AUTH_KEY) -> dict[str, st
     return {"Authorization": f"Bearer {mint(key, name, roles, oid=f'oid-{name}')}"}
 
 
+def test_jobs_are_listed_by_filter_and_page_through_the_host(
+    sim: Simulator, azurite: Any, start_host: Any
+) -> None:
+    world = _world(sim, azurite, start_host)
+    ids = {world.submit("scale", {"delta": 1, "dry_run": True}) for _ in range(3)}
+    for job_id in ids:
+        assert world.finished(job_id)["status"] == "done"
+
+    listed = world.get(f"jobs?pool={world.pool}&kind=scale&status=done")
+    assert listed.status_code == 200, listed.text
+    body = listed.json()
+    assert {j["id"] for j in body["jobs"]} == ids and body["next"] is None
+    first = body["jobs"][0]
+    assert first["pool"] == world.pool and first["kind"] == "scale" and first["status"] == "done"
+    assert first["submitted_by"] and first["outcome"]["dry_run"] is True
+    assert "state" not in first and "steps" not in first  # a list, not every job's ledger entry
+
+    # Two pages of two: `next` carries on where the first ended.
+    seen: list[str] = []
+    page = world.get(f"jobs?pool={world.pool}&kind=scale&limit=2").json()
+    seen += [j["id"] for j in page["jobs"]]
+    assert len(page["jobs"]) == 2 and page["next"]
+    page = world.get(f"jobs?pool={world.pool}&kind=scale&limit=2&continuation={page['next']}")
+    assert page.status_code == 200, page.text
+    seen += [j["id"] for j in page.json()["jobs"]]
+    assert sorted(seen) == sorted(ids) and len(seen) == 3
+
+    later = world.get(f"jobs?pool={world.pool}&since=2099-01-01T00:00:00%2B00:00").json()
+    assert later == {"jobs": [], "next": None}
+    wrong = world.get("jobs?status=cancelled")
+    assert wrong.status_code == 400 and "status: 'cancelled'" in wrong.json()["error"]
+    forged = _bearer("rita", [READER], key="not-the-key-but-thirty-two-bytes")
+    assert world.get("jobs", headers=forged).status_code == 401
+    assert world.get("jobs", headers=_bearer("rita", [READER])).status_code == 200
+
+
 def test_job_routes_need_a_signed_in_caller_with_the_right_role(
     sim: Simulator, azurite, start_host
 ) -> None:

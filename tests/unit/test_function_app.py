@@ -65,6 +65,7 @@ def test_function_index_pins_names_triggers_routes_and_auth_levels() -> None:
             }
         ],
         "submit_job": _http("jobs", ["POST"], "ANONYMOUS"),
+        "list_jobs": _http("jobs", ["GET"], "ANONYMOUS"),
         "get_job": _http("jobs/{id}", ["GET"], "ANONYMOUS"),
         "get_pools": _http("pools/{name?}", ["GET"], "ANONYMOUS"),
         "preflight": _http("preflight", ["GET"], "ANONYMOUS"),
