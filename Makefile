@@ -99,6 +99,7 @@ bench: deps
 	$(BIN)/python -m bench.arm_calls
 	$(BIN)/python -m bench.fleet_reads
 	$(BIN)/python -m bench.isolation
+	$(BIN)/python -m bench.capacity_eval
 	$(BIN)/python -m bench.alert_intake
 	$(BIN)/python -m bench.alert_latency
 	$(BIN)/python -m bench.patch_rollout
