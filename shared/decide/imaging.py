@@ -123,8 +123,9 @@ def choose_donor(
 
 
 def version_name(now: datetime, existing: Iterable[str]) -> str:
-    """`YYYY.MMDD.HHMMSS`: three 32-bit integers as Azure requires, sortable by time, and unique
-    even for two runs a day (a clash moves the last part up)."""
+    """`<year>.<month*100+day>.<hour*10000+minute*100+second>`: three 32-bit integers as Azure
+    requires (so no leading zeros: 2026.1104.60546 at 06:05:46 on 4 November), sortable by time,
+    and unique even for two runs a day (a clash moves the last part up)."""
     taken = {version_key(name) for name in existing}
     patch = now.hour * 10000 + now.minute * 100 + now.second
     while (now.year, now.month * 100 + now.day, patch) in taken:
