@@ -59,11 +59,13 @@ def login_line(sim: Mapping[str, Any]) -> str:
 
 
 def env_file(sim: Mapping[str, Any], log_dir: Path) -> str:
-    """The exports, as a file to source; `az` is the project's CLI where `make az` put it."""
+    """The exports, as a file to source; `az` is the project's CLI where `make az` put it,
+    looked for when `az` runs (so a `make az` after the stack started counts), else PATH's."""
     exports = environment(sim, log_dir / "azure")
     lines = [f"export {key}={shlex.quote(value)}" for key, value in exports.items()]
-    if az_binary() != "az":  # a function, not PATH: .venv-az/bin would shadow python and pip
-        lines.append(f'az() {{ {shlex.quote(az_binary())} "$@"; }}')
+    # A function, not PATH: .venv-az/bin would shadow python and pip.
+    own = shlex.quote(str(VENV_AZ))
+    lines.append(f'az() {{ if [ -x {own} ]; then {own} "$@"; else command az "$@"; fi; }}')
     return "\n".join(lines) + "\n"
 
 
