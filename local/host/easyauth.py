@@ -76,28 +76,21 @@ class EasyAuth:
         if not authorization:
             return None if cross_site else self.signed_in
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             return "Authorization must be 'Bearer <token>'"
         try:
-            algorithm = jwt.get_unverified_header(token.strip()).get("alg")
+            algorithm = jwt.get_unverified_header(token).get("alg")
         except jwt.PyJWTError as error:
             return f"token refused: {error}"
         if algorithm == "RS256":
-            return self._entra(token.strip())
+            return self._entra(token)
         if not self.key:
             return f"no bearer tokens are accepted here: {KEY_SETTING} is not set"
         try:
-            claims = jwt.decode(
-                token.strip(),
-                self.key,
-                algorithms=["HS256"],
-                audience=AUDIENCE,
-                issuer=ISSUER,
-                options={"require": ["exp", "iat", "oid"]},
-            )
+            return _identity(_decode(token, self.key, "HS256", ISSUER))
         except jwt.PyJWTError as error:
             return f"token refused: {error}"
-        return _identity(claims)
 
     def _entra(self, token: str) -> Identity | str:
         """An Entra token: its signature by a key the issuer publishes, its issuer, audience and
@@ -113,21 +106,25 @@ class EasyAuth:
             _UNREACHABLE[self.issuer] = time.monotonic()
             return f"token refused: the issuer's OpenID configuration is not readable: {error!r}"
         try:
-            key = keys.get_signing_key_from_jwt(token)
-            claims = jwt.decode(
-                token,
-                key.key,
-                algorithms=["RS256"],
-                audience=AUDIENCE,
-                issuer=self.issuer,
-                options={"require": ["exp", "iat", "oid"]},
-            )
+            claims = _decode(token, keys.get_signing_key_from_jwt(token).key, "RS256", self.issuer)
         except jwt.PyJWKClientConnectionError as error:
             _UNREACHABLE[self.issuer] = time.monotonic()
             return f"token refused: {error}"
         except Exception as error:  # noqa: BLE001 - a token that does not check out: no sign-in
             return f"token refused: {error}"
         return _identity(claims)
+
+
+def _decode(token: str, key: Any, algorithm: str, issuer: str) -> dict[str, Any]:
+    """The claims of a token signed with `key`, for our audience from `issuer`, not expired."""
+    return jwt.decode(
+        token,
+        key,
+        algorithms=[algorithm],
+        audience=AUDIENCE,
+        issuer=issuer,
+        options={"require": ["exp", "iat", "oid"]},
+    )
 
 
 def _identity(claims: dict[str, Any]) -> Identity | str:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 RESOURCE_GROUP_NAME = re.compile(r"[A-Za-z0-9_.()-]{0,89}[A-Za-z0-9_()-]")
 GALLERY_ID = re.compile(
     r"/subscriptions/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-    r"/resourceGroups/[A-Za-z0-9_.()-]{0,89}[A-Za-z0-9_()-]"
+    rf"/resourceGroups/{RESOURCE_GROUP_NAME.pattern}"
     r"/providers/Microsoft\.Compute/galleries/[A-Za-z0-9][A-Za-z0-9_.]{0,78}[A-Za-z0-9]",
     re.IGNORECASE | re.ASCII,
 )

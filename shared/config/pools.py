@@ -31,7 +31,7 @@ from shared.config.clusters import (
     KEY_VAULT_SETTING,
     Cluster,
 )
-from shared.config.image import IMAGE_ALLOWED, ImageSettings
+from shared.config.image import IMAGE_ALLOWED, RESOURCE_GROUP_NAME, ImageSettings
 from shared.config.patch import PATCH_ALLOWED, PatchSettings, Window
 from shared.config.repair import REPAIR_ALLOWED, RepairSettings
 
@@ -42,16 +42,16 @@ DOCS = "docs/configuration.md"
 # Azure's ceiling for the instances of one scale set.
 MAX_SCALE_SET_SIZE = 1000
 
-_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+POOL_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 # ARM ids are case-insensitive, so keywords and the provider/type segments match in any case.
 _VMSS_ID = re.compile(
     r"/subscriptions/(?P<subscription>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
-    r"/resourceGroups/(?P<resource_group>[A-Za-z0-9_.()-]{0,89}[A-Za-z0-9_()-])"
+    rf"/resourceGroups/(?P<resource_group>{RESOURCE_GROUP_NAME.pattern})"
     r"/providers/Microsoft\.Compute/virtualMachineScaleSets/(?P<name>[A-Za-z0-9_.-]{1,64})",
     re.IGNORECASE | re.ASCII,  # ASCII: in Unicode mode, ignoring case lets "K" (Kelvin) match "k"
 )
 _LABEL_VALUE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?")
-_PATTERNS = {"name": _NAME, "vmss_id": _VMSS_ID, "node_group": _LABEL_VALUE}
+_PATTERNS = {"name": POOL_NAME, "vmss_id": _VMSS_ID, "node_group": _LABEL_VALUE}
 
 # What each pool field accepts, in the words every error message uses.
 _ALLOWED = {

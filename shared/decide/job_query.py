@@ -6,17 +6,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from shared.config.pools import POOL_NAME
 from shared.jobs import JobKind
 
 STATUSES = ("queued", "deferred", "running", "waiting", "done", "failed")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
-_POOL = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 KNOWN = ("pool", "kind", "status", "since", "limit", "continuation")
 
 
@@ -36,7 +35,7 @@ def parse_job_query(params: Mapping[str, str]) -> JobQuery | str:
     if unknown:
         return f"unknown query parameter(s) {', '.join(unknown)}; known: {', '.join(KNOWN)}"
     pool = params.get("pool") or None
-    if pool is not None and not _POOL.fullmatch(pool):
+    if pool is not None and not POOL_NAME.fullmatch(pool):
         return f"pool: {pool!r} is not a pool name (lowercase letters, digits and hyphens)"
     kind = params.get("kind") or None
     if kind is not None and kind not in {k.value for k in JobKind}:

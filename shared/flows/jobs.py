@@ -448,8 +448,8 @@ def submit(
         if existing is not None:  # the same job again: it keeps its first submitter
             first = json.loads(existing.envelope).get("submitted_by")
             job = job.model_copy(update={"submitted_by": first})
-        if existing is not None and existing.status not in PENDING:
-            return job  # already started or finished: its messages are the runner's
+            if existing.status not in PENDING:
+                return job  # already started or finished: its messages are the runner's
     # Sent again for a resend of a pending job: the first send may be what failed. The runner
     # runs a job once whatever the number of its messages (the ledger decides).
     services.queues.send(queue_name(job.kind, services.settings), job.to_message())

@@ -67,13 +67,13 @@ def preflight(services: Any) -> dict[str, Any]:
         pool.name: _pool(services, pool, clusters.get(pool.cluster))
         for pool in services.config.pools
     }
-    with Access.from_settings(services.settings) as access:
+    with Access.from_settings(services.settings) as access:  # one client per subscription
         for pool in services.config.pools:
             check = pools[pool.name]
             check["permissions"] = _scale_set_access(access, pool, check.get("identities", []))
             if not check["permissions"]["ok"] and check["ok"]:
                 check["ok"], check["error"] = False, check["permissions"]["error"]
-    scopes = _scopes(services)
+        scopes = _scopes(services, access)
     usage = _usage(services, pools)
     ok = usage["ok"] and all(
         check["ok"] for found in (clusters, pools, scopes) for check in found.values()
@@ -128,7 +128,7 @@ def _usage(services: Any, pools: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _scopes(services: Any) -> dict[str, dict[str, Any]]:
+def _scopes(services: Any, access: Access) -> dict[str, dict[str, Any]]:
     """Each resource group the pools use: the Azure actions Poolkeeper needs there that the
     identity lacks. In a pool's group: what its scale set's model references, and the donor's
     disk; in its snapshot group: snapshots; in its gallery's: the gallery role. Image actions
@@ -149,11 +149,10 @@ def _scopes(services: Any) -> dict[str, dict[str, Any]]:
             for action in actions:
                 scope["actions"][action] = scope["actions"].get(action) or pool.image.automatic
             scope["pools"].add(pool.name)
-    found: dict[str, dict[str, Any]] = {}
-    with Access.from_settings(services.settings) as access:
-        for (subscription, group), need in sorted(needed.items()):
-            found[f"{subscription}/{group}"] = _scope(access, subscription, group, need)
-    return found
+    return {
+        f"{subscription}/{group}": _scope(access, subscription, group, need)
+        for (subscription, group), need in sorted(needed.items())
+    }
 
 
 def _scale_set_access(access: Access, pool: Pool, identities: list[str]) -> dict[str, Any]:

@@ -201,7 +201,7 @@ def survey(services: Any) -> list[str]:
         answers[cluster] = error
         for pool in by_cluster[cluster]:
             recorded = services.tables.pool_status(pool.name)
-            seen = _listing(services, listings, pool).get(pool.vmss_id.lower())
+            seen = _seen(services, listings, pool, recorded)
             fresh = (
                 recorded
                 and seen is not None
@@ -228,16 +228,17 @@ def survey(services: Any) -> list[str]:
     return enqueued
 
 
-def _listing(
+def _seen(
     services: Any,
     listings: dict[tuple[str, str], dict[str, tuple[str, int]] | None],
     pool: Pool,
-) -> dict[str, tuple[str, int]]:
-    """The pool's resource group's scale sets (ETag, capacity), listed once per survey. When the
-    list is refused (roles assigned at each scale set do not allow listing the group's) or
-    fails, the pool's own scale set is looked at with one GET instead; empty when that fails as
-    well, so the pool gets a full read, unless Azure is throttling: then what was recorded
-    stands (a full read would only add calls)."""
+    recorded: dict[str, Any] | None,
+) -> tuple[str, int] | None:
+    """The pool's scale set's (ETag, capacity), from its resource group's list, listed once per
+    survey. When the list is refused (roles assigned at each scale set do not allow listing the
+    group's) or fails, the pool's own scale set is looked at with one GET instead; None when
+    that fails as well, so the pool gets a full read, unless Azure is throttling: then what was
+    `recorded` stands (a full read would only add calls)."""
     group = (pool.subscription_id.lower(), pool.resource_group.lower())
     if group not in listings:
         listings[group] = None
@@ -256,17 +257,16 @@ def _listing(
             log.warning("Survey: listing %s/%s failed (%s); one GET per pool", *group, error)
     listed = listings[group]
     if listed is not None:
-        return listed
+        return listed.get(pool.vmss_id.lower())
     try:
-        return {pool.vmss_id.lower(): services.scale_sets.peek(pool.vmss_id)}
+        return services.scale_sets.peek(pool.vmss_id)
     except ThrottledError as error:
-        recorded = services.tables.pool_status(pool.name) or {}
         log.warning(
             "Survey: %s throttled (%s); pool %s as recorded", pool.vmss_id, error, pool.name
         )
-        return {pool.vmss_id.lower(): (recorded.get("etag"), recorded.get("capacity"))}
+        return (recorded or {}).get("etag"), (recorded or {}).get("capacity")
     except AzureCallError as error:
         log.warning(
             "Survey: %s not readable (%s); reading pool %s in full", pool.vmss_id, error, pool.name
         )
-        return {}
+        return None
